@@ -1,0 +1,2 @@
+//! trexlock-journal: filled in by a later milestone.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! trexlock-lease: filled in by a later milestone.
+#![deny(missing_docs)]

@@ -1,0 +1,113 @@
+//! Static settings of a replica.
+
+use crate::types::NodeId;
+use std::time::Duration;
+
+/// A replica's settings. Build one with [`Config::new`] and adjust fields;
+/// [`crate::Replica::new`] validates it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub node: NodeId,
+    /// Every member of the cluster, this node included.
+    pub members: Vec<NodeId>,
+    /// How often a leader sends a commit heartbeat when idle.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for this long (plus a random extra of
+    /// up to the same again) starts an election. A leader that hears from
+    /// no quorum for this long steps down.
+    pub election_timeout: Duration,
+    /// Most client commands in one slot.
+    pub max_batch: usize,
+    /// Most slots a leader has in flight (proposed, not yet chosen).
+    pub window: usize,
+    /// Most chosen values in one catch-up response.
+    pub catchup_batch: usize,
+    /// After a snapshot at slot S, entries above `S - keep_after_snapshot`
+    /// are kept so that slightly lagging peers catch up without a snapshot.
+    pub keep_after_snapshot: u64,
+    /// Seeds the election-timeout randomness (reproducible runs).
+    pub seed: u64,
+    /// Deliberately broken behaviour, for proving the simulator's checks.
+    #[cfg(feature = "sabotage")]
+    pub sabotage: Option<Sabotage>,
+}
+
+/// Known-wrong variants of the algorithm (feature `sabotage` only).
+#[cfg(feature = "sabotage")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sabotage {
+    /// Acceptors promise without writing the promise to the journal.
+    PromiseNotPersisted,
+    /// Acceptors accept values from ballots lower than their promise.
+    AcceptLowerBallot,
+    /// Leaders count a value chosen with a minority of votes.
+    MinorityQuorum,
+    /// Promises omit the acceptor's votes.
+    ForgetVotesInPromise,
+    /// Followers treat every vote up to the leader's commit index as chosen,
+    /// without checking that it was cast in the leader's ballot.
+    CommitIgnoresBallot,
+}
+
+impl Config {
+    /// Defaults suited to a LAN or loopback cluster: 50 ms heartbeats and a
+    /// 300 ms election timeout.
+    pub fn new(node: NodeId, members: Vec<NodeId>) -> Self {
+        Config {
+            node,
+            members,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            max_batch: 256,
+            window: 64,
+            catchup_batch: 512,
+            keep_after_snapshot: 1024,
+            seed: u64::from(node.0),
+            #[cfg(feature = "sabotage")]
+            sabotage: None,
+        }
+    }
+
+    /// How many members form a majority.
+    pub fn quorum(&self) -> usize {
+        self.members.len() / 2 + 1
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut members = self.members.clone();
+        members.sort();
+        members.dedup();
+        if members.len() != self.members.len() {
+            return Err(ConfigError::DuplicateMember);
+        }
+        if !members.contains(&self.node) {
+            return Err(ConfigError::NotAMember(self.node));
+        }
+        if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::Timing);
+        }
+        if self.max_batch == 0 || self.window == 0 || self.catchup_batch == 0 {
+            return Err(ConfigError::ZeroLimit);
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`Config`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A node id appears twice among the members.
+    #[error("a node id appears twice among the members")]
+    DuplicateMember,
+    /// The node is not in its own member list.
+    #[error("node {0} is not among the members")]
+    NotAMember(NodeId),
+    /// Heartbeats must be non-zero and shorter than the election timeout.
+    #[error("heartbeat interval must be non-zero and shorter than the election timeout")]
+    Timing,
+    /// A batch, window or catch-up limit is zero.
+    #[error("max_batch, window and catchup_batch must be at least 1")]
+    ZeroLimit,
+}

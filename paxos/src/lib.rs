@@ -1,0 +1,66 @@
+//! # trexlock-paxos
+//!
+//! A multi-Paxos replica as a pure state machine: no clock reads, no I/O,
+//! no async runtime. Time enters as an argument, randomness from a seeded
+//! generator, and every call returns a [`Ready`] listing what to persist,
+//! send and apply. The same code therefore runs in the node runtime and,
+//! step for step, in the deterministic simulator.
+//!
+//! The protocol is classic multi-Paxos with a stable leader:
+//!
+//! - ballots `(counter, node)` that never repeat;
+//! - phase 1 (Prepare/Promise) once per leadership, covering every slot not
+//!   known chosen;
+//! - phase 2 (Accept/Accepted) pipelined over a window of slots, each slot
+//!   carrying a batch of commands;
+//! - Commit messages that announce the commit index and double as
+//!   heartbeats; a follower's vote in the leader's ballot tells it the value;
+//! - NACKs carrying the higher ballot, so duels end fast, and randomised
+//!   election timeouts;
+//! - catch-up (values, or a snapshot once compacted) for lagging replicas.
+//!
+//! ```
+//! use trexlock_paxos::{Config, JournalState, NodeId, Replica};
+//! use std::time::Duration;
+//!
+//! let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+//! let mut replica =
+//!     Replica::new(Config::new(NodeId(1), members), JournalState::default(), Duration::ZERO)
+//!         .unwrap();
+//! // Nobody leads yet: after an election timeout the replica campaigns.
+//! let ready = replica.tick(Duration::from_secs(1)).unwrap();
+//! assert!(ready.write.promised.is_some(), "the new promise is persisted first");
+//! assert_eq!(ready.messages.len(), 2, "then a Prepare goes to each peer");
+//! ```
+#![deny(missing_docs)]
+
+/// Evaluates to true when the replica runs the named sabotage (feature
+/// `sabotage` only; a constant `false` otherwise).
+#[cfg(feature = "sabotage")]
+macro_rules! sabotaged {
+    ($replica:expr, $variant:ident) => {
+        $replica.cfg.sabotage == Some($crate::config::Sabotage::$variant)
+    };
+}
+#[cfg(not(feature = "sabotage"))]
+macro_rules! sabotaged {
+    ($replica:expr, $variant:ident) => {
+        false
+    };
+}
+
+mod config;
+mod error;
+mod journal;
+mod message;
+mod replica;
+mod types;
+
+#[cfg(feature = "sabotage")]
+pub use config::Sabotage;
+pub use config::{Config, ConfigError};
+pub use error::{PaxosError, ProposeError};
+pub use journal::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
+pub use message::{Envelope, Message};
+pub use replica::{Leadership, Ready, Replica};
+pub use types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};

@@ -1,0 +1,115 @@
+//! The messages replicas exchange. Every message is idempotent: delivering
+//! it twice, late, or not at all never breaks safety.
+
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
+use serde::{Deserialize, Serialize};
+
+/// A message with its sender and addressee.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node.
+    pub from: NodeId,
+    /// The node the message is for.
+    pub to: NodeId,
+    /// The payload.
+    pub message: Message,
+}
+
+/// The protocol's message set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Phase 1a: a candidate asks for a promise covering every slot from
+    /// `from` on (its first slot not known to be chosen).
+    Prepare {
+        /// The candidate's new ballot.
+        ballot: Ballot,
+        /// The first slot the promise must report on.
+        from: Slot,
+    },
+    /// Phase 1b: the acceptor promised `ballot` and reports every vote it
+    /// holds from the requested slot on. Votes at slots up to `committed`
+    /// are known chosen.
+    Promise {
+        /// The ballot promised.
+        ballot: Ballot,
+        /// The acceptor's highest slot known chosen (contiguously).
+        committed: Slot,
+        /// Slots up to here were compacted away and cannot be reported.
+        truncated: Slot,
+        /// The acceptor's votes from the requested slot on.
+        entries: Vec<(Slot, LogEntry)>,
+    },
+    /// Phase 2a: the leader asks acceptors to accept values for slots.
+    Accept {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The leader's commit index, piggybacked so followers learn it.
+        committed: Slot,
+        /// The proposals, in increasing slot order.
+        entries: Vec<(Slot, Value)>,
+    },
+    /// Phase 2b: the acceptor accepted these slots in `ballot`.
+    Accepted {
+        /// The ballot the slots were accepted in.
+        ballot: Ballot,
+        /// The accepted slots.
+        slots: Vec<Slot>,
+    },
+    /// The leader's commit index. Doubles as the leader heartbeat. A
+    /// follower whose vote at a slot carries this exact ballot knows that
+    /// slot is chosen.
+    Commit {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// Every slot up to here is chosen.
+        committed: Slot,
+    },
+    /// A follower's answer to [`Message::Commit`]: it is alive and this is
+    /// how far it has learned. Lets the leader detect that it lost its
+    /// quorum.
+    CommitAck {
+        /// The ballot of the heartbeat being answered.
+        ballot: Ballot,
+        /// The follower's commit index.
+        committed: Slot,
+    },
+    /// A refusal: the sender has promised a higher ballot than the one in
+    /// the message it refuses. Ends duels fast.
+    Nack {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The higher ballot the sender has promised.
+        promised: Ballot,
+    },
+    /// A node that is behind asks for chosen values from `from` on.
+    CatchupRequest {
+        /// The first slot the requester lacks.
+        from: Slot,
+    },
+    /// Chosen values (and a snapshot when the requested slots were
+    /// compacted away).
+    CatchupResponse {
+        /// Present when the requested slots are no longer in the log.
+        snapshot: Option<Snapshot>,
+        /// Chosen values, contiguous, following the snapshot or the
+        /// requested slot.
+        entries: Vec<(Slot, Value)>,
+    },
+}
+
+impl Message {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare { .. } => "prepare",
+            Message::Promise { .. } => "promise",
+            Message::Accept { .. } => "accept",
+            Message::Accepted { .. } => "accepted",
+            Message::Commit { .. } => "commit",
+            Message::CommitAck { .. } => "commit_ack",
+            Message::Nack { .. } => "nack",
+            Message::CatchupRequest { .. } => "catchup_request",
+            Message::CatchupResponse { .. } => "catchup_response",
+        }
+    }
+}

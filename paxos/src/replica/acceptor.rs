@@ -1,0 +1,164 @@
+//! The acceptor and learner side: answering prepares, accepts and commits.
+
+use super::{Replica, Role};
+use crate::error::PaxosError;
+use crate::message::Message;
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use std::time::Duration;
+
+impl Replica {
+    /// Phase 1b. Grants a promise to a higher ballot unless a live leader
+    /// was heard recently (so a node rejoining from a partition cannot
+    /// depose a healthy leader), refuses a lower one with a NACK.
+    pub(super) fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, Message::Nack { ballot, promised });
+            return;
+        }
+        if ballot > self.promised {
+            let sticky = match self.role {
+                Role::Leader(_) => true,
+                Role::Candidate(_) => false,
+                Role::Follower => {
+                    self.heard_leader_recently(now) && self.leader_hint != Some(from)
+                }
+            };
+            if sticky {
+                return;
+            }
+            self.observe_higher_ballot(now, ballot);
+            // Cannot fail: `ballot > self.promised`.
+            let _ = self.set_promised(ballot);
+            self.reset_election_deadline(now);
+        }
+        let start = slot.max(self.truncated + 1);
+        let entries = if sabotaged!(self, ForgetVotesInPromise) {
+            Vec::new()
+        } else {
+            self.log
+                .range(start..)
+                .map(|(s, e)| (*s, e.clone()))
+                .collect()
+        };
+        let message = Message::Promise {
+            ballot,
+            committed: self.committed,
+            truncated: self.truncated,
+            entries,
+        };
+        self.send(from, message);
+    }
+
+    /// Phase 2b. Votes for every proposal of a ballot at least as high as
+    /// the promise. A proposal for a slot already known chosen must carry
+    /// the chosen value; anything else means safety was broken elsewhere.
+    pub(super) fn on_accept(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        committed: Slot,
+        entries: Vec<(Slot, Value)>,
+    ) -> Result<(), PaxosError> {
+        if ballot < self.promised && !sabotaged!(self, AcceptLowerBallot) {
+            let promised = self.promised;
+            self.send(from, Message::Nack { ballot, promised });
+            return Ok(());
+        }
+        if ballot > self.promised {
+            self.observe_higher_ballot(now, ballot);
+            self.set_promised(ballot)?;
+        }
+        self.follow(now, ballot, committed);
+        let mut slots = Vec::with_capacity(entries.len());
+        for (slot, value) in entries {
+            if slot <= self.committed {
+                if self.log.get(&slot).is_some_and(|e| e.value != value) {
+                    return Err(PaxosError::ChosenValueConflict { slot });
+                }
+            } else {
+                let entry = LogEntry { ballot, value };
+                self.out.write.entries.push((slot, entry.clone()));
+                self.log.insert(slot, entry);
+            }
+            slots.push(slot);
+        }
+        self.send(from, Message::Accepted { ballot, slots });
+        self.learn_commit(now, ballot, committed);
+        Ok(())
+    }
+
+    /// A leader's heartbeat and commit index.
+    pub(super) fn on_commit(&mut self, now: Duration, from: NodeId, ballot: Ballot, committed: Slot) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, Message::Nack { ballot, promised });
+            return;
+        }
+        self.observe_higher_ballot(now, ballot);
+        self.follow(now, ballot, committed);
+        self.learn_commit(now, ballot, committed);
+        let committed = self.committed;
+        self.send(from, Message::CommitAck { ballot, committed });
+    }
+
+    /// A refusal: someone promised a higher ballot than ours.
+    pub(super) fn on_nack(&mut self, now: Duration, refused: Ballot, promised: Ballot) {
+        self.max_seen = self.max_seen.max(promised);
+        let mine = match &self.role {
+            Role::Follower => return,
+            Role::Candidate(c) => c.ballot,
+            Role::Leader(l) => l.ballot,
+        };
+        if refused == mine && promised > mine {
+            self.step_down(now);
+        }
+    }
+
+    /// A leader or candidate that sees a higher ballot in use steps down.
+    pub(super) fn observe_higher_ballot(&mut self, now: Duration, ballot: Ballot) {
+        self.max_seen = self.max_seen.max(ballot);
+        let mine = match &self.role {
+            Role::Follower => return,
+            Role::Candidate(c) => c.ballot,
+            Role::Leader(l) => l.ballot,
+        };
+        if ballot > mine {
+            self.step_down(now);
+        }
+    }
+
+    /// Records that the leader of `ballot` is alive.
+    fn follow(&mut self, now: Duration, ballot: Ballot, committed: Slot) {
+        if !matches!(self.role, Role::Follower) {
+            return;
+        }
+        self.leader_hint = Some(ballot.node);
+        self.last_heard_leader = Some(now);
+        self.leader_committed = self.leader_committed.max(committed);
+        self.reset_election_deadline(now);
+    }
+
+    /// Marks slots chosen up to the leader's commit index, as far as our
+    /// votes were cast in the leader's ballot (the leader proposes one value
+    /// per slot per ballot, so such a vote holds the chosen value). Asks for
+    /// catch-up at the first slot that cannot be learned this way.
+    fn learn_commit(&mut self, now: Duration, ballot: Ballot, committed: Slot) {
+        if !matches!(self.role, Role::Follower) {
+            return;
+        }
+        while self.committed < committed {
+            let next = self.committed + 1;
+            match self.log.get(&next) {
+                Some(e) if e.ballot == ballot || sabotaged!(self, CommitIgnoresBallot) => {
+                    self.committed = next;
+                }
+                _ => break,
+            }
+        }
+        if self.committed < committed {
+            self.request_catchup(now, ballot.node);
+        }
+    }
+}

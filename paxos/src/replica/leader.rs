@@ -1,0 +1,357 @@
+//! Candidate and leader: phase 1 over every unchosen slot, then pipelined
+//! phase 2 with batching, heartbeats, retransmission and quorum checks.
+
+use super::{CommandQueue, Leadership, Replica, Role};
+use crate::message::Message;
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// What a promise told a candidate.
+pub(crate) struct PromiseInfo {
+    committed: Slot,
+    entries: Vec<(Slot, LogEntry)>,
+}
+
+/// A replica running phase 1 for its own ballot.
+pub(crate) struct Candidate {
+    pub(crate) ballot: Ballot,
+    /// First slot not known chosen when the election started.
+    from: Slot,
+    promises: BTreeMap<NodeId, PromiseInfo>,
+    prepare_sent_at: Duration,
+    pub(crate) queue: CommandQueue,
+}
+
+/// A slot proposed by the leader and not yet chosen.
+struct InFlight {
+    value: Value,
+    acks: BTreeSet<NodeId>,
+    sent_at: Duration,
+}
+
+/// A replica that won phase 1 and proposes in its ballot.
+pub(crate) struct Leader {
+    pub(crate) ballot: Ballot,
+    next_slot: Slot,
+    in_flight: BTreeMap<Slot, InFlight>,
+    pub(crate) queue: CommandQueue,
+    /// Proposals made during this step, sent as one Accept per peer.
+    unsent: Vec<(Slot, Value)>,
+    announced: Slot,
+    last_heartbeat: Duration,
+    elected_at: Duration,
+    last_heard: BTreeMap<NodeId, Duration>,
+}
+
+impl Replica {
+    /// Starts phase 1 with a ballot above every ballot seen.
+    pub(super) fn start_election(&mut self, now: Duration) {
+        let ballot = self.promised.max(self.max_seen).next_for(self.cfg.node);
+        // Cannot fail: the new ballot is above the promise.
+        let _ = self.set_promised(ballot);
+        let queue = match std::mem::replace(&mut self.role, Role::Follower) {
+            Role::Candidate(c) => c.queue,
+            _ => CommandQueue::new(),
+        };
+        let from = self.committed + 1;
+        let own = PromiseInfo {
+            committed: self.committed,
+            entries: self
+                .log
+                .range(from..)
+                .map(|(s, e)| (*s, e.clone()))
+                .collect(),
+        };
+        let mut promises = BTreeMap::new();
+        promises.insert(self.cfg.node, own);
+        self.role = Role::Candidate(Candidate {
+            ballot,
+            from,
+            promises,
+            prepare_sent_at: now,
+            queue,
+        });
+        self.leader_hint = None;
+        self.last_heard_leader = None;
+        self.reset_election_deadline(now);
+        self.broadcast(&Message::Prepare { ballot, from });
+        if self.cfg.quorum() == 1 {
+            self.become_leader(now);
+        }
+    }
+
+    /// Retries phase 1: a new ballot after the election timeout, and resends
+    /// to silent peers in between (messages may have been lost).
+    pub(super) fn candidate_tick(&mut self, now: Duration) {
+        if now >= self.election_deadline {
+            self.start_election(now);
+            return;
+        }
+        let retry = self.cfg.heartbeat_interval * 2;
+        let peers: Vec<NodeId> = self.peers().collect();
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if now < c.prepare_sent_at + retry {
+            return;
+        }
+        c.prepare_sent_at = now;
+        let (ballot, from) = (c.ballot, c.from);
+        let silent: Vec<NodeId> = peers
+            .into_iter()
+            .filter(|p| !c.promises.contains_key(p))
+            .collect();
+        for peer in silent {
+            self.send(peer, Message::Prepare { ballot, from });
+        }
+    }
+
+    /// Collects a promise; with a quorum, becomes leader. A promise from a
+    /// peer that compacted slots we still need means we are too far behind
+    /// to lead: we fall back to follower and catch up from that peer.
+    pub(super) fn on_promise(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        committed: Slot,
+        truncated: Slot,
+        entries: Vec<(Slot, LogEntry)>,
+    ) {
+        let quorum = self.cfg.quorum();
+        let Role::Candidate(c) = &mut self.role else {
+            return;
+        };
+        if c.ballot != ballot {
+            return;
+        }
+        if truncated >= c.from {
+            self.step_down(now);
+            self.leader_committed = self.leader_committed.max(committed);
+            self.request_catchup(now, from);
+            return;
+        }
+        c.promises.insert(from, PromiseInfo { committed, entries });
+        if c.promises.len() >= quorum {
+            self.become_leader(now);
+        }
+    }
+
+    /// Phase 1 complete: re-propose, in our ballot, every slot from the
+    /// first unchosen one up to the highest vote any promise reported. Each
+    /// slot gets the value known chosen, else the highest-ballot vote, else
+    /// a no-op.
+    fn become_leader(&mut self, now: Duration) {
+        let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        let mut picked: BTreeMap<Slot, (bool, Ballot, Value)> = BTreeMap::new();
+        for info in c.promises.values() {
+            for (slot, entry) in &info.entries {
+                if *slot < c.from {
+                    continue;
+                }
+                let chosen = *slot <= info.committed;
+                let better = match picked.get(slot) {
+                    None => true,
+                    Some((was_chosen, b, _)) => !was_chosen && (chosen || entry.ballot > *b),
+                };
+                if better {
+                    picked.insert(*slot, (chosen, entry.ballot, entry.value.clone()));
+                }
+            }
+        }
+        let last = picked.keys().next_back().copied().unwrap_or(c.from - 1);
+        let mut leader = Leader {
+            ballot: c.ballot,
+            next_slot: c.from,
+            in_flight: BTreeMap::new(),
+            queue: c.queue,
+            unsent: Vec::new(),
+            announced: 0,
+            last_heartbeat: now,
+            elected_at: now,
+            last_heard: self.peers().map(|p| (p, now)).collect(),
+        };
+        for slot in c.from..=last {
+            let value = picked.remove(&slot).map_or(Value::Noop, |(_, _, v)| v);
+            self.propose_in_slot(&mut leader, now, slot, value);
+        }
+        self.role = Role::Leader(leader);
+        self.leader_hint = Some(self.cfg.node);
+        self.out.leadership = Some(Leadership::Elected { ballot: c.ballot });
+        self.advance_commit(now);
+        self.fill_window(now);
+        self.send_heartbeats(now);
+    }
+
+    /// Votes for our own proposal (persisted in this step's write, so it is
+    /// durable before the Accept leaves) and queues it for the peers.
+    fn propose_in_slot(&mut self, leader: &mut Leader, now: Duration, slot: Slot, value: Value) {
+        let entry = LogEntry {
+            ballot: leader.ballot,
+            value: value.clone(),
+        };
+        self.out.write.entries.push((slot, entry.clone()));
+        self.log.insert(slot, entry);
+        let mut acks = BTreeSet::new();
+        acks.insert(self.cfg.node);
+        leader.in_flight.insert(
+            slot,
+            InFlight {
+                value: value.clone(),
+                acks,
+                sent_at: now,
+            },
+        );
+        leader.unsent.push((slot, value));
+        leader.next_slot = slot + 1;
+    }
+
+    /// Moves queued commands into new slots while the window has room,
+    /// at most `max_batch` commands per slot.
+    pub(super) fn fill_window(&mut self, now: Duration) {
+        let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
+            return;
+        };
+        while leader.in_flight.len() < self.cfg.window && !leader.queue.is_empty() {
+            let n = leader.queue.len().min(self.cfg.max_batch);
+            let batch: Vec<_> = leader.queue.drain(..n).collect();
+            let slot = leader.next_slot;
+            self.propose_in_slot(&mut leader, now, slot, Value::Batch(batch));
+        }
+        self.role = Role::Leader(leader);
+        self.advance_commit(now);
+    }
+
+    /// Counts votes for our proposals.
+    pub(super) fn on_accepted(&mut self, now: Duration, from: NodeId, ballot: Ballot, slots: &[Slot]) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if leader.ballot != ballot {
+            return;
+        }
+        leader.last_heard.insert(from, now);
+        for slot in slots {
+            if let Some(f) = leader.in_flight.get_mut(slot) {
+                f.acks.insert(from);
+            }
+        }
+        self.advance_commit(now);
+        self.fill_window(now);
+    }
+
+    /// A follower answered a heartbeat.
+    pub(super) fn on_commit_ack(&mut self, now: Duration, from: NodeId, ballot: Ballot, _committed: Slot) {
+        if let Role::Leader(leader) = &mut self.role {
+            if leader.ballot == ballot {
+                leader.last_heard.insert(from, now);
+            }
+        }
+    }
+
+    /// Advances the commit index over the contiguous prefix of slots voted
+    /// for by a quorum in our ballot.
+    fn advance_commit(&mut self, _now: Duration) {
+        let quorum = if sabotaged!(self, MinorityQuorum) {
+            (self.cfg.members.len() / 2).max(1)
+        } else {
+            self.cfg.quorum()
+        };
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        while let Some(entry) = leader.in_flight.first_entry() {
+            if *entry.key() != self.committed + 1 || entry.get().acks.len() < quorum {
+                break;
+            }
+            entry.remove();
+            self.committed += 1;
+        }
+    }
+
+    /// Heartbeats, retransmission of proposals that peers have not voted
+    /// for, and stepping down when no quorum has answered for an election
+    /// timeout (so a leader cut off from the majority stops leading).
+    pub(super) fn leader_tick(&mut self, now: Duration) {
+        let quorum = self.cfg.quorum();
+        let timeout = self.cfg.election_timeout;
+        let retry = self.cfg.heartbeat_interval * 2;
+        let peers: Vec<NodeId> = self.peers().collect();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let heard = leader
+            .last_heard
+            .values()
+            .filter(|t| now < **t + timeout)
+            .count();
+        if heard + 1 < quorum && now >= leader.elected_at + timeout {
+            self.step_down(now);
+            return;
+        }
+        let ballot = leader.ballot;
+        let committed = self.committed;
+        let mut resend: BTreeMap<NodeId, Vec<(Slot, Value)>> = BTreeMap::new();
+        for (slot, f) in leader.in_flight.iter_mut() {
+            if now < f.sent_at + retry {
+                continue;
+            }
+            f.sent_at = now;
+            for peer in peers.iter().filter(|p| !f.acks.contains(p)) {
+                resend.entry(*peer).or_default().push((*slot, f.value.clone()));
+            }
+        }
+        let due = now >= leader.last_heartbeat + self.cfg.heartbeat_interval;
+        for (peer, entries) in resend {
+            let message = Message::Accept {
+                ballot,
+                committed,
+                entries,
+            };
+            self.send(peer, message);
+        }
+        if due {
+            self.send_heartbeats(now);
+        }
+    }
+
+    fn send_heartbeats(&mut self, now: Duration) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        leader.last_heartbeat = now;
+        leader.announced = self.committed;
+        let message = Message::Commit {
+            ballot: leader.ballot,
+            committed: self.committed,
+        };
+        self.broadcast(&message);
+    }
+
+    /// Sends this step's proposals as one Accept per peer, or, when there
+    /// are none but the commit index moved, a Commit so followers apply
+    /// promptly.
+    pub(super) fn flush_leader_messages(&mut self) {
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let ballot = leader.ballot;
+        let committed = self.committed;
+        let message = if !leader.unsent.is_empty() {
+            Message::Accept {
+                ballot,
+                committed,
+                entries: std::mem::take(&mut leader.unsent),
+            }
+        } else if leader.announced < committed {
+            Message::Commit { ballot, committed }
+        } else {
+            return;
+        };
+        leader.announced = committed;
+        self.broadcast(&message);
+    }
+}

@@ -1,0 +1,474 @@
+//! The replica: acceptor, learner and (when elected) leader in one pure
+//! state machine.
+//!
+//! Each call ([`Replica::handle`], [`Replica::propose`], [`Replica::tick`],
+//! [`Replica::snapshot_taken`]) returns a [`Ready`]: everything the step
+//! produced. The caller persists `ready.write` with ONE journal sync, then
+//! sends `ready.messages`, then applies `ready.install` and `ready.chosen`.
+
+mod acceptor;
+mod catchup;
+mod leader;
+
+use crate::config::Config;
+use crate::error::{PaxosError, ProposeError};
+use crate::journal::{JournalState, JournalWrite};
+use crate::message::{Envelope, Message};
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+pub(crate) use leader::{Candidate, Leader};
+
+/// What one step produced. Perform it in field order: **persist `write`
+/// (one sync) before sending any of `messages`**, then apply `install` and
+/// `chosen` to the state machine.
+#[derive(Debug, Default, PartialEq, Eq)]
+#[must_use = "a step's effects must be persisted, sent and applied"]
+pub struct Ready {
+    /// Durable effects of the step; empty when nothing changed.
+    pub write: JournalWrite,
+    /// Messages to send once `write` is durable.
+    pub messages: Vec<Envelope>,
+    /// A snapshot the state machine must load before applying `chosen`.
+    pub install: Option<Snapshot>,
+    /// Newly chosen values in slot order, each exactly once per replica
+    /// lifetime (a restarted replica delivers again from its snapshot).
+    pub chosen: Vec<(Slot, Value)>,
+    /// Set when this replica became leader or stopped being leader.
+    pub leadership: Option<Leadership>,
+    /// Commands this replica had queued but never proposed before it lost
+    /// leadership. They were not chosen; the caller may forward them.
+    pub unproposed: Vec<Bytes>,
+}
+
+impl Ready {
+    /// True when the step produced nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.write.is_empty()
+            && self.messages.is_empty()
+            && self.install.is_none()
+            && self.chosen.is_empty()
+            && self.leadership.is_none()
+            && self.unproposed.is_empty()
+    }
+}
+
+/// A change of leadership at this replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// This replica now leads in `ballot`. Every value chosen before this
+    /// moment is delivered before any value it proposes.
+    Elected {
+        /// The ballot it leads in.
+        ballot: Ballot,
+    },
+    /// This replica no longer leads.
+    Lost,
+}
+
+pub(crate) enum Role {
+    Follower,
+    Candidate(Candidate),
+    Leader(Leader),
+}
+
+/// One multi-Paxos replica. Pure: it reads no clock (time is passed in as
+/// `now`, a monotonic duration since any fixed origin), performs no I/O and
+/// draws randomness only from a generator seeded by [`Config::seed`].
+pub struct Replica {
+    cfg: Config,
+    rng: fastrand::Rng,
+    promised: Ballot,
+    log: BTreeMap<Slot, LogEntry>,
+    truncated: Slot,
+    snapshot: Option<Snapshot>,
+    committed: Slot,
+    persisted_committed: Slot,
+    delivered: Slot,
+    install_pending: bool,
+    role: Role,
+    /// Highest ballot seen anywhere; new ballots go above it.
+    max_seen: Ballot,
+    leader_hint: Option<NodeId>,
+    last_heard_leader: Option<Duration>,
+    election_deadline: Duration,
+    /// Highest commit index a leader has told us about.
+    leader_committed: Slot,
+    catchup_sent_at: Option<Duration>,
+    stopped: bool,
+    out: Ready,
+}
+
+impl Replica {
+    /// Starts a replica from the state its journal recovered.
+    ///
+    /// # Errors
+    /// [`PaxosError::Config`] for bad settings, and
+    /// [`PaxosError::InconsistentJournal`] when `state` contradicts itself.
+    pub fn new(cfg: Config, state: JournalState, now: Duration) -> Result<Self, PaxosError> {
+        cfg.validate()?;
+        check_recovered(&state)?;
+        let delivered = state.snapshot.as_ref().map_or(0, |s| s.slot);
+        let mut replica = Replica {
+            rng: fastrand::Rng::with_seed(cfg.seed),
+            promised: state.promised,
+            log: state.entries,
+            truncated: state.truncated,
+            install_pending: state.snapshot.is_some(),
+            snapshot: state.snapshot,
+            committed: state.committed,
+            persisted_committed: state.committed,
+            delivered,
+            role: Role::Follower,
+            max_seen: state.promised,
+            leader_hint: None,
+            last_heard_leader: None,
+            election_deadline: now,
+            leader_committed: state.committed,
+            catchup_sent_at: None,
+            stopped: false,
+            out: Ready::default(),
+            cfg,
+        };
+        replica.reset_election_deadline(now);
+        Ok(replica)
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The highest ballot promised.
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+
+    /// Every slot up to here is known chosen.
+    pub fn committed(&self) -> Slot {
+        self.committed
+    }
+
+    /// True while this replica leads.
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The leader this replica believes in (itself when leading).
+    pub fn leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader(_) => Some(self.cfg.node),
+            _ => self.leader_hint,
+        }
+    }
+
+    /// The vote held for `slot`, if any.
+    pub fn entry(&self, slot: Slot) -> Option<&LogEntry> {
+        self.log.get(&slot)
+    }
+
+    /// True once an error stopped this replica.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Handles one message from a peer. Messages from non-members or for
+    /// another node are ignored.
+    ///
+    /// # Errors
+    /// A [`PaxosError`] stops the replica.
+    pub fn handle(&mut self, now: Duration, envelope: Envelope) -> Result<Ready, PaxosError> {
+        self.guard()?;
+        if envelope.to != self.cfg.node
+            || envelope.from == self.cfg.node
+            || !self.cfg.members.contains(&envelope.from)
+        {
+            return Ok(Ready::default());
+        }
+        let from = envelope.from;
+        let result = match envelope.message {
+            Message::Prepare { ballot, from: slot } => {
+                self.on_prepare(now, from, ballot, slot);
+                Ok(())
+            }
+            Message::Promise {
+                ballot,
+                committed,
+                truncated,
+                entries,
+            } => {
+                self.on_promise(now, from, ballot, committed, truncated, entries);
+                Ok(())
+            }
+            Message::Accept {
+                ballot,
+                committed,
+                entries,
+            } => self.on_accept(now, from, ballot, committed, entries),
+            Message::Accepted { ballot, slots } => {
+                self.on_accepted(now, from, ballot, &slots);
+                Ok(())
+            }
+            Message::Commit { ballot, committed } => {
+                self.on_commit(now, from, ballot, committed);
+                Ok(())
+            }
+            Message::CommitAck { ballot, committed } => {
+                self.on_commit_ack(now, from, ballot, committed);
+                Ok(())
+            }
+            Message::Nack { ballot, promised } => {
+                self.on_nack(now, ballot, promised);
+                Ok(())
+            }
+            Message::CatchupRequest { from: slot } => {
+                self.on_catchup_request(from, slot);
+                Ok(())
+            }
+            Message::CatchupResponse { snapshot, entries } => {
+                self.on_catchup_response(now, from, snapshot, entries)
+            }
+        };
+        self.finish(result)
+    }
+
+    /// Proposes client commands. A leader assigns them to slots (batched,
+    /// within its window); a candidate holds them until elected.
+    ///
+    /// # Errors
+    /// [`ProposeError::NotLeader`] on a follower, with its leader hint.
+    pub fn propose(&mut self, now: Duration, commands: Vec<Bytes>) -> Result<Ready, ProposeError> {
+        if self.stopped {
+            return Err(ProposeError::Stopped);
+        }
+        match &mut self.role {
+            Role::Follower => {
+                return Err(ProposeError::NotLeader {
+                    leader: self.leader_hint,
+                });
+            }
+            Role::Candidate(c) => c.queue.extend(commands),
+            Role::Leader(l) => {
+                l.queue.extend(commands);
+                self.fill_window(now);
+            }
+        }
+        self.finish(Ok(())).map_err(|_| ProposeError::Stopped)
+    }
+
+    /// Advances time: heartbeats, retransmissions, elections, catch-up.
+    ///
+    /// # Errors
+    /// A [`PaxosError`] stops the replica.
+    pub fn tick(&mut self, now: Duration) -> Result<Ready, PaxosError> {
+        self.guard()?;
+        match self.role {
+            Role::Follower => {
+                if now >= self.election_deadline {
+                    self.start_election(now);
+                } else if self.committed < self.leader_committed {
+                    if let Some(leader) = self.leader_hint {
+                        self.request_catchup(now, leader);
+                    }
+                }
+            }
+            Role::Candidate(_) => self.candidate_tick(now),
+            Role::Leader(_) => self.leader_tick(now),
+        }
+        self.finish(Ok(()))
+    }
+
+    /// Tells the replica that the state machine saved `snapshot` (covering
+    /// every slot up to `snapshot.slot`). The snapshot is persisted and
+    /// entries older than [`Config::keep_after_snapshot`] slots before it
+    /// are deleted; peers that need them get the snapshot instead.
+    ///
+    /// # Errors
+    /// [`PaxosError::SnapshotBeyondCommitted`] if the snapshot covers a slot
+    /// not yet delivered.
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> Result<Ready, PaxosError> {
+        self.guard()?;
+        if snapshot.slot > self.delivered {
+            return Err(PaxosError::SnapshotBeyondCommitted {
+                slot: snapshot.slot,
+                committed: self.delivered,
+            });
+        }
+        if self.snapshot.as_ref().is_some_and(|s| s.slot >= snapshot.slot) {
+            return Ok(Ready::default());
+        }
+        let upto = snapshot.slot.saturating_sub(self.cfg.keep_after_snapshot);
+        self.out.write.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot);
+        if upto > self.truncated {
+            self.truncate(upto);
+        }
+        self.finish(Ok(()))
+    }
+
+    fn guard(&self) -> Result<(), PaxosError> {
+        if self.stopped {
+            Err(PaxosError::Stopped)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn truncate(&mut self, upto: Slot) {
+        self.truncated = upto;
+        self.log = self.log.split_off(&(upto + 1));
+        self.out.write.truncate = Some(upto);
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        self.out.messages.push(Envelope {
+            from: self.cfg.node,
+            to,
+            message,
+        });
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.cfg.node;
+        self.cfg.members.iter().copied().filter(move |m| *m != me)
+    }
+
+    fn broadcast(&mut self, message: &Message) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            self.send(peer, message.clone());
+        }
+    }
+
+    fn set_promised(&mut self, ballot: Ballot) -> Result<(), PaxosError> {
+        if ballot < self.promised {
+            return Err(PaxosError::PromiseRegression {
+                from: self.promised,
+                to: ballot,
+            });
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            if !sabotaged!(self, PromiseNotPersisted) {
+                self.out.write.promised = Some(ballot);
+            }
+        }
+        self.max_seen = self.max_seen.max(ballot);
+        Ok(())
+    }
+
+    fn reset_election_deadline(&mut self, now: Duration) {
+        let base = self.cfg.election_timeout;
+        let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
+        let extra = Duration::from_nanos(self.rng.u64(0..=nanos));
+        self.election_deadline = now + base + extra;
+    }
+
+    fn heard_leader_recently(&self, now: Duration) -> bool {
+        self.last_heard_leader
+            .is_some_and(|t| now < t + self.cfg.election_timeout)
+    }
+
+    /// Leaves any leader or candidate role, handing back unproposed commands.
+    fn step_down(&mut self, now: Duration) {
+        match std::mem::replace(&mut self.role, Role::Follower) {
+            Role::Follower => return,
+            Role::Candidate(c) => self.out.unproposed.extend(c.queue),
+            Role::Leader(l) => {
+                self.out.unproposed.extend(l.queue);
+                self.out.leadership = Some(Leadership::Lost);
+            }
+        }
+        self.leader_hint = None;
+        self.reset_election_deadline(now);
+    }
+
+    /// Completes a step: flushes buffered proposals, announces commits,
+    /// delivers chosen values and records the commit index.
+    fn finish(&mut self, result: Result<(), PaxosError>) -> Result<Ready, PaxosError> {
+        if let Err(e) = result {
+            self.stopped = true;
+            self.out = Ready::default();
+            return Err(e);
+        }
+        self.flush_leader_messages();
+        if self.install_pending {
+            self.install_pending = false;
+            self.out.install = self.snapshot.clone();
+        }
+        while self.delivered < self.committed {
+            self.delivered += 1;
+            let value = self
+                .log
+                .get(&self.delivered)
+                .map_or(Value::Noop, |e| e.value.clone());
+            self.out.chosen.push((self.delivered, value));
+        }
+        if self.committed != self.persisted_committed {
+            self.persisted_committed = self.committed;
+            self.out.write.committed = Some(self.committed);
+        }
+        Ok(std::mem::take(&mut self.out))
+    }
+}
+
+/// Checks the invariants a recovered journal state must satisfy.
+fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
+    let bad = |why: String| Err(PaxosError::InconsistentJournal(why));
+    if let Some((slot, _)) = state.entries.iter().find(|(_, e)| e.ballot > state.promised) {
+        return bad(format!(
+            "slot {slot} holds a vote above the promised ballot {}",
+            state.promised
+        ));
+    }
+    if state.entries.keys().next().is_some_and(|s| *s <= state.truncated) {
+        return bad(format!("entries at or below truncated slot {}", state.truncated));
+    }
+    let snap_slot = state.snapshot.as_ref().map_or(0, |s| s.slot);
+    if snap_slot < state.truncated {
+        return bad(format!(
+            "entries up to {} deleted but snapshot covers only {snap_slot}",
+            state.truncated
+        ));
+    }
+    if state.committed < snap_slot {
+        return bad(format!(
+            "commit index {} is below snapshot slot {snap_slot}",
+            state.committed
+        ));
+    }
+    if let Some(missing) = (snap_slot + 1..=state.committed).find(|s| !state.entries.contains_key(s)) {
+        return bad(format!(
+            "slot {missing} is below the commit index {} but has no entry",
+            state.committed
+        ));
+    }
+    Ok(())
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = match self.role {
+            Role::Follower => "follower",
+            Role::Candidate(_) => "candidate",
+            Role::Leader(_) => "leader",
+        };
+        f.debug_struct("Replica")
+            .field("node", &self.cfg.node)
+            .field("role", &role)
+            .field("promised", &self.promised)
+            .field("committed", &self.committed)
+            .field("truncated", &self.truncated)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Client commands waiting for a slot.
+pub(crate) type CommandQueue = VecDeque<Bytes>;

@@ -1,0 +1,2 @@
+//! trexlock-transport: filled in by a later milestone.
+#![deny(missing_docs)]
