@@ -126,7 +126,9 @@ pub enum JournalError {
         expected: String,
     },
     /// The journal was written by a newer, incompatible version.
-    #[error("journal {path}: format version {found} is not supported (this build reads {supported})")]
+    #[error(
+        "journal {path}: format version {found} is not supported (this build reads {supported})"
+    )]
     UnsupportedVersion {
         /// The journal's location.
         path: PathBuf,

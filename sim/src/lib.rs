@@ -1,1 +1,181 @@
-//! sim
+//! # trexlock-sim
+//!
+//! A deterministic simulator for the trexlock Paxos core. One seed fixes
+//! everything: message loss, duplication, delay and reordering; partitions
+//! (two-sided, one-way, a minority leader); crashes and restarts in which a
+//! node keeps only what its journal persisted; long pauses; per-node clocks
+//! with offset and rate drift. After every step it checks that at most one
+//! value is chosen per slot (by watching the votes themselves), that every
+//! node applies exactly the chosen values in slot order, that no promise
+//! goes backwards and that no command lands in two slots. After the faults
+//! stop, a new command must be applied on every node within a bound, and
+//! every acknowledged command must be in every history.
+#![deny(missing_docs)]
+
+mod checker;
+mod machine;
+mod world;
+
+pub use world::{Outcome, World};
+
+use std::io::Write;
+use std::time::Duration;
+use trexlock_paxos::Sabotage;
+
+/// Settings of a simulation run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Cluster size.
+    pub nodes: usize,
+    /// How long faults are injected (simulated time).
+    pub fault_time: Duration,
+    /// After the faults stop, a new command must be applied everywhere
+    /// within this simulated time.
+    pub liveness_bound: Duration,
+    /// Largest clock rate error of a node, in parts per million.
+    pub max_drift_ppm: i64,
+    /// A deliberately broken core, to prove the checks catch it.
+    pub sabotage: Option<Sabotage>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            nodes: 3,
+            fault_time: Duration::from_secs(3),
+            liveness_bound: Duration::from_secs(10),
+            max_drift_ppm: 1_000,
+            sabotage: None,
+        }
+    }
+}
+
+/// Runs one seed.
+pub fn simulate(seed: u64, opts: SimOptions) -> Outcome {
+    World::new(seed, opts).run()
+}
+
+/// Runs `count` seeds from `first` on all cores, returning outcomes in
+/// seed order (so output does not depend on scheduling).
+pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outcome)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let mut results: Vec<(u64, Outcome)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (first + t..first + count)
+                        .step_by(threads as usize)
+                        .map(|seed| (seed, simulate(seed, opts)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("simulation thread panicked"))
+            .collect()
+    });
+    results.sort_by_key(|(seed, _)| *seed);
+    results
+}
+
+const USAGE: &str =
+    "usage: simulate --seeds N [--first S] [--nodes 3|5] [--sabotage NAME] [--verbose]
+  sabotage names: promise-not-persisted, accept-lower-ballot, minority-quorum,
+                  forget-votes-in-promise, commit-ignores-ballot";
+
+/// Parses a sabotage name as printed in the usage text.
+pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
+    Some(match name {
+        "promise-not-persisted" => Sabotage::PromiseNotPersisted,
+        "accept-lower-ballot" => Sabotage::AcceptLowerBallot,
+        "minority-quorum" => Sabotage::MinorityQuorum,
+        "forget-votes-in-promise" => Sabotage::ForgetVotesInPromise,
+        "commit-ignores-ballot" => Sabotage::CommitIgnoresBallot,
+        _ => return None,
+    })
+}
+
+/// The `simulate` command line. Prints each violation with its seed and a
+/// last line `simulated N seeds: V violations`; exits non-zero on any.
+pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
+    let mut seeds = None;
+    let mut first = 0u64;
+    let mut opts = SimOptions::default();
+    let mut verbose = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        let parsed: Result<(), String> = (|| {
+            match arg.as_str() {
+                "--seeds" => {
+                    seeds = Some(
+                        value("--seeds")?
+                            .parse()
+                            .map_err(|e| format!("--seeds: {e}"))?,
+                    )
+                }
+                "--first" => {
+                    first = value("--first")?
+                        .parse()
+                        .map_err(|e| format!("--first: {e}"))?
+                }
+                "--nodes" => {
+                    opts.nodes = value("--nodes")?
+                        .parse()
+                        .map_err(|e| format!("--nodes: {e}"))?;
+                    if !(1..=9).contains(&opts.nodes) {
+                        return Err("--nodes must be between 1 and 9".into());
+                    }
+                }
+                "--sabotage" => {
+                    let name = value("--sabotage")?;
+                    opts.sabotage =
+                        Some(parse_sabotage(&name).ok_or(format!("unknown sabotage {name}"))?);
+                }
+                "--verbose" => verbose = true,
+                "--help" | "-h" => return Err(String::new()),
+                other => return Err(format!("unknown argument {other}")),
+            }
+            Ok(())
+        })();
+        if let Err(e) = parsed {
+            if !e.is_empty() {
+                eprintln!("simulate: {e}");
+            }
+            eprintln!("{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let Some(count) = seeds else {
+        eprintln!("{USAGE}");
+        return std::process::ExitCode::from(2);
+    };
+    let outcomes = simulate_many(first, count, opts);
+    let mut out = std::io::stdout().lock();
+    let mut violations = 0usize;
+    for (seed, outcome) in &outcomes {
+        violations += outcome.violations.len();
+        for v in &outcome.violations {
+            let _ = writeln!(out, "seed {seed}: VIOLATION: {v}");
+        }
+        if verbose {
+            let _ = writeln!(
+                out,
+                "seed {seed}: chosen {} acknowledged {} crashes {} partitions {} pauses {} elections {}",
+                outcome.chosen,
+                outcome.acknowledged,
+                outcome.crashes,
+                outcome.partitions,
+                outcome.pauses,
+                outcome.elections
+            );
+        }
+    }
+    let _ = writeln!(out, "simulated {count} seeds: {violations} violations");
+    if violations == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -20,9 +20,7 @@ impl Replica {
             let sticky = match self.role {
                 Role::Leader(_) => true,
                 Role::Candidate(_) => false,
-                Role::Follower => {
-                    self.heard_leader_recently(now) && self.leader_hint != Some(from)
-                }
+                Role::Follower => self.heard_leader_recently(now) && self.leader_hint != Some(from),
             };
             if sticky {
                 return;
@@ -90,7 +88,13 @@ impl Replica {
     }
 
     /// A leader's heartbeat and commit index.
-    pub(super) fn on_commit(&mut self, now: Duration, from: NodeId, ballot: Ballot, committed: Slot) {
+    pub(super) fn on_commit(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        committed: Slot,
+    ) {
         if ballot < self.promised {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });

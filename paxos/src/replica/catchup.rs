@@ -39,11 +39,14 @@ impl Replica {
         };
         let batch = self.cfg.catchup_batch as u64;
         let end = self.committed.min(start.saturating_add(batch - 1));
-        let entries = self
-            .log
-            .range(start..=end)
-            .map(|(s, e)| (*s, e.value.clone()))
-            .collect();
+        let entries = if start <= end {
+            self.log
+                .range(start..=end)
+                .map(|(s, e)| (*s, e.value.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.send(peer, Message::CatchupResponse { snapshot, entries });
     }
 
@@ -83,7 +86,10 @@ impl Replica {
             // the old vote's ballot is safe, since any leader that later
             // reads this entry as the highest vote will propose the chosen
             // value, which is the only safe value for this slot.
-            let ballot = self.log.get(&slot).map_or_else(Default::default, |e| e.ballot);
+            let ballot = self
+                .log
+                .get(&slot)
+                .map_or_else(Default::default, |e| e.ballot);
             let entry = LogEntry { ballot, value };
             self.out.write.entries.push((slot, entry.clone()));
             self.log.insert(slot, entry);

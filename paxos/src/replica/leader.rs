@@ -226,7 +226,13 @@ impl Replica {
     }
 
     /// Counts votes for our proposals.
-    pub(super) fn on_accepted(&mut self, now: Duration, from: NodeId, ballot: Ballot, slots: &[Slot]) {
+    pub(super) fn on_accepted(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        slots: &[Slot],
+    ) {
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
@@ -244,7 +250,13 @@ impl Replica {
     }
 
     /// A follower answered a heartbeat.
-    pub(super) fn on_commit_ack(&mut self, now: Duration, from: NodeId, ballot: Ballot, _committed: Slot) {
+    pub(super) fn on_commit_ack(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        ballot: Ballot,
+        _committed: Slot,
+    ) {
         if let Role::Leader(leader) = &mut self.role {
             if leader.ballot == ballot {
                 leader.last_heard.insert(from, now);
@@ -301,7 +313,10 @@ impl Replica {
             }
             f.sent_at = now;
             for peer in peers.iter().filter(|p| !f.acks.contains(p)) {
-                resend.entry(*peer).or_default().push((*slot, f.value.clone()));
+                resend
+                    .entry(*peer)
+                    .or_default()
+                    .push((*slot, f.value.clone()));
             }
         }
         let due = now >= leader.last_heartbeat + self.cfg.heartbeat_interval;

@@ -301,7 +301,11 @@ impl Replica {
                 committed: self.delivered,
             });
         }
-        if self.snapshot.as_ref().is_some_and(|s| s.slot >= snapshot.slot) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.slot >= snapshot.slot)
+        {
             return Ok(Ready::default());
         }
         let upto = snapshot.slot.saturating_sub(self.cfg.keep_after_snapshot);
@@ -422,14 +426,26 @@ impl Replica {
 /// Checks the invariants a recovered journal state must satisfy.
 fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
     let bad = |why: String| Err(PaxosError::InconsistentJournal(why));
-    if let Some((slot, _)) = state.entries.iter().find(|(_, e)| e.ballot > state.promised) {
+    if let Some((slot, _)) = state
+        .entries
+        .iter()
+        .find(|(_, e)| e.ballot > state.promised)
+    {
         return bad(format!(
             "slot {slot} holds a vote above the promised ballot {}",
             state.promised
         ));
     }
-    if state.entries.keys().next().is_some_and(|s| *s <= state.truncated) {
-        return bad(format!("entries at or below truncated slot {}", state.truncated));
+    if state
+        .entries
+        .keys()
+        .next()
+        .is_some_and(|s| *s <= state.truncated)
+    {
+        return bad(format!(
+            "entries at or below truncated slot {}",
+            state.truncated
+        ));
     }
     let snap_slot = state.snapshot.as_ref().map_or(0, |s| s.slot);
     if snap_slot < state.truncated {
@@ -444,7 +460,9 @@ fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
             state.committed
         ));
     }
-    if let Some(missing) = (snap_slot + 1..=state.committed).find(|s| !state.entries.contains_key(s)) {
+    if let Some(missing) =
+        (snap_slot + 1..=state.committed).find(|s| !state.entries.contains_key(s))
+    {
         return bad(format!(
             "slot {missing} is below the commit index {} but has no entry",
             state.committed

@@ -1,0 +1,76 @@
+//! The simulator as a specification: the real core survives every fault
+//! schedule, and each deliberately broken core is caught.
+
+use trexlock_paxos::Sabotage;
+use trexlock_sim::{SimOptions, simulate, simulate_many};
+
+fn violations(first: u64, count: u64, opts: SimOptions) -> Vec<String> {
+    simulate_many(first, count, opts)
+        .into_iter()
+        .flat_map(|(seed, o)| {
+            o.violations
+                .into_iter()
+                .map(move |v| format!("seed {seed}: {v}"))
+        })
+        .collect()
+}
+
+#[test]
+fn three_nodes_stay_safe_and_live_over_1000_seeds_of_faults() {
+    let found = violations(0, 1000, SimOptions::default());
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn five_nodes_stay_safe_and_live_over_400_seeds_of_faults() {
+    let opts = SimOptions {
+        nodes: 5,
+        ..SimOptions::default()
+    };
+    let found = violations(10_000, 400, opts);
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let a = simulate(42, SimOptions::default());
+    let b = simulate(42, SimOptions::default());
+    assert_eq!(a, b);
+    assert!(a.chosen > 0 && a.crashes + a.partitions + a.pauses > 0);
+}
+
+/// Runs seeds until one catches the sabotage; returns how many it took.
+fn seeds_to_catch(sabotage: Sabotage) -> Option<u64> {
+    let opts = SimOptions {
+        sabotage: Some(sabotage),
+        ..SimOptions::default()
+    };
+    (0..100)
+        .find(|seed| !simulate(*seed, opts).violations.is_empty())
+        .map(|s| s + 1)
+}
+
+#[test]
+fn a_promise_sent_before_it_is_persisted_is_caught() {
+    assert!(seeds_to_catch(Sabotage::PromiseNotPersisted).is_some());
+}
+
+#[test]
+fn accepting_a_ballot_below_the_promise_is_caught() {
+    assert!(seeds_to_catch(Sabotage::AcceptLowerBallot).is_some());
+}
+
+#[test]
+fn choosing_with_a_minority_is_caught() {
+    assert!(seeds_to_catch(Sabotage::MinorityQuorum).is_some());
+}
+
+#[test]
+fn a_promise_that_forgets_its_votes_is_caught() {
+    assert!(seeds_to_catch(Sabotage::ForgetVotesInPromise).is_some());
+}
+
+#[test]
+fn learning_a_commit_without_the_ballot_check_is_caught() {
+    assert!(seeds_to_catch(Sabotage::CommitIgnoresBallot).is_some());
+}
