@@ -1,2 +1,43 @@
-//! trexlock-journal: filled in by a later milestone.
+//! # trexlock-journal
+//!
+//! Durable storage for a trexlock replica's promises, votes and snapshot:
+//! implementations of [`Journal`], the contract defined (with its
+//! durability rule) in `trexlock-paxos`.
+//!
+//! - [`RedbJournal`]: the default. One redb file per node; every
+//!   [`Journal::persist`] is one write transaction committed with immediate
+//!   durability (group commit: one sync covers a whole batch of steps).
+//! - [`JournalTables`]: the same tables inside an application's own redb
+//!   database, so that an applied command and the application's own writes
+//!   commit in one transaction (see `examples/app_owned_journal.rs`).
+//! - [`MemJournal`]: in memory, **not durable**: a node using it must never
+//!   rejoin its cluster under the same id after a restart.
+//! - `testing` (feature `testing`): the conformance suite any [`Journal`]
+//!   implementation can run with one call.
+//!
+//! ```
+//! use trexlock_journal::{Journal, JournalIdentity, JournalWrite, RedbJournal};
+//! use trexlock_paxos::{Ballot, NodeId};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("node1.journal");
+//! let identity = JournalIdentity::new("orders", NodeId(1));
+//! let mut journal = RedbJournal::open(&path, identity.clone()).unwrap();
+//! let promise = Ballot { counter: 7, node: NodeId(2) };
+//! let write = JournalWrite { promised: Some(promise), ..JournalWrite::default() };
+//! journal.persist(&write).unwrap();
+//! drop(journal);
+//!
+//! let mut journal = RedbJournal::open(&path, identity).unwrap();
+//! assert_eq!(journal.load().unwrap().promised, promise);
+//! ```
 #![deny(missing_docs)]
+
+mod redb_journal;
+mod tables;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use redb_journal::RedbJournal;
+pub use tables::{FORMAT_VERSION, JournalIdentity, JournalTables};
+pub use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite, MemJournal};

@@ -1,0 +1,121 @@
+//! The default journal: one redb database file per node.
+
+use crate::tables::{JournalIdentity, JournalTables};
+use redb::{Database, Durability, ReadableDatabase, TableHandle};
+use std::path::Path;
+use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
+
+/// Table names inside a journal file. The prefix keeps them apart from
+/// anything else a tool might add to the file later.
+const TABLE_PREFIX: &str = "trexlock.";
+
+/// A [`Journal`] in a redb database file of its own.
+///
+/// Guarantees: every [`Journal::persist`] is one redb write transaction
+/// committed with [`Durability::Immediate`], so it is synced to disk and
+/// atomic before it returns, however many steps' writes it covers. A file
+/// is only ever opened as the journal of the node it was created for, in
+/// the format version it records; a damaged file is reported as
+/// [`JournalError::Corrupt`], never reset. After any error the journal
+/// answers every call with [`JournalError::Closed`]: the node must stop.
+#[derive(Debug)]
+pub struct RedbJournal {
+    db: Database,
+    tables: JournalTables,
+    failed: bool,
+}
+
+impl RedbJournal {
+    /// Opens the journal at `path` for `identity`, creating it (and the
+    /// file) if the file is absent or empty.
+    ///
+    /// Every open verifies the checksum of every page, so the cost grows
+    /// with the file; compaction keeps the file small. Fails with
+    /// [`JournalError::WrongOwner`] if the journal belongs to another
+    /// cluster or node, [`JournalError::UnsupportedVersion`] if it records
+    /// another format version, and [`JournalError::Corrupt`] if the file is
+    /// damaged or is not a trexlock journal.
+    pub fn open(path: impl AsRef<Path>, identity: JournalIdentity) -> Result<Self, JournalError> {
+        let path = path.as_ref();
+        let tables = JournalTables::new(TABLE_PREFIX, path);
+        // Without the integrity check redb trusts a cleanly closed file and
+        // may panic on one damaged since; with it, damage is an error.
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| tables.redb(e))?;
+        let mut txn = db.begin_write().map_err(|e| tables.redb(e))?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(|e| tables.redb(e))?;
+        let (holds_tables, holds_journal) = {
+            let mut names = txn.list_tables().map_err(|e| tables.redb(e))?.peekable();
+            let holds_tables = names.peek().is_some();
+            (
+                holds_tables,
+                names.any(|t| t.name() == tables.meta_table_name()),
+            )
+        };
+        // An empty database is one whose creation was interrupted before
+        // its first commit: safe to initialise. Anything else without our
+        // metadata is somebody else's data.
+        if holds_tables && !holds_journal {
+            return Err(JournalError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a redb database, but not a trexlock journal (no table {})",
+                    tables.meta_table_name()
+                ),
+            });
+        }
+        tables.create_or_check(&txn, &identity)?;
+        txn.commit().map_err(|e| tables.redb(e))?;
+        Ok(Self {
+            db,
+            tables,
+            failed: false,
+        })
+    }
+
+    /// The file this journal lives in.
+    pub fn path(&self) -> &Path {
+        self.tables.path()
+    }
+
+    /// Closes the file, reporting any failure that dropping would ignore.
+    pub fn close(self) -> Result<(), JournalError> {
+        self.db.close().map_err(|e| self.tables.redb(e))
+    }
+
+    fn guarded<T>(
+        &mut self,
+        op: impl FnOnce(&Self) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        if self.failed {
+            return Err(JournalError::Closed {
+                path: self.path().to_path_buf(),
+            });
+        }
+        let result = op(self);
+        self.failed = result.is_err();
+        result
+    }
+}
+
+impl Journal for RedbJournal {
+    fn load(&mut self) -> Result<JournalState, JournalError> {
+        self.guarded(|this| {
+            let txn = this.db.begin_read().map_err(|e| this.tables.redb(e))?;
+            this.tables.load(&txn)
+        })
+    }
+
+    fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
+        self.guarded(|this| {
+            let mut txn = this.db.begin_write().map_err(|e| this.tables.redb(e))?;
+            txn.set_durability(Durability::Immediate)
+                .map_err(|e| this.tables.redb(e))?;
+            this.tables.write(&txn, write)?;
+            txn.commit().map_err(|e| this.tables.redb(e))
+        })
+    }
+}

@@ -1,0 +1,313 @@
+//! The journal's tables inside any redb database, so that the journal can
+//! live in its own file ([`crate::RedbJournal`]) or next to an application's
+//! own tables and commit together with them.
+
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use trexlock_paxos::{
+    Ballot, JournalError, JournalState, JournalWrite, LogEntry, NodeId, Slot, Snapshot,
+};
+
+/// The on-disk format this build reads and writes. Recorded when a journal
+/// is created; a journal recording any other version is refused rather than
+/// misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+const FORMAT_VERSION_KEY: &str = "format_version";
+const CLUSTER_ID_KEY: &str = "cluster_id";
+const NODE_ID_KEY: &str = "node_id";
+const PROMISED_KEY: &str = "promised";
+const COMMITTED_KEY: &str = "committed";
+const TRUNCATED_KEY: &str = "truncated";
+
+/// Whose journal this is. Recorded when the journal is created and checked
+/// on every open, so that a node never adopts another node's promises and
+/// votes (a copied or misconfigured data directory).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JournalIdentity {
+    /// The cluster the node belongs to.
+    pub cluster_id: String,
+    /// The node within that cluster.
+    pub node_id: NodeId,
+}
+
+impl JournalIdentity {
+    /// The identity of node `node_id` in cluster `cluster_id`.
+    pub fn new(cluster_id: impl Into<String>, node_id: NodeId) -> Self {
+        Self {
+            cluster_id: cluster_id.into(),
+            node_id,
+        }
+    }
+}
+
+impl fmt::Display for JournalIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cluster {:?} node {}", self.cluster_id, self.node_id)
+    }
+}
+
+/// The three tables that hold one replica's journal, under a name prefix,
+/// in any redb database.
+///
+/// Every method works inside a transaction the caller owns, so a caller can
+/// make journal writes and its own writes durable in one commit. Every
+/// error names `path`, the database's location.
+///
+/// Layout (all values postcard-encoded): `{prefix}meta` maps
+/// `format_version`, `cluster_id`, `node_id`, `promised`, `committed` and
+/// `truncated` to their values; `{prefix}snapshot` holds at most one
+/// [`Snapshot`] under the key `()`; `{prefix}entries` maps each slot to its
+/// [`LogEntry`].
+#[derive(Clone, Debug)]
+pub struct JournalTables {
+    meta: String,
+    snapshot: String,
+    entries: String,
+    path: PathBuf,
+}
+
+impl JournalTables {
+    /// The tables named `{prefix}meta`, `{prefix}snapshot` and
+    /// `{prefix}entries` of the database at `path`.
+    pub fn new(prefix: &str, path: impl Into<PathBuf>) -> Self {
+        Self {
+            meta: format!("{prefix}meta"),
+            snapshot: format!("{prefix}snapshot"),
+            entries: format!("{prefix}entries"),
+            path: path.into(),
+        }
+    }
+
+    /// The database location named in every error.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The name of the table holding the metadata; its presence marks a
+    /// database as holding this journal.
+    pub fn meta_table_name(&self) -> &str {
+        &self.meta
+    }
+
+    fn meta_def(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.meta)
+    }
+
+    fn snapshot_def(&self) -> TableDefinition<'_, (), &'static [u8]> {
+        TableDefinition::new(&self.snapshot)
+    }
+
+    fn entries_def(&self) -> TableDefinition<'_, Slot, &'static [u8]> {
+        TableDefinition::new(&self.entries)
+    }
+
+    /// Creates the journal for `identity` in `txn` if the database holds
+    /// none yet; otherwise checks that the one it holds has this build's
+    /// format version and belongs to `identity`.
+    ///
+    /// The caller commits `txn`; until then a new journal does not exist.
+    pub fn create_or_check(
+        &self,
+        txn: &WriteTransaction,
+        identity: &JournalIdentity,
+    ) -> Result<(), JournalError> {
+        let mut meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
+        if meta.is_empty().map_err(|e| self.redb(e))? {
+            let initial: [(&str, Vec<u8>); 6] = [
+                (FORMAT_VERSION_KEY, self.encode(&FORMAT_VERSION)?),
+                (CLUSTER_ID_KEY, self.encode(&identity.cluster_id)?),
+                (NODE_ID_KEY, self.encode(&identity.node_id)?),
+                (PROMISED_KEY, self.encode(&Ballot::ZERO)?),
+                (COMMITTED_KEY, self.encode(&0u64)?),
+                (TRUNCATED_KEY, self.encode(&0u64)?),
+            ];
+            for (key, value) in initial {
+                meta.insert(key, value.as_slice())
+                    .map_err(|e| self.redb(e))?;
+            }
+            txn.open_table(self.snapshot_def())
+                .map_err(|e| self.redb(e))?;
+            txn.open_table(self.entries_def())
+                .map_err(|e| self.redb(e))?;
+            return Ok(());
+        }
+        // The version is checked first: a newer format may have moved the
+        // owner fields, and misreading them would blame the wrong thing.
+        let found: u32 = self.read_meta(&meta, FORMAT_VERSION_KEY)?;
+        if found != FORMAT_VERSION {
+            return Err(JournalError::UnsupportedVersion {
+                path: self.path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let recorded = JournalIdentity {
+            cluster_id: self.read_meta(&meta, CLUSTER_ID_KEY)?,
+            node_id: self.read_meta(&meta, NODE_ID_KEY)?,
+        };
+        if recorded != *identity {
+            return Err(JournalError::WrongOwner {
+                path: self.path.clone(),
+                found: recorded.to_string(),
+                expected: identity.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the whole journal as of `txn`.
+    pub fn load(&self, txn: &ReadTransaction) -> Result<JournalState, JournalError> {
+        let meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
+        let snapshots = txn
+            .open_table(self.snapshot_def())
+            .map_err(|e| self.redb(e))?;
+        let table = txn
+            .open_table(self.entries_def())
+            .map_err(|e| self.redb(e))?;
+        let snapshot = match snapshots.get(()).map_err(|e| self.redb(e))? {
+            Some(bytes) => Some(self.decode::<Snapshot>(bytes.value(), "snapshot")?),
+            None => None,
+        };
+        let mut entries = std::collections::BTreeMap::new();
+        for row in table.iter().map_err(|e| self.redb(e))? {
+            let (slot, bytes) = row.map_err(|e| self.redb(e))?;
+            let slot = slot.value();
+            let entry: LogEntry = self.decode(bytes.value(), &format!("entry for slot {slot}"))?;
+            entries.insert(slot, entry);
+        }
+        Ok(JournalState {
+            promised: self.read_meta(&meta, PROMISED_KEY)?,
+            committed: self.read_meta(&meta, COMMITTED_KEY)?,
+            snapshot,
+            truncated: self.read_meta(&meta, TRUNCATED_KEY)?,
+            entries,
+        })
+    }
+
+    /// Stages `write` in `txn` with the semantics of
+    /// [`JournalState::apply`]: promise, entries, commit index, snapshot,
+    /// then truncation. Nothing is durable until the caller commits `txn`.
+    pub fn write(&self, txn: &WriteTransaction, write: &JournalWrite) -> Result<(), JournalError> {
+        let mut meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
+        if let Some(ballot) = write.promised {
+            self.write_meta(&mut meta, PROMISED_KEY, &ballot)?;
+        }
+        let mut entries = txn
+            .open_table(self.entries_def())
+            .map_err(|e| self.redb(e))?;
+        for (slot, entry) in &write.entries {
+            entries
+                .insert(slot, self.encode(entry)?.as_slice())
+                .map_err(|e| self.redb(e))?;
+        }
+        if let Some(committed) = write.committed {
+            self.write_meta(&mut meta, COMMITTED_KEY, &committed)?;
+        }
+        if let Some(snapshot) = &write.snapshot {
+            let mut snapshots = txn
+                .open_table(self.snapshot_def())
+                .map_err(|e| self.redb(e))?;
+            snapshots
+                .insert((), self.encode(snapshot)?.as_slice())
+                .map_err(|e| self.redb(e))?;
+        }
+        if let Some(upto) = write.truncate {
+            entries
+                .retain_in(..=upto, |_, _| false)
+                .map_err(|e| self.redb(e))?;
+            let truncated: Slot = self.read_meta(&meta, TRUNCATED_KEY)?;
+            if upto > truncated {
+                self.write_meta(&mut meta, TRUNCATED_KEY, &upto)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Names the database in a redb failure, classifying it: damage to the
+    /// file is [`JournalError::Corrupt`], anything else
+    /// [`JournalError::Storage`].
+    pub fn redb(&self, error: impl Into<redb::Error>) -> JournalError {
+        let error = error.into();
+        let reason = match &error {
+            redb::Error::Corrupted(reason) => reason.clone(),
+            // A table of ours with other key or value types: the database
+            // holds someone else's data under our names.
+            redb::Error::TableTypeMismatch { .. }
+            | redb::Error::TypeDefinitionChanged { .. }
+            | redb::Error::TableIsMultimap(_) => format!("not a trexlock journal: {error}"),
+            redb::Error::TableDoesNotExist(table) => {
+                format!("table {table} is missing")
+            }
+            redb::Error::UpgradeRequired(_) => {
+                format!("written by an older redb this build cannot read: {error}")
+            }
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                format!("the file is shorter than its contents: {io}")
+            }
+            _ => {
+                return JournalError::Storage {
+                    path: self.path.clone(),
+                    source: Box::new(error),
+                };
+            }
+        };
+        self.corrupt(reason)
+    }
+
+    fn corrupt(&self, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, JournalError> {
+        postcard::to_allocvec(value).map_err(|e| JournalError::Storage {
+            path: self.path.clone(),
+            source: Box::new(e),
+        })
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, JournalError> {
+        match postcard::take_from_bytes(bytes) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(self.corrupt(format!(
+                "{what}: {} bytes left over after the record",
+                rest.len()
+            ))),
+            Err(e) => Err(self.corrupt(format!("{what} cannot be decoded: {e}"))),
+        }
+    }
+
+    fn read_meta<T: DeserializeOwned>(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<T, JournalError> {
+        match meta.get(key).map_err(|e| self.redb(e))? {
+            Some(bytes) => self.decode(bytes.value(), key),
+            None => Err(self.corrupt(format!(
+                "metadata has no {key} in table {}",
+                self.meta_def().name()
+            ))),
+        }
+    }
+
+    fn write_meta<T: Serialize>(
+        &self,
+        meta: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), JournalError> {
+        meta.insert(key, self.encode(value)?.as_slice())
+            .map_err(|e| self.redb(e))?;
+        Ok(())
+    }
+}
