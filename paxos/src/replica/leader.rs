@@ -257,10 +257,10 @@ impl Replica {
         ballot: Ballot,
         _committed: Slot,
     ) {
-        if let Role::Leader(leader) = &mut self.role {
-            if leader.ballot == ballot {
-                leader.last_heard.insert(from, now);
-            }
+        if let Role::Leader(leader) = &mut self.role
+            && leader.ballot == ballot
+        {
+            leader.last_heard.insert(from, now);
         }
     }
 

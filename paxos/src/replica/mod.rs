@@ -9,8 +9,12 @@
 mod acceptor;
 mod catchup;
 mod leader;
+#[cfg(test)]
+mod tests;
 
 use crate::config::Config;
+#[cfg(test)]
+use crate::config::ConfigError;
 use crate::error::{PaxosError, ProposeError};
 use crate::journal::{JournalState, JournalWrite};
 use crate::message::{Envelope, Message};
@@ -273,10 +277,10 @@ impl Replica {
             Role::Follower => {
                 if now >= self.election_deadline {
                     self.start_election(now);
-                } else if self.committed < self.leader_committed {
-                    if let Some(leader) = self.leader_hint {
-                        self.request_catchup(now, leader);
-                    }
+                } else if self.committed < self.leader_committed
+                    && let Some(leader) = self.leader_hint
+                {
+                    self.request_catchup(now, leader);
                 }
             }
             Role::Candidate(_) => self.candidate_tick(now),
