@@ -251,6 +251,8 @@ impl JournalTables {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 format!("the file is shorter than its contents: {io}")
             }
+            // How redb reports a file that is not a redb database at all.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => io.to_string(),
             _ => {
                 return JournalError::Storage {
                     path: self.path.clone(),

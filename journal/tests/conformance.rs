@@ -64,6 +64,79 @@ fn app_owned_journal_conforms() {
     });
 }
 
+/// A journal with one deliberate bug, to show that the suite catches it.
+struct Buggy {
+    storage: Arc<Mutex<JournalState>>,
+    /// Applies the truncation before the entries of the same write.
+    truncate_first: bool,
+    /// Sets the truncation mark to the latest request, even a lower one.
+    lower_truncation: bool,
+}
+
+impl Journal for Buggy {
+    fn load(&mut self) -> Result<JournalState, JournalError> {
+        Ok(self
+            .storage
+            .lock()
+            .expect("no test panics holding it")
+            .clone())
+    }
+
+    fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
+        let mut state = self.storage.lock().expect("no test panics holding it");
+        let entries = JournalWrite {
+            entries: write.entries.clone(),
+            ..JournalWrite::default()
+        };
+        let rest = JournalWrite {
+            entries: Vec::new(),
+            ..write.clone()
+        };
+        if self.truncate_first {
+            state.apply(&rest);
+            state.apply(&entries);
+        } else {
+            state.apply(write);
+        }
+        if let (true, Some(upto)) = (self.lower_truncation, write.truncate) {
+            state.truncated = upto;
+        }
+        Ok(())
+    }
+}
+
+fn buggy(
+    truncate_first: bool,
+    lower_truncation: bool,
+) -> impl FnMut() -> Result<Buggy, JournalError> {
+    let storage = Arc::new(Mutex::new(JournalState::default()));
+    move || {
+        Ok(Buggy {
+            storage: storage.clone(),
+            truncate_first,
+            lower_truncation,
+        })
+    }
+}
+
+#[test]
+#[should_panic(expected = "everything_survives_close_and_reopen")]
+fn a_journal_that_forgets_on_reopen_fails_conformance() {
+    conformance(|| || Ok(MemJournal::new()));
+}
+
+#[test]
+#[should_panic(expected = "a_merged_write_equals_its_parts_in_order")]
+fn a_journal_that_truncates_before_writing_entries_fails_conformance() {
+    conformance(|| buggy(true, false));
+}
+
+#[test]
+#[should_panic(expected = "snapshot_and_truncation_delete_exactly_the_covered_entries")]
+fn a_journal_that_lowers_its_truncation_mark_fails_conformance() {
+    conformance(|| buggy(false, true));
+}
+
 #[test]
 fn app_owned_journal_example_runs_to_completion() {
     app_owned_journal::main().expect("the example succeeds");
