@@ -1,2 +1,59 @@
-//! trexlock-lease: filled in by a later milestone.
+//! # trexlock-lease
+//!
+//! Named, fenced, expiring leases replicated by multi-Paxos among a few of
+//! your own processes.
+//!
+//! - [`table`]: the lease table, a deterministic state machine that never
+//!   reads a clock;
+//! - [`time`]: why leases are safe with unsynchronised clocks (read it);
+//! - [`Node`]: the runtime (the Paxos core, the table and the journal on
+//!   tokio);
+//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API.
+//!
+//! ```
+//! use std::time::Duration;
+//! use trexlock_lease::{InProcessNetwork, Node, NodeConfig, TryAcquire};
+//! use trexlock_paxos::{MemJournal, NodeId};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let network = InProcessNetwork::new();
+//! let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+//! let mut nodes = Vec::new();
+//! for id in &members {
+//!     let inbox = network.register(*id);
+//!     let config = NodeConfig::new(*id, members.clone());
+//!     nodes.push(Node::start(config, Box::new(MemJournal::new()), network.clone(), inbox).await?);
+//! }
+//! let client = nodes[0].client("worker-1");
+//! let TryAcquire::Acquired(lease) = client.try_acquire("nightly-report", Duration::from_secs(10)).await? else {
+//!     panic!("nobody else wants it");
+//! };
+//! assert!(lease.is_valid_with_safety_gap(Duration::from_millis(500)));
+//! println!("stamp {} valid until {:?}", lease.stamp(), lease.expire_time_unsafe());
+//! lease.release().await?;
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod command;
+pub mod election;
+pub mod error;
+mod journal_worker;
+pub mod keepalive;
+mod metrics;
+pub mod network;
+pub mod node;
+pub mod table;
+pub mod time;
+
+pub use client::{LeaseClient, LeaseHandle, TryAcquire};
+pub use command::{ClientId, HolderInfo, Stamp};
+pub use election::{Elected, Election, Observed};
+pub use error::{LeaseError, NodeError};
+pub use keepalive::KeepAlive;
+pub use metrics::MetricsSnapshot;
+pub use network::{InProcessNetwork, Network, PeerMessage};
+pub use node::{Node, NodeConfig, NodeHandle, NodeStatus};
+pub use time::DriftBound;

@@ -1,0 +1,74 @@
+//! Errors of the lease API and of the node runtime.
+
+use crate::command::{HolderInfo, Stamp};
+use trexlock_paxos::{JournalError, PaxosError};
+
+/// Why a lease call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// No leader could be reached before the call's deadline (the cluster
+    /// is electing one, or this node is cut off from a majority).
+    #[error("no leader reachable")]
+    NoLeader,
+    /// The call did not complete before its deadline. It may still take
+    /// effect; a retry with the same handle is safe.
+    #[error("timed out")]
+    Timeout,
+    /// The lease is no longer ours: it expired, was released, or was taken.
+    #[error("lease {name} lost (stamp {stamp})")]
+    LeaseLost {
+        /// Lease name.
+        name: String,
+        /// Our stamp, now stale.
+        stamp: Stamp,
+        /// Who holds it now, if anyone.
+        holder: Option<HolderInfo>,
+    },
+    /// A fenced write carried a stamp that is no longer the holder's.
+    #[error("stale stamp {stamp} for lease {name}")]
+    StaleStamp {
+        /// Lease name.
+        name: String,
+        /// The refused stamp.
+        stamp: Stamp,
+    },
+    /// The lease is held by someone else (only from waits that ran out).
+    #[error("lease {name} is held by {}", holder.owner)]
+    Held {
+        /// Lease name.
+        name: String,
+        /// The holder.
+        holder: HolderInfo,
+    },
+    /// A TTL, wait, name, owner or value outside the limits.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The node is stopped (shut down, or halted by an error).
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// Why a node could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The journal failed; the node stops rather than guess.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The consensus core refused to go on.
+    #[error(transparent)]
+    Paxos(#[from] PaxosError),
+    /// The configuration is invalid.
+    #[error("invalid node configuration: {0}")]
+    Config(String),
+    /// A chosen command or a snapshot could not be decoded: this build
+    /// cannot read the cluster's log.
+    #[error("slot {slot}: undecodable {what}: {reason}")]
+    Undecodable {
+        /// Where.
+        slot: u64,
+        /// Command or snapshot.
+        what: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}

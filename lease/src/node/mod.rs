@@ -1,0 +1,286 @@
+//! A lease node: the Paxos core, the lease table and the journal, driven
+//! by one tokio task.
+
+mod task;
+
+use crate::client::LeaseClient;
+use crate::command::{ClientId, Outcome, Request};
+use crate::error::NodeError;
+use crate::journal_worker::JournalWorker;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::network::{Inbox, Network};
+use crate::time::DriftBound;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use trexlock_journal::{JournalIdentity, RedbJournal};
+use trexlock_paxos::{Config, Journal, NodeId, Replica};
+
+/// Settings of one node. [`NodeConfig::new`] gives defaults suited to a LAN
+/// or loopback cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node.
+    pub node: NodeId,
+    /// Every member, this node included (3 or 5 is typical).
+    pub members: Vec<NodeId>,
+    /// Leader heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Election timeout (randomised up to twice this).
+    pub election_timeout: Duration,
+    /// The bound on clock rate error that lease safety relies on.
+    pub drift: DriftBound,
+    /// How often the node ticks the core and checks for due work.
+    pub tick_interval: Duration,
+    /// A request not answered within this is sent to the leader again
+    /// (a retry is answered exactly once, from the table).
+    pub retry_interval: Duration,
+    /// Snapshot the lease table (and compact the journal) every this many
+    /// slots.
+    pub snapshot_every: u64,
+    /// Most client commands in one Paxos slot.
+    pub max_batch: usize,
+    /// Most slots in flight at the leader.
+    pub window: usize,
+}
+
+impl NodeConfig {
+    /// Defaults: 50 ms heartbeats, 300 ms election timeout, 1000 ppm drift
+    /// bound, 5 ms ticks, 500 ms retries, a snapshot every 10 000 slots.
+    pub fn new(node: NodeId, members: Vec<NodeId>) -> Self {
+        NodeConfig {
+            node,
+            members,
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout: Duration::from_millis(300),
+            drift: DriftBound::DEFAULT,
+            tick_interval: Duration::from_millis(5),
+            retry_interval: Duration::from_millis(500),
+            snapshot_every: 10_000,
+            max_batch: 256,
+            window: 64,
+        }
+    }
+
+    fn paxos(&self) -> Config {
+        let mut cfg = Config::new(self.node, self.members.clone());
+        cfg.heartbeat_interval = self.heartbeat_interval;
+        cfg.election_timeout = self.election_timeout;
+        cfg.max_batch = self.max_batch;
+        cfg.window = self.window;
+        cfg.seed = fastrand::u64(..);
+        cfg
+    }
+
+    fn validate(&self) -> Result<(), NodeError> {
+        self.paxos()
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        if self.tick_interval.is_zero() || self.retry_interval.is_zero() {
+            return Err(NodeError::Config(
+                "tick and retry intervals must be non-zero".into(),
+            ));
+        }
+        if self.snapshot_every == 0 {
+            return Err(NodeError::Config(
+                "snapshot_every must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the node task is asked to do.
+pub(crate) enum Call {
+    Request {
+        request: Request,
+        reply: mpsc::Sender<Outcome>,
+    },
+    Forget {
+        client: ClientId,
+        request: u64,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The node's public state, as last published by its task.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The leader as this node knows it.
+    pub leader: Option<NodeId>,
+    /// Whether this node leads (and has started its lease epoch).
+    pub is_leader: bool,
+    /// Highest slot applied to the lease table.
+    pub applied: u64,
+    /// Set once the node has stopped, with the reason.
+    pub stopped: Option<String>,
+}
+
+/// A cheap, cloneable handle to a running node, used by clients.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) id: NodeId,
+    pub(crate) calls: mpsc::Sender<Call>,
+    pub(crate) status: watch::Receiver<NodeStatus>,
+    pub(crate) drift: DriftBound,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl NodeHandle {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The node's latest status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A client session on this node. Leases are reentrant by `owner`.
+    pub fn client(&self, owner: impl Into<String>) -> LeaseClient {
+        LeaseClient::new(self.clone(), owner.into())
+    }
+
+    /// Counters since the node started.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot(self.status.borrow().is_leader)
+    }
+
+    /// Waits until some leader is known (or `timeout` passes).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut status = self.status.clone();
+        let found = tokio::time::timeout(timeout, status.wait_for(|s| s.leader.is_some())).await;
+        match found {
+            Ok(Ok(s)) => s.leader,
+            _ => None,
+        }
+    }
+}
+
+/// A running node. Dropping it stops the node abruptly (as a crash
+/// would, minus the process); [`Node::shutdown`] stops it cleanly.
+pub struct Node {
+    handle: NodeHandle,
+    task: tokio::task::JoinHandle<Result<(), NodeError>>,
+}
+
+impl Node {
+    /// Starts a node: loads its journal, then runs the core, the table and
+    /// the journal on the current tokio runtime.
+    ///
+    /// # Errors
+    /// An invalid configuration, or a journal that cannot be loaded or
+    /// contradicts itself.
+    pub async fn start(
+        config: NodeConfig,
+        journal: Box<dyn Journal>,
+        network: Arc<dyn Network>,
+        inbox: Inbox,
+    ) -> Result<Node, NodeError> {
+        config.validate()?;
+        let thread = format!("trexlock-journal-{}", config.node);
+        let (worker, state) =
+            tokio::task::spawn_blocking(move || JournalWorker::start(journal, thread))
+                .await
+                .map_err(|e| NodeError::Config(format!("journal thread failed: {e}")))??;
+        let origin = tokio::time::Instant::now();
+        let replica = Replica::new(config.paxos(), state, Duration::ZERO)?;
+        let (calls_tx, calls_rx) = mpsc::channel(4096);
+        let (status_tx, status_rx) = watch::channel(NodeStatus::default());
+        let metrics = Arc::new(Metrics::default());
+        let handle = NodeHandle {
+            id: config.node,
+            calls: calls_tx,
+            status: status_rx,
+            drift: config.drift,
+            metrics: metrics.clone(),
+        };
+        let task = task::NodeTask::new(
+            config, replica, worker, network, inbox, calls_rx, status_tx, metrics, origin,
+        );
+        let task = tokio::spawn(task.run());
+        Ok(Node { handle, task })
+    }
+
+    /// Starts a node on the default durable journal: a redb file at
+    /// `path`, created if missing, tagged with `cluster_id` and the node id
+    /// (a journal of another cluster or node is refused).
+    ///
+    /// # Errors
+    /// As [`Node::start`], plus any journal open error (corrupt file,
+    /// wrong owner, newer format).
+    pub async fn start_with_redb(
+        config: NodeConfig,
+        cluster_id: &str,
+        path: impl AsRef<std::path::Path>,
+        network: Arc<dyn Network>,
+        inbox: Inbox,
+    ) -> Result<Node, NodeError> {
+        let identity = JournalIdentity::new(cluster_id, config.node);
+        let path = path.as_ref().to_owned();
+        let journal = tokio::task::spawn_blocking(move || RedbJournal::open(path, identity))
+            .await
+            .map_err(|e| NodeError::Config(format!("journal open failed: {e}")))??;
+        Node::start(config, Box::new(journal), network, inbox).await
+    }
+
+    /// A handle for clients and status.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.handle.id
+    }
+
+    /// A client session on this node (see [`NodeHandle::client`]).
+    pub fn client(&self, owner: impl Into<String>) -> LeaseClient {
+        self.handle.client(owner)
+    }
+
+    /// Counters since the node started.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.handle.metrics()
+    }
+
+    /// The node's latest status.
+    pub fn status(&self) -> NodeStatus {
+        self.handle.status()
+    }
+
+    /// Stops the node cleanly: in-flight journal syncs finish, the journal
+    /// is closed, pending calls fail with `Stopped`. The rest of the
+    /// cluster goes on (a new leader is elected if this one led).
+    ///
+    /// # Errors
+    /// The error that had already stopped the node, if any.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let (done, wait) = oneshot::channel();
+        if self
+            .handle
+            .calls
+            .send(Call::Shutdown { done })
+            .await
+            .is_ok()
+        {
+            let _ = wait.await;
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Config(format!("node task failed: {e}"))),
+        }
+    }
+
+    /// Stops the node without any cleanup, like a crash: no message is
+    /// sent and no request answered any more; whatever the journal synced
+    /// is all that survives. Returns once the journal is closed, so the
+    /// node can be restarted on it.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
