@@ -44,9 +44,9 @@ impl AppJournal {
         identity: &JournalIdentity,
     ) -> Result<Self, JournalError> {
         let tables = JournalTables::new("paxos.", path);
-        let txn = db.begin_write().map_err(|e| tables.redb(e))?;
+        let txn = db.begin_write().map_err(|e| tables.redb_error(e))?;
         tables.create_or_check(&txn, identity)?;
-        txn.commit().map_err(|e| tables.redb(e))?;
+        txn.commit().map_err(|e| tables.redb_error(e))?;
         Ok(Self { db, tables })
     }
 
@@ -57,18 +57,24 @@ impl AppJournal {
         write: &JournalWrite,
         app: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), JournalError> {
-        let mut txn = self.db.begin_write().map_err(|e| self.tables.redb(e))?;
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| self.tables.redb_error(e))?;
         txn.set_durability(Durability::Immediate)
-            .map_err(|e| self.tables.redb(e))?;
+            .map_err(|e| self.tables.redb_error(e))?;
         self.tables.write(&txn, write)?;
-        app(&txn).map_err(|e| self.tables.redb(e))?;
-        txn.commit().map_err(|e| self.tables.redb(e))
+        app(&txn).map_err(|e| self.tables.redb_error(e))?;
+        txn.commit().map_err(|e| self.tables.redb_error(e))
     }
 }
 
 impl Journal for AppJournal {
     fn load(&mut self) -> Result<JournalState, JournalError> {
-        let txn = self.db.begin_read().map_err(|e| self.tables.redb(e))?;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| self.tables.redb_error(e))?;
         self.tables.load(&txn)
     }
 

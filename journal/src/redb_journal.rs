@@ -2,6 +2,7 @@
 
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle};
+use std::fs::File;
 use std::path::Path;
 use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
 
@@ -43,12 +44,15 @@ impl RedbJournal {
         let db = Database::builder()
             .set_check_integrity_on_open(true)
             .create(path)
-            .map_err(|e| tables.redb(e))?;
-        let mut txn = db.begin_write().map_err(|e| tables.redb(e))?;
+            .map_err(|e| tables.redb_error(e))?;
+        let mut txn = db.begin_write().map_err(|e| tables.redb_error(e))?;
         txn.set_durability(Durability::Immediate)
-            .map_err(|e| tables.redb(e))?;
+            .map_err(|e| tables.redb_error(e))?;
         let (holds_tables, holds_journal) = {
-            let mut names = txn.list_tables().map_err(|e| tables.redb(e))?.peekable();
+            let mut names = txn
+                .list_tables()
+                .map_err(|e| tables.redb_error(e))?
+                .peekable();
             let holds_tables = names.peek().is_some();
             (
                 holds_tables,
@@ -68,7 +72,11 @@ impl RedbJournal {
             });
         }
         tables.create_or_check(&txn, &identity)?;
-        txn.commit().map_err(|e| tables.redb(e))?;
+        txn.commit().map_err(|e| tables.redb_error(e))?;
+        // Syncing the file does not make its directory entry durable: a
+        // power cut could otherwise lose a journal just created, votes and
+        // all.
+        sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
         Ok(Self {
             db,
             tables,
@@ -83,7 +91,7 @@ impl RedbJournal {
 
     /// Closes the file, reporting any failure that dropping would ignore.
     pub fn close(self) -> Result<(), JournalError> {
-        self.db.close().map_err(|e| self.tables.redb(e))
+        self.db.close().map_err(|e| self.tables.redb_error(e))
     }
 
     fn guarded<T>(
@@ -104,18 +112,32 @@ impl RedbJournal {
 impl Journal for RedbJournal {
     fn load(&mut self) -> Result<JournalState, JournalError> {
         self.guarded(|this| {
-            let txn = this.db.begin_read().map_err(|e| this.tables.redb(e))?;
+            let txn = this
+                .db
+                .begin_read()
+                .map_err(|e| this.tables.redb_error(e))?;
             this.tables.load(&txn)
         })
     }
 
     fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
         self.guarded(|this| {
-            let mut txn = this.db.begin_write().map_err(|e| this.tables.redb(e))?;
+            let mut txn = this
+                .db
+                .begin_write()
+                .map_err(|e| this.tables.redb_error(e))?;
             txn.set_durability(Durability::Immediate)
-                .map_err(|e| this.tables.redb(e))?;
+                .map_err(|e| this.tables.redb_error(e))?;
             this.tables.write(&txn, write)?;
-            txn.commit().map_err(|e| this.tables.redb(e))
+            txn.commit().map_err(|e| this.tables.redb_error(e))
         })
     }
+}
+
+fn sync_directory_of(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }

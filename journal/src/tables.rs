@@ -92,7 +92,7 @@ impl JournalTables {
 
     /// The name of the table holding the metadata; its presence marks a
     /// database as holding this journal.
-    pub fn meta_table_name(&self) -> &str {
+    pub(crate) fn meta_table_name(&self) -> &str {
         &self.meta
     }
 
@@ -118,8 +118,10 @@ impl JournalTables {
         txn: &WriteTransaction,
         identity: &JournalIdentity,
     ) -> Result<(), JournalError> {
-        let mut meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
-        if meta.is_empty().map_err(|e| self.redb(e))? {
+        let mut meta = txn
+            .open_table(self.meta_def())
+            .map_err(|e| self.redb_error(e))?;
+        if meta.is_empty().map_err(|e| self.redb_error(e))? {
             let initial: [(&str, Vec<u8>); 6] = [
                 (FORMAT_VERSION_KEY, self.encode(&FORMAT_VERSION)?),
                 (CLUSTER_ID_KEY, self.encode(&identity.cluster_id)?),
@@ -130,12 +132,12 @@ impl JournalTables {
             ];
             for (key, value) in initial {
                 meta.insert(key, value.as_slice())
-                    .map_err(|e| self.redb(e))?;
+                    .map_err(|e| self.redb_error(e))?;
             }
             txn.open_table(self.snapshot_def())
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
             txn.open_table(self.entries_def())
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
             return Ok(());
         }
         // The version is checked first: a newer format may have moved the
@@ -164,20 +166,22 @@ impl JournalTables {
 
     /// Reads the whole journal as of `txn`.
     pub fn load(&self, txn: &ReadTransaction) -> Result<JournalState, JournalError> {
-        let meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
+        let meta = txn
+            .open_table(self.meta_def())
+            .map_err(|e| self.redb_error(e))?;
         let snapshots = txn
             .open_table(self.snapshot_def())
-            .map_err(|e| self.redb(e))?;
+            .map_err(|e| self.redb_error(e))?;
         let table = txn
             .open_table(self.entries_def())
-            .map_err(|e| self.redb(e))?;
-        let snapshot = match snapshots.get(()).map_err(|e| self.redb(e))? {
+            .map_err(|e| self.redb_error(e))?;
+        let snapshot = match snapshots.get(()).map_err(|e| self.redb_error(e))? {
             Some(bytes) => Some(self.decode::<Snapshot>(bytes.value(), "snapshot")?),
             None => None,
         };
         let mut entries = std::collections::BTreeMap::new();
-        for row in table.iter().map_err(|e| self.redb(e))? {
-            let (slot, bytes) = row.map_err(|e| self.redb(e))?;
+        for row in table.iter().map_err(|e| self.redb_error(e))? {
+            let (slot, bytes) = row.map_err(|e| self.redb_error(e))?;
             let slot = slot.value();
             let entry: LogEntry = self.decode(bytes.value(), &format!("entry for slot {slot}"))?;
             entries.insert(slot, entry);
@@ -195,17 +199,19 @@ impl JournalTables {
     /// [`JournalState::apply`]: promise, entries, commit index, snapshot,
     /// then truncation. Nothing is durable until the caller commits `txn`.
     pub fn write(&self, txn: &WriteTransaction, write: &JournalWrite) -> Result<(), JournalError> {
-        let mut meta = txn.open_table(self.meta_def()).map_err(|e| self.redb(e))?;
+        let mut meta = txn
+            .open_table(self.meta_def())
+            .map_err(|e| self.redb_error(e))?;
         if let Some(ballot) = write.promised {
             self.write_meta(&mut meta, PROMISED_KEY, &ballot)?;
         }
         let mut entries = txn
             .open_table(self.entries_def())
-            .map_err(|e| self.redb(e))?;
+            .map_err(|e| self.redb_error(e))?;
         for (slot, entry) in &write.entries {
             entries
                 .insert(slot, self.encode(entry)?.as_slice())
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
         }
         if let Some(committed) = write.committed {
             self.write_meta(&mut meta, COMMITTED_KEY, &committed)?;
@@ -213,15 +219,15 @@ impl JournalTables {
         if let Some(snapshot) = &write.snapshot {
             let mut snapshots = txn
                 .open_table(self.snapshot_def())
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
             snapshots
                 .insert((), self.encode(snapshot)?.as_slice())
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
         }
         if let Some(upto) = write.truncate {
             entries
                 .retain_in(..=upto, |_, _| false)
-                .map_err(|e| self.redb(e))?;
+                .map_err(|e| self.redb_error(e))?;
             let truncated: Slot = self.read_meta(&meta, TRUNCATED_KEY)?;
             if upto > truncated {
                 self.write_meta(&mut meta, TRUNCATED_KEY, &upto)?;
@@ -233,7 +239,7 @@ impl JournalTables {
     /// Names the database in a redb failure, classifying it: damage to the
     /// file is [`JournalError::Corrupt`], anything else
     /// [`JournalError::Storage`].
-    pub fn redb(&self, error: impl Into<redb::Error>) -> JournalError {
+    pub fn redb_error(&self, error: impl Into<redb::Error>) -> JournalError {
         let error = error.into();
         let reason = match &error {
             redb::Error::Corrupted(reason) => reason.clone(),
@@ -293,7 +299,7 @@ impl JournalTables {
         meta: &impl ReadableTable<&'static str, &'static [u8]>,
         key: &str,
     ) -> Result<T, JournalError> {
-        match meta.get(key).map_err(|e| self.redb(e))? {
+        match meta.get(key).map_err(|e| self.redb_error(e))? {
             Some(bytes) => self.decode(bytes.value(), key),
             None => Err(self.corrupt(format!(
                 "metadata has no {key} in table {}",
@@ -309,7 +315,7 @@ impl JournalTables {
         value: &T,
     ) -> Result<(), JournalError> {
         meta.insert(key, self.encode(value)?.as_slice())
-            .map_err(|e| self.redb(e))?;
+            .map_err(|e| self.redb_error(e))?;
         Ok(())
     }
 }
