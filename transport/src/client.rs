@@ -1,0 +1,175 @@
+//! Remote clients: processes that run no node but talk to one. A client
+//! connection is a single TCP (or TLS) connection carrying requests to the
+//! node and replies back, after a hello with [`Role::Client`].
+
+use crate::codec::{FrameReader, encode_frame};
+use crate::config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES};
+use crate::error::TransportError;
+use crate::handshake::{self, Hello, Role};
+use crate::peer::{flush_and_close, report_read_error, write_batch};
+use crate::stats::bump;
+use crate::tls::{BoxIo, TlsConfig};
+use crate::transport::Shared;
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use trexlock_paxos::NodeId;
+
+/// Names one client connection to this node, for
+/// [`Transport::reply`](crate::Transport::reply). Assigned by the node,
+/// unique for the life of its transport; a client that reconnects gets a new
+/// one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client#{}", self.0)
+    }
+}
+
+/// The reply queues of the open client connections.
+pub(crate) struct ClientTable<Resp> {
+    sessions: Mutex<HashMap<ClientId, mpsc::Sender<Resp>>>,
+}
+
+impl<Resp> ClientTable<Resp> {
+    pub(crate) fn new() -> Self {
+        ClientTable {
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    // No code holding this lock can panic, so poisoning cannot happen; it
+    // is tolerated anyway rather than turned into a panic.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Resp>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn sender(&self, id: ClientId) -> Option<mpsc::Sender<Resp>> {
+        self.lock().get(&id).cloned()
+    }
+}
+
+/// Serves one accepted client connection: its requests go to `inbound`,
+/// the replies queued for it are written back in batches. Returns when the
+/// client leaves, misbehaves, or the transport stops.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_client<Req, Resp>(
+    shared: &Shared,
+    table: &ClientTable<Resp>,
+    id: ClientId,
+    instance: u64,
+    remote: SocketAddr,
+    mut conn: FrameReader<BoxIo>,
+    inbound: &mpsc::Sender<(ClientId, Req)>,
+) where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+{
+    let (tx, mut replies) = mpsc::channel(shared.queue_capacity);
+    table.lock().insert(id, tx);
+    tracing::debug!(%id, instance, %remote, "client connected");
+    conn.set_max_frame_bytes(shared.max_frame_bytes);
+    let (mut reader, mut writer) = conn.split();
+    let mut out = BytesMut::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.stopping.cancelled() => {
+                flush_and_close(shared, &id, &mut writer, &mut replies).await;
+                break;
+            }
+            Some(first) = replies.recv() => {
+                if write_batch(shared, &id, &mut writer, &mut out, first, &mut replies).await.is_err() {
+                    break;
+                }
+            }
+            read = reader.next::<Req>() => match read {
+                Ok(Some(request)) => {
+                    bump(&shared.counters.frames_in, 1);
+                    if inbound.send((id, request)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    report_read_error(shared, Role::Client(instance), remote, &error);
+                    break;
+                }
+            },
+        }
+    }
+    table.lock().remove(&id);
+    tracing::debug!(%id, %remote, "client disconnected");
+}
+
+/// A connection from a process that runs no node to one node of the
+/// cluster: it sends `Req`s and receives `Resp`s, in the order the node
+/// sends them. It does not reconnect; on an error, connect again (to this or
+/// another node).
+pub struct ClientConnection<Req, Resp> {
+    conn: FrameReader<BoxIo>,
+    out: BytesMut,
+    server: NodeId,
+    _messages: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
+    /// Connects to the node at `addr` as a client of `cluster_id`, over
+    /// mutual TLS when `tls` is given (the certificate must come from the
+    /// cluster CA), otherwise over plain TCP (loopback and tests only). Fails
+    /// if the node is unreachable, refuses the handshake (another cluster or
+    /// version) or does not answer within 5 s.
+    pub async fn connect(
+        addr: SocketAddr,
+        cluster_id: &str,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Self, TransportError> {
+        // The instance id only tells connections apart in the node's logs.
+        let instance = RandomState::new().hash_one(std::process::id());
+        let hello = Hello::new(cluster_id, Role::Client(instance));
+        let (mut conn, server) =
+            handshake::dial(addr, tls, &hello, None, DEFAULT_HANDSHAKE_TIMEOUT).await?;
+        conn.set_max_frame_bytes(DEFAULT_MAX_FRAME_BYTES);
+        Ok(ClientConnection {
+            conn,
+            out: BytesMut::new(),
+            server,
+            _messages: PhantomData,
+        })
+    }
+
+    /// The node this connection talks to.
+    pub fn server(&self) -> NodeId {
+        self.server
+    }
+
+    /// Sends one request and flushes it. Not cancel-safe: if the future is
+    /// dropped midway the connection may hold a partial frame; drop the
+    /// connection then.
+    pub async fn send(&mut self, request: &Req) -> Result<(), TransportError> {
+        self.out.clear();
+        encode_frame(request, DEFAULT_MAX_FRAME_BYTES, &mut self.out)?;
+        let io = self.conn.get_mut();
+        io.write_all(&self.out)
+            .await
+            .map_err(crate::error::CodecError::Io)?;
+        io.flush().await.map_err(crate::error::CodecError::Io)?;
+        Ok(())
+    }
+
+    /// The next reply, or `None` once the node has closed the connection.
+    /// Cancel-safe, so it can wait in `select!` beside other work.
+    pub async fn recv(&mut self) -> Result<Option<Resp>, TransportError> {
+        Ok(self.conn.next().await?)
+    }
+}

@@ -1,0 +1,266 @@
+//! Frames on the wire: a 4-byte big-endian length (tokio-util's
+//! `LengthDelimitedCodec`) followed by the postcard encoding of one message.
+//!
+//! Decoding is strict: a payload must decode completely as the expected type
+//! with no byte left over, so a frame of another message type is rejected
+//! rather than half-read.
+
+use crate::error::CodecError;
+use bytes::BytesMut;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+
+/// The size of the length prefix in front of every frame.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// The largest `max_frame_bytes` the 4-byte length prefix can express.
+pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
+
+fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_type::<u32>()
+        .max_frame_length(max_frame_bytes)
+        .new_codec()
+}
+
+/// Maps the codec's "frame too big" error (an `io::Error` wrapping a
+/// `LengthDelimitedCodecError`) to [`CodecError::Oversized`].
+fn from_codec_error(err: io::Error, max: usize) -> CodecError {
+    let oversized = err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
+    if oversized {
+        CodecError::Oversized { max }
+    } else {
+        CodecError::Io(err)
+    }
+}
+
+/// Decodes one frame payload (without its length prefix) as an `M`,
+/// guaranteeing that the whole payload was consumed.
+pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecError> {
+    let (message, rest) = postcard::take_from_bytes(payload).map_err(CodecError::Malformed)?;
+    if rest.is_empty() {
+        Ok(message)
+    } else {
+        Err(CodecError::TrailingBytes { extra: rest.len() })
+    }
+}
+
+/// Appends `message` to `dst` as one length-prefixed frame, or leaves `dst`
+/// unchanged and fails if it cannot be encoded or exceeds `max_frame_bytes`.
+pub fn encode_frame<M: Serialize>(
+    message: &M,
+    max_frame_bytes: usize,
+    dst: &mut BytesMut,
+) -> Result<(), CodecError> {
+    let payload = postcard::to_stdvec(message).map_err(CodecError::Unencodable)?;
+    codec(max_frame_bytes)
+        .encode(payload.as_slice(), dst)
+        .map_err(|e| from_codec_error(e, max_frame_bytes))
+}
+
+/// Splits a byte stream into frames and decodes each, exactly as a
+/// connection does: it never allocates more than `max_frame_bytes` for one
+/// frame and reports a stream that ends inside a frame as
+/// [`CodecError::Truncated`].
+#[derive(Debug)]
+pub struct FrameDecoder {
+    codec: LengthDelimitedCodec,
+    max_frame_bytes: usize,
+    /// Whether the codec has consumed a length prefix whose payload has not
+    /// arrived yet. The codec keeps this state privately, and without it a
+    /// stream cut right after a length prefix would look like a clean end.
+    mid_frame: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder that refuses frames longer than `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameDecoder {
+            codec: codec(max_frame_bytes),
+            max_frame_bytes,
+            mid_frame: false,
+        }
+    }
+
+    /// Changes the frame limit from the next frame on (the handshake uses a
+    /// small one, the session after it the configured one).
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.codec.set_max_frame_length(max_frame_bytes);
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
+    /// Removes and decodes the next complete frame from `buf`, or returns
+    /// `None` (consuming at most a length prefix) if it is not complete yet.
+    pub fn decode<M: DeserializeOwned>(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<M>, CodecError> {
+        self.next_payload(buf, false)?
+            .map(|payload| decode_payload(&payload))
+            .transpose()
+    }
+
+    /// Like [`FrameDecoder::decode`], for when the stream has ended: a
+    /// partial frame left over is [`CodecError::Truncated`].
+    pub fn decode_eof<M: DeserializeOwned>(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<M>, CodecError> {
+        self.next_payload(buf, true)?
+            .map(|payload| decode_payload(&payload))
+            .transpose()
+    }
+
+    /// The next complete frame's payload, undecoded.
+    fn next_payload(
+        &mut self,
+        buf: &mut BytesMut,
+        eof: bool,
+    ) -> Result<Option<BytesMut>, CodecError> {
+        let before = buf.len();
+        match self.codec.decode(buf) {
+            Ok(Some(payload)) => {
+                self.mid_frame = false;
+                Ok(Some(payload))
+            }
+            Ok(None) => {
+                self.mid_frame |= buf.len() < before;
+                if eof && (self.mid_frame || !buf.is_empty()) {
+                    Err(CodecError::Truncated)
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(from_codec_error(e, self.max_frame_bytes)),
+        }
+    }
+}
+
+/// Decodes a complete byte stream into its messages, failing on the first
+/// bad frame exactly as a connection would. This is the fuzzing entry point.
+pub fn decode_frames<M: DeserializeOwned>(
+    stream: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Vec<M>, CodecError> {
+    let mut decoder = FrameDecoder::new(max_frame_bytes);
+    let mut buf = BytesMut::from(stream);
+    let mut messages = Vec::new();
+    while let Some(message) = decoder.decode_eof(&mut buf)? {
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Reads frames from a socket through a [`FrameDecoder`].
+pub(crate) struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(io: R, max_frame_bytes: usize) -> Self {
+        FrameReader {
+            io,
+            buf: BytesMut::new(),
+            decoder: FrameDecoder::new(max_frame_bytes),
+        }
+    }
+
+    /// The next message, or `None` when the stream ends cleanly between
+    /// frames. Cancel-safe: bytes already read stay buffered, so it can be
+    /// used in `select!`.
+    pub(crate) async fn next<M: DeserializeOwned>(&mut self) -> Result<Option<M>, CodecError> {
+        self.next_raw()
+            .await?
+            .map(|payload| decode_payload(&payload))
+            .transpose()
+    }
+
+    /// The next frame's payload, undecoded (cancel-safe like `next`).
+    pub(crate) async fn next_raw(&mut self) -> Result<Option<BytesMut>, CodecError> {
+        loop {
+            if let Some(payload) = self.decoder.next_payload(&mut self.buf, false)? {
+                return Ok(Some(payload));
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return self.decoder.next_payload(&mut self.buf, true);
+            }
+        }
+    }
+
+    pub(crate) fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.decoder.set_max_frame_bytes(max_frame_bytes);
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> FrameReader<S> {
+    /// Splits the socket after the handshake: frames keep being read from
+    /// the read half (bytes already buffered are kept), the write half is
+    /// returned for the caller's writes.
+    pub(crate) fn split(self) -> (FrameReader<ReadHalf<S>>, WriteHalf<S>) {
+        let (read, write) = tokio::io::split(self.io);
+        let reader = FrameReader {
+            io: read,
+            buf: self.buf,
+            decoder: self.decoder,
+        };
+        (reader, write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_cut_right_after_a_length_prefix_is_truncated() {
+        let mut frame = BytesMut::new();
+        encode_frame(&7u32, 1024, &mut frame).unwrap();
+        let cut = &frame[..LENGTH_PREFIX_BYTES];
+        assert!(matches!(
+            decode_frames::<u32>(cut, 1024),
+            Err(CodecError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn an_empty_stream_holds_no_messages() {
+        assert!(decode_frames::<u32>(&[], 1024).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_on_both_sides() {
+        let mut buf = BytesMut::new();
+        let big = vec![0u8; 100];
+        assert!(matches!(
+            encode_frame(&big, 50, &mut buf),
+            Err(CodecError::Oversized { max: 50 })
+        ));
+        assert!(buf.is_empty(), "a refused frame leaves nothing behind");
+        encode_frame(&big, 1000, &mut buf).unwrap();
+        assert!(matches!(
+            decode_frames::<Vec<u8>>(&buf, 50),
+            Err(CodecError::Oversized { max: 50 })
+        ));
+    }
+
+    #[test]
+    fn a_payload_with_trailing_bytes_is_the_wrong_type() {
+        let mut buf = BytesMut::new();
+        encode_frame(&(1u8, 2u8), 1024, &mut buf).unwrap();
+        assert!(matches!(
+            decode_frames::<u8>(&buf, 1024),
+            Err(CodecError::TrailingBytes { extra: 1 })
+        ));
+    }
+}

@@ -1,0 +1,296 @@
+//! The handshake every connection starts with, before any message.
+//!
+//! The connecting side sends a [`Hello`] frame; the accepting side answers
+//! with a [`HelloReply`]: its own `Hello`, or the reason it refuses. Both
+//! sides check the other's hello. The handshake frames are limited to
+//! [`HANDSHAKE_MAX_FRAME_BYTES`] so that an unauthenticated connection cannot
+//! make a node reserve a large buffer.
+//!
+//! Wire compatibility: `protocol_version` is the first field of `Hello`, so a
+//! node reads it (a postcard varint) before the rest and can refuse another
+//! version even if that version lays out the remaining fields differently.
+//! The variant order of [`HelloReply`] and [`Refusal`] is part of the wire
+//! format: append, never reorder.
+
+use crate::codec::{FrameReader, decode_payload, encode_frame};
+use crate::error::{CodecError, HandshakeError, TransportError};
+use crate::tls::{self, BoxIo, TlsConfig};
+use bytes::BytesMut;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use trexlock_paxos::NodeId;
+
+/// The protocol version this build speaks. Nodes only talk to nodes and
+/// clients of the same version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The frame limit during the handshake (a hello is a few dozen bytes).
+pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4096;
+
+/// The first frame on every connection, in both directions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's [`PROTOCOL_VERSION`]. Must stay the first field.
+    pub protocol_version: u32,
+    /// The cluster the sender belongs to (or, for a client, wants).
+    pub cluster_id: String,
+    /// Who the sender is.
+    pub role: Role,
+}
+
+/// Who is on the other end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A cluster member. Its connections carry peer messages one way: from
+    /// the connecting node to the accepting one.
+    Peer(NodeId),
+    /// A process that runs no node. Its connection carries requests to the
+    /// node and replies back. The number is the client's self-chosen
+    /// instance id, used only in logs.
+    Client(u64),
+}
+
+/// The accepting side's answer to a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection is accepted; this is the acceptor's own hello.
+    Accepted(Hello),
+    /// The connection is refused and will be closed.
+    Refused(Refusal),
+}
+
+/// Why a node refuses a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The two sides speak different protocol versions.
+    #[error("protocol version {offered} is not supported (this node speaks {supported})")]
+    IncompatibleVersion {
+        /// The acceptor's version.
+        supported: u32,
+        /// The version in the hello.
+        offered: u32,
+    },
+    /// The hello names another cluster.
+    #[error("cluster {offered:?} is not this node's cluster {expected:?}")]
+    WrongCluster {
+        /// The acceptor's cluster id.
+        expected: String,
+        /// The cluster id in the hello.
+        offered: String,
+    },
+    /// The hello names a node that is not a member of this cluster (or is
+    /// the acceptor itself).
+    #[error("{0} is not a member of this cluster")]
+    UnknownNode(NodeId),
+    /// The hello frame could not be decoded.
+    #[error("malformed hello")]
+    MalformedHello,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Peer(node) => write!(f, "peer {node}"),
+            Role::Client(id) => write!(f, "client {id:#x}"),
+        }
+    }
+}
+
+impl Hello {
+    /// The hello of this build for `cluster_id` and `role`.
+    pub fn new(cluster_id: impl Into<String>, role: Role) -> Self {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: cluster_id.into(),
+            role,
+        }
+    }
+
+    /// Decodes a hello frame payload, checking the version before anything
+    /// else so that a hello from another version is refused with the right
+    /// reason rather than as malformed.
+    pub fn decode(payload: &[u8]) -> Result<Hello, Refusal> {
+        let (offered, _) =
+            postcard::take_from_bytes::<u32>(payload).map_err(|_| Refusal::MalformedHello)?;
+        if offered != PROTOCOL_VERSION {
+            return Err(Refusal::IncompatibleVersion {
+                supported: PROTOCOL_VERSION,
+                offered,
+            });
+        }
+        decode_payload(payload).map_err(|_| Refusal::MalformedHello)
+    }
+}
+
+/// What the accepting side checks a hello against.
+pub(crate) struct Membership<'a> {
+    pub(crate) cluster_id: &'a str,
+    pub(crate) node: NodeId,
+    pub(crate) peers: &'a BTreeMap<NodeId, SocketAddr>,
+}
+
+impl Membership<'_> {
+    /// Accepts a peer of this cluster or any client of this cluster.
+    fn admit(&self, hello: &Hello) -> Result<(), Refusal> {
+        if hello.cluster_id != self.cluster_id {
+            return Err(Refusal::WrongCluster {
+                expected: self.cluster_id.to_owned(),
+                offered: hello.cluster_id.clone(),
+            });
+        }
+        match hello.role {
+            Role::Peer(node) if !self.peers.contains_key(&node) => Err(Refusal::UnknownNode(node)),
+            Role::Peer(_) | Role::Client(_) => Ok(()),
+        }
+    }
+}
+
+async fn write_one<W: AsyncWrite + Unpin, T: Serialize>(
+    io: &mut W,
+    frame: &T,
+) -> Result<(), CodecError> {
+    let mut buf = BytesMut::new();
+    encode_frame(frame, HANDSHAKE_MAX_FRAME_BYTES, &mut buf)?;
+    io.write_all(&buf).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+/// The accepting side: reads the hello, answers it, and returns the remote
+/// role if admitted. A refusal is sent to the remote side before returning.
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut FrameReader<S>,
+    membership: &Membership<'_>,
+) -> Result<Role, HandshakeError> {
+    let payload = match conn.next_raw().await? {
+        Some(payload) => payload,
+        None => return Err(HandshakeError::Closed),
+    };
+    let verdict = Hello::decode(&payload).and_then(|hello| {
+        membership.admit(&hello)?;
+        Ok(hello.role)
+    });
+    match verdict {
+        Ok(role) => {
+            let own = Hello::new(membership.cluster_id, Role::Peer(membership.node));
+            write_one(conn.get_mut(), &HelloReply::Accepted(own)).await?;
+            Ok(role)
+        }
+        Err(refusal) => {
+            // Best effort: the remote side learns why, then the caller closes.
+            let _ = write_one(conn.get_mut(), &HelloReply::Refused(refusal.clone())).await;
+            let _ = conn.get_mut().shutdown().await;
+            Err(HandshakeError::Refused(refusal))
+        }
+    }
+}
+
+/// The connecting side: sends `hello`, reads the answer, and returns the
+/// acceptor's node id. When `expected` is set the acceptor must be that node.
+pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut FrameReader<S>,
+    hello: &Hello,
+    expected: Option<NodeId>,
+) -> Result<NodeId, HandshakeError> {
+    write_one(conn.get_mut(), hello).await?;
+    let reply = match conn.next::<HelloReply>().await? {
+        Some(reply) => reply,
+        None => return Err(HandshakeError::Closed),
+    };
+    let theirs = match reply {
+        HelloReply::Accepted(theirs) => theirs,
+        HelloReply::Refused(refusal) => return Err(HandshakeError::RefusedByRemote(refusal)),
+    };
+    if theirs.protocol_version != PROTOCOL_VERSION {
+        return Err(HandshakeError::Refused(Refusal::IncompatibleVersion {
+            supported: PROTOCOL_VERSION,
+            offered: theirs.protocol_version,
+        }));
+    }
+    if theirs.cluster_id != hello.cluster_id {
+        return Err(HandshakeError::Refused(Refusal::WrongCluster {
+            expected: hello.cluster_id.clone(),
+            offered: theirs.cluster_id,
+        }));
+    }
+    match (theirs.role, expected) {
+        (Role::Peer(node), None) => Ok(node),
+        (Role::Peer(node), Some(want)) if node == want => Ok(node),
+        (got, expected) => Err(HandshakeError::UnexpectedRole { expected, got }),
+    }
+}
+
+/// Opens a connection to `addr` (TCP, then TLS if configured) and performs
+/// the connecting side of the handshake, all within `timeout`. Returns the
+/// framed connection and the acceptor's node id.
+pub(crate) async fn dial(
+    addr: SocketAddr,
+    tls: Option<&TlsConfig>,
+    hello: &Hello,
+    expected: Option<NodeId>,
+    timeout: Duration,
+) -> Result<(FrameReader<BoxIo>, NodeId), TransportError> {
+    let attempt = async {
+        let io = tls::open(addr, tls)
+            .await
+            .map_err(|source| TransportError::Connect { addr, source })?;
+        let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
+        let node = connect(&mut conn, hello, expected)
+            .await
+            .map_err(|source| TransportError::Handshake { addr, source })?;
+        Ok((conn, node))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(Err(TransportError::Handshake {
+            addr,
+            source: HandshakeError::Timeout,
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_of_another_version_is_refused_for_its_version_whatever_follows() {
+        let mut payload = postcard::to_stdvec(&(PROTOCOL_VERSION + 1)).unwrap();
+        payload.extend_from_slice(b"\xff\xff future layout");
+        assert_eq!(
+            Hello::decode(&payload),
+            Err(Refusal::IncompatibleVersion {
+                supported: PROTOCOL_VERSION,
+                offered: PROTOCOL_VERSION + 1
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_hello_is_malformed() {
+        assert_eq!(Hello::decode(&[]), Err(Refusal::MalformedHello));
+    }
+
+    #[test]
+    fn membership_admits_members_and_clients_only_of_its_cluster() {
+        let peers = BTreeMap::from([(NodeId(2), "127.0.0.1:1".parse().unwrap())]);
+        let m = Membership {
+            cluster_id: "c",
+            node: NodeId(1),
+            peers: &peers,
+        };
+        assert!(m.admit(&Hello::new("c", Role::Peer(NodeId(2)))).is_ok());
+        assert!(m.admit(&Hello::new("c", Role::Client(9))).is_ok());
+        assert_eq!(
+            m.admit(&Hello::new("c", Role::Peer(NodeId(1)))),
+            Err(Refusal::UnknownNode(NodeId(1)))
+        );
+        assert!(matches!(
+            m.admit(&Hello::new("d", Role::Client(9))),
+            Err(Refusal::WrongCluster { .. })
+        ));
+    }
+}
