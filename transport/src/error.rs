@@ -138,9 +138,13 @@ pub enum HandshakeError {
     /// does not chain to the cluster CA).
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] io::Error),
-    /// The handshake frame was unreadable.
+    /// The remote side's first frame was not a trexlock handshake: typically
+    /// TLS on one side only, or another protocol on that port.
+    #[error("not a trexlock handshake (TLS on one side only, or another protocol?): {0}")]
+    Unintelligible(#[source] CodecError),
+    /// The handshake frame could not be read or written.
     #[error(transparent)]
-    Codec(#[from] CodecError),
+    Codec(CodecError),
 }
 
 /// Why a frame could not be encoded or decoded. After any of these except
@@ -172,6 +176,16 @@ pub enum CodecError {
     /// Reading or writing the socket failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<CodecError> for HandshakeError {
+    fn from(error: CodecError) -> Self {
+        if error.is_bad_input() {
+            HandshakeError::Unintelligible(error)
+        } else {
+            HandshakeError::Codec(error)
+        }
+    }
 }
 
 impl CodecError {

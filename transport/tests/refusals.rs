@@ -1,0 +1,130 @@
+//! Handshake refusals and bad input: each drops only the offending
+//! connection, is counted, and the node keeps serving its peers.
+
+mod common;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use trexlock_paxos::NodeId;
+use trexlock_transport::{Hello, HelloReply, PROTOCOL_VERSION, Refusal, Role};
+
+#[tokio::test]
+async fn a_hello_from_another_cluster_is_refused_with_the_reason() {
+    let nodes = cluster(2, |_| {}).await;
+    let addr = nodes[0].transport.local_addr();
+    let (mut stream, reply) = raw_hello(addr, &Hello::new("other", Role::Peer(NodeId(2)))).await;
+    assert_eq!(
+        reply,
+        Some(HelloReply::Refused(Refusal::WrongCluster {
+            expected: CLUSTER.into(),
+            offered: "other".into()
+        }))
+    );
+    assert!(closed_by_node(&mut stream).await);
+    assert!(eventually(|| nodes[0].transport.stats().refused_handshakes == 1).await);
+}
+
+#[tokio::test]
+async fn a_node_from_another_cluster_never_links_up() {
+    let mut nodes = cluster(2, |c| {
+        if c.node == NodeId(2) {
+            c.cluster_id = "other".into();
+        }
+    })
+    .await;
+    let _ = nodes[1].transport.send(NodeId(1), Msg::Ping(1));
+    assert!(eventually(|| nodes[0].transport.stats().refused_handshakes >= 1).await);
+    assert!(eventually(|| nodes[1].transport.stats().connect_failures >= 1).await);
+    assert!(nodes[0].inbound.peers.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn an_unknown_node_id_is_refused() {
+    let nodes = cluster(2, |_| {}).await;
+    let addr = nodes[0].transport.local_addr();
+    for stranger in [NodeId(7), NodeId(1)] {
+        let (mut stream, reply) = raw_hello(addr, &Hello::new(CLUSTER, Role::Peer(stranger))).await;
+        assert_eq!(
+            reply,
+            Some(HelloReply::Refused(Refusal::UnknownNode(stranger)))
+        );
+        assert!(closed_by_node(&mut stream).await);
+    }
+    assert!(eventually(|| nodes[0].transport.stats().refused_handshakes == 2).await);
+}
+
+#[tokio::test]
+async fn another_protocol_version_is_refused() {
+    let nodes = cluster(2, |_| {}).await;
+    let mut hello = Hello::new(CLUSTER, Role::Peer(NodeId(2)));
+    hello.protocol_version = PROTOCOL_VERSION + 1;
+    let (_, reply) = raw_hello(nodes[0].transport.local_addr(), &hello).await;
+    assert_eq!(
+        reply,
+        Some(HelloReply::Refused(Refusal::IncompatibleVersion {
+            supported: PROTOCOL_VERSION,
+            offered: PROTOCOL_VERSION + 1
+        }))
+    );
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_hello_is_refused() {
+    let nodes = cluster(2, |_| {}).await;
+    let addr = nodes[0].transport.local_addr();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A TLS ClientHello's first bytes read as a 369 MB frame length.
+    stream
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
+    assert!(closed_by_node(&mut stream).await);
+    assert!(eventually(|| nodes[0].transport.stats().refused_handshakes == 1).await);
+}
+
+/// Connects as peer 2 to node 1, completes the handshake, then writes
+/// `bytes` (and optionally half-closes). Checks that node 1 drops that
+/// connection, counts a bad frame, and still takes messages from node 3.
+async fn bad_input_drops_only_that_connection(bytes: &[u8], then_close: bool) {
+    let mut nodes = cluster(3, |c| c.max_frame_bytes = 64 * 1024).await;
+    let third = nodes[2].transport.clone();
+    deliver(&third, NodeId(1), Msg::Ping(0), &mut nodes[0].inbound).await;
+
+    let addr = nodes[0].transport.local_addr();
+    let (mut stream, reply) = raw_hello(addr, &Hello::new(CLUSTER, Role::Peer(NodeId(2)))).await;
+    assert!(matches!(reply, Some(HelloReply::Accepted(_))), "{reply:?}");
+    stream.write_all(bytes).await.unwrap();
+    if then_close {
+        stream.shutdown().await.unwrap();
+    }
+    assert!(eventually(|| nodes[0].transport.stats().bad_frames == 1).await);
+    if !then_close {
+        assert!(closed_by_node(&mut stream).await);
+    }
+    deliver(&third, NodeId(1), Msg::Ping(1), &mut nodes[0].inbound).await;
+}
+
+#[tokio::test]
+async fn a_garbage_frame_drops_only_its_connection() {
+    bad_input_drops_only_that_connection(&[0, 0, 0, 3, 0xff, 0xff, 0xff], false).await;
+}
+
+#[tokio::test]
+async fn an_oversized_frame_drops_only_its_connection() {
+    let len = (64 * 1024 + 1u32).to_be_bytes();
+    bad_input_drops_only_that_connection(&len, false).await;
+}
+
+#[tokio::test]
+async fn a_truncated_frame_drops_only_its_connection() {
+    let mut bytes = 100u32.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&[1; 10]);
+    bad_input_drops_only_that_connection(&bytes, true).await;
+}
+
+#[tokio::test]
+async fn a_frame_of_another_type_drops_only_its_connection() {
+    // A valid postcard value, of the wrong type: a Hello where a Msg is due.
+    let wrong = frame(&Hello::new(CLUSTER, Role::Client(5)));
+    bad_input_drops_only_that_connection(&wrong, false).await;
+}
