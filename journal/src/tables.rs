@@ -208,7 +208,10 @@ impl JournalTables {
         let mut entries = txn
             .open_table(self.entries_def())
             .map_err(|e| self.redb_error(e))?;
-        for (slot, entry) in &write.entries {
+        // Entries below the truncation point are covered by the snapshot:
+        // ignoring them keeps a merged write equal to its parts.
+        let truncated: Slot = self.read_meta(&meta, TRUNCATED_KEY)?;
+        for (slot, entry) in write.entries.iter().filter(|(s, _)| *s > truncated) {
             entries
                 .insert(slot, self.encode(entry)?.as_slice())
                 .map_err(|e| self.redb_error(e))?;
@@ -220,15 +223,22 @@ impl JournalTables {
             let mut snapshots = txn
                 .open_table(self.snapshot_def())
                 .map_err(|e| self.redb_error(e))?;
-            snapshots
-                .insert((), self.encode(snapshot)?.as_slice())
-                .map_err(|e| self.redb_error(e))?;
+            let current: Option<Snapshot> =
+                match snapshots.get(()).map_err(|e| self.redb_error(e))? {
+                    Some(bytes) => Some(self.decode(bytes.value(), "snapshot")?),
+                    None => None,
+                };
+            // An older snapshot never replaces a newer one.
+            if current.is_none_or(|c| c.slot <= snapshot.slot) {
+                snapshots
+                    .insert((), self.encode(snapshot)?.as_slice())
+                    .map_err(|e| self.redb_error(e))?;
+            }
         }
         if let Some(upto) = write.truncate {
             entries
                 .retain_in(..=upto, |_, _| false)
                 .map_err(|e| self.redb_error(e))?;
-            let truncated: Slot = self.read_meta(&meta, TRUNCATED_KEY)?;
             if upto > truncated {
                 self.write_meta(&mut meta, TRUNCATED_KEY, &upto)?;
             }

@@ -84,17 +84,15 @@ impl Journal for Buggy {
 
     fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
         let mut state = self.storage.lock().expect("no test panics holding it");
-        let entries = JournalWrite {
-            entries: write.entries.clone(),
-            ..JournalWrite::default()
-        };
         let rest = JournalWrite {
             entries: Vec::new(),
             ..write.clone()
         };
         if self.truncate_first {
             state.apply(&rest);
-            state.apply(&entries);
+            for (slot, entry) in &write.entries {
+                state.entries.insert(*slot, entry.clone());
+            }
         } else {
             state.apply(write);
         }

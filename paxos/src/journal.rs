@@ -23,23 +23,36 @@ pub struct JournalState {
 
 impl JournalState {
     /// Applies a write in the documented order: promise, entries, commit
-    /// index, snapshot, then truncation.
+    /// index, snapshot, then truncation. Entries at or below the truncation
+    /// point are ignored (they are covered by the snapshot), and an older
+    /// snapshot never replaces a newer one; together these make
+    /// [`JournalWrite::merge`] exact.
     pub fn apply(&mut self, write: &JournalWrite) {
         if let Some(ballot) = write.promised {
             self.promised = ballot;
         }
         for (slot, entry) in &write.entries {
-            self.entries.insert(*slot, entry.clone());
+            if *slot > self.truncated {
+                self.entries.insert(*slot, entry.clone());
+            }
         }
         if let Some(committed) = write.committed {
             self.committed = committed;
         }
-        if let Some(snapshot) = &write.snapshot {
+        if let Some(snapshot) = &write.snapshot
+            && self
+                .snapshot
+                .as_ref()
+                .is_none_or(|s| s.slot <= snapshot.slot)
+        {
             self.snapshot = Some(snapshot.clone());
         }
         if let Some(upto) = write.truncate {
             self.truncated = self.truncated.max(upto);
-            self.entries = self.entries.split_off(&(upto + 1));
+            self.entries = match upto.checked_add(1) {
+                Some(first_kept) => self.entries.split_off(&first_kept),
+                None => BTreeMap::new(),
+            };
         }
     }
 }
