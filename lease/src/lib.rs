@@ -49,11 +49,12 @@ pub mod table;
 pub mod time;
 
 pub use client::{LeaseClient, LeaseHandle, TryAcquire};
-pub use command::{ClientId, HolderInfo, Stamp};
+pub use command::{Body, ClientId, Command, HolderInfo, Op, Outcome, Request, Stamp};
 pub use election::{Elected, Election, Observed};
 pub use error::{LeaseError, NodeError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
 pub use node::{Node, NodeConfig, NodeHandle, NodeStatus};
+pub use table::LeaseTable;
 pub use time::DriftBound;

@@ -13,6 +13,8 @@
 #![deny(missing_docs)]
 
 mod checker;
+mod clock;
+mod leases;
 mod machine;
 mod world;
 
@@ -36,6 +38,13 @@ pub struct SimOptions {
     pub max_drift_ppm: i64,
     /// A deliberately broken core, to prove the checks catch it.
     pub sabotage: Option<Sabotage>,
+    /// Lease clients (each on its own drifting clock, homed on a node).
+    pub clients: usize,
+    /// The gap a holder keeps between its lease's end and its last check.
+    pub safety_gap: Duration,
+    /// Longest pause of a holder right after it checked its lease (the
+    /// safety gap must cover it).
+    pub max_check_pause: Duration,
 }
 
 impl Default for SimOptions {
@@ -46,6 +55,9 @@ impl Default for SimOptions {
             liveness_bound: Duration::from_secs(10),
             max_drift_ppm: 1_000,
             sabotage: None,
+            clients: 4,
+            safety_gap: Duration::from_millis(25),
+            max_check_pause: Duration::from_millis(20),
         }
     }
 }
@@ -133,6 +145,26 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                     opts.sabotage =
                         Some(parse_sabotage(&name).ok_or(format!("unknown sabotage {name}"))?);
                 }
+                "--drift-ppm" => {
+                    opts.max_drift_ppm = value("--drift-ppm")?
+                        .parse()
+                        .map_err(|e| format!("--drift-ppm: {e}"))?;
+                    if !(0..100_000).contains(&opts.max_drift_ppm) {
+                        return Err("--drift-ppm must be below 100000".into());
+                    }
+                }
+                "--safety-gap-ms" => {
+                    let ms: u64 = value("--safety-gap-ms")?
+                        .parse()
+                        .map_err(|e| format!("--safety-gap-ms: {e}"))?;
+                    opts.safety_gap = Duration::from_millis(ms);
+                }
+                "--check-pause-ms" => {
+                    let ms: u64 = value("--check-pause-ms")?
+                        .parse()
+                        .map_err(|e| format!("--check-pause-ms: {e}"))?;
+                    opts.max_check_pause = Duration::from_millis(ms);
+                }
                 "--verbose" => verbose = true,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
@@ -162,13 +194,15 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} partitions {} pauses {} elections {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} partitions {} pauses {} elections {} lease_grants {} lease_actions {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
                 outcome.partitions,
                 outcome.pauses,
-                outcome.elections
+                outcome.elections,
+                outcome.lease_grants,
+                outcome.lease_actions
             );
         }
     }

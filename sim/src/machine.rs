@@ -97,6 +97,41 @@ impl History {
     }
 }
 
+/// A node's snapshot: its applied history (for the checker) and its lease
+/// table, side by side.
+pub fn joint_snapshot(history: &History, table: &trexlock_lease::LeaseTable) -> Snapshot {
+    let h = history.snapshot();
+    let t = table.to_snapshot();
+    let mut buf = BytesMut::with_capacity(8 + h.data.len() + t.len());
+    buf.put_u64(h.data.len() as u64);
+    buf.put_slice(&h.data);
+    buf.put_slice(&t);
+    Snapshot {
+        slot: h.slot,
+        data: buf.freeze(),
+    }
+}
+
+/// Splits a snapshot made by [`joint_snapshot`].
+pub fn split_snapshot(
+    snapshot: &Snapshot,
+) -> Result<(History, trexlock_lease::LeaseTable), String> {
+    let mut data = snapshot.data.clone();
+    if data.remaining() < 8 {
+        return Err("snapshot truncated".into());
+    }
+    let len = usize::try_from(data.get_u64()).map_err(|e| e.to_string())?;
+    if data.remaining() < len {
+        return Err("snapshot truncated".into());
+    }
+    let history = History::from_snapshot(&Snapshot {
+        slot: snapshot.slot,
+        data: data.split_to(len),
+    })?;
+    let table = trexlock_lease::LeaseTable::from_snapshot(&data).map_err(|e| e.to_string())?;
+    Ok((history, table))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

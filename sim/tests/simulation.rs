@@ -1,6 +1,7 @@
 //! The simulator as a specification: the real core survives every fault
 //! schedule, and each deliberately broken core is caught.
 
+use std::time::Duration;
 use trexlock_paxos::Sabotage;
 use trexlock_sim::{SimOptions, simulate, simulate_many};
 
@@ -16,18 +17,18 @@ fn violations(first: u64, count: u64, opts: SimOptions) -> Vec<String> {
 }
 
 #[test]
-fn three_nodes_stay_safe_and_live_over_1000_seeds_of_faults() {
-    let found = violations(0, 1000, SimOptions::default());
+fn three_nodes_stay_safe_and_live_over_500_seeds_of_faults() {
+    let found = violations(0, 500, SimOptions::default());
     assert!(found.is_empty(), "{found:#?}");
 }
 
 #[test]
-fn five_nodes_stay_safe_and_live_over_400_seeds_of_faults() {
+fn five_nodes_stay_safe_and_live_over_200_seeds_of_faults() {
     let opts = SimOptions {
         nodes: 5,
         ..SimOptions::default()
     };
-    let found = violations(10_000, 400, opts);
+    let found = violations(10_000, 200, opts);
     assert!(found.is_empty(), "{found:#?}");
 }
 
@@ -73,4 +74,35 @@ fn a_promise_that_forgets_its_votes_is_caught() {
 #[test]
 fn learning_a_commit_without_the_ballot_check_is_caught() {
     assert!(seeds_to_catch(Sabotage::CommitIgnoresBallot).is_some());
+}
+
+#[test]
+fn holders_without_a_safety_gap_are_caught_acting_together_after_a_pause() {
+    let opts = SimOptions {
+        safety_gap: Duration::ZERO,
+        ..SimOptions::default()
+    };
+    assert!(!violations(0, 300, opts).is_empty());
+}
+
+#[test]
+fn clocks_drifting_beyond_the_configured_bound_are_caught() {
+    let opts = SimOptions {
+        safety_gap: Duration::ZERO,
+        max_check_pause: Duration::ZERO,
+        max_drift_ppm: 30_000,
+        ..SimOptions::default()
+    };
+    assert!(!violations(0, 400, opts).is_empty());
+}
+
+#[test]
+fn without_pauses_drift_within_the_bound_needs_no_safety_gap() {
+    let opts = SimOptions {
+        safety_gap: Duration::ZERO,
+        max_check_pause: Duration::ZERO,
+        ..SimOptions::default()
+    };
+    let found = violations(0, 300, opts);
+    assert!(found.is_empty(), "{found:#?}");
 }

@@ -1,17 +1,24 @@
 //! One simulated run: nodes, network, clocks, faults and a workload, all
 //! driven by a single seeded generator so a seed replays exactly.
 
+mod clients;
+mod node;
+
 use crate::SimOptions;
 use crate::checker::Checker;
+use crate::clock::Clock;
+use crate::leases::{LeaseChecker, SimClient};
 use crate::machine::History;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use trexlock_paxos::{Config, Envelope, Journal, MemJournal, NodeId, ProposeError, Ready, Replica};
+use trexlock_lease::LeaseTable;
+use trexlock_lease::command::{Body, ClientId, Command, Op, Outcome as LeaseOutcome, Request};
+use trexlock_lease::time::LeaderClock;
+use trexlock_paxos::{Config, Envelope, MemJournal, NodeId, ProposeError, Replica};
 
 const MS: u64 = 1_000_000;
 const TICK: u64 = 10 * MS;
-const SNAPSHOT_EVERY: u64 = 20;
 
 /// What happened during one seed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,11 +37,26 @@ pub struct Outcome {
     pub pauses: u64,
     /// Times a node became leader.
     pub elections: u64,
+    /// Actions lease holders took on their fenced resources.
+    pub lease_actions: u64,
+    /// Leases granted (counted at the first node to apply each grant).
+    pub lease_grants: u64,
 }
 
 #[derive(Debug)]
 enum Event {
     Deliver(Envelope),
+    ClientWake(usize),
+    ClientRequest {
+        node: usize,
+        request: Request,
+        hops: u32,
+    },
+    ClientResponse {
+        client: usize,
+        request: u64,
+        outcome: LeaseOutcome,
+    },
     Tick(usize),
     Client,
     Forward(usize, Bytes),
@@ -44,26 +66,18 @@ enum Event {
     Probe,
 }
 
-/// A node's clock: `local = offset + real * (1 + ppm / 1e6)`.
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    offset: u64,
-    ppm: i64,
-}
-
-impl Clock {
-    fn local(self, real: u64) -> Duration {
-        let skew = i128::from(real) * i128::from(self.ppm) / 1_000_000;
-        let local = i128::from(self.offset) + i128::from(real) + skew;
-        Duration::from_nanos(u64::try_from(local.max(0)).unwrap_or(u64::MAX))
-    }
-}
-
 struct Node {
     id: NodeId,
     journal: MemJournal,
     replica: Option<Replica>,
     history: History,
+    table: LeaseTable,
+    /// Set while this node leads and has started its lease epoch.
+    leader_clock: Option<LeaderClock>,
+    /// Table time for which a tick was last proposed.
+    tick_for: Option<u64>,
+    /// Last stamp granted per lease, as applied here (stamps must grow).
+    granted: BTreeMap<String, trexlock_lease::Stamp>,
     clock: Clock,
     paused_until: u64,
     incarnation: u64,
@@ -82,11 +96,15 @@ pub struct World {
     loss: f64,
     duplicate: f64,
     faults_on: bool,
+    /// Range of the time between faults (this seed's fault intensity).
+    fault_gap: (u64, u64),
     next_command: u64,
     /// Commands sent after the faults stopped; one of them must reach
     /// every node.
     probes: Vec<Bytes>,
     checker: Checker,
+    clients: Vec<SimClient>,
+    leases: LeaseChecker,
     outcome: Outcome,
 }
 
@@ -106,12 +124,36 @@ impl World {
                     offset: rng.u64(0..1_000 * MS),
                     ppm: rng.i64(-opts.max_drift_ppm..=opts.max_drift_ppm),
                 },
+                table: LeaseTable::new(),
+                leader_clock: None,
+                tick_for: None,
+                granted: BTreeMap::new(),
                 paused_until: 0,
                 incarnation: 0,
             })
             .collect();
+        let clients = (0..opts.clients)
+            .map(|c| SimClient {
+                id: ClientId(1_000 + c as u64),
+                owner: format!("client-{c}"),
+                home: rng.usize(0..opts.nodes),
+                clock: Clock {
+                    offset: rng.u64(0..1_000 * MS),
+                    ppm: rng.i64(-opts.max_drift_ppm..=opts.max_drift_ppm),
+                },
+                busy_until: 0,
+                next_request: 0,
+                outstanding: None,
+                holding: None,
+            })
+            .collect();
         let quorum = opts.nodes / 2 + 1;
         let loss = rng.f64() * 0.1;
+        let fault_gap = [
+            (100 * MS, 400 * MS),
+            (300 * MS, 1_000 * MS),
+            (1_000 * MS, 2_000 * MS),
+        ][rng.usize(0..3)];
         let duplicate = rng.f64() * 0.05;
         World {
             seed,
@@ -125,9 +167,12 @@ impl World {
             loss,
             duplicate,
             faults_on: true,
+            fault_gap,
             next_command: 0,
             probes: Vec::new(),
             checker: Checker::new(quorum),
+            clients,
+            leases: LeaseChecker::default(),
             outcome: Outcome::default(),
         }
     }
@@ -142,6 +187,10 @@ impl World {
             self.schedule(jitter, Event::Tick(i));
         }
         self.schedule(MS, Event::Client);
+        for c in 0..self.clients.len() {
+            let start = self.rng.u64(0..10 * MS);
+            self.schedule(start, Event::ClientWake(c));
+        }
         let first_fault = self.rng.u64(50 * MS..300 * MS);
         self.schedule(first_fault, Event::Fault);
         let fault_end = self.opts.fault_time.as_nanos() as u64;
@@ -153,7 +202,8 @@ impl World {
             }
             self.now = at;
             self.dispatch(event);
-            if self.probe_done() {
+            // After the faults, leases keep being used for a calm second.
+            if self.now >= fault_end + 1_000 * MS && self.probe_done() {
                 self.check_final();
                 return self.finish();
             }
@@ -170,6 +220,7 @@ impl World {
     fn finish(mut self) -> Outcome {
         self.outcome.violations = std::mem::take(&mut self.checker.violations);
         self.outcome.acknowledged = self.checker.acknowledged().count() as u64;
+        self.outcome.lease_actions = self.leases.actions;
         self.outcome
     }
 
@@ -183,7 +234,11 @@ impl World {
     }
 
     fn local(&self, i: usize) -> Duration {
-        self.nodes[i].clock.local(self.now)
+        Duration::from_nanos(self.nodes[i].clock.local(self.now))
+    }
+
+    fn local_us(&self, i: usize) -> u64 {
+        self.nodes[i].clock.local(self.now) / 1_000
     }
 
     fn index(&self, id: NodeId) -> usize {
@@ -202,36 +257,20 @@ impl World {
         cfg
     }
 
-    fn start_node(&mut self, i: usize) {
-        let cfg = self.config(i);
-        let now = self.local(i);
-        let node = &mut self.nodes[i];
-        let state = match node.journal.load() {
-            Ok(s) => s,
-            Err(e) => {
-                self.checker
-                    .violations
-                    .push(format!("{}: journal load: {e}", node.id));
-                return;
-            }
-        };
-        node.history = History::default();
-        match Replica::new(cfg, state, now) {
-            Ok(replica) => {
-                let (id, promised) = (node.id, replica.promised());
-                node.replica = Some(replica);
-                self.checker.saw_promise(id, promised);
-            }
-            Err(e) => self
-                .checker
-                .violations
-                .push(format!("{}: restart refused: {e}", node.id)),
-        }
-    }
-
     fn dispatch(&mut self, event: Event) {
         match event {
             Event::Deliver(env) => self.deliver(env),
+            Event::ClientWake(c) => self.client_wake(c),
+            Event::ClientRequest {
+                node,
+                request,
+                hops,
+            } => self.node_request(node, request, hops),
+            Event::ClientResponse {
+                client,
+                request,
+                outcome,
+            } => self.client_response(client, request, outcome),
             Event::Tick(i) => {
                 let next = TICK + self.rng.u64(0..MS);
                 self.schedule(next, Event::Tick(i));
@@ -239,6 +278,7 @@ impl World {
                     let now = self.local(i);
                     let result = self.replica(i).map(|r| r.tick(now));
                     self.after_step(i, result);
+                    self.tick_if_a_lease_is_due(i);
                 }
             }
             Event::Client => {
@@ -247,7 +287,7 @@ impl World {
                     self.schedule(next, Event::Client);
                 }
                 self.next_command += 1;
-                let cmd = Bytes::from(self.next_command.to_be_bytes().to_vec());
+                let cmd = raw_command(self.next_command);
                 let i = self.rng.usize(0..self.nodes.len());
                 self.client_propose(i, cmd, 3);
             }
@@ -260,7 +300,7 @@ impl World {
             }
             Event::Heal => self.heal(),
             Event::Probe => {
-                let cmd = Bytes::from(format!("probe {}", self.probes.len()));
+                let cmd = raw_command(u64::MAX - self.probes.len() as u64);
                 self.probes.push(cmd.clone());
                 let i = self.rng.usize(0..self.nodes.len());
                 self.client_propose(i, cmd, 3);
@@ -312,72 +352,6 @@ impl World {
         self.after_step(i, result);
     }
 
-    /// Performs a step's effects the way the runtime must: persist, then
-    /// send, then apply; and takes snapshots every few slots.
-    fn after_step(&mut self, i: usize, result: Option<Result<Ready, trexlock_paxos::PaxosError>>) {
-        let ready = match result {
-            None => return,
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                let id = self.nodes[i].id;
-                self.checker.violations.push(format!("{id} stopped: {e}"));
-                return;
-            }
-        };
-        let id = self.nodes[i].id;
-        if let Err(e) = self.nodes[i].journal.persist(&ready.write) {
-            self.checker.violations.push(format!("{id}: journal: {e}"));
-            return;
-        }
-        if matches!(
-            ready.leadership,
-            Some(trexlock_paxos::Leadership::Elected { .. })
-        ) {
-            self.outcome.elections += 1;
-        }
-        for env in ready.messages {
-            self.checker.on_send(&env);
-            self.send(env);
-        }
-        if let Some(snapshot) = ready.install {
-            match History::from_snapshot(&snapshot) {
-                Ok(history) => {
-                    for (slot, value) in history.iter() {
-                        self.checker.on_apply(id, slot, value);
-                    }
-                    self.nodes[i].history = history;
-                }
-                Err(e) => self
-                    .checker
-                    .violations
-                    .push(format!("{id}: bad snapshot: {e}")),
-            }
-        }
-        let mut snapshot_due = false;
-        for (slot, value) in ready.chosen {
-            let history = &mut self.nodes[i].history;
-            if slot != history.last_slot() + 1 {
-                let last = history.last_slot();
-                self.checker
-                    .violations
-                    .push(format!("{id} applied slot {slot} right after slot {last}"));
-                return;
-            }
-            self.checker.on_apply(id, slot, &value);
-            self.outcome.chosen = self.outcome.chosen.max(slot);
-            history.apply(value);
-            snapshot_due |= slot % SNAPSHOT_EVERY == 0;
-        }
-        if let Some(replica) = self.nodes[i].replica.as_ref() {
-            self.checker.saw_promise(id, replica.promised());
-        }
-        if snapshot_due {
-            let snapshot = self.nodes[i].history.snapshot();
-            let result = self.replica(i).map(|r| r.snapshot_taken(snapshot));
-            self.after_step(i, result);
-        }
-    }
-
     fn send(&mut self, env: Envelope) {
         let (from, to) = (self.index(env.from), self.index(env.to));
         if self.blocked.contains(&(from, to)) || self.rng.f64() < self.loss {
@@ -411,7 +385,7 @@ impl World {
         if !self.faults_on {
             return;
         }
-        let next = self.rng.u64(100 * MS..400 * MS);
+        let next = self.rng.u64(self.fault_gap.0..self.fault_gap.1);
         self.schedule(next, Event::Fault);
         let n = self.nodes.len();
         match self.rng.u32(0..6) {
@@ -501,4 +475,22 @@ impl World {
         }
         self.checker.violations.extend(missing);
     }
+}
+
+/// A plain read request with a unique session: a command the lease table
+/// accepts that carries no time, for the background and probe workloads.
+fn raw_command(n: u64) -> Bytes {
+    let command = Command {
+        epoch: trexlock_paxos::Ballot::ZERO,
+        elapsed_us: 0,
+        body: Body::Request(Request {
+            client: ClientId(n),
+            request: 1,
+            acked_below: 1,
+            op: Op::Read {
+                name: "background".into(),
+            },
+        }),
+    };
+    command.encode()
 }
