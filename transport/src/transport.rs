@@ -340,14 +340,23 @@ async fn serve_connection<M, Req, Resp>(
         let role = handshake::accept(&mut conn, &shared.membership()).await?;
         Ok::<_, HandshakeError>((conn, role))
     };
-    let greeted = tokio::time::timeout(shared.handshake_timeout, greeting)
-        .await
-        .unwrap_or(Err(HandshakeError::Timeout));
+    let greeted = tokio::select! {
+        // A stopping node does not wait for half-open handshakes.
+        _ = shared.stopping.cancelled() => return,
+        greeted = tokio::time::timeout(shared.handshake_timeout, greeting) => {
+            greeted.unwrap_or(Err(HandshakeError::Timeout))
+        }
+    };
     let (conn, role) = match greeted {
         Ok(greeted) => greeted,
         Err(reason) => {
             bump(&shared.counters.refused_handshakes, 1);
-            warn!(%remote, %reason, "refused connection");
+            match reason {
+                // Connect-and-close is what health checks and port probes
+                // do: not worth a warning.
+                HandshakeError::Closed => debug!(%remote, %reason, "refused connection"),
+                _ => warn!(%remote, %reason, "refused connection"),
+            }
             return;
         }
     };

@@ -89,6 +89,9 @@ async fn bad_input_drops_only_that_connection(bytes: &[u8], then_close: bool) {
     let mut nodes = cluster(3, |c| c.max_frame_bytes = 64 * 1024).await;
     let third = nodes[2].transport.clone();
     deliver(&third, NodeId(1), Msg::Ping(0), &mut nodes[0].inbound).await;
+    // We impersonate node 2: stop the real one so that its reconnecting
+    // link cannot supersede ours.
+    nodes[1].transport.shutdown().await;
 
     let addr = nodes[0].transport.local_addr();
     let (mut stream, reply) = raw_hello(addr, &Hello::new(CLUSTER, Role::Peer(NodeId(2)))).await;
@@ -127,4 +130,34 @@ async fn a_frame_of_another_type_drops_only_its_connection() {
     // A valid postcard value, of the wrong type: a Hello where a Msg is due.
     let wrong = frame(&Hello::new(CLUSTER, Role::Client(5)));
     bad_input_drops_only_that_connection(&wrong, false).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_never_says_hello_is_closed_after_the_timeout() {
+    let nodes = cluster(2, |c| {
+        c.handshake_timeout = std::time::Duration::from_millis(200)
+    })
+    .await;
+    let addr = nodes[0].transport.local_addr();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_node(&mut silent).await);
+    assert_eq!(nodes[0].transport.stats().refused_handshakes, 1);
+}
+
+#[tokio::test]
+async fn a_newer_connection_from_a_peer_replaces_the_older_one() {
+    let mut nodes = cluster(2, |_| {}).await;
+    // We impersonate node 2: stop the real one (see above).
+    nodes[1].transport.shutdown().await;
+    let addr = nodes[0].transport.local_addr();
+    let hello = Hello::new(CLUSTER, Role::Peer(NodeId(2)));
+    let (mut older, _) = raw_hello(addr, &hello).await;
+    let (mut newer, reply) = raw_hello(addr, &hello).await;
+    assert!(matches!(reply, Some(HelloReply::Accepted(_))));
+    assert!(closed_by_node(&mut older).await);
+    newer.write_all(&frame(&Msg::Ping(5))).await.unwrap();
+    assert_eq!(
+        recv(&mut nodes[0].inbound).await,
+        Some((NodeId(2), Msg::Ping(5)))
+    );
 }
