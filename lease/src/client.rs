@@ -214,6 +214,28 @@ impl LeaseClient {
         }
     }
 
+    /// Releases `name` held by this session's owner with `stamp`, for a
+    /// process that no longer has the handle (e.g. an operator's script).
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] when that owner and stamp do not hold it.
+    pub async fn release_stamp(&self, name: &str, stamp: Stamp) -> Result<(), LeaseError> {
+        let op = Op::Release {
+            name: name.to_owned(),
+            owner: self.inner.owner.clone(),
+            stamp,
+        };
+        match self.call(op, self.inner.call_timeout).await?.outcome {
+            Outcome::Released => Ok(()),
+            Outcome::NotHolder { current } => Err(LeaseError::LeaseLost {
+                name: name.to_owned(),
+                stamp,
+                holder: current,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Who holds `name` now (a linearizable read through the log).
     ///
     /// # Errors

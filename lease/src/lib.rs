@@ -45,6 +45,7 @@ pub mod keepalive;
 mod metrics;
 pub mod network;
 pub mod node;
+pub mod remote;
 pub mod table;
 pub mod time;
 

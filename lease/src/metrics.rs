@@ -45,7 +45,7 @@ impl Metrics {
 }
 
 /// A point-in-time copy of a node's counters (since it started).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetricsSnapshot {
     /// Whether this node leads right now.
     pub is_leader: bool,

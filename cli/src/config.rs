@@ -1,0 +1,151 @@
+//! The node's TOML configuration file.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use trexlock_lease::remote::TcpNodeConfig;
+use trexlock_lease::{DriftBound, NodeConfig};
+use trexlock_paxos::NodeId;
+use trexlock_transport::{TlsConfig, TransportConfig};
+
+/// A node's configuration file, e.g.
+///
+/// ```toml
+/// cluster_id = "orders"
+/// node_id = 1
+/// listen = "127.0.0.1:7001"
+/// data_dir = "/var/lib/trexlock/n1"
+///
+/// [peers]
+/// 2 = "127.0.0.1:7002"
+/// 3 = "127.0.0.1:7003"
+///
+/// # Optional: mutual TLS with certificates from the cluster CA.
+/// # [tls]
+/// # ca = "ca.pem"
+/// # cert = "n1.pem"
+/// # key = "n1.key"
+///
+/// # Optional timings.
+/// # heartbeat_ms = 50
+/// # election_timeout_ms = 300
+/// # drift_ppm = 1000
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    cluster_id: String,
+    node_id: u16,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    peers: BTreeMap<String, SocketAddr>,
+    tls: Option<TlsFiles>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_ms: Option<u64>,
+    drift_ppm: Option<u32>,
+    snapshot_every: Option<u64>,
+}
+
+/// PEM files for mutual TLS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads the files.
+    pub fn load(&self) -> Result<TlsConfig, ConfigError> {
+        TlsConfig::from_pem_files(&self.ca, &self.cert, &self.key)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// Why a configuration file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (names the field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Builds the node's settings.
+    pub fn into_node_config(self) -> Result<TcpNodeConfig, ConfigError> {
+        let me = NodeId(self.node_id);
+        let mut peers = BTreeMap::new();
+        for (id, addr) in self.peers {
+            let id: u16 = id
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("peer id {id:?} is not a number")))?;
+            if id == self.node_id {
+                return Err(ConfigError::Invalid(format!(
+                    "node {id} lists itself as a peer"
+                )));
+            }
+            peers.insert(NodeId(id), addr);
+        }
+        let mut members: Vec<NodeId> = peers.keys().copied().collect();
+        members.push(me);
+        members.sort();
+        let mut node = NodeConfig::new(me, members);
+        if let Some(ms) = self.heartbeat_ms {
+            node.heartbeat_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.election_timeout_ms {
+            node.election_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ppm) = self.drift_ppm {
+            node.drift = DriftBound::from_ppm(ppm).map_err(ConfigError::Invalid)?;
+        }
+        if let Some(n) = self.snapshot_every {
+            node.snapshot_every = n;
+        }
+        let mut transport = TransportConfig::new(self.cluster_id, me, self.listen, peers);
+        transport.tls = self.tls.as_ref().map(TlsFiles::load).transpose()?;
+        transport
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        std::fs::create_dir_all(&self.data_dir).map_err(|source| ConfigError::Read {
+            path: self.data_dir.clone(),
+            source,
+        })?;
+        Ok(TcpNodeConfig {
+            node,
+            transport,
+            journal_path: self.data_dir.join("journal.redb"),
+        })
+    }
+}

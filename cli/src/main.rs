@@ -1,0 +1,276 @@
+//! `trexlock`: run a lease node, or act as a remote lease client.
+//!
+//! ```text
+//! trexlock node --config node1.toml
+//! trexlock acquire job-42 --cluster orders --servers 127.0.0.1:7001,127.0.0.1:7002 --ttl 30s
+//! trexlock release job-42 --owner me --stamp 17 --cluster orders --servers 127.0.0.1:7001
+//! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
+//! trexlock status --cluster orders --servers 127.0.0.1:7001
+//! ```
+
+mod config;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use trexlock_lease::remote::{self, RemoteConfig, TcpNode};
+use trexlock_lease::{LeaseClient, LeaseError, Stamp, TryAcquire};
+use trexlock_transport::TlsConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "trexlock",
+    version,
+    about = "Embedded multi-Paxos leases: run a node, or use one as a client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster until interrupted (SIGINT/SIGTERM stop it cleanly).
+    Node {
+        /// The node's TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Take a lease; prints its stamp. With --hold, keeps it (renewing) until interrupted.
+    Acquire {
+        /// Lease name.
+        name: String,
+        /// Lease duration (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Wait in line up to this long if someone else holds it (0s: do not wait).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+        /// Who holds the lease (leases are reentrant by owner).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Keep renewing until interrupted, then release.
+        #[arg(long)]
+        hold: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Give a lease up, as its owner with its stamp.
+    Release {
+        /// Lease name.
+        name: String,
+        /// The holder's owner name.
+        #[arg(long)]
+        owner: String,
+        /// The holder's stamp.
+        #[arg(long)]
+        stamp: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print who holds a lease.
+    Holder {
+        /// Lease name.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print a node's status and counters.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// The cluster id.
+    #[arg(long)]
+    cluster: String,
+    /// Comma-separated node addresses.
+    #[arg(long, value_delimiter = ',', required = true)]
+    servers: Vec<SocketAddr>,
+    /// Cluster CA certificate (PEM), for mutual TLS.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn remote(&self) -> Result<RemoteConfig, String> {
+        let mut config = RemoteConfig::new(self.cluster.clone(), self.servers.clone());
+        if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            config.tls = Some(TlsConfig::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?);
+        }
+        Ok(config)
+    }
+
+    async fn client(&self, owner: String) -> Result<LeaseClient, String> {
+        let handle = remote::connect(self.remote()?)
+            .await
+            .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+        Ok(handle.client(owner))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trexlock: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("trexlock: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Node { config } => run_node(config).await,
+        Command::Acquire {
+            name,
+            ttl,
+            wait,
+            owner,
+            hold,
+            cluster,
+        } => {
+            let owner = owner.unwrap_or_else(default_owner);
+            let client = cluster.client(owner.clone()).await?;
+            let lease = if wait.is_zero() {
+                match client
+                    .try_acquire(&name, ttl)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    TryAcquire::Acquired(lease) => lease,
+                    TryAcquire::Held(h) => {
+                        return Err(format!(
+                            "{name} is held by {} (stamp {}, {} ms left)",
+                            h.owner, h.stamp, h.remaining_ms
+                        ));
+                    }
+                }
+            } else {
+                client
+                    .acquire(&name, ttl, wait)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            println!("acquired {name} owner={owner} stamp={}", lease.stamp());
+            if hold {
+                let lease = std::sync::Arc::new(lease);
+                let mut keep_alive = trexlock_lease::KeepAlive::start(lease.clone());
+                tokio::select! {
+                    lost = keep_alive.lost() => return Err(format!("lease lost: {lost}")),
+                    _ = shutdown_signal() => {}
+                }
+                drop(keep_alive);
+                lease.release().await.map_err(|e| e.to_string())?;
+                println!("released {name}");
+            }
+            Ok(())
+        }
+        Command::Release {
+            name,
+            owner,
+            stamp,
+            cluster,
+        } => {
+            let client = cluster.client(owner).await?;
+            match client.release_stamp(&name, Stamp(stamp)).await {
+                Ok(()) => {
+                    println!("released {name}");
+                    Ok(())
+                }
+                Err(LeaseError::LeaseLost { holder, .. }) => Err(format!(
+                    "not the holder of {name}; holder: {}",
+                    holder.map_or("nobody".into(), |h| format!(
+                        "{} (stamp {})",
+                        h.owner, h.stamp
+                    ))
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Command::Holder { name, cluster } => {
+            let client = cluster.client(default_owner()).await?;
+            match client
+                .holder(&name)
+                .await
+                .map_err(|e: LeaseError| e.to_string())?
+            {
+                Some(h) => println!(
+                    "{name} held by {} stamp={} remaining_ms={}",
+                    h.owner, h.stamp, h.remaining_ms
+                ),
+                None => println!("{name} is free"),
+            }
+            Ok(())
+        }
+        Command::Status { cluster } => {
+            let status = remote::status(&cluster.remote()?)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "node={} leader={} is_leader={} applied={}",
+                status.node,
+                status.leader.map_or("unknown".into(), |l| l.to_string()),
+                status.is_leader,
+                status.applied
+            );
+            println!("{:?}", status.metrics);
+            Ok(())
+        }
+    }
+}
+
+fn default_owner() -> String {
+    format!("cli-{}", std::process::id())
+}
+
+async fn run_node(path: PathBuf) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = config::FileConfig::read(&path)
+        .and_then(config::FileConfig::into_node_config)
+        .map_err(|e| e.to_string())?;
+    let node = TcpNode::start(config).await.map_err(|e| e.to_string())?;
+    tracing::info!(node = %node.node().id(), addr = %node.local_addr(), "node running");
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    node.shutdown().await.map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,258 @@
+//! Real `trexlock node` processes on loopback: remote clients, SIGKILL of
+//! the leader while leases are held and others wait, restart and catch-up,
+//! and clear refusals of bad configurations.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use trexlock_lease::remote::{self, RemoteConfig};
+use trexlock_lease::{LeaseClient, TryAcquire};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
+const CLUSTER: &str = "proc-test";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Process {
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn start(config: &Path) -> Process {
+        let child = Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn trexlock node");
+        Process {
+            config: config.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    fn sigkill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        *self = Process::start(&self.config.clone());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    addrs: Vec<SocketAddr>,
+    procs: Vec<Process>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()).parse().unwrap())
+            .collect();
+        let mut procs = Vec::new();
+        for i in 0..3 {
+            let mut text = format!(
+                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\n[peers]\n",
+                i + 1,
+                addrs[i],
+                dir.path().join(format!("n{}", i + 1)).display()
+            );
+            for (j, addr) in addrs.iter().enumerate().filter(|(j, _)| *j != i) {
+                text.push_str(&format!("{} = \"{addr}\"\n", j + 1));
+            }
+            let path = dir.path().join(format!("n{}.toml", i + 1));
+            std::fs::write(&path, text).unwrap();
+            procs.push(Process::start(&path));
+        }
+        Cluster {
+            _dir: dir,
+            addrs,
+            procs,
+        }
+    }
+
+    fn remote(&self, servers: &[usize]) -> RemoteConfig {
+        RemoteConfig::new(CLUSTER, servers.iter().map(|i| self.addrs[*i]).collect())
+    }
+
+    async fn client(&self, servers: &[usize], owner: &str) -> LeaseClient {
+        for _ in 0..100 {
+            if let Ok(handle) = remote::connect(self.remote(servers)).await {
+                return handle.client(owner);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cannot reach {servers:?}");
+    }
+
+    /// The index of the node that says it leads.
+    async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            for i in 0..3 {
+                if self.procs[i].child.is_none() {
+                    continue;
+                }
+                if let Ok(s) = remote::status(&self.remote(&[i])).await
+                    && s.is_leader
+                {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no leader within 10 s");
+    }
+}
+
+fn held(t: TryAcquire) -> trexlock_lease::LeaseHandle {
+    match t {
+        TryAcquire::Acquired(h) => h,
+        TryAcquire::Held(h) => panic!("held by {h:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_process_loses_no_lease_and_grants_none_twice() {
+    let mut cluster = Cluster::start();
+    let leader = cluster.leader().await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let alice = cluster.client(&others, "alice").await;
+    let ttl = Duration::from_secs(20);
+    let lease = held(alice.try_acquire("orders", ttl).await.unwrap());
+    let bob = cluster.client(&others, "bob").await;
+    let bob_waits =
+        tokio::spawn(async move { bob.acquire("orders", ttl, Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cluster.procs[leader].sigkill();
+    let killed = Instant::now();
+    let carol = cluster.client(&others, "carol").await;
+    let probe = loop {
+        match carol.try_acquire("after-failover", ttl).await {
+            Ok(t) => break held(t),
+            Err(_) if killed.elapsed() < Duration::from_secs(10) => continue,
+            Err(e) => panic!("no new leader served within 10 s: {e}"),
+        }
+    };
+    eprintln!(
+        "failover: first acquire served {:?} after SIGKILL",
+        killed.elapsed()
+    );
+    assert!(probe.stamp() > lease.stamp(), "stamps keep growing");
+
+    lease
+        .renew()
+        .await
+        .expect("alice's lease survived the failover");
+    match carol.try_acquire("orders", ttl).await.unwrap() {
+        TryAcquire::Held(h) => {
+            assert_eq!((h.owner.as_str(), h.stamp), ("alice", lease.stamp()));
+        }
+        TryAcquire::Acquired(_) => panic!("granted twice after failover"),
+    }
+    assert!(!bob_waits.is_finished(), "bob still waits in line");
+    lease.release().await.unwrap();
+    let bobs = bob_waits
+        .await
+        .unwrap()
+        .expect("bob served after alice released");
+    assert!(bobs.stamp() > probe.stamp());
+
+    cluster.procs[leader].restart();
+    let back = cluster.client(&[leader], "dave").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(h)) = back.holder("orders").await
+            && h.owner == "bob"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn run_with_config(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        text.replace("DIR", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configurations_are_refused_with_a_clear_message() {
+    let (ok, err) =
+        run_with_config("cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:1\"\n[peers]\n");
+    assert!(!ok && err.contains("data_dir"), "{err}");
+
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let text = format!(
+        "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"DIR/d\"\n[peers]\n2 = \"127.0.0.1:{}\"\n3 = \"127.0.0.1:{}\"\n",
+        free_port(),
+        free_port()
+    );
+    let (ok, err) = run_with_config(&text);
+    assert!(!ok && err.contains(&port.to_string()), "{err}");
+
+    let text = format!(
+        "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"DIR/d\"\n[peers]\n2 = \"127.0.0.1:{}\"\n[tls]\nca = \"DIR/missing-ca.pem\"\ncert = \"DIR/c.pem\"\nkey = \"DIR/k.pem\"\n",
+        free_port(),
+        free_port()
+    );
+    let (ok, err) = run_with_config(&text);
+    assert!(!ok && err.contains("missing-ca.pem"), "{err}");
+
+    let (ok, err) = run_with_config(
+        "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"DIR\"\ncolour = \"blue\"\n[peers]\n",
+    );
+    assert!(!ok && err.contains("colour"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["node", "acquire", "release", "holder", "status"] {
+        let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{sub} --help failed");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}

@@ -1,0 +1,158 @@
+//! A node on TCP: transport, node runtime and the service for remote
+//! clients, started and stopped together.
+
+use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
+use crate::command::Outcome;
+use crate::error::NodeError;
+use crate::node::{Call, Node, NodeConfig, NodeHandle};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use trexlock_transport::{ClientId as ConnectionId, TransportConfig};
+
+/// Everything a TCP node needs.
+#[derive(Clone, Debug)]
+pub struct TcpNodeConfig {
+    /// Consensus, timing and lease settings.
+    pub node: NodeConfig,
+    /// Listen address, peers' addresses, TLS, limits.
+    pub transport: TransportConfig,
+    /// The node's redb journal file.
+    pub journal_path: PathBuf,
+}
+
+/// A running node on TCP.
+pub struct TcpNode {
+    node: Node,
+    transport: NodeTransport,
+    service: tokio::task::JoinHandle<()>,
+}
+
+impl TcpNode {
+    /// Binds the listener, opens the journal and starts the node.
+    ///
+    /// # Errors
+    /// The address cannot be bound, the journal cannot be opened (corrupt,
+    /// another cluster's or node's, newer format), or the configuration is
+    /// invalid.
+    pub async fn start(config: TcpNodeConfig) -> Result<TcpNode, NodeError> {
+        let cluster = config.transport.cluster_id.clone();
+        let (transport, inbound) = NodeTransport::start(config.transport)
+            .await
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let network = Arc::new(TcpNetwork::new(transport.clone()));
+        let node = match Node::start_with_redb(
+            config.node,
+            &cluster,
+            &config.journal_path,
+            network,
+            inbound.peers,
+        )
+        .await
+        {
+            Ok(node) => node,
+            Err(e) => {
+                transport.shutdown().await;
+                return Err(e);
+            }
+        };
+        let service = tokio::spawn(serve_clients(
+            node.handle(),
+            transport.clone(),
+            inbound.clients,
+        ));
+        Ok(TcpNode {
+            node,
+            transport,
+            service,
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Where the node listens (the real port when configured with port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// The transport's counters.
+    pub fn transport_stats(&self) -> trexlock_transport::Stats {
+        self.transport.stats()
+    }
+
+    /// Stops cleanly: the node finishes its journal syncs and closes the
+    /// journal, then queued frames are flushed and connections closed.
+    ///
+    /// # Errors
+    /// The error that had already stopped the node, if any.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let result = self.node.shutdown().await;
+        self.service.abort();
+        self.transport.shutdown().await;
+        result
+    }
+}
+
+/// Answers remote clients: each request becomes a call on the local node,
+/// and its answers go back on the client's connection.
+async fn serve_clients(
+    node: NodeHandle,
+    transport: NodeTransport,
+    mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
+) {
+    while let Some((conn, message)) = clients.recv().await {
+        match message {
+            ClientMessage::Status => {
+                let status = node.status();
+                let reply = NodeReply::Status(RemoteStatus {
+                    node: node.id(),
+                    leader: status.leader,
+                    is_leader: status.is_leader,
+                    applied: status.applied,
+                    metrics: node.metrics(),
+                });
+                let _ = transport.reply(conn, reply);
+            }
+            ClientMessage::Lease(request) => {
+                let (key, id) = ((request.client, request.request), request.request);
+                let (reply, mut answers) = mpsc::channel(4);
+                if node
+                    .calls
+                    .send(Call::Request { request, reply })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let (node, transport) = (node.clone(), transport.clone());
+                tokio::spawn(async move {
+                    while let Some(outcome) = answers.recv().await {
+                        let last = outcome != Outcome::Queued;
+                        let sent = transport.reply(
+                            conn,
+                            NodeReply::Outcome {
+                                client: key.0,
+                                request: id,
+                                outcome,
+                            },
+                        );
+                        if sent.is_err() {
+                            // The client is gone: stop waiting on its behalf.
+                            let _ = node.calls.try_send(Call::Forget {
+                                client: key.0,
+                                request: key.1,
+                            });
+                            return;
+                        }
+                        if last {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
