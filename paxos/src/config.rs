@@ -48,6 +48,9 @@ pub enum Sabotage {
     /// Followers treat every vote up to the leader's commit index as chosen,
     /// without checking that it was cast in the leader's ballot.
     CommitIgnoresBallot,
+    /// A replica that lost its journal votes again at once instead of
+    /// learning first.
+    VoteAfterDiskLoss,
 }
 
 impl Config {

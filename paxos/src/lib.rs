@@ -20,18 +20,29 @@
 //! - catch-up (values, or a snapshot once compacted) for lagging replicas.
 //!
 //! ```
-//! use trexlock_paxos::{Config, JournalState, NodeId, Replica};
 //! use std::time::Duration;
+//! use trexlock_paxos::{Ballot, Config, Envelope, JournalState, Message, NodeId, Replica};
 //!
 //! let members = vec![NodeId(1), NodeId(2), NodeId(3)];
-//! let mut replica =
-//!     Replica::new(Config::new(NodeId(1), members), JournalState::default(), Duration::ZERO)
-//!         .unwrap();
-//! // Nobody leads yet: after an election timeout the replica campaigns.
+//! let config = Config::new(NodeId(1), members);
+//! let mut replica = Replica::new(config, JournalState::default(), Duration::ZERO).unwrap();
+//! // An empty journal may mean a lost disk: first ask every other member.
+//! let ready = replica.tick(Duration::from_millis(1)).unwrap();
+//! assert!(ready.messages.iter().all(|e| e.message == Message::Probe));
+//! for peer in [NodeId(2), NodeId(3)] {
+//!     let message = Message::ProbeReply { promised: Ballot::ZERO, last_slot: 0 };
+//!     let reply = Envelope { from: peer, to: NodeId(1), message };
+//!     let _ = replica.handle(Duration::from_millis(2), reply).unwrap();
+//! }
+//! // A brand-new cluster. Nobody leads: after an election timeout it campaigns.
 //! let ready = replica.tick(Duration::from_secs(1)).unwrap();
 //! assert!(ready.write.promised.is_some(), "the new promise is persisted first");
 //! assert_eq!(ready.messages.len(), 2, "then a Prepare goes to each peer");
 //! ```
+//!
+//! A replica that starts from an empty journal is a **learner** until it
+//! is safe for it to vote: see `Replica::is_learner` and the module
+//! `replica::rejoin` for the rule.
 #![deny(missing_docs)]
 
 /// Evaluates to true when the replica runs the named sabotage (feature

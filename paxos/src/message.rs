@@ -95,6 +95,17 @@ pub enum Message {
         /// requested slot.
         entries: Vec<(Slot, Value)>,
     },
+    /// Sent by a replica that starts with an empty journal: before it may
+    /// vote, it must learn what every other member has promised and voted
+    /// for (see `Replica` docs on rejoining).
+    Probe,
+    /// The answer to [`Message::Probe`].
+    ProbeReply {
+        /// The highest ballot the sender has promised.
+        promised: Ballot,
+        /// The highest slot the sender holds a vote or a chosen value for.
+        last_slot: Slot,
+    },
 }
 
 impl Message {
@@ -110,6 +121,8 @@ impl Message {
             Message::Nack { .. } => "nack",
             Message::CatchupRequest { .. } => "catchup_request",
             Message::CatchupResponse { .. } => "catchup_response",
+            Message::Probe => "probe",
+            Message::ProbeReply { .. } => "probe_reply",
         }
     }
 }

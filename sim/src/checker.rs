@@ -86,6 +86,11 @@ impl Checker {
         }
     }
 
+    /// A node lost its disk: its promise legitimately starts again.
+    pub fn forget_promises(&mut self, node: NodeId) {
+        self.max_promised.remove(&node);
+    }
+
     /// Promises never go backwards, across restarts included.
     pub fn saw_promise(&mut self, node: NodeId, ballot: Ballot) {
         let max = self.max_promised.entry(node).or_default();

@@ -40,6 +40,8 @@ pub struct SimOptions {
     pub sabotage: Option<Sabotage>,
     /// Lease clients (each on its own drifting clock, homed on a node).
     pub clients: usize,
+    /// Some crashes also wipe the node's journal.
+    pub disk_loss: bool,
     /// The gap a holder keeps between its lease's end and its last check.
     pub safety_gap: Duration,
     /// Longest pause of a holder right after it checked its lease (the
@@ -56,6 +58,7 @@ impl Default for SimOptions {
             max_drift_ppm: 1_000,
             sabotage: None,
             clients: 4,
+            disk_loss: true,
             safety_gap: Duration::from_millis(25),
             max_check_pause: Duration::from_millis(20),
         }
@@ -94,7 +97,7 @@ pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outc
 const USAGE: &str =
     "usage: simulate --seeds N [--first S] [--nodes 3|5] [--sabotage NAME] [--verbose]
   sabotage names: promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot";
+                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -103,6 +106,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "accept-lower-ballot" => Sabotage::AcceptLowerBallot,
         "minority-quorum" => Sabotage::MinorityQuorum,
         "forget-votes-in-promise" => Sabotage::ForgetVotesInPromise,
+        "vote-after-disk-loss" => Sabotage::VoteAfterDiskLoss,
         "commit-ignores-ballot" => Sabotage::CommitIgnoresBallot,
         _ => return None,
     })
@@ -194,10 +198,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} partitions {} pauses {} elections {} lease_grants {} lease_actions {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
+                outcome.disk_losses,
                 outcome.partitions,
                 outcome.pauses,
                 outcome.elections,

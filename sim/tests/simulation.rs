@@ -77,6 +77,11 @@ fn learning_a_commit_without_the_ballot_check_is_caught() {
 }
 
 #[test]
+fn a_replica_that_votes_again_right_after_losing_its_disk_is_caught() {
+    assert!(seeds_to_catch(Sabotage::VoteAfterDiskLoss).is_some());
+}
+
+#[test]
 fn holders_without_a_safety_gap_are_caught_acting_together_after_a_pause() {
     let opts = SimOptions {
         safety_gap: Duration::ZERO,

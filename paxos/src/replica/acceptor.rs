@@ -11,6 +11,9 @@ impl Replica {
     /// was heard recently (so a node rejoining from a partition cannot
     /// depose a healthy leader), refuses a lower one with a NACK.
     pub(super) fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
+        if self.rejoin.is_some() {
+            return;
+        }
         if ballot < self.promised {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });
@@ -59,6 +62,10 @@ impl Replica {
         committed: Slot,
         entries: Vec<(Slot, Value)>,
     ) -> Result<(), PaxosError> {
+        if self.rejoin.is_some() {
+            self.follow(now, ballot, committed);
+            return Ok(());
+        }
         if ballot < self.promised && !sabotaged!(self, AcceptLowerBallot) {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });
@@ -139,6 +146,7 @@ impl Replica {
             return;
         }
         self.leader_hint = Some(ballot.node);
+        self.leader_ballot = Some(ballot);
         self.last_heard_leader = Some(now);
         self.leader_committed = self.leader_committed.max(committed);
         self.reset_election_deadline(now);

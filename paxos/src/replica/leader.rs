@@ -73,6 +73,7 @@ impl Replica {
             queue,
         });
         self.leader_hint = None;
+        self.leader_ballot = None;
         self.last_heard_leader = None;
         self.reset_election_deadline(now);
         self.broadcast(&Message::Prepare { ballot, from });

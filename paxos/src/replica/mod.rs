@@ -9,6 +9,7 @@
 mod acceptor;
 mod catchup;
 mod leader;
+mod rejoin;
 #[cfg(test)]
 mod tests;
 
@@ -101,6 +102,10 @@ pub struct Replica {
     /// Highest commit index a leader has told us about.
     leader_committed: Slot,
     catchup_sent_at: Option<Duration>,
+    /// Ballot of the leader last heard from (followers only).
+    leader_ballot: Option<Ballot>,
+    /// Set while this replica started empty and may not vote yet.
+    rejoin: Option<rejoin::Rejoin>,
     stopped: bool,
     out: Ready,
 }
@@ -115,6 +120,10 @@ impl Replica {
         cfg.validate()?;
         check_recovered(&state)?;
         let delivered = state.snapshot.as_ref().map_or(0, |s| s.slot);
+        let empty = state == JournalState::default() && cfg.members.len() > 1;
+        #[cfg(feature = "sabotage")]
+        let empty = empty && cfg.sabotage != Some(crate::config::Sabotage::VoteAfterDiskLoss);
+        let rejoin = empty.then(rejoin::Rejoin::new);
         let mut replica = Replica {
             rng: fastrand::Rng::with_seed(cfg.seed),
             promised: state.promised,
@@ -132,6 +141,8 @@ impl Replica {
             election_deadline: now,
             leader_committed: state.committed,
             catchup_sent_at: None,
+            leader_ballot: None,
+            rejoin,
             stopped: false,
             out: Ready::default(),
             cfg,
@@ -176,6 +187,12 @@ impl Replica {
     /// The vote held for `slot`, if any.
     pub fn entry(&self, slot: Slot) -> Option<&LogEntry> {
         self.log.get(&slot)
+    }
+
+    /// True while this replica started from an empty journal and may not
+    /// vote yet (see the `rejoin` rules in the crate docs).
+    pub fn is_learner(&self) -> bool {
+        self.rejoin.is_some()
     }
 
     /// True once an error stopped this replica.
@@ -239,7 +256,19 @@ impl Replica {
             Message::CatchupResponse { snapshot, entries } => {
                 self.on_catchup_response(now, from, snapshot, entries)
             }
+            Message::Probe => {
+                self.on_probe(from);
+                Ok(())
+            }
+            Message::ProbeReply {
+                promised,
+                last_slot,
+            } => {
+                self.on_probe_reply(from, promised, last_slot);
+                Ok(())
+            }
         };
+        self.maybe_finish_rejoin(now);
         self.finish(result)
     }
 
@@ -273,6 +302,11 @@ impl Replica {
     /// A [`PaxosError`] stops the replica.
     pub fn tick(&mut self, now: Duration) -> Result<Ready, PaxosError> {
         self.guard()?;
+        if self.rejoin.is_some() {
+            self.rejoin_tick(now);
+            self.maybe_finish_rejoin(now);
+            return self.finish(Ok(()));
+        }
         match self.role {
             Role::Follower => {
                 if now >= self.election_deadline {

@@ -20,7 +20,24 @@ fn config(node: NodeId) -> Config {
 }
 
 fn replica_with(node: NodeId, state: JournalState) -> Replica {
+    // Non-empty journals start as voters; empty ones go through `fresh`.
     Replica::new(config(node), state, T0).expect("valid state")
+}
+
+/// A replica of a brand-new cluster: empty, and told by both peers that
+/// they are empty too, so it may vote.
+fn fresh(node: NodeId) -> Replica {
+    let mut r = replica_with(node, JournalState::default());
+    assert!(r.is_learner());
+    for peer in [N1, N2, N3].into_iter().filter(|p| *p != node) {
+        let reply = Message::ProbeReply {
+            promised: Ballot::ZERO,
+            last_slot: 0,
+        };
+        let _ = r.handle(T0, env(peer, node, reply)).unwrap();
+    }
+    assert!(!r.is_learner());
+    r
 }
 
 fn b(counter: u64, node: NodeId) -> Ballot {
@@ -57,7 +74,7 @@ fn only_message(ready: &Ready) -> &Message {
 
 /// Drives N1 to leadership with promises from N2 carrying `entries`.
 fn elect_n1(entries_from_n2: Vec<(Slot, LogEntry)>, n2_committed: Slot) -> (Replica, Ready) {
-    let mut r = replica_with(N1, JournalState::default());
+    let mut r = fresh(N1);
     let ready = r.tick(ms(10_000)).unwrap();
     let Message::Prepare { ballot, .. } = ready.messages[0].message else {
         panic!("expected a prepare");
@@ -122,7 +139,7 @@ proptest! {
 
 #[test]
 fn a_follower_that_hears_a_live_leader_ignores_prepares_from_others() {
-    let mut r = replica_with(N1, JournalState::default());
+    let mut r = fresh(N1);
     let commit = Message::Commit {
         ballot: b(1, N2),
         committed: 0,
@@ -161,7 +178,7 @@ fn a_follower_that_hears_a_live_leader_ignores_prepares_from_others() {
 
 #[test]
 fn a_duplicate_prepare_gets_the_same_promise_without_a_new_write() {
-    let mut r = replica_with(N1, JournalState::default());
+    let mut r = fresh(N1);
     let prepare = env(
         N2,
         N1,
@@ -413,7 +430,7 @@ fn a_new_leader_reproposes_the_highest_ballot_vote_and_fills_gaps_with_noops() {
 
 #[test]
 fn a_new_leader_prefers_a_value_known_chosen_over_a_higher_ballot_vote() {
-    let mut r = replica_with(N1, JournalState::default());
+    let mut r = fresh(N1);
     let ready = r.tick(ms(10_000)).unwrap();
     let Message::Prepare { ballot, .. } = ready.messages[0].message else {
         panic!()
@@ -647,7 +664,7 @@ fn catchup_sends_chosen_values_and_a_snapshot_for_compacted_slots() {
 
 #[test]
 fn a_follower_installs_a_snapshot_then_applies_what_follows() {
-    let mut r = replica_with(N2, JournalState::default());
+    let mut r = fresh(N2);
     let snapshot = Snapshot {
         slot: 4,
         data: Bytes::from_static(b"s"),
@@ -775,7 +792,7 @@ fn an_inconsistent_journal_is_refused() {
 
 #[test]
 fn messages_from_strangers_or_for_others_are_ignored() {
-    let mut r = replica_with(N1, JournalState::default());
+    let mut r = fresh(N1);
     let prepare = Message::Prepare {
         ballot: b(1, N2),
         from: 1,
@@ -799,4 +816,165 @@ fn invalid_configs_are_refused() {
         Replica::new(cfg, JournalState::default(), T0),
         Err(PaxosError::Config(ConfigError::Timing))
     ));
+}
+
+// ---------------------------------------------------------- Empty journal
+
+#[test]
+fn an_empty_replica_neither_promises_nor_votes_nor_campaigns_while_learning() {
+    let mut r = replica_with(N1, JournalState::default());
+    let prepare = r
+        .handle(
+            T0,
+            env(
+                N2,
+                N1,
+                Message::Prepare {
+                    ballot: b(1, N2),
+                    from: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(prepare.messages.is_empty() && prepare.write.is_empty());
+    let accept = Message::Accept {
+        ballot: b(1, N2),
+        committed: 0,
+        entries: vec![(1, batch("x"))],
+    };
+    let accept = r.handle(T0, env(N2, N1, accept)).unwrap();
+    assert!(accept.messages.is_empty() && accept.write.is_empty());
+    let ready = r.tick(ms(10_000)).unwrap();
+    assert!(
+        ready.messages.iter().all(|e| e.message == Message::Probe),
+        "{:?}",
+        ready.messages
+    );
+    assert_eq!(ready.messages.len(), 2, "probes every other member");
+}
+
+#[test]
+fn a_replica_with_a_lost_disk_votes_only_after_a_newer_leader_and_catching_up() {
+    let mut r = replica_with(N1, JournalState::default());
+    let _ = r
+        .handle(
+            T0,
+            env(
+                N2,
+                N1,
+                Message::ProbeReply {
+                    promised: b(3, N2),
+                    last_slot: 2,
+                },
+            ),
+        )
+        .unwrap();
+    let _ = r
+        .handle(
+            T0,
+            env(
+                N3,
+                N1,
+                Message::ProbeReply {
+                    promised: b(3, N2),
+                    last_slot: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(
+        r.is_learner(),
+        "members have promised and voted: not a new cluster"
+    );
+    // A leader older than a reported promise may be deposed: not enough.
+    let _ = r
+        .handle(
+            ms(1),
+            env(
+                N3,
+                N1,
+                Message::Commit {
+                    ballot: b(2, N3),
+                    committed: 2,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(r.is_learner());
+    // A leader at least as new as every promise, and catching up through
+    // slot 2, is.
+    let ready = r
+        .handle(
+            ms(200),
+            env(
+                N3,
+                N1,
+                Message::Commit {
+                    ballot: b(4, N3),
+                    committed: 2,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.message == Message::CatchupRequest { from: 1 })
+    );
+    assert!(r.is_learner(), "not caught up yet");
+    let response = Message::CatchupResponse {
+        snapshot: None,
+        entries: vec![(1, batch("a")), (2, batch("b"))],
+    };
+    let ready = r.handle(ms(3), env(N3, N1, response)).unwrap();
+    assert!(!r.is_learner());
+    assert_eq!(r.promised(), b(4, N3));
+    assert_eq!(
+        ready.write.promised,
+        Some(b(4, N3)),
+        "the promise is persisted"
+    );
+    let ready = r
+        .handle(
+            ms(4),
+            env(
+                N3,
+                N1,
+                Message::Prepare {
+                    ballot: b(5, N3),
+                    from: 3,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(matches!(only_message(&ready), Message::Promise { .. }));
+}
+
+#[test]
+fn every_replica_answers_a_probe_with_its_promise_and_highest_slot() {
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        7,
+        LogEntry {
+            ballot: b(2, N2),
+            value: Value::Noop,
+        },
+    );
+    let mut r = replica_with(
+        N1,
+        JournalState {
+            promised: b(2, N2),
+            entries,
+            ..Default::default()
+        },
+    );
+    let ready = r.handle(T0, env(N3, N1, Message::Probe)).unwrap();
+    assert_eq!(
+        only_message(&ready),
+        &Message::ProbeReply {
+            promised: b(2, N2),
+            last_slot: 7
+        }
+    );
 }

@@ -41,6 +41,8 @@ pub struct Outcome {
     pub lease_actions: u64,
     /// Leases granted (counted at the first node to apply each grant).
     pub lease_grants: u64,
+    /// Crashes that also wiped the node's journal.
+    pub disk_losses: u64,
 }
 
 #[derive(Debug)]
@@ -209,9 +211,18 @@ impl World {
             }
         }
         if self.checker.violations.is_empty() {
+            let nodes: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| match &n.replica {
+                    Some(r) => format!("{r:?} learner={} leader={:?}", r.is_learner(), r.leader()),
+                    None => format!("{} down", n.id),
+                })
+                .collect();
             self.checker.violations.push(format!(
-                "liveness: no command chosen on every node within {:?} after faults stopped",
-                self.opts.liveness_bound
+                "liveness: no command chosen on every node within {:?} after faults stopped; {}",
+                self.opts.liveness_bound,
+                nodes.join("; ")
             ));
         }
         self.finish()
@@ -375,6 +386,18 @@ impl World {
         }
     }
 
+    /// True when every node's journal is intact or it has finished
+    /// learning after a disk loss.
+    fn no_node_is_relearning(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let emptied = n.journal.state() == &trexlock_paxos::JournalState::default();
+            match &n.replica {
+                Some(r) => !r.is_learner(),
+                None => !emptied,
+            }
+        })
+    }
+
     fn leader_index(&self) -> Option<usize> {
         self.nodes
             .iter()
@@ -394,6 +417,15 @@ impl World {
                 if self.nodes[i].replica.take().is_some() {
                     self.outcome.crashes += 1;
                     self.nodes[i].incarnation += 1;
+                    // Sometimes the disk is lost too (one node at a time:
+                    // losing a majority's disks loses chosen values by
+                    // definition). It restarts empty, as a learner.
+                    if self.opts.disk_loss && self.rng.f64() < 0.25 && self.no_node_is_relearning()
+                    {
+                        self.outcome.disk_losses += 1;
+                        self.nodes[i].journal = MemJournal::new();
+                        self.checker.forget_promises(self.nodes[i].id);
+                    }
                     let down = self.rng.u64(20 * MS..800 * MS);
                     self.schedule(down, Event::Restart(i));
                 }

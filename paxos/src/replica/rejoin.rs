@@ -1,0 +1,138 @@
+//! Starting from an empty journal without breaking safety.
+//!
+//! A replica whose journal is empty cannot tell a brand-new cluster from
+//! having lost its disk. If it had lost its disk, it forgot promises and
+//! votes that other replicas counted on: voting again at once could let a
+//! quorum that relies on its forgotten vote choose a second value for a
+//! slot. So an empty replica starts as a **learner**: it neither promises,
+//! votes nor campaigns. It asks every other member for its promise and the
+//! highest slot it holds a vote for (`Probe`). It becomes a voter when
+//!
+//! - every member answered that it holds no vote (nothing can have been
+//!   chosen: a new cluster), and it then promises the highest ballot
+//!   reported, or
+//! - it has heard a leader whose ballot is at least every promise reported,
+//!   and it has caught up, as a learner, through the highest slot anyone
+//!   reported. It then promises that ballot. Why that suffices: any
+//!   candidate that counted one of its forgotten promises has promised its
+//!   own ballot too, so that ballot is among the reported ones and ours is
+//!   not below it; and any value chosen with one of its forgotten votes was
+//!   also voted for by a member that reported that slot, so catching up
+//!   through the highest reported slot teaches it every such value as
+//!   chosen.
+//!
+//! The price: a node with an empty journal needs every other member to
+//! answer once before it votes.
+
+use super::{Replica, Role};
+use crate::message::Message;
+use crate::types::{Ballot, NodeId, Slot};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a learner has found out so far.
+pub(crate) struct Rejoin {
+    replies: BTreeMap<NodeId, (Ballot, Slot)>,
+    probe_sent_at: Option<Duration>,
+}
+
+impl Rejoin {
+    pub(crate) fn new() -> Rejoin {
+        Rejoin {
+            replies: BTreeMap::new(),
+            probe_sent_at: None,
+        }
+    }
+}
+
+impl Replica {
+    /// Any replica answers a probe with its promise and highest slot.
+    pub(super) fn on_probe(&mut self, from: NodeId) {
+        let last_slot = self
+            .log
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0)
+            .max(self.committed)
+            .max(self.truncated);
+        let promised = self.promised;
+        self.send(
+            from,
+            Message::ProbeReply {
+                promised,
+                last_slot,
+            },
+        );
+    }
+
+    pub(super) fn on_probe_reply(&mut self, from: NodeId, promised: Ballot, last_slot: Slot) {
+        self.max_seen = self.max_seen.max(promised);
+        if let Some(rejoin) = &mut self.rejoin {
+            rejoin.replies.insert(from, (promised, last_slot));
+        }
+    }
+
+    /// A learner probes silent members every two heartbeats.
+    pub(super) fn rejoin_tick(&mut self, now: Duration) {
+        let retry = self.cfg.heartbeat_interval * 2;
+        let peers: Vec<NodeId> = self.peers().collect();
+        let Some(rejoin) = &mut self.rejoin else {
+            return;
+        };
+        if rejoin.probe_sent_at.is_some_and(|t| now < t + retry) {
+            return;
+        }
+        rejoin.probe_sent_at = Some(now);
+        let silent: Vec<NodeId> = peers
+            .into_iter()
+            .filter(|p| !rejoin.replies.contains_key(p))
+            .collect();
+        for peer in silent {
+            self.send(peer, Message::Probe);
+        }
+        if self.committed < self.leader_committed
+            && let Some(leader) = self.leader_hint
+        {
+            self.request_catchup(now, leader);
+        }
+    }
+
+    /// Turns a learner into a voter once that is safe (see module docs).
+    pub(super) fn maybe_finish_rejoin(&mut self, now: Duration) {
+        let Some(rejoin) = &self.rejoin else {
+            return;
+        };
+        if rejoin.replies.len() + 1 < self.cfg.members.len() {
+            return;
+        }
+        let promised = rejoin
+            .replies
+            .values()
+            .map(|(b, _)| *b)
+            .max()
+            .unwrap_or_default();
+        let last_slot = rejoin.replies.values().map(|(_, s)| *s).max().unwrap_or(0);
+        // Nobody holds a vote: no value can have been chosen.
+        let fresh_cluster = last_slot == 0;
+        let caught_up = self
+            .leader_ballot
+            .is_some_and(|b| b >= promised && matches!(self.role, Role::Follower))
+            && self.committed >= last_slot;
+        if !(fresh_cluster || caught_up) {
+            return;
+        }
+        self.rejoin = None;
+        // `(0, self)` is below every ballot a candidate uses (their counters
+        // start at 1), so promising it constrains nothing; it only makes the
+        // journal non-empty, so that a restart does not look like a lost disk.
+        let marker = Ballot {
+            counter: 0,
+            node: self.cfg.node,
+        };
+        let ballot = self.leader_ballot.filter(|_| caught_up).unwrap_or_default();
+        // Cannot fail: a learner's promise is never above what it learned.
+        let _ = self.set_promised(ballot.max(promised).max(marker).max(self.promised));
+        self.reset_election_deadline(now);
+    }
+}
