@@ -29,12 +29,16 @@
 //! ```
 //!
 //! The crates behind the facade: [`paxos`] (the consensus core), [`journal`]
-//! (durable storage), [`lease`] (table, runtime, API).
+//! (durable storage), [`transport`] (TCP and TLS), [`lease`] (table,
+//! runtime, API); [`remote`] runs nodes on TCP and connects processes that
+//! run no node.
 #![deny(missing_docs)]
 
 pub use trexlock_journal as journal;
 pub use trexlock_lease as lease;
+pub use trexlock_lease::remote;
 pub use trexlock_paxos as paxos;
+pub use trexlock_transport as transport;
 
 pub use trexlock_journal::{JournalIdentity, RedbJournal};
 pub use trexlock_lease::{
