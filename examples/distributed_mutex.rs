@@ -35,7 +35,7 @@ fn counter(value: Option<&Bytes>) -> Result<u64, BoxError> {
 async fn worker(name: String, client: LeaseClient) -> Result<(), BoxError> {
     for _ in 0..INCREMENTS {
         let lock = client.acquire(MUTEX, TTL, WAIT).await?;
-        let seen = counter(lock.value())?;
+        let seen = counter(lock.value().as_ref())?;
         tokio::time::sleep(Duration::from_millis(20)).await; // the critical section
         let next = seen + 1;
         lock.write_value(Bytes::from(next.to_string())).await?;

@@ -61,7 +61,7 @@ pub struct LeaseHandle {
     name: String,
     stamp: Stamp,
     ttl: Duration,
-    value: Option<Bytes>,
+    value: Mutex<Option<Bytes>>,
     expires: Mutex<Instant>,
 }
 
@@ -274,7 +274,7 @@ impl LeaseClient {
             name: name.to_owned(),
             stamp,
             ttl,
-            value,
+            value: Mutex::new(value),
             expires: Mutex::new(self.belief_end(sent, ttl)),
         }
     }
@@ -388,9 +388,10 @@ impl LeaseHandle {
         self.ttl
     }
 
-    /// The fenced value stored with the lease when it was granted.
-    pub fn value(&self) -> Option<&Bytes> {
-        self.value.as_ref()
+    /// The fenced value stored with the lease: as granted, or as last
+    /// written through this handle.
+    pub fn value(&self) -> Option<Bytes> {
+        self.value.lock().expect("handle lock").clone()
     }
 
     /// When the lease ends at the latest, on this process's monotonic

@@ -16,6 +16,7 @@ pub(crate) struct Metrics {
     pub(crate) releases: AtomicU64,
     pub(crate) leader_changes: AtomicU64,
     pub(crate) slots_applied: AtomicU64,
+    pub(crate) commands_applied: AtomicU64,
     pub(crate) journal_syncs: AtomicU64,
     pub(crate) commit_latency_us_total: AtomicU64,
     pub(crate) commit_latency_count: AtomicU64,
@@ -37,6 +38,7 @@ impl Metrics {
             releases: get(&self.releases),
             leader_changes: get(&self.leader_changes),
             slots_applied: get(&self.slots_applied),
+            commands_applied: get(&self.commands_applied),
             journal_syncs: get(&self.journal_syncs),
             commit_latency_us_total: get(&self.commit_latency_us_total),
             commit_latency_count: get(&self.commit_latency_count),
@@ -61,8 +63,10 @@ pub struct MetricsSnapshot {
     pub releases: u64,
     /// Times this node became or stopped being leader.
     pub leader_changes: u64,
-    /// Log slots applied to the lease table.
+    /// Log slots applied to the lease table (one consensus round each).
     pub slots_applied: u64,
+    /// Commands applied (a slot carries a batch of them), ticks included.
+    pub commands_applied: u64,
     /// Journal syncs (each covers a group of writes).
     pub journal_syncs: u64,
     /// Sum of request latencies, from arrival at this node to the answer.

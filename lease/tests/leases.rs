@@ -268,7 +268,7 @@ async fn a_fenced_value_passes_to_the_next_holder_and_stale_writes_are_refused()
             .await
             .unwrap(),
     );
-    assert_eq!(second.value(), Some(&Bytes::from_static(b"counter=1")));
+    assert_eq!(second.value(), Some(Bytes::from_static(b"counter=1")));
     let stale = first
         .write_value(Bytes::from_static(b"counter=99"))
         .await

@@ -247,6 +247,11 @@ impl Node {
         self.handle.metrics()
     }
 
+    /// Waits until some leader is known (or `timeout` passes).
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        self.handle.wait_for_leader(timeout).await
+    }
+
     /// The node's latest status.
     pub fn status(&self) -> NodeStatus {
         self.handle.status()

@@ -428,6 +428,7 @@ impl NodeTask {
                 reason: e.to_string(),
             })?;
             let applied = self.table.apply(&command);
+            Metrics::add(&self.metrics.commands_applied, 1);
             for event in &applied.events {
                 self.count(event);
             }
