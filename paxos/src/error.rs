@@ -3,9 +3,9 @@
 use crate::config::ConfigError;
 use crate::types::{Ballot, Slot};
 
-/// Why a replica refused to go on. After any of these (except
-/// [`PaxosError::NotLeader`]) the replica is stopped and every later call
-/// returns [`PaxosError::Stopped`]: continuing could break safety.
+/// Why a replica refused to go on. After any of these the replica is
+/// stopped and every later call returns [`PaxosError::Stopped`]:
+/// continuing could break safety.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaxosError {
     /// The configuration is invalid.
