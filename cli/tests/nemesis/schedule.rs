@@ -35,7 +35,7 @@ const KINDS: [(&str, u32); 12] = [
     ("one-way cut", 1),
     ("delay links", 2),
     ("reset links", 1),
-    ("damage journal, wipe, rejoin", 1),
+    ("damage journal then wipe and rejoin", 1),
 ];
 
 impl Nemesis {
@@ -69,8 +69,20 @@ impl Nemesis {
     }
 
     /// Injects faults until `until`; a journal is damaged at least once.
+    /// `TREXLOCK_NEMESIS_FAULTS` (comma-separated kinds) narrows the
+    /// schedule, to minimise a reproduction.
     pub async fn run(&mut self, until: Instant) {
-        let total: u32 = KINDS.iter().map(|k| k.1).sum();
+        let only = std::env::var("TREXLOCK_NEMESIS_FAULTS").ok();
+        let kinds: Vec<(&'static str, u32)> = KINDS
+            .iter()
+            .copied()
+            .filter(|(k, _)| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == *k)))
+            .collect();
+        assert!(
+            !kinds.is_empty(),
+            "TREXLOCK_NEMESIS_FAULTS names no fault kind"
+        );
+        let total: u32 = kinds.iter().map(|k| k.1).sum();
         let halfway = self.started + (until - self.started) / 3;
         for _ in 0..100_000 {
             if Instant::now() >= until {
@@ -81,15 +93,16 @@ impl Nemesis {
             self.check_nodes().await;
             self.audit().await;
             let mut pick = self.rng.u32(..total);
-            let mut kind = KINDS[0].0;
-            for (k, w) in KINDS {
+            let mut kind = kinds[0].0;
+            for &(k, w) in &kinds {
                 if pick < w {
                     kind = k;
                     break;
                 }
                 pick -= w;
             }
-            if Instant::now() >= halfway && !self.faults.contains_key(KINDS[11].0) {
+            if only.is_none() && Instant::now() >= halfway && !self.faults.contains_key(KINDS[11].0)
+            {
                 kind = KINDS[11].0;
             }
             *self.faults.entry(kind).or_default() += 1;
@@ -257,19 +270,43 @@ impl Nemesis {
                 .expect("history")
                 .violation(format!("n{}: {why}", target + 1)),
         }
+        // The operator procedure (see the top of nemesis.rs): every other
+        // node up and caught up with one leader before the wiped one starts.
+        let mut ready = None;
+        for _ in 0..100 {
+            ready = self.others_agree(target).await;
+            if ready.is_some() {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+        if ready.is_none() {
+            self.note(format!(
+                "n{}: the other nodes did not agree on a leader and slot within 10 s; \
+                 restarting the wiped node anyway",
+                target + 1
+            ));
+        }
         let mut cluster = self.cluster.lock().await;
         cluster.wipe(target);
         cluster.restart(target);
-        let leader = cluster.leader().await;
-        let goal = match leader {
-            Some(l) => cluster.status(l).await.map_or(0, |s| s.applied),
-            None => 0,
-        };
         drop(cluster);
+        // Caught up: applied at least the leader's applied when we looked.
         let since = Instant::now();
+        let mut last = None;
+        let mut goal = None;
         for _ in 0..300 {
+            if goal.is_none() {
+                let cluster = self.cluster.lock().await;
+                if let Some(l) = cluster.leader().await {
+                    goal = cluster.status(l).await.map(|s| s.applied);
+                }
+            }
             let status = self.cluster.lock().await.status(target).await;
-            if status.is_some_and(|s| s.applied >= goal) {
+            last = status.clone();
+            if let (Some(goal), Some(status)) = (goal, status)
+                && status.applied >= goal
+            {
                 self.note(format!(
                     "n{} wiped and restarted: caught up to slot {goal} in {:?}",
                     target + 1,
@@ -279,10 +316,30 @@ impl Nemesis {
             }
             sleep(Duration::from_millis(100)).await;
         }
+        let mut others = Vec::new();
+        for i in 0..n_nodes(&self.cluster).await {
+            let status = self.cluster.lock().await.status(i).await;
+            others.push(status.map(|s| (s.leader, s.is_leader, s.applied)));
+        }
         self.history.lock().expect("history").violation(format!(
-            "n{} did not catch up to slot {goal} within 30 s of rejoining with a wiped journal",
+            "n{} did not catch up to slot {goal:?} within 30 s of rejoining with a wiped \
+             journal (its last status: {last:?}; (leader, is_leader, applied) of each node: \
+             {others:?})",
             target + 1
         ));
+    }
+
+    /// Whether every node but `except` runs, names the same leader and has
+    /// applied as much as it.
+    async fn others_agree(&self, except: usize) -> Option<()> {
+        let cluster = self.cluster.lock().await;
+        let mut seen = Vec::new();
+        for i in (0..cluster.len()).filter(|i| *i != except) {
+            let s = cluster.status(i).await?;
+            seen.push((s.leader?, s.applied));
+        }
+        let (leader, applied) = seen[0];
+        seen.iter().all(|s| *s == (leader, applied)).then_some(())
     }
 
     /// A node that died on its own is a finding; restart it and go on.
@@ -308,6 +365,10 @@ impl Nemesis {
         let node = self.rng.usize(..n);
         audit_node(&self.cluster, &self.history, node, &NAMES).await;
     }
+}
+
+async fn n_nodes(cluster: &tokio::sync::Mutex<Cluster>) -> usize {
+    cluster.lock().await.len()
 }
 
 /// Reads `names` through node `node` alone; returns what it said, or None
