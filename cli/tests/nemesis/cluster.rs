@@ -4,7 +4,7 @@
 //! started with `PR_SET_PDEATHSIG`, so even a harness killed outright takes
 //! its nodes with it.
 
-use super::proxy::{From, Proxy};
+use super::proxy::{Dialer, Proxy};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -152,7 +152,7 @@ impl Cluster {
                 data_dir.display()
             );
             for j in (0..n).filter(|j| *j != i) {
-                let via = proxy.addr((From::Node(i), j));
+                let via = proxy.addr((Dialer::Node(i), j));
                 text.push_str(&format!("{} = \"{via}\"\n", j + 1));
             }
             let config = dir.join(format!("n{}.toml", i + 1));
@@ -176,7 +176,7 @@ impl Cluster {
 
     /// Where clients reach node `i` (through its client link).
     pub fn client_addr(&self, i: usize) -> SocketAddr {
-        self.proxy.addr((From::Clients, i))
+        self.proxy.addr((Dialer::Clients, i))
     }
 
     pub fn client_addrs(&self) -> Vec<SocketAddr> {

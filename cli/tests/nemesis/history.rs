@@ -348,3 +348,74 @@ impl History {
         }
     }
 }
+
+/// The checker is only as good as what it catches: feed it histories with
+/// one planted fault each.
+#[test]
+fn the_checker_catches_double_grants_overlaps_lost_grants_and_undone_releases() {
+    const MS: u64 = 1_000_000;
+    let gap = 300 * MS;
+    let clean = || {
+        let mut h = History::default();
+        h.granted("a", "x", 5, 0, 10 * MS, 2_000 * MS);
+        assert!(h.write("x", "a", 5, 100 * MS, 101 * MS));
+        h.released("a", "x", 5, 500 * MS, 510 * MS);
+        h.granted("b", "x", 6, 505 * MS, 520 * MS, 2_500 * MS);
+        assert!(h.write("x", "b", 6, 600 * MS, 601 * MS));
+        h
+    };
+    assert_eq!(clean().check(gap), (vec![], 0), "a correct history passes");
+
+    // b is granted while a still believes (a never released).
+    let mut h = History::default();
+    h.granted("a", "x", 5, 0, 10 * MS, 2_000 * MS);
+    h.granted("b", "x", 6, 900 * MS, 1_000 * MS, 3_000 * MS);
+    assert!(h.check(gap).0[0].contains("stopped believing"));
+
+    // One stamp, two owners.
+    let mut h = clean();
+    h.granted("c", "x", 6, 700 * MS, 710 * MS, 800 * MS);
+    assert!(h.check(gap).0.iter().any(|v| v.contains("granted to both")));
+
+    // Overlapping critical sections of different stamps.
+    let mut h = clean();
+    h.write("x", "a", 5, 599 * MS, 600 * MS + 500_000);
+    let v = h.check(gap).0;
+    assert!(v.iter().any(|v| v.contains("fenced out")), "{v:?}");
+    let mut h = History::default();
+    h.write("y", "a", 1, 0, 50 * MS);
+    h.write("y", "b", 2, 10 * MS, 20 * MS);
+    assert!(h.check(gap).0.iter().any(|v| v.contains("overlap")));
+
+    // A stamp lower than one acknowledged before it was asked for.
+    let mut h = History::default();
+    h.granted("a", "x", 9, 0, 10 * MS, 20 * MS);
+    h.granted("b", "y", 8, 30 * MS, 40 * MS, 50 * MS);
+    assert!(h.check(gap).0.iter().any(|v| v.contains("backwards")));
+
+    // A read that misses a believed grant, and one that undoes a release.
+    let mut h = clean();
+    h.reads.push(Read {
+        node: 0,
+        name: "x".into(),
+        sent: 30 * MS,
+        replied: 40 * MS,
+        holder: None,
+    });
+    h.reads.push(Read {
+        node: 1,
+        name: "x".into(),
+        sent: 515 * MS,
+        replied: 516 * MS,
+        holder: Some(("a".into(), 5)),
+    });
+    let v = h.check(gap).0;
+    assert!(v.iter().any(|v| v.contains("missing")), "{v:?}");
+    assert!(v.iter().any(|v| v.contains("after its release")), "{v:?}");
+
+    // A renewal refused while its holder still believed.
+    let mut h = History::default();
+    h.granted("a", "x", 5, 0, 10 * MS, 2_000 * MS);
+    h.lost("a", "x", 5, 500 * MS);
+    assert!(h.check(gap).0.iter().any(|v| v.contains("vanished")));
+}

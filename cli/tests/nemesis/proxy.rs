@@ -20,13 +20,13 @@ use tokio::time::Instant;
 
 /// Who dials through a link: a node (its peer link) or the clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum From {
+pub enum Dialer {
     Node(usize),
     Clients,
 }
 
 /// One link: traffic from `.0` to node `.1`.
-pub type LinkId = (From, usize);
+pub type LinkId = (Dialer, usize);
 
 /// What a link does to its traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,11 +56,11 @@ impl Proxy {
     pub async fn start(nodes: &[SocketAddr]) -> Proxy {
         let mut links = BTreeMap::new();
         for to in 0..nodes.len() {
-            let mut froms: Vec<From> = (0..nodes.len())
+            let mut froms: Vec<Dialer> = (0..nodes.len())
                 .filter(|f| *f != to)
-                .map(From::Node)
+                .map(Dialer::Node)
                 .collect();
-            froms.push(From::Clients);
+            froms.push(Dialer::Clients);
             for from in froms {
                 let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
                 let listen = listener.local_addr().expect("proxy addr");
@@ -95,8 +95,8 @@ impl Proxy {
             .keys()
             .copied()
             .filter(|(from, to)| match from {
-                From::Node(f) => *f == n || *to == n,
-                From::Clients => with_clients && *to == n,
+                Dialer::Node(f) => *f == n || *to == n,
+                Dialer::Clients => with_clients && *to == n,
             })
             .collect()
     }

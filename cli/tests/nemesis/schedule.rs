@@ -4,7 +4,7 @@
 use super::clients::{NAMES, Shared as ClientShared};
 use super::cluster::{Cluster, Damage, mono_ns, signal};
 use super::history::{History, Read};
-use super::proxy::From;
+use super::proxy::Dialer;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -183,7 +183,7 @@ impl Nemesis {
                     .lock()
                     .await
                     .proxy
-                    .set((From::Node(target), to), |s| s.stalled = true);
+                    .set((Dialer::Node(target), to), |s| s.stalled = true);
                 sleep(length).await;
                 self.cluster.lock().await.proxy.heal_all();
             }
