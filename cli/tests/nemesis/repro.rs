@@ -197,7 +197,6 @@ fn a_journal_with_a_damaged_newest_commit_is_refused_not_rolled_back() {
 /// voter with no promise at all, the very state the learner mode exists
 /// to prevent.
 #[test]
-#[ignore = "known bug: a learner that crashes mid-catch-up restarts as a voter"]
 fn a_learner_that_crashes_while_catching_up_is_still_a_learner_after_restart() {
     use trexlock_paxos::{Config, Envelope, JournalState, Message, Replica};
     let members = vec![NodeId(1), NodeId(2), NodeId(3)];

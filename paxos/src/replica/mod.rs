@@ -457,6 +457,9 @@ impl Replica {
             self.persisted_committed = self.committed;
             self.out.write.committed = Some(self.committed);
         }
+        if let Some(rejoin) = &mut self.rejoin {
+            rejoin.deferred.merge(std::mem::take(&mut self.out.write));
+        }
         Ok(std::mem::take(&mut self.out))
     }
 }

@@ -34,6 +34,10 @@ use std::time::Duration;
 pub(crate) struct Rejoin {
     replies: BTreeMap<NodeId, (Ballot, Slot)>,
     probe_sent_at: Option<Duration>,
+    /// What it learned, written to the journal only when it becomes a
+    /// voter: a learner that crashes must restart with an empty journal,
+    /// and so as a learner again.
+    pub(crate) deferred: crate::journal::JournalWrite,
 }
 
 impl Rejoin {
@@ -41,6 +45,7 @@ impl Rejoin {
         Rejoin {
             replies: BTreeMap::new(),
             probe_sent_at: None,
+            deferred: crate::journal::JournalWrite::default(),
         }
     }
 }
@@ -122,7 +127,10 @@ impl Replica {
         if !(fresh_cluster || caught_up) {
             return;
         }
-        self.rejoin = None;
+        let learned = self.rejoin.take().map(|r| r.deferred).unwrap_or_default();
+        let mut write = learned;
+        write.merge(std::mem::take(&mut self.out.write));
+        self.out.write = write;
         // `(0, self)` is below every ballot a candidate uses (their counters
         // start at 1), so promising it constrains nothing; it only makes the
         // journal non-empty, so that a restart does not look like a lost disk.
