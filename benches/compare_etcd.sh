@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# trexlock against etcd, same machine, same run, same load code.
+#
+#   bash benches/compare_etcd.sh            # every case, 3 s each
+#   BENCH_SECS=5 bash benches/compare_etcd.sh
+#
+# Installs Debian's etcd-server (and protobuf-compiler, which the
+# etcd-client crate needs to build) if they are missing, builds the
+# trexlock binary, the cluster bench (benches/cluster.rs) and the etcd
+# driver (benches/etcd-driver, outside the workspace), then for each case
+# starts a fresh three-member etcd cluster on loopback (own ports, data in a
+# temporary directory, default durability), runs the case against it, stops
+# it, and runs the same case against a fresh three-node trexlock cluster.
+# Prints the RESULT lines of both systems and, last,
+#   RATIO uncontended64=A contended=B p50_single=C
+# (throughputs trexlock over etcd, contended against etcd's key-value
+# queue; p50_single is etcd's single-client acquire p50 over trexlock's).
+# Every process it starts is stopped by pid, on success, failure or signal.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+SECS=${BENCH_SECS:-3}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+WORK=$(mktemp -d -t trexlock-compare.XXXXXX)
+PIDS=()            # etcd members and benchmark drivers we started
+NODE_PIDFILE=$WORK/trexlock-nodes.pids   # trexlock nodes, written by the bench
+
+stop_pid() {
+  local pid=$1
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$pid" 2>/dev/null || return 0
+      sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+}
+
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [[ -f $NODE_PIDFILE ]]; then
+    while read -r pid; do
+      # Only our own trexlock nodes: the pid must still run our binary.
+      if [[ -n $pid ]] && grep -q "trexlock" "/proc/$pid/cmdline" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
+    done <"$NODE_PIDFILE"
+  fi
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "compare: $*" >&2; }
+
+# --- tools -----------------------------------------------------------------
+if ! command -v etcd >/dev/null 2>&1 || ! command -v protoc >/dev/null 2>&1; then
+  log "installing etcd-server and protobuf-compiler"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server protobuf-compiler >/dev/null
+fi
+log "$(etcd --version | head -1)"
+
+log "building trexlock, the cluster bench and the etcd driver (release)"
+cargo build --release --quiet -p trexlock-cli
+cargo bench --quiet --bench cluster --no-run 2>/dev/null
+CLUSTER_BENCH=$(cargo bench --bench cluster --no-run --message-format=json 2>/dev/null |
+  grep -o '"executable":"[^"]*cluster-[^"]*"' | tail -1 | cut -d'"' -f4)
+[[ -x $CLUSTER_BENCH ]] || { log "cannot find the cluster bench executable"; exit 1; }
+cargo build --release --quiet --manifest-path benches/etcd-driver/Cargo.toml
+DRIVER=$CARGO_TARGET_DIR/release/trexlock-etcd-driver
+TREXLOCK=$CARGO_TARGET_DIR/release/trexlock
+
+# --- etcd cluster ----------------------------------------------------------
+ETCD_PIDS=()
+ENDPOINTS=""
+
+start_etcd() {
+  local ports dir cluster token i
+  read -r -a ports <<<"$("$DRIVER" --free-ports 6)"
+  dir=$WORK/etcd-$RANDOM
+  token=bench-$$-$RANDOM
+  cluster=""
+  for i in 0 1 2; do
+    cluster+="${cluster:+,}e$i=http://127.0.0.1:${ports[$((3 + i))]}"
+  done
+  ETCD_PIDS=()
+  ENDPOINTS=""
+  for i in 0 1 2; do
+    mkdir -p "$dir/e$i"
+    etcd --name "e$i" --data-dir "$dir/e$i" \
+      --listen-client-urls "http://127.0.0.1:${ports[$i]}" \
+      --advertise-client-urls "http://127.0.0.1:${ports[$i]}" \
+      --listen-peer-urls "http://127.0.0.1:${ports[$((3 + i))]}" \
+      --initial-advertise-peer-urls "http://127.0.0.1:${ports[$((3 + i))]}" \
+      --initial-cluster "$cluster" --initial-cluster-state new \
+      --initial-cluster-token "$token" \
+      --logger zap --log-level error >"$dir/e$i.log" 2>&1 &
+    ETCD_PIDS+=($!)
+    PIDS+=($!)
+    ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:${ports[$i]}"
+  done
+}
+
+stop_etcd() {
+  local pid
+  for pid in "${ETCD_PIDS[@]}"; do stop_pid "$pid"; done
+  ETCD_PIDS=()
+}
+
+# Runs a driver in the background (so a signal can stop it by pid) and
+# keeps its RESULT lines.
+run_driver() {
+  local out=$1
+  shift
+  "$@" >"$out" 2>"$out.err" &
+  local pid=$!
+  PIDS+=("$pid")
+  if ! wait "$pid"; then
+    log "failed: $* ($(tail -n 3 "$out.err" | tr '\n' ' '))"
+  fi
+  grep -E '^(RESULT|COST|FAILOVER)' "$out" || true
+  cat "$out" >>"$WORK/all.txt"
+}
+
+: >"$WORK/all.txt"
+CASES=(uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 failover:16)
+for case in "${CASES[@]}"; do
+  log "case $case: etcd"
+  start_etcd
+  run_driver "$WORK/etcd.out" "$DRIVER" --endpoints "$ENDPOINTS" \
+    --pids "$(IFS=,; echo "${ETCD_PIDS[*]}")" --case "$case" --secs "$SECS"
+  stop_etcd
+  log "case $case: trexlock"
+  run_driver "$WORK/trexlock.out" "$CLUSTER_BENCH" --bin "$TREXLOCK" \
+    --pidfile "$NODE_PIDFILE" --case "$case" --secs "$SECS"
+done
+
+# --- ratios ----------------------------------------------------------------
+field() { # system case clients key
+  grep -E "^RESULT system=$1 case=$2 clients=$3 " "$WORK/all.txt" | tail -1 |
+    grep -oE " $4=[0-9.]+" | cut -d= -f2
+}
+ratio() {
+  if [[ -n $1 && -n $2 ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
+    awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'
+  else
+    echo "n/a"
+  fi
+}
+echo "RATIO uncontended64=$(ratio "$(field trexlock uncontended 64 ops_per_s)" "$(field etcd uncontended 64 ops_per_s)")" \
+  "contended=$(ratio "$(field trexlock contended 16 ops_per_s)" "$(field etcd contended_kv 16 ops_per_s)")" \
+  "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field trexlock acquire 1 p50_us)")"
