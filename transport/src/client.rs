@@ -153,16 +153,33 @@ impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
         self.server
     }
 
-    /// Sends one request and flushes it. Not cancel-safe: if the future is
-    /// dropped midway the connection may hold a partial frame; drop the
-    /// connection then.
+    /// Sends one request and flushes it (with anything queued before it).
+    /// Not cancel-safe: if the future is dropped midway the connection may
+    /// hold a partial frame; drop the connection then.
     pub async fn send(&mut self, request: &Req) -> Result<(), TransportError> {
-        self.out.clear();
+        self.queue(request)?;
+        self.flush().await
+    }
+
+    /// Encodes one request into the send buffer without writing it, so
+    /// that several requests leave in one write (call
+    /// [`ClientConnection::flush`]). A request that cannot be encoded is
+    /// refused and leaves the buffer as it was.
+    pub fn queue(&mut self, request: &Req) -> Result<(), TransportError> {
         encode_frame(request, DEFAULT_MAX_FRAME_BYTES, &mut self.out)?;
+        Ok(())
+    }
+
+    /// Writes every queued request and flushes. Not cancel-safe (as
+    /// [`ClientConnection::send`]).
+    pub async fn flush(&mut self) -> Result<(), TransportError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
         let io = self.conn.get_mut();
-        io.write_all(&self.out)
-            .await
-            .map_err(crate::error::CodecError::Io)?;
+        let written = io.write_all(&self.out).await;
+        self.out.clear();
+        written.map_err(crate::error::CodecError::Io)?;
         io.flush().await.map_err(crate::error::CodecError::Io)?;
         Ok(())
     }

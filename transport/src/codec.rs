@@ -156,6 +156,9 @@ pub fn decode_frames<M: DeserializeOwned>(
     Ok(messages)
 }
 
+/// How much a connection asks the socket for at least, per read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Reads frames from a socket through a [`FrameDecoder`].
 pub(crate) struct FrameReader<R> {
     io: R,
@@ -187,6 +190,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some(payload) = self.decoder.next_payload(&mut self.buf, false)? {
                 return Ok(Some(payload));
+            }
+            // The codec reserves only what the current frame still lacks,
+            // so without this every frame would take two reads (prefix,
+            // then payload) and every batch of frames as many.
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
+                self.buf.reserve(READ_CHUNK_BYTES);
             }
             if self.io.read_buf(&mut self.buf).await? == 0 {
                 return self.decoder.next_payload(&mut self.buf, true);
