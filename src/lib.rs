@@ -5,6 +5,8 @@
 //! exclusion, leader election and work ownership on top) with no lock
 //! server to deploy.
 //!
+//! ## A cluster and a lease
+//!
 //! ```
 //! use std::time::Duration;
 //! use trexlock::{InProcessNetwork, MemJournal, Node, NodeConfig, NodeId, TryAcquire};
@@ -23,15 +25,72 @@
 //! if let TryAcquire::Acquired(lease) = client.try_acquire("nightly", Duration::from_secs(30)).await? {
 //!     // Hand lease.stamp() to every resource you touch; stop before
 //!     // lease.expire_time_with_safety_gap(gap).
+//!     assert!(lease.is_valid_with_safety_gap(Duration::from_secs(1)));
 //!     lease.release().await?;
 //! }
 //! # Ok(()) }
 //! ```
 //!
-//! The crates behind the facade: [`paxos`] (the consensus core), [`journal`]
-//! (durable storage), [`transport`] (TCP and TLS), [`lease`] (table,
-//! runtime, API); [`remote`] runs nodes on TCP and connects processes that
-//! run no node.
+//! For durability start nodes with [`Node::start_with_redb`]; across
+//! machines run them with [`remote::TcpNode`] (or the `trexlock` binary of
+//! the `trexlock-cli` crate), and connect processes that run no node with
+//! [`remote::connect`]: its handle offers the same [`LeaseClient`].
+//!
+//! ## Waiting, renewing, electing
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use std::sync::Arc;
+//! # use trexlock::{InProcessNetwork, MemJournal, Node, NodeConfig, NodeId};
+//! use bytes::Bytes;
+//! use trexlock::{Election, KeepAlive};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let network = InProcessNetwork::new();
+//! # let members = vec![NodeId(1), NodeId(2), NodeId(3)];
+//! # let mut nodes = Vec::new();
+//! # for id in &members {
+//! #     let inbox = network.register(*id);
+//! #     nodes.push(Node::start(NodeConfig::new(*id, members.clone()), Box::new(MemJournal::new()), network.clone(), inbox).await?);
+//! # }
+//! let worker = nodes[1].client("worker-1");
+//! // Wait in line (first come, first served) for up to a minute.
+//! let lease = Arc::new(worker.acquire("shard-7", Duration::from_secs(10), Duration::from_secs(60)).await?);
+//! // Renew in the background; `lost()` tells you when to stop.
+//! let keep_alive = KeepAlive::start(lease.clone());
+//! assert!(!keep_alive.is_lost());
+//! drop(keep_alive);
+//! lease.release().await?;
+//!
+//! // Leader election: one campaigner leads, observers see what it proclaims.
+//! let election = Election::new(nodes[2].client("db-a"), "primary", Duration::from_secs(5));
+//! let leader = election.campaign(Bytes::from_static(b"10.0.0.7:5432"), Duration::from_secs(10)).await?;
+//! let seen = election.observe().await?.expect("someone leads");
+//! assert_eq!(seen.value.as_deref(), Some(&b"10.0.0.7:5432"[..]));
+//! leader.resign().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Safety, in one paragraph
+//!
+//! The lease table never reads a clock: time comes only from commands the
+//! leader stamps with its own monotonic clock, and it stands still across a
+//! change of leader (every outstanding lease keeps its full remaining time).
+//! A holder counts its lease from the moment it sent the request, shrunk by
+//! the configured clock drift bound ([`DriftBound`]); so the cluster never
+//! grants a lease to anyone else before the holder's
+//! [`LeaseHandle::expire_time_unsafe`], assuming only that clock *rates*
+//! stay within the bound. Pauses are covered by the safety gap you pass to
+//! [`LeaseHandle::is_valid_with_safety_gap`], and by fencing: every grant's
+//! [`Stamp`] is higher than all before it. The argument is written out in
+//! [`lease::time`].
+//!
+//! ## The crates behind the facade
+//!
+//! [`paxos`] (the sans-I/O consensus core), [`journal`] (durable storage:
+//! redb, and a conformance suite for your own [`Journal`]), [`transport`]
+//! (framed TCP and mutual TLS), [`lease`] (table, runtime, API), and
+//! [`remote`] (nodes on TCP, clients without a node).
 #![deny(missing_docs)]
 
 pub use trexlock_journal as journal;
