@@ -2,7 +2,7 @@
 
 use crate::command::{ClientId, HolderInfo, Op, Outcome, Request, Stamp};
 use crate::error::LeaseError;
-use crate::node::{Call, NodeHandle};
+use crate::node::{Call, NodeHandle, Reply};
 use crate::table::validate;
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -295,7 +295,11 @@ impl LeaseClient {
             in_flight.insert(id);
             *in_flight.first().expect("just inserted")
         };
-        let guard = InFlight { inner, id };
+        let mut guard = InFlight {
+            inner,
+            id,
+            answered: false,
+        };
         let request = Request {
             client: inner.id,
             request: id,
@@ -307,7 +311,10 @@ impl LeaseClient {
         inner
             .node
             .calls
-            .send(Call::Request { request, reply })
+            .send(Call::Request {
+                request,
+                reply: Reply::Channel(reply),
+            })
             .await
             .map_err(|_| LeaseError::Stopped)?;
         let mut queued = false;
@@ -326,6 +333,9 @@ impl LeaseClient {
             Err(_) if inner.node.status().leader.is_none() => return Err(LeaseError::NoLeader),
             Err(_) => return Err(LeaseError::Timeout),
         };
+        // Answered: the node has already forgotten the request, so the
+        // guard need not tell it to (one message fewer per call).
+        guard.answered = true;
         drop(guard);
         match outcome {
             Outcome::Invalid(why) => Err(LeaseError::Invalid(why)),
@@ -343,14 +353,19 @@ impl LeaseClient {
 struct InFlight<'a> {
     inner: &'a ClientInner,
     id: u64,
+    /// The final answer arrived: the node (or the remote link) dropped the
+    /// request when it sent it, so there is nothing to forget.
+    answered: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let _ = self.inner.node.calls.try_send(Call::Forget {
-            client: self.inner.id,
-            request: self.id,
-        });
+        if !self.answered {
+            let _ = self.inner.node.calls.try_send(Call::Forget {
+                client: self.inner.id,
+                request: self.id,
+            });
+        }
         self.inner
             .in_flight
             .lock()

@@ -90,19 +90,35 @@ impl NodeConfig {
     }
 }
 
+/// Where the answers to one request go.
+pub(crate) enum Reply {
+    /// A caller in this process, waiting on a channel.
+    Channel(mpsc::Sender<Outcome>),
+    /// A remote client: each answer is queued straight onto its
+    /// connection, with no task in between. Returns false once the client
+    /// is gone.
+    Remote(Box<dyn Fn(Outcome) -> bool + Send + Sync>),
+}
+
+impl Reply {
+    /// Delivers one answer without waiting; false if the receiver is gone
+    /// (a full channel drops the answer, as the node never blocks).
+    pub(crate) fn send(&self, outcome: Outcome) -> bool {
+        match self {
+            Reply::Channel(tx) => !matches!(
+                tx.try_send(outcome),
+                Err(mpsc::error::TrySendError::Closed(_))
+            ),
+            Reply::Remote(deliver) => deliver(outcome),
+        }
+    }
+}
+
 /// What the node task is asked to do.
 pub(crate) enum Call {
-    Request {
-        request: Request,
-        reply: mpsc::Sender<Outcome>,
-    },
-    Forget {
-        client: ClientId,
-        request: u64,
-    },
-    Shutdown {
-        done: oneshot::Sender<()>,
-    },
+    Request { request: Request, reply: Reply },
+    Forget { client: ClientId, request: u64 },
+    Shutdown { done: oneshot::Sender<()> },
 }
 
 /// The node's public state, as last published by its task.

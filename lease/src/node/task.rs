@@ -1,8 +1,30 @@
-//! The node's event loop. It owns the replica and the table; every effect
-//! of the core waits for the journal sync that covers it (group commit,
-//! one sync in flight) before messages leave or values are applied.
+//! The node's event loop. It owns the replica and the table. Messages wait
+//! for the journal sync that covers their step (group commit, one sync in
+//! flight) before they leave. Chosen values do not wait (in a cluster of
+//! more than one node): a value is chosen only once a quorum holds it
+//! durably, so applying it, and answering the client, needs nothing from
+//! this node's disk. The commit index that usually rides along in the same
+//! write is a hint ([`trexlock_paxos::JournalState::committed`]): losing it
+//! costs a catch-up, never an acknowledged command. Waiting for it would
+//! put one more sync on every request's path. For the same reason a write
+//! that holds nothing but a new commit index gets no sync of its own: it
+//! rides along with the next write that holds votes, a promise or a
+//! snapshot, or is flushed by itself once the node has been quiet for
+//! [`HINT_FLUSH_AFTER`] (and at shutdown). Otherwise every slot would cost
+//! every node two syncs, the second one delaying the next slot's votes.
+//!
+//! The leader's Accepts and Commits leave without waiting for its own sync,
+//! so its disk and its followers' disks work at the same time (as in
+//! Raft, where the leader appends to its log in parallel with replication).
+//! An Accept (phase 2a) carries a proposal, not the leader's vote; what must
+//! not happen is the core counting the leader's own, not yet durable, vote
+//! towards a quorum. The core counts it as soon as it proposes, so the node
+//! holds back every `Accepted` for a slot until the leader's vote for that
+//! slot is synced: a slot is then chosen only with the leader's vote and a
+//! follower's vote both on disk, exactly as before. A step that raised the
+//! promise sends nothing early.
 
-use super::{Call, NodeConfig, NodeStatus};
+use super::{Call, NodeConfig, NodeStatus, Reply};
 use crate::command::{Body, ClientId, Command, Outcome, Request};
 use crate::error::NodeError;
 use crate::journal_worker::JournalWorker;
@@ -11,16 +33,32 @@ use crate::network::{Inbox, Network, PeerMessage};
 use crate::table::{Event, LeaseTable};
 use crate::time::LeaderClock;
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use trexlock_paxos::{
-    Envelope, JournalWrite, Leadership, NodeId, ProposeError, Ready, Replica, Slot, Snapshot, Value,
+    Envelope, JournalWrite, Leadership, Message, NodeId, ProposeError, Ready, Replica, Slot,
+    Snapshot, Value,
 };
 
-/// Effects of one step, held until the journal write they follow is synced.
+/// How long a commit index may wait for a write to ride along with before
+/// it is synced by itself.
+const HINT_FLUSH_AFTER: Duration = Duration::from_millis(200);
+
+/// True when `write` holds nothing but the commit index, a hint that no
+/// message and no answer depends on.
+fn only_commit_index(write: &JournalWrite) -> bool {
+    write.promised.is_none()
+        && write.entries.is_empty()
+        && write.snapshot.is_none()
+        && write.truncate.is_none()
+}
+
+/// Effects of one step, held until the journal write they follow is synced
+/// (`install` and `chosen` only on a single-node cluster, where this node's
+/// write IS the quorum).
 struct Held {
     after_write: u64,
     messages: Vec<Envelope>,
@@ -32,7 +70,7 @@ struct Held {
 /// A request that originated at this node and awaits its answer.
 struct Pending {
     request: Request,
-    reply: mpsc::Sender<Outcome>,
+    reply: Reply,
     arrived: Instant,
     routed_at: Option<Instant>,
     queued: bool,
@@ -57,11 +95,29 @@ pub(super) struct NodeTask {
     /// Table time for which a tick was last proposed.
     tick_proposed_for: Option<u64>,
     next_write: JournalWrite,
-    /// Id of the newest write (in flight or in `next_write`).
+    /// `next_write` holds more than a commit index, so it must be synced
+    /// as soon as the journal is free (and it has id `assigned`).
+    next_durable: bool,
+    /// Since when `next_write` has held only a commit index.
+    hint_since: Option<Instant>,
+    /// Id of the newest write that needs a sync (in flight or in
+    /// `next_write`); held effects wait for it.
     assigned: u64,
     synced: u64,
     in_flight: bool,
     held: VecDeque<Held>,
+    /// At the leader: for each slot whose own vote is not yet synced, the
+    /// write that holds it.
+    vote_writes: BTreeMap<Slot, u64>,
+    /// `Accepted`s held back until the leader's own votes for their slots
+    /// are synced: (write to wait for, sender, message).
+    deferred: Vec<(u64, NodeId, Message)>,
+    /// The leader's Accepts and Commits of this round of the event loop,
+    /// sent together at its end (see [`NodeTask::flush_outbox`]).
+    outbox: Vec<Envelope>,
+    /// More than one member: chosen values are durable elsewhere too, so
+    /// they are applied without waiting for this node's writes.
+    replicated: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -78,6 +134,7 @@ impl NodeTask {
         metrics: Arc<Metrics>,
         origin: Instant,
     ) -> NodeTask {
+        let replicated = cfg.members.len() > 1;
         NodeTask {
             cfg,
             replica,
@@ -96,10 +153,16 @@ impl NodeTask {
             to_propose: Vec::new(),
             tick_proposed_for: None,
             next_write: JournalWrite::default(),
+            next_durable: false,
+            hint_since: None,
             assigned: 0,
             synced: 0,
             in_flight: false,
             held: VecDeque::new(),
+            vote_writes: BTreeMap::new(),
+            deferred: Vec::new(),
+            outbox: Vec::new(),
+            replicated,
             shutdown: None,
         }
     }
@@ -167,14 +230,48 @@ impl NodeTask {
                 return self.drain().await;
             }
             self.propose_queued()?;
+            self.flush_outbox();
             self.publish_status();
+        }
+    }
+
+    /// Sends the round's early messages. A Commit only announces the
+    /// commit index (and that the leader lives); a later Accept or Commit
+    /// to the same peer in the same round carries a commit index at least
+    /// as high, so the earlier Commit is left out. Under load this saves a
+    /// Commit and its CommitAck per slot and per follower.
+    fn flush_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        let mut announced: Vec<NodeId> = Vec::new();
+        let mut keep = vec![true; outbox.len()];
+        for (i, env) in outbox.iter().enumerate().rev() {
+            let commit = matches!(env.message, Message::Commit { .. });
+            if commit && announced.contains(&env.to) {
+                keep[i] = false;
+            } else if !announced.contains(&env.to) {
+                announced.push(env.to);
+            }
+        }
+        for (env, keep) in outbox.into_iter().zip(keep) {
+            if keep {
+                self.network
+                    .send(self.cfg.node, env.to, PeerMessage::Paxos(env.message));
+            }
         }
     }
 
     /// Lets the journal finish what it has, so acknowledged state is on
     /// disk, then stops.
     async fn drain(&mut self) -> Result<(), NodeError> {
-        while self.in_flight {
+        self.flush_outbox();
+        loop {
+            self.flush_hint(true);
+            if !self.in_flight {
+                break;
+            }
             match self.worker.done.recv().await {
                 Some((id, Ok(()))) => self.on_synced(id)?,
                 Some((_, Err(e))) => return Err(e.into()),
@@ -260,13 +357,18 @@ impl NodeTask {
     fn on_peer(&mut self, from: NodeId, msg: PeerMessage) -> Result<(), NodeError> {
         match msg {
             PeerMessage::Paxos(message) => {
-                let envelope = Envelope {
-                    from,
-                    to: self.cfg.node,
-                    message,
-                };
-                let ready = self.replica.handle(self.now(), envelope)?;
-                self.perform(ready)
+                if let Message::Accepted { slots, .. } = &message
+                    && let Some(wait) = slots
+                        .iter()
+                        .filter_map(|slot| self.vote_writes.get(slot))
+                        .max()
+                        .copied()
+                        .filter(|id| *id > self.synced)
+                {
+                    self.deferred.push((wait, from, message));
+                    return Ok(());
+                }
+                self.handle_paxos(from, message)
             }
             PeerMessage::Forward(requests) => {
                 if self.leader_clock.is_some() {
@@ -286,9 +388,20 @@ impl NodeTask {
         }
     }
 
+    fn handle_paxos(&mut self, from: NodeId, message: Message) -> Result<(), NodeError> {
+        let envelope = Envelope {
+            from,
+            to: self.cfg.node,
+            message,
+        };
+        let ready = self.replica.handle(self.now(), envelope)?;
+        self.perform(ready)
+    }
+
     fn on_tick(&mut self) -> Result<(), NodeError> {
         let ready = self.replica.tick(self.now())?;
         self.perform(ready)?;
+        self.flush_hint(false);
         self.tick_if_a_lease_is_due();
         let retry = self.cfg.retry_interval;
         let due: Vec<(ClientId, u64)> = self
@@ -326,44 +439,105 @@ impl NodeTask {
 
     /// Queues a step's effects behind the journal write they depend on.
     fn perform(&mut self, ready: Ready) -> Result<(), NodeError> {
+        let promising = ready.write.promised.is_some();
         if !ready.write.is_empty() {
-            if self.next_write.is_empty() {
-                self.assigned += 1;
+            if !only_commit_index(&ready.write) {
+                if !self.next_durable {
+                    self.assigned += 1;
+                    self.next_durable = true;
+                }
+            } else if self.next_write.is_empty() {
+                self.hint_since = Some(Instant::now());
+            }
+            if self.replicated && self.replica.is_leader() {
+                for (slot, _) in &ready.write.entries {
+                    self.vote_writes.insert(*slot, self.assigned);
+                }
             }
             self.next_write.merge(ready.write);
         }
-        let nothing_else = ready.messages.is_empty()
-            && ready.install.is_none()
-            && ready.chosen.is_empty()
+        let mut messages = ready.messages;
+        if self.replicated && !promising && self.replica.is_leader() {
+            // Proposals and commit notices need no vote of ours on disk
+            // (see the module comment): send them now.
+            let (early, later): (Vec<_>, Vec<_>) = messages.into_iter().partition(|env| {
+                matches!(env.message, Message::Accept { .. } | Message::Commit { .. })
+            });
+            self.outbox.extend(early);
+            messages = later;
+        }
+        let (install, chosen, now_install, now_chosen) = if self.replicated {
+            (None, Vec::new(), ready.install, ready.chosen)
+        } else {
+            (ready.install, ready.chosen, None, Vec::new())
+        };
+        let nothing_else = messages.is_empty()
+            && install.is_none()
+            && chosen.is_empty()
             && ready.leadership.is_none();
         if !nothing_else {
             self.held.push_back(Held {
                 after_write: self.assigned,
-                messages: ready.messages,
-                install: ready.install,
-                chosen: ready.chosen,
+                messages,
+                install,
+                chosen,
                 leadership: ready.leadership,
             });
         }
         self.submit_write();
-        self.release()
+        self.release()?;
+        // Chosen values come out of the core in slot order, and in a
+        // replicated cluster none is ever held, so applying them here keeps
+        // that order.
+        self.install_and_apply(now_install, now_chosen)
     }
 
     fn submit_write(&mut self) {
-        if self.in_flight || self.next_write.is_empty() {
+        if self.in_flight || !self.next_durable {
             return;
         }
         self.in_flight = true;
+        self.next_durable = false;
+        self.hint_since = None;
         let write = std::mem::take(&mut self.next_write);
         self.worker.submit(self.assigned, write);
+    }
+
+    /// Syncs a commit index that has waited alone for long enough (or at
+    /// once with `force`), so a quiet node's journal catches up with it.
+    fn flush_hint(&mut self, force: bool) {
+        if self.in_flight || self.next_durable || self.next_write.is_empty() {
+            return;
+        }
+        if !force
+            && self
+                .hint_since
+                .is_some_and(|t| t.elapsed() < HINT_FLUSH_AFTER)
+        {
+            return;
+        }
+        self.assigned += 1;
+        self.next_durable = true;
+        self.submit_write();
     }
 
     fn on_synced(&mut self, id: u64) -> Result<(), NodeError> {
         Metrics::add(&self.metrics.journal_syncs, 1);
         self.synced = id;
         self.in_flight = false;
+        self.vote_writes.retain(|_, write| *write > id);
         self.submit_write();
-        self.release()
+        self.release()?;
+        if self.deferred.iter().any(|(write, ..)| *write <= id) {
+            let (now, later) = std::mem::take(&mut self.deferred)
+                .into_iter()
+                .partition(|(write, ..)| *write <= id);
+            self.deferred = later;
+            for (_, from, message) in now {
+                self.handle_paxos(from, message)?;
+            }
+        }
+        Ok(())
     }
 
     /// Performs every held effect whose write is durable, in order.
@@ -381,19 +555,28 @@ impl NodeTask {
             if let Some(change) = held.leadership {
                 self.on_leadership(change);
             }
-            if let Some(snapshot) = held.install {
-                self.table = LeaseTable::from_snapshot(&snapshot.data).map_err(|e| {
-                    NodeError::Undecodable {
-                        slot: snapshot.slot,
-                        what: "snapshot",
-                        reason: e.to_string(),
-                    }
+            self.install_and_apply(held.install, held.chosen)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a snapshot the core handed over, then applies chosen values.
+    fn install_and_apply(
+        &mut self,
+        install: Option<Snapshot>,
+        chosen: Vec<(Slot, Value)>,
+    ) -> Result<(), NodeError> {
+        if let Some(snapshot) = install {
+            self.table =
+                LeaseTable::from_snapshot(&snapshot.data).map_err(|e| NodeError::Undecodable {
+                    slot: snapshot.slot,
+                    what: "snapshot",
+                    reason: e.to_string(),
                 })?;
-                self.applied = snapshot.slot;
-            }
-            for (slot, value) in held.chosen {
-                self.apply(slot, &value)?;
-            }
+            self.applied = snapshot.slot;
+        }
+        for (slot, value) in chosen {
+            self.apply(slot, &value)?;
         }
         Ok(())
     }
@@ -437,7 +620,12 @@ impl NodeTask {
                 let Some(p) = self.pending.get_mut(&key) else {
                     continue;
                 };
-                let _ = p.reply.try_send(response.outcome.clone());
+                if !p.reply.send(response.outcome.clone()) {
+                    // The caller is gone (a remote client disconnected):
+                    // stop waiting on its behalf.
+                    self.pending.remove(&key);
+                    continue;
+                }
                 if response.outcome == Outcome::Queued {
                     p.queued = true;
                     Metrics::add(&self.metrics.waits, 1);

@@ -4,7 +4,7 @@ use super::{ClientMessage, NodeReply, RemoteStatus};
 use crate::command::{ClientId, Outcome, Request};
 use crate::error::LeaseError;
 use crate::metrics::Metrics;
-use crate::node::{Call, NodeHandle, NodeStatus};
+use crate::node::{Call, NodeHandle, NodeStatus, Reply};
 use crate::time::DriftBound;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +15,9 @@ use trexlock_paxos::NodeId;
 use trexlock_transport::{ClientConnection, TlsConfig};
 
 type Connection = ClientConnection<ClientMessage, NodeReply>;
+
+/// Most requests the link writes at once.
+const MAX_REQUESTS_PER_WRITE: usize = 256;
 
 /// Where and how to reach the cluster.
 #[derive(Clone, Debug)]
@@ -93,7 +96,7 @@ pub async fn status(config: &RemoteConfig) -> Result<RemoteStatus, LeaseError> {
 
 struct Waiting {
     request: Request,
-    reply: mpsc::Sender<Outcome>,
+    reply: Reply,
 }
 
 /// The background connection of one remote handle.
@@ -140,24 +143,29 @@ impl Link {
     /// answers duplicates from its record.
     async fn resend(&mut self) {
         let requests: Vec<Request> = self.waiting.values().map(|w| w.request.clone()).collect();
-        for request in requests {
-            if !self.send(ClientMessage::Lease(request)).await {
+        for chunk in requests.chunks(MAX_REQUESTS_PER_WRITE) {
+            if !self.send_all(chunk.to_vec()).await {
                 return;
             }
         }
     }
 
-    async fn send(&mut self, message: ClientMessage) -> bool {
-        match &mut self.conn {
-            Some(conn) => {
-                if conn.send(&message).await.is_ok() {
-                    return true;
-                }
-                self.conn = None;
-                false
-            }
-            None => false,
+    /// Sends requests with one write; false (and no connection) if that
+    /// failed.
+    async fn send_all(&mut self, requests: Vec<Request>) -> bool {
+        let Some(conn) = &mut self.conn else {
+            return false;
+        };
+        for request in requests {
+            // An unencodable request cannot be sent anywhere: it stays
+            // unanswered and its caller times out, as with `send`.
+            let _ = conn.queue(&ClientMessage::Lease(request));
         }
+        if conn.flush().await.is_ok() {
+            return true;
+        }
+        self.conn = None;
+        false
     }
 
     async fn run(mut self, mut calls: mpsc::Receiver<Call>, status: watch::Sender<NodeStatus>) {
@@ -193,9 +201,16 @@ impl Link {
             tokio::select! {
                 call = calls.recv() => match call {
                     Some(call) => {
-                        if let Some(request) = self.take(call) {
-                            self.send(ClientMessage::Lease(request)).await;
+                        // Everything the session's callers have queued
+                        // meanwhile leaves in the same write.
+                        let mut requests: Vec<Request> = self.take(call).into_iter().collect();
+                        while requests.len() < MAX_REQUESTS_PER_WRITE {
+                            match calls.try_recv() {
+                                Ok(call) => requests.extend(self.take(call)),
+                                Err(_) => break,
+                            }
                         }
+                        self.send_all(requests).await;
                     }
                     None => return,
                 },
@@ -238,7 +253,7 @@ impl Link {
     fn answer(&mut self, key: (ClientId, u64), outcome: Outcome) {
         let last = outcome != Outcome::Queued;
         if let Some(w) = self.waiting.get(&key) {
-            let _ = w.reply.try_send(outcome);
+            let _ = w.reply.send(outcome);
         }
         if last {
             self.waiting.remove(&key);

@@ -2,9 +2,8 @@
 //! clients, started and stopped together.
 
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
-use crate::command::Outcome;
 use crate::error::NodeError;
-use crate::node::{Call, Node, NodeConfig, NodeHandle};
+use crate::node::{Call, Node, NodeConfig, NodeHandle, Reply};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -117,8 +116,23 @@ async fn serve_clients(
                 let _ = transport.reply(conn, reply);
             }
             ClientMessage::Lease(request) => {
-                let (key, id) = ((request.client, request.request), request.request);
-                let (reply, mut answers) = mpsc::channel(4);
+                let (client, id) = (request.client, request.request);
+                let transport = transport.clone();
+                // Answers go straight from the node task onto the client's
+                // connection queue; a failed send (the client is gone or
+                // not reading) makes the node stop waiting on its behalf.
+                let reply = Reply::Remote(Box::new(move |outcome| {
+                    transport
+                        .reply(
+                            conn,
+                            NodeReply::Outcome {
+                                client,
+                                request: id,
+                                outcome,
+                            },
+                        )
+                        .is_ok()
+                }));
                 if node
                     .calls
                     .send(Call::Request { request, reply })
@@ -127,31 +141,6 @@ async fn serve_clients(
                 {
                     return;
                 }
-                let (node, transport) = (node.clone(), transport.clone());
-                tokio::spawn(async move {
-                    while let Some(outcome) = answers.recv().await {
-                        let last = outcome != Outcome::Queued;
-                        let sent = transport.reply(
-                            conn,
-                            NodeReply::Outcome {
-                                client: key.0,
-                                request: id,
-                                outcome,
-                            },
-                        );
-                        if sent.is_err() {
-                            // The client is gone: stop waiting on its behalf.
-                            let _ = node.calls.try_send(Call::Forget {
-                                client: key.0,
-                                request: key.1,
-                            });
-                            return;
-                        }
-                        if last {
-                            return;
-                        }
-                    }
-                });
             }
         }
     }
