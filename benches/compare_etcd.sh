@@ -69,7 +69,7 @@ log "$(etcd --version | head -1)"
 
 log "building trexlock, the cluster bench and the etcd driver (release)"
 cargo build --release --quiet -p trexlock-cli
-cargo bench --quiet --bench cluster --no-run 2>/dev/null
+cargo bench --quiet --bench cluster --no-run
 CLUSTER_BENCH=$(cargo bench --bench cluster --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*cluster-[^"]*"' | tail -1 | cut -d'"' -f4)
 [[ -x $CLUSTER_BENCH ]] || { log "cannot find the cluster bench executable"; exit 1; }
