@@ -47,6 +47,11 @@ pub struct ClientProc {
     rng: fastrand::Rng,
     timing: Timing,
     seq: u64,
+    /// Per lease: when an acquire that got no definite answer was sent.
+    /// The cluster may still have granted it (the node keeps forwarding a
+    /// request after the client gave up), and a later acquire by the same
+    /// owner then returns that earlier grant's stamp.
+    unanswered: std::collections::HashMap<String, u64>,
 }
 
 impl ClientProc {
@@ -98,6 +103,7 @@ impl ClientProc {
             rng: fastrand::Rng::with_seed(seed),
             timing,
             seq: 0,
+            unanswered: std::collections::HashMap::new(),
         };
         let ready = client.next_reply().await;
         assert_eq!(
@@ -148,6 +154,7 @@ impl ClientProc {
     /// Tries for `name`; on a grant returns its stamp.
     pub async fn acquire(&mut self, name: &str, wait: Duration) -> Option<u64> {
         let ttl = self.timing.ttl.as_millis();
+        let asked = mono_ns();
         let reply = self
             .call(format!("acquire {name} {ttl} {}", wait.as_millis()))
             .await;
@@ -164,10 +171,12 @@ impl ClientProc {
                 None
             }
             ["timeout"] => {
+                self.unanswered.entry(name.to_owned()).or_insert(asked);
                 self.record(|h, _| h.count("acquire wait timed out"));
                 None
             }
             _ => {
+                self.unanswered.entry(name.to_owned()).or_insert(asked);
                 self.record(|h, _| h.count("acquire failed (no answer in time)"));
                 None
             }

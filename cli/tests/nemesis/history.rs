@@ -288,6 +288,8 @@ impl History {
     }
 
     /// A grant acknowledged before another was requested has a lower stamp.
+    /// (`sent` of a grant is the first of its owner's requests that may have
+    /// produced it: see `ClientProc::unanswered`.)
     fn check_stamp_order(&self, v: &mut Vec<String>) {
         let mut by_ack: Vec<&Grant> = self.grants.iter().collect();
         by_ack.sort_by_key(|g| g.acked);
