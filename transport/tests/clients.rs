@@ -44,6 +44,30 @@ async fn a_client_request_is_answered_on_its_connection() {
 }
 
 #[tokio::test]
+async fn queued_requests_leave_in_order_with_one_flush() {
+    let mut nodes = cluster(2, |_| {}).await;
+    let node = nodes[0].transport.clone();
+    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
+        .await
+        .unwrap();
+    // Many small frames in one write: the node must split them all, in
+    // order, however its reads cut the stream.
+    for i in 0..500 {
+        client.queue(&Msg::Ping(i)).unwrap();
+    }
+    client.flush().await.unwrap();
+    client.send(&Msg::Text("last".into())).await.unwrap();
+    for i in 0..500 {
+        let (_, request) = nodes[0].inbound.clients.recv().await.unwrap();
+        assert_eq!(request, Msg::Ping(i));
+    }
+    let (_, request) = nodes[0].inbound.clients.recv().await.unwrap();
+    assert_eq!(request, Msg::Text("last".into()));
+    // Nothing queued: flushing writes nothing and succeeds.
+    client.flush().await.unwrap();
+}
+
+#[tokio::test]
 async fn two_clients_get_their_own_replies() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
