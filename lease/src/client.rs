@@ -165,9 +165,10 @@ impl LeaseClient {
                 queued,
             }) => {
                 let handle = self.handle(name, stamp, ttl, value, sent);
-                if queued {
-                    // Granted from the line: the grant happened some time
-                    // after we sent, so count again from a renewal.
+                if queued && handle.expire_time_unsafe() < Instant::now() + ttl / 2 {
+                    // Granted from the line after a long wait: the handle
+                    // counts from when we sent, so most of the lease is
+                    // already spent on paper; count again from a renewal.
                     handle.renew().await?;
                 }
                 Ok(handle)
