@@ -32,6 +32,18 @@ fn five_nodes_stay_safe_and_live_over_200_seeds_of_faults() {
     assert!(found.is_empty(), "{found:#?}");
 }
 
+/// Seed 18548 (5 nodes) once stopped a replica: it had learned slot 153 by
+/// catch-up, then a deposed leader of a lower ballot proposed another value
+/// there, which the replica took for a broken cluster.
+#[test]
+fn a_deposed_leaders_proposal_for_a_slot_learned_by_catch_up_is_refused_quietly() {
+    let opts = SimOptions {
+        nodes: 5,
+        ..SimOptions::default()
+    };
+    assert_eq!(simulate(18548, opts).violations, Vec::<String>::new());
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let a = simulate(42, SimOptions::default());

@@ -52,8 +52,8 @@ impl Replica {
     }
 
     /// Phase 2b. Votes for every proposal of a ballot at least as high as
-    /// the promise. A proposal for a slot already known chosen must carry
-    /// the chosen value; anything else means safety was broken elsewhere.
+    /// the promise, except proposals of another value for a slot already
+    /// known chosen.
     pub(super) fn on_accept(
         &mut self,
         now: Duration,
@@ -79,8 +79,14 @@ impl Replica {
         let mut slots = Vec::with_capacity(entries.len());
         for (slot, value) in entries {
             if slot <= self.committed {
+                // Already chosen. Another value can only come from a leader
+                // whose ballot is below the one that chose it (a higher one
+                // would have recovered the chosen value), and such a ballot
+                // can no longer gather a quorum; still, give it no vote. We
+                // can learn a chosen value by catch-up without having
+                // promised the ballot that chose it, so this is no error.
                 if self.log.get(&slot).is_some_and(|e| e.value != value) {
-                    return Err(PaxosError::ChosenValueConflict { slot });
+                    continue;
                 }
             } else {
                 let entry = LogEntry { ballot, value };
