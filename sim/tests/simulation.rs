@@ -58,7 +58,7 @@ fn seeds_to_catch(sabotage: Sabotage) -> Option<u64> {
         sabotage: Some(sabotage),
         ..SimOptions::default()
     };
-    (0..100)
+    (0..1000)
         .find(|seed| !simulate(*seed, opts).violations.is_empty())
         .map(|s| s + 1)
 }
