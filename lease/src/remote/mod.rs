@@ -3,8 +3,8 @@
 //!
 //! A node started with [`TcpNode::start`] talks to its peers through the
 //! `trexlock-transport` crate and serves remote clients on the same port.
-//! A process with no node calls [`connect`] and gets a [`NodeHandle`]
-//! whose [`NodeHandle::client`] offers exactly the lease API of a local
+//! A process with no node calls [`connect`] and gets a [`NodeHandle`](crate::NodeHandle)
+//! whose [`NodeHandle::client`](crate::NodeHandle::client) offers exactly the lease API of a local
 //! node: requests go to one node (which forwards them to the leader), and
 //! on a broken connection the session reconnects to another node and
 //! resends what is unanswered, under the same request ids, so nothing runs
