@@ -4,7 +4,7 @@
 //! SIGSTOP a client while it holds a lease, which needs a separate process.
 //!
 //! ```text
-//! trexlock-nemesis-client --cluster C --servers ADDR,ADDR,... --owner NAME
+//! trexlock-nemesis-client --cluster C --servers ADDR,ADDR,...
 //! ```
 //!
 //! One command per stdin line, one answer per stdout line. Times are
@@ -13,12 +13,17 @@
 //!
 //! | command | answers |
 //! | --- | --- |
-//! | `acquire NAME TTL_MS WAIT_MS` | `granted STAMP SENT ACKED BELIEF_END`, `held OWNER STAMP`, `timeout`, `error KIND` |
+//! | `acquire NAME TTL_MS WAIT_MS OWNER` | `granted STAMP SENT ACKED BELIEF_END`, `held OWNER STAMP`, `timeout`, `error KIND` |
 //! | `renew NAME` | `renewed BELIEF_END`, `lost AT`, `error KIND` |
-//! | `write NAME GAP_MS SEQ` | `invalid`, or the line `W NAME STAMP SEQ CHECKED` (the fenced write, answered `ok` or `refused` on stdin) then `done ok` / `done refused` |
+//! | `write NAME GAP_MS SEQ` | `invalid`, or the line `W NAME STAMP SEQ CHECKED OWNER` (the fenced write, answered `ok` or `refused` on stdin) then `done ok` / `done refused` |
 //! | `release NAME` | `released SENT ACKED`, `lost SENT`, `error KIND SENT` |
 //! | `drop NAME` | `dropped AT` (abandons the lease without releasing it) |
 //! | `quit` | exits |
+//!
+//! Each acquire names its owner: the harness gives every attempt a fresh
+//! one, so that a grant the cluster made for an attempt that got no answer
+//! (the serving node keeps forwarding it after the client gave up) is never
+//! returned to a later attempt as a reentrant grant with an old stamp.
 //!
 //! `BELIEF_END` is `LeaseHandle::expire_time_unsafe()`: until then the
 //! holder believes it holds the lease, and the cluster must not grant it to
@@ -30,7 +35,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
 use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseClient, LeaseError, LeaseHandle, TryAcquire};
+use trexlock_lease::{LeaseError, LeaseHandle, NodeHandle, TryAcquire};
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the clock `Instant` reads on Linux,
 /// shared by every process on the machine.
@@ -70,17 +75,15 @@ fn kind(e: &LeaseError) -> &'static str {
 struct Args {
     cluster: String,
     servers: Vec<SocketAddr>,
-    owner: String,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let (mut cluster, mut servers, mut owner) = (None, None, None);
+    let (mut cluster, mut servers) = (None, None);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--cluster" => cluster = Some(value),
-            "--owner" => owner = Some(value),
             "--servers" => {
                 let parsed: Result<Vec<SocketAddr>, _> = value.split(',').map(str::parse).collect();
                 servers = Some(parsed.map_err(|e| format!("--servers: {e}"))?);
@@ -91,7 +94,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         cluster: cluster.ok_or("--cluster is required")?,
         servers: servers.ok_or("--servers is required")?,
-        owner: owner.ok_or("--owner is required")?,
     })
 }
 
@@ -117,8 +119,9 @@ fn main() -> ExitCode {
 }
 
 struct Session {
-    client: LeaseClient,
-    held: HashMap<String, LeaseHandle>,
+    node: NodeHandle,
+    /// Lease name -> (owner of the attempt that got it, its handle).
+    held: HashMap<String, (String, LeaseHandle)>,
     input: Lines<BufReader<Stdin>>,
     output: tokio::io::Stdout,
 }
@@ -137,7 +140,7 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let handle = handle.ok_or("cannot reach any server")?;
     let mut session = Session {
-        client: handle.client(args.owner),
+        node: handle,
         held: HashMap::new(),
         input: BufReader::new(tokio::io::stdin()).lines(),
         output: tokio::io::stdout(),
@@ -146,7 +149,9 @@ async fn run(args: Args) -> Result<(), String> {
     while let Some(line) = session.input.next_line().await.map_err(|e| e.to_string())? {
         let words: Vec<&str> = line.split_whitespace().collect();
         let answer = match words.as_slice() {
-            ["acquire", name, ttl, wait] => session.acquire(name, ms(ttl)?, ms(wait)?).await,
+            ["acquire", name, ttl, wait, owner] => {
+                session.acquire(name, ms(ttl)?, ms(wait)?, owner).await
+            }
             ["renew", name] => session.renew(name).await,
             ["write", name, gap, seq] => session.write(name, ms(gap)?, seq).await?,
             ["release", name] => session.release(name).await,
@@ -178,15 +183,16 @@ impl Session {
         self.output.flush().await.map_err(|e| e.to_string())
     }
 
-    async fn acquire(&mut self, name: &str, ttl: Duration, wait: Duration) -> String {
+    async fn acquire(&mut self, name: &str, ttl: Duration, wait: Duration, owner: &str) -> String {
         if self.held.contains_key(name) {
             return "error already-held".into();
         }
+        let client = self.node.client(owner);
         let sent = mono_ns();
         let result = if wait.is_zero() {
-            self.client.try_acquire(name, ttl).await
+            client.try_acquire(name, ttl).await
         } else {
-            self.client
+            client
                 .acquire(name, ttl, wait)
                 .await
                 .map(TryAcquire::Acquired)
@@ -199,7 +205,7 @@ impl Session {
                     lease.stamp(),
                     instant_ns(lease.expire_time_unsafe())
                 );
-                self.held.insert(name.to_owned(), lease);
+                self.held.insert(name.to_owned(), (owner.to_owned(), lease));
                 answer
             }
             Ok(TryAcquire::Held(h)) | Err(LeaseError::Held { holder: h, .. }) => {
@@ -211,7 +217,7 @@ impl Session {
     }
 
     async fn renew(&mut self, name: &str) -> String {
-        let Some(lease) = self.held.get(name) else {
+        let Some((_, lease)) = self.held.get(name) else {
             return "error not-held".into();
         };
         match lease.renew().await {
@@ -226,14 +232,14 @@ impl Session {
 
     /// One critical section: the validity check, then the fenced write.
     async fn write(&mut self, name: &str, gap: Duration, seq: &str) -> Result<String, String> {
-        let Some(lease) = self.held.get(name) else {
+        let Some((owner, lease)) = self.held.get(name) else {
             return Ok("error not-held".into());
         };
         if !lease.is_valid_with_safety_gap(gap) {
             return Ok("invalid".into());
         }
         let checked = mono_ns();
-        let request = format!("W {name} {} {seq} {checked}", lease.stamp());
+        let request = format!("W {name} {} {seq} {checked} {owner}", lease.stamp());
         self.say(&request).await?;
         let reply = self
             .input
@@ -245,7 +251,7 @@ impl Session {
     }
 
     async fn release(&mut self, name: &str) -> String {
-        let Some(lease) = self.held.remove(name) else {
+        let Some((_, lease)) = self.held.remove(name) else {
             return "error not-held".into();
         };
         let sent = mono_ns();

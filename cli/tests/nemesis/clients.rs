@@ -47,11 +47,8 @@ pub struct ClientProc {
     rng: fastrand::Rng,
     timing: Timing,
     seq: u64,
-    /// Per lease: when an acquire that got no definite answer was sent.
-    /// The cluster may still have granted it (the node keeps forwarding a
-    /// request after the client gave up), and a later acquire by the same
-    /// owner then returns that earlier grant's stamp.
-    unanswered: std::collections::HashMap<String, u64>,
+    /// Attempts so far: each acquire gets a fresh owner (see the client).
+    attempts: u64,
 }
 
 impl ClientProc {
@@ -67,7 +64,7 @@ impl ClientProc {
         let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
         let log = std::fs::File::create(dir.join(format!("{owner}.log"))).expect("client log");
         let mut cmd = std::process::Command::new(CLIENT_BIN);
-        cmd.args(["--cluster", CLUSTER, "--owner", owner, "--servers"])
+        cmd.args(["--cluster", CLUSTER, "--servers"])
             .arg(servers.join(","))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
@@ -103,7 +100,7 @@ impl ClientProc {
             rng: fastrand::Rng::with_seed(seed),
             timing,
             seq: 0,
-            unanswered: std::collections::HashMap::new(),
+            attempts: 0,
         };
         let ready = client.next_reply().await;
         assert_eq!(
@@ -144,19 +141,22 @@ impl ClientProc {
         }
     }
 
+    /// The owner of the current attempt.
+    fn owner(&self) -> String {
+        format!("{}.{}", self.shared.owner, self.attempts)
+    }
+
     fn record(&self, f: impl FnOnce(&mut History, &str)) {
-        f(
-            &mut self.history.lock().expect("history"),
-            &self.shared.owner,
-        );
+        f(&mut self.history.lock().expect("history"), &self.owner());
     }
 
     /// Tries for `name`; on a grant returns its stamp.
     pub async fn acquire(&mut self, name: &str, wait: Duration) -> Option<u64> {
         let ttl = self.timing.ttl.as_millis();
-        let asked = mono_ns();
+        self.attempts += 1;
+        let owner = self.owner();
         let reply = self
-            .call(format!("acquire {name} {ttl} {}", wait.as_millis()))
+            .call(format!("acquire {name} {ttl} {} {owner}", wait.as_millis()))
             .await;
         let words: Vec<&str> = reply.iter().map(String::as_str).collect();
         match words.as_slice() {
@@ -171,12 +171,10 @@ impl ClientProc {
                 None
             }
             ["timeout"] => {
-                self.unanswered.entry(name.to_owned()).or_insert(asked);
                 self.record(|h, _| h.count("acquire wait timed out"));
                 None
             }
             _ => {
-                self.unanswered.entry(name.to_owned()).or_insert(asked);
                 self.record(|h, _| h.count("acquire failed (no answer in time)"));
                 None
             }
@@ -323,7 +321,7 @@ async fn read_replies(
     let mut lines = stdout.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if let ["W", name, stamp, _seq, checked] = words.as_slice() {
+        if let ["W", name, stamp, _seq, checked, owner] = words.as_slice() {
             let stall = shared.stall_next_write_ms.swap(0, Ordering::SeqCst);
             if stall > 0 {
                 // The worst moment for a pause: the lease was checked valid
@@ -334,7 +332,7 @@ async fn read_replies(
             }
             let accepted = history.lock().expect("history").write(
                 name,
-                &shared.owner,
+                owner,
                 num(stamp),
                 num(checked),
                 mono_ns(),

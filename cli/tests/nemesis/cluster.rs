@@ -46,12 +46,17 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// A free port below Linux's ephemeral range (32768 and up): a node keeps
+/// its port across restarts, and while it is down an ephemeral port (an
+/// outgoing connection's, or a `bind(0)`) could otherwise take it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    for _ in 0..1000 {
+        let port = fastrand::u16(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 pub struct NodeProc {
