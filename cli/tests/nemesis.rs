@@ -42,13 +42,13 @@
 //!    until that node is back (in a 3-node cluster: a wiped node plus a
 //!    down node is two failures).
 //! 4. Wait until its `applied` (in `trexlock status`) reaches the leader's.
-//!    Do not stop it before then (see the known issue below).
+//!    A learner keeps what it learns out of its journal until it votes, so
+//!    if it is stopped before then it simply starts learning again.
 //!
-//! Known issues (reproduced by the ignored tests in `nemesis/repro.rs`):
-//! a learner killed while catching up restarts as a voter without its
-//! promises; and after an unclean shutdown, damage to the newest commit
-//! of a journal can be "repaired" by redb into the previous commit instead
-//! of being refused.
+//! Known issue (reproduced by the ignored test in `nemesis/repro.rs`):
+//! after an unclean shutdown, damage to the newest commit of a journal can
+//! be "repaired" by redb into the previous commit instead of being refused,
+//! so the node forgets its last durable write.
 
 #[path = "nemesis/clients.rs"]
 mod clients;
