@@ -45,10 +45,11 @@
 //!    A learner keeps what it learns out of its journal until it votes, so
 //!    if it is stopped before then it simply starts learning again.
 //!
-//! Known issue (reproduced by the ignored test in `nemesis/repro.rs`):
-//! after an unclean shutdown, damage to the newest commit of a journal can
-//! be "repaired" by redb into the previous commit instead of being refused,
-//! so the node forgets its last durable write.
+//! The data directory holds `journal.redb` and its acknowledgement mark
+//! `journal.redb.acked`; move or delete them together. A journal that
+//! comes back older than the mark (redb fell back past a damaged commit
+//! after an unclean shutdown, or an old copy was restored) is refused as
+//! `rolled back`, and takes the same procedure.
 
 #[path = "nemesis/clients.rs"]
 mod clients;

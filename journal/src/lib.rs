@@ -7,9 +7,12 @@
 //! - [`RedbJournal`]: the default. One redb file per node; every
 //!   [`Journal::persist`] is one write transaction committed with immediate
 //!   durability (group commit: one sync covers a whole batch of steps).
+//!   A file that comes back older than what the node acknowledged (redb
+//!   falling back past a damaged commit, an old copy restored) is refused.
 //! - [`JournalTables`]: the same tables inside an application's own redb
 //!   database, so that an applied command and the application's own writes
 //!   commit in one transaction (see `examples/app_owned_journal.rs`).
+//!   Guarding that database against rollback is the application's part.
 //! - [`MemJournal`]: in memory, **not durable**: a node using it must never
 //!   rejoin its cluster under the same id after a restart.
 //! - `testing` (feature `testing`): the conformance suite any [`Journal`]
@@ -33,6 +36,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod ack_mark;
 mod redb_journal;
 mod tables;
 #[cfg(feature = "testing")]

@@ -1,5 +1,6 @@
 //! The default journal: one redb database file per node.
 
+use crate::ack_mark::AckMark;
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle};
 use std::fs::File;
@@ -17,12 +18,22 @@ const TABLE_PREFIX: &str = "trexlock.";
 /// atomic before it returns, however many steps' writes it covers. A file
 /// is only ever opened as the journal of the node it was created for, in
 /// the format version it records; a damaged file is reported as
-/// [`JournalError::Corrupt`], never reset. After any error the journal
-/// answers every call with [`JournalError::Closed`]: the node must stop.
+/// [`JournalError::Corrupt`], never reset, and a file older than what the
+/// node has acknowledged is [`JournalError::RolledBack`], never trusted.
+/// After any error the journal answers every call with
+/// [`JournalError::Closed`]: the node must stop.
+///
+/// Beside the file lives its acknowledgement mark (the same path with
+/// `.acked` appended): a 16-byte record of the newest acknowledged commit,
+/// written without a sync after each commit. It is how a rollback is told
+/// from a normal recovery (see [`RedbJournal::open`]); it belongs with the
+/// journal, and is moved, copied or deleted with it.
 #[derive(Debug)]
 pub struct RedbJournal {
     db: Database,
     tables: JournalTables,
+    mark: AckMark,
+    sequence: u64,
     failed: bool,
 }
 
@@ -34,8 +45,18 @@ impl RedbJournal {
     /// with the file; compaction keeps the file small. Fails with
     /// [`JournalError::WrongOwner`] if the journal belongs to another
     /// cluster or node, [`JournalError::UnsupportedVersion`] if it records
-    /// another format version, and [`JournalError::Corrupt`] if the file is
-    /// damaged or is not a trexlock journal.
+    /// another format version, [`JournalError::Corrupt`] if the file (or its
+    /// acknowledgement mark) is damaged or is not a trexlock journal, and
+    /// [`JournalError::RolledBack`] if the file lacks a commit that was
+    /// acknowledged.
+    ///
+    /// The last happens when redb, recovering after an unclean shutdown,
+    /// finds the newest commit damaged and falls back to the one before: it
+    /// cannot know whether that commit was acknowledged, the mark can. A
+    /// file restored from an older copy is refused the same way. A file
+    /// that holds no acknowledged commit at all is accepted whatever the
+    /// mark says: its replica starts empty, as a learner, which is safe (and
+    /// is what deleting only the journal file asks for).
     pub fn open(path: impl AsRef<Path>, identity: JournalIdentity) -> Result<Self, JournalError> {
         let path = path.as_ref();
         let tables = JournalTables::new(TABLE_PREFIX, path);
@@ -72,14 +93,29 @@ impl RedbJournal {
             });
         }
         tables.create_or_check(&txn, &identity)?;
+        let sequence = tables.sequence(&txn)?;
         txn.commit().map_err(|e| tables.redb_error(e))?;
         // Syncing the file does not make its directory entry durable: a
         // power cut could otherwise lose a journal just created, votes and
         // all.
         sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
+        let (mut mark, acknowledged) = AckMark::open(path)?;
+        if let Some(acknowledged) = acknowledged
+            && acknowledged > sequence
+            && sequence > 0
+        {
+            return Err(JournalError::RolledBack {
+                path: path.to_path_buf(),
+                acknowledged,
+                found: sequence,
+            });
+        }
+        mark.record(sequence)?;
         Ok(Self {
             db,
             tables,
+            mark,
+            sequence,
             failed: false,
         })
     }
@@ -96,7 +132,7 @@ impl RedbJournal {
 
     fn guarded<T>(
         &mut self,
-        op: impl FnOnce(&Self) -> Result<T, JournalError>,
+        op: impl FnOnce(&mut Self) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
         if self.failed {
             return Err(JournalError::Closed {
@@ -129,7 +165,11 @@ impl Journal for RedbJournal {
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| this.tables.redb_error(e))?;
             this.tables.write(&txn, write)?;
-            txn.commit().map_err(|e| this.tables.redb_error(e))
+            let sequence = this.sequence + 1;
+            this.tables.set_sequence(&txn, sequence)?;
+            txn.commit().map_err(|e| this.tables.redb_error(e))?;
+            this.sequence = sequence;
+            this.mark.record(sequence)
         })
     }
 }

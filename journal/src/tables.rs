@@ -25,6 +25,8 @@ const NODE_ID_KEY: &str = "node_id";
 const PROMISED_KEY: &str = "promised";
 const COMMITTED_KEY: &str = "committed";
 const TRUNCATED_KEY: &str = "truncated";
+/// Written by [`crate::RedbJournal`] only; absent means 0.
+const SEQUENCE_KEY: &str = "sequence";
 
 /// Whose journal this is. Recorded when the journal is created and checked
 /// on every open, so that a node never adopts another node's promises and
@@ -61,8 +63,9 @@ impl fmt::Display for JournalIdentity {
 /// error names `path`, the database's location.
 ///
 /// Layout (all values postcard-encoded): `{prefix}meta` maps
-/// `format_version`, `cluster_id`, `node_id`, `promised`, `committed` and
-/// `truncated` to their values; `{prefix}snapshot` holds at most one
+/// `format_version`, `cluster_id`, `node_id`, `promised`, `committed`,
+/// `truncated` and (in a [`crate::RedbJournal`]) `sequence` to their
+/// values; `{prefix}snapshot` holds at most one
 /// [`Snapshot`] under the key `()`; `{prefix}entries` maps each slot to its
 /// [`LogEntry`].
 #[derive(Clone, Debug)]
@@ -244,6 +247,30 @@ impl JournalTables {
             }
         }
         Ok(())
+    }
+
+    /// The number of the newest commit recorded by
+    /// [`JournalTables::set_sequence`] as of `txn`, 0 if none.
+    pub(crate) fn sequence(&self, txn: &WriteTransaction) -> Result<u64, JournalError> {
+        let meta = txn
+            .open_table(self.meta_def())
+            .map_err(|e| self.redb_error(e))?;
+        match meta.get(SEQUENCE_KEY).map_err(|e| self.redb_error(e))? {
+            Some(bytes) => self.decode(bytes.value(), SEQUENCE_KEY),
+            None => Ok(0),
+        }
+    }
+
+    /// Records in `txn` that it is commit number `sequence`.
+    pub(crate) fn set_sequence(
+        &self,
+        txn: &WriteTransaction,
+        sequence: u64,
+    ) -> Result<(), JournalError> {
+        let mut meta = txn
+            .open_table(self.meta_def())
+            .map_err(|e| self.redb_error(e))?;
+        self.write_meta(&mut meta, SEQUENCE_KEY, &sequence)
     }
 
     /// Names the database in a redb failure, classifying it: damage to the

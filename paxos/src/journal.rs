@@ -128,6 +128,22 @@ pub enum JournalError {
         /// What was found wrong.
         reason: String,
     },
+    /// The journal is older than what the node has acknowledged: its newest
+    /// commits are missing (a storage engine rolled back a damaged commit,
+    /// or the file was replaced by an older copy). The node may have
+    /// forgotten promises and votes it gave, so it must not run on it.
+    #[error(
+        "journal {path}: rolled back: commit {acknowledged} was acknowledged, but the journal \
+         ends at commit {found}; wipe the node's data directory and let it rejoin"
+    )]
+    RolledBack {
+        /// The journal's location.
+        path: PathBuf,
+        /// The newest commit the node acknowledged.
+        acknowledged: u64,
+        /// The newest commit the journal holds.
+        found: u64,
+    },
     /// The journal was created for another cluster or another node.
     #[error("journal {path}: belongs to {found}, but this node is {expected}")]
     WrongOwner {
