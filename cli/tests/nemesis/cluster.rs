@@ -131,6 +131,16 @@ pub enum Damage {
     Truncate,
     /// Overwrite the file's header with garbage, as a bad sector would.
     Scribble,
+    /// Put back an older copy of the file (taken by
+    /// [`Cluster::copy_journal`]), as a restored backup would: the node has
+    /// acknowledged commits the copy lacks.
+    RestoreOlder,
+}
+
+/// A node's journal file and acknowledgement mark at one moment.
+pub struct JournalCopy {
+    journal: Vec<u8>,
+    mark: Vec<u8>,
 }
 
 pub struct Cluster {
@@ -239,10 +249,37 @@ impl Cluster {
         claims.into_iter().max().map(|(_, i)| i)
     }
 
-    /// Damages node `i`'s journal (the node must be down).
-    pub fn damage_journal(&self, i: usize, damage: Damage, rng: &mut fastrand::Rng) -> String {
+    fn journal_paths(&self, i: usize) -> (PathBuf, PathBuf) {
+        let dir = &self.nodes[i].data_dir;
+        (dir.join("journal.redb"), dir.join("journal.redb.acked"))
+    }
+
+    /// Copies node `i`'s journal and mark (the node must be down).
+    pub fn copy_journal(&self, i: usize) -> JournalCopy {
         assert!(!self.nodes[i].is_running());
-        let path = self.nodes[i].data_dir.join("journal.redb");
+        let (journal, mark) = self.journal_paths(i);
+        JournalCopy {
+            journal: std::fs::read(journal).expect("read journal"),
+            mark: std::fs::read(mark).expect("read journal mark"),
+        }
+    }
+
+    /// Whether node `i` has acknowledged a commit since `copy` was taken.
+    pub fn acknowledged_since(&self, i: usize, copy: &JournalCopy) -> bool {
+        std::fs::read(self.journal_paths(i).1).is_ok_and(|mark| mark != copy.mark)
+    }
+
+    /// Damages node `i`'s journal (the node must be down); `older` is the
+    /// copy [`Damage::RestoreOlder`] puts back.
+    pub fn damage_journal(
+        &self,
+        i: usize,
+        damage: Damage,
+        older: Option<JournalCopy>,
+        rng: &mut fastrand::Rng,
+    ) -> String {
+        assert!(!self.nodes[i].is_running());
+        let path = self.journal_paths(i).0;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -265,6 +302,15 @@ impl Cluster {
                 file.write_all(&head).expect("scribble journal");
                 file.sync_all().expect("sync journal");
                 format!("scribbled over the first {} bytes of {len}", head.len())
+            }
+            Damage::RestoreOlder => {
+                let older = older.expect("an older copy to restore");
+                drop(file);
+                std::fs::write(&path, &older.journal).expect("restore journal");
+                format!(
+                    "put back an older copy ({} bytes, was {len}) under a newer mark",
+                    older.journal.len()
+                )
             }
         }
     }

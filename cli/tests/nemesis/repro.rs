@@ -2,7 +2,7 @@
 //! states the property that must hold. (The journal rollback the nemesis
 //! found is reproduced by `journal/tests/rollback.rs`.)
 
-use super::cluster::{Cluster, mono_ns};
+use super::cluster::{Cluster, Damage, mono_ns};
 use std::time::Duration;
 use tokio::time::sleep;
 use trexlock_lease::remote;
@@ -202,5 +202,57 @@ fn a_learner_that_crashes_while_catching_up_is_still_a_learner_after_restart() {
         "restarted as a voter (learner: {}) and promised ballot {old} (promised: {promised}), \
          below what its lost journal may have promised",
         restarted.is_learner()
+    );
+}
+
+/// A node whose journal is put back to an older copy (a restored backup)
+/// has forgotten commits it acknowledged, perhaps promises it gave: it must
+/// refuse to start, saying the journal was rolled back, until the operator
+/// wipes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_an_older_copy_of_its_journal_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var("TREXLOCK_NEMESIS_DIR").map_or(tmp.path().to_owned(), |d| {
+        std::path::PathBuf::from(d).join("restore-scenario")
+    });
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cluster = Cluster::start(&dir, 3).await;
+    for _ in 0..100 {
+        if cluster.leader().await.is_some() {
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    let target = 2;
+    cluster.sigkill(target);
+    let copy = cluster.copy_journal(target);
+    cluster.restart(target);
+    let alice = client(&cluster, 0, "alice").await;
+    let mut acknowledged = false;
+    for round in 0..100 {
+        let _ = alice
+            .try_acquire(&format!("job-{round}"), Duration::from_secs(30))
+            .await;
+        if cluster.acknowledged_since(target, &copy) {
+            acknowledged = true;
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(acknowledged, "n3 never acknowledged a commit after restart");
+    cluster.sigkill(target);
+    let what = cluster.damage_journal(
+        target,
+        Damage::RestoreOlder,
+        Some(copy),
+        &mut fastrand::Rng::new(),
+    );
+    let message = cluster
+        .expect_refusal(target)
+        .await
+        .unwrap_or_else(|why| panic!("after {what}: {why}"));
+    assert!(
+        message.contains("journal.redb") && message.contains("rolled back"),
+        "{message}"
     );
 }

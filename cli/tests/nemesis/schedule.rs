@@ -2,7 +2,7 @@
 //! each healed before the next, with the node and link faults of issue 8.
 
 use super::clients::{NAMES, Shared as ClientShared};
-use super::cluster::{Cluster, Damage, mono_ns, signal};
+use super::cluster::{Cluster, Damage, JournalCopy, mono_ns, signal};
 use super::history::{History, Read};
 use super::proxy::Dialer;
 use std::collections::BTreeMap;
@@ -240,26 +240,55 @@ impl Nemesis {
         c.paused.store(false, Ordering::SeqCst);
     }
 
+    /// Copies `target`'s journal while it is down, restarts it and waits
+    /// until it has acknowledged a commit the copy lacks; None (and the node
+    /// running) if it acknowledges none within 10 s.
+    async fn copy_then_run_on(&mut self, target: usize) -> Option<JournalCopy> {
+        let mut cluster = self.cluster.lock().await;
+        cluster.sigkill(target);
+        let copy = cluster.copy_journal(target);
+        cluster.restart(target);
+        drop(cluster);
+        for _ in 0..100 {
+            sleep(Duration::from_millis(100)).await;
+            if self.cluster.lock().await.acknowledged_since(target, &copy) {
+                return Some(copy);
+            }
+        }
+        self.note(format!(
+            "n{}: acknowledged nothing within 10 s of a restart; scribbling instead of \
+             restoring an older copy",
+            target + 1
+        ));
+        None
+    }
+
     /// Damages a journal, expects the node to refuse it, then follows the
     /// operator procedure: wipe, restart, wait for the catch-up.
     async fn damage_and_rejoin(&mut self, target: usize) {
-        let damage = if self.rng.bool() {
-            Damage::Truncate
-        } else {
-            Damage::Scribble
+        let mut damage =
+            [Damage::Truncate, Damage::Scribble, Damage::RestoreOlder][self.rng.usize(..3)];
+        let older = match damage {
+            Damage::RestoreOlder => self.copy_then_run_on(target).await,
+            _ => None,
         };
+        if older.is_none() {
+            damage = Damage::Scribble;
+        }
         let mut cluster = self.cluster.lock().await;
         cluster.sigkill(target);
-        let what = cluster.damage_journal(target, damage, &mut self.rng);
+        let what = cluster.damage_journal(target, damage, older, &mut self.rng);
         let refusal = cluster.expect_refusal(target).await;
         drop(cluster);
         self.note(format!("damage journal of n{}: {what}", target + 1));
         match refusal {
             Ok(message) => {
                 self.note(format!("n{} refused to start: {message}", target + 1));
-                if !message.contains("journal") {
+                let named = message.contains("journal")
+                    && (!matches!(damage, Damage::RestoreOlder) || message.contains("rolled back"));
+                if !named {
                     self.history.lock().expect("history").violation(format!(
-                        "n{} refused a damaged journal without naming it: {message}",
+                        "n{} refused a damaged journal ({damage:?}) without saying so: {message}",
                         target + 1
                     ));
                 }
