@@ -1,0 +1,208 @@
+//! Catch-up, snapshots, restarts and input that must be refused.
+
+use super::*;
+
+// ---------------------------------------------------------------- Catch-up
+
+#[test]
+fn catchup_sends_chosen_values_and_a_snapshot_for_compacted_slots() {
+    let mut entries = BTreeMap::new();
+    for s in 6..=8 {
+        entries.insert(
+            s,
+            LogEntry {
+                ballot: b(1, N1),
+                value: batch(&s.to_string()),
+            },
+        );
+    }
+    let snapshot = Snapshot {
+        slot: 6,
+        data: Bytes::from_static(b"state"),
+    };
+    let state = JournalState {
+        promised: b(1, N1),
+        committed: 8,
+        truncated: 5,
+        snapshot: Some(snapshot.clone()),
+        entries,
+    };
+    let mut r = replica_with(N1, state);
+    let _ = r.tick(ms(1)).unwrap();
+    let ready = r
+        .handle(ms(2), env(N2, N1, Message::CatchupRequest { from: 3 }))
+        .unwrap();
+    assert_eq!(
+        only_message(&ready),
+        &Message::CatchupResponse {
+            snapshot: Some(snapshot),
+            entries: vec![(7, batch("7")), (8, batch("8"))],
+        }
+    );
+    let ready = r
+        .handle(ms(3), env(N2, N1, Message::CatchupRequest { from: 8 }))
+        .unwrap();
+    assert_eq!(
+        only_message(&ready),
+        &Message::CatchupResponse {
+            snapshot: None,
+            entries: vec![(8, batch("8"))]
+        }
+    );
+}
+
+#[test]
+fn a_follower_installs_a_snapshot_then_applies_what_follows() {
+    let mut r = fresh(N2);
+    let snapshot = Snapshot {
+        slot: 4,
+        data: Bytes::from_static(b"s"),
+    };
+    let response = Message::CatchupResponse {
+        snapshot: Some(snapshot.clone()),
+        entries: vec![(5, batch("5")), (7, batch("gap"))],
+    };
+    let ready = r.handle(ms(1), env(N1, N2, response)).unwrap();
+    assert_eq!(ready.install, Some(snapshot.clone()));
+    assert_eq!(ready.chosen, vec![(5, batch("5"))], "stops at the gap");
+    assert_eq!(ready.write.snapshot, Some(snapshot));
+    assert_eq!(ready.write.truncate, Some(4));
+    assert_eq!(ready.write.committed, Some(5));
+}
+
+// ------------------------------------------------------ Snapshot, restart
+
+#[test]
+fn a_snapshot_truncates_all_but_the_kept_tail() {
+    let (mut r, _) = elect_n1(vec![], 0);
+    let ballot = b(1, N1);
+    for i in 1..=3u64 {
+        let _ = r.propose(ms(10_002), vec![cmd(&i.to_string())]).unwrap();
+        let _ = r
+            .handle(
+                ms(10_003),
+                env(
+                    N2,
+                    N1,
+                    Message::Accepted {
+                        ballot,
+                        slots: vec![i],
+                    },
+                ),
+            )
+            .unwrap();
+    }
+    let mut cfg = r.config().clone();
+    cfg.keep_after_snapshot = 1;
+    r.cfg = cfg;
+    let ready = r
+        .snapshot_taken(Snapshot {
+            slot: 3,
+            data: Bytes::new(),
+        })
+        .unwrap();
+    assert_eq!(ready.write.truncate, Some(2));
+    assert!(r.entry(2).is_none() && r.entry(3).is_some());
+    let err = r
+        .snapshot_taken(Snapshot {
+            slot: 9,
+            data: Bytes::new(),
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        PaxosError::SnapshotBeyondCommitted {
+            slot: 9,
+            committed: 3
+        }
+    );
+}
+
+#[test]
+fn a_restarted_replica_delivers_its_snapshot_then_the_chosen_slots_after_it() {
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        3,
+        LogEntry {
+            ballot: b(1, N1),
+            value: batch("3"),
+        },
+    );
+    entries.insert(
+        4,
+        LogEntry {
+            ballot: b(1, N1),
+            value: batch("4"),
+        },
+    );
+    let snapshot = Snapshot {
+        slot: 3,
+        data: Bytes::from_static(b"s"),
+    };
+    let state = JournalState {
+        promised: b(1, N1),
+        committed: 4,
+        truncated: 2,
+        snapshot: Some(snapshot.clone()),
+        entries,
+    };
+    let mut r = replica_with(N1, state);
+    let ready = r.tick(ms(1)).unwrap();
+    assert_eq!(ready.install, Some(snapshot));
+    assert_eq!(ready.chosen, vec![(4, batch("4"))]);
+}
+
+#[test]
+fn an_inconsistent_journal_is_refused() {
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        1,
+        LogEntry {
+            ballot: b(2, N2),
+            value: Value::Noop,
+        },
+    );
+    let state = JournalState {
+        promised: b(1, N2),
+        entries,
+        ..Default::default()
+    };
+    let err = Replica::new(config(N1), state, T0).unwrap_err();
+    assert!(matches!(err, PaxosError::InconsistentJournal(_)));
+    let gap = JournalState {
+        committed: 2,
+        ..Default::default()
+    };
+    assert!(matches!(
+        Replica::new(config(N1), gap, T0).unwrap_err(),
+        PaxosError::InconsistentJournal(_)
+    ));
+}
+
+#[test]
+fn messages_from_strangers_or_for_others_are_ignored() {
+    let mut r = fresh(N1);
+    let prepare = Message::Prepare {
+        ballot: b(1, N2),
+        from: 1,
+    };
+    let stranger = r.handle(T0, env(NodeId(9), N1, prepare.clone())).unwrap();
+    let misrouted = r.handle(T0, env(N2, N3, prepare)).unwrap();
+    assert!(stranger.is_empty() && misrouted.is_empty());
+}
+
+#[test]
+fn invalid_configs_are_refused() {
+    let mut cfg = config(N1);
+    cfg.members = vec![N2, N3];
+    assert!(matches!(
+        Replica::new(cfg, JournalState::default(), T0),
+        Err(PaxosError::Config(ConfigError::NotAMember(N1)))
+    ));
+    let mut cfg = config(N1);
+    cfg.election_timeout = cfg.heartbeat_interval;
+    assert!(matches!(
+        Replica::new(cfg, JournalState::default(), T0),
+        Err(PaxosError::Config(ConfigError::Timing))
+    ));
+}

@@ -1,0 +1,164 @@
+//! A replica with an empty journal: a learner until it is safe to vote.
+
+use super::*;
+
+// ---------------------------------------------------------- Empty journal
+
+#[test]
+fn an_empty_replica_neither_promises_nor_votes_nor_campaigns_while_learning() {
+    let mut r = replica_with(N1, JournalState::default());
+    let prepare = r
+        .handle(
+            T0,
+            env(
+                N2,
+                N1,
+                Message::Prepare {
+                    ballot: b(1, N2),
+                    from: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(prepare.messages.is_empty() && prepare.write.is_empty());
+    let accept = Message::Accept {
+        ballot: b(1, N2),
+        committed: 0,
+        entries: vec![(1, batch("x"))],
+    };
+    let accept = r.handle(T0, env(N2, N1, accept)).unwrap();
+    assert!(accept.messages.is_empty() && accept.write.is_empty());
+    let ready = r.tick(ms(10_000)).unwrap();
+    assert!(
+        ready.messages.iter().all(|e| e.message == Message::Probe),
+        "{:?}",
+        ready.messages
+    );
+    assert_eq!(ready.messages.len(), 2, "probes every other member");
+}
+
+#[test]
+fn a_replica_with_a_lost_disk_votes_only_after_a_newer_leader_and_catching_up() {
+    let mut r = replica_with(N1, JournalState::default());
+    let _ = r
+        .handle(
+            T0,
+            env(
+                N2,
+                N1,
+                Message::ProbeReply {
+                    promised: b(3, N2),
+                    last_slot: 2,
+                },
+            ),
+        )
+        .unwrap();
+    let _ = r
+        .handle(
+            T0,
+            env(
+                N3,
+                N1,
+                Message::ProbeReply {
+                    promised: b(3, N2),
+                    last_slot: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(
+        r.is_learner(),
+        "members have promised and voted: not a new cluster"
+    );
+    // A leader older than a reported promise may be deposed: not enough.
+    let _ = r
+        .handle(
+            ms(1),
+            env(
+                N3,
+                N1,
+                Message::Commit {
+                    ballot: b(2, N3),
+                    committed: 2,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(r.is_learner());
+    // A leader at least as new as every promise, and catching up through
+    // slot 2, is.
+    let ready = r
+        .handle(
+            ms(200),
+            env(
+                N3,
+                N1,
+                Message::Commit {
+                    ballot: b(4, N3),
+                    committed: 2,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.message == Message::CatchupRequest { from: 1 })
+    );
+    assert!(r.is_learner(), "not caught up yet");
+    let response = Message::CatchupResponse {
+        snapshot: None,
+        entries: vec![(1, batch("a")), (2, batch("b"))],
+    };
+    let ready = r.handle(ms(3), env(N3, N1, response)).unwrap();
+    assert!(!r.is_learner());
+    assert_eq!(r.promised(), b(4, N3));
+    assert_eq!(
+        ready.write.promised,
+        Some(b(4, N3)),
+        "the promise is persisted"
+    );
+    let ready = r
+        .handle(
+            ms(4),
+            env(
+                N3,
+                N1,
+                Message::Prepare {
+                    ballot: b(5, N3),
+                    from: 3,
+                },
+            ),
+        )
+        .unwrap();
+    assert!(matches!(only_message(&ready), Message::Promise { .. }));
+}
+
+#[test]
+fn every_replica_answers_a_probe_with_its_promise_and_highest_slot() {
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        7,
+        LogEntry {
+            ballot: b(2, N2),
+            value: Value::Noop,
+        },
+    );
+    let mut r = replica_with(
+        N1,
+        JournalState {
+            promised: b(2, N2),
+            entries,
+            ..Default::default()
+        },
+    );
+    let ready = r.handle(T0, env(N3, N1, Message::Probe)).unwrap();
+    assert_eq!(
+        only_message(&ready),
+        &Message::ProbeReply {
+            promised: b(2, N2),
+            last_slot: 7
+        }
+    );
+}
