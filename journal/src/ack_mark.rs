@@ -1,10 +1,11 @@
 //! The acknowledgement mark: a small file beside a journal recording the
-//! sequence number of the newest commit that [`crate::RedbJournal`] has
-//! acknowledged, so that a journal which comes back older than that is
-//! refused instead of trusted.
+//! sequence number of the newest commit the journal has acknowledged, so
+//! that a journal which comes back older than that is refused instead of
+//! trusted.
 //!
-//! Why it exists: with one-phase commits redb recovers from a damaged newest
-//! commit by falling back to the previous one. That is right after a power
+//! Why it exists: storage engines recover from a damaged newest commit by
+//! dropping it (redb, with one-phase commits, falls back to the previous
+//! commit; fjall discards a bad last batch of its log). That is right after a power
 //! cut in the middle of a commit nobody was told about, and wrong after
 //! damage to a commit that was acknowledged: the node would forget a promise
 //! or vote it gave. Nothing inside the file can tell the two apart, since
@@ -41,11 +42,33 @@ impl AckMark {
         PathBuf::from(name)
     }
 
-    /// Opens (creating if absent) the mark of the journal at `journal` and
-    /// returns it with the sequence number it records, if any. An empty
-    /// file records nothing (its creation was interrupted); any other
-    /// content that is not a valid record is [`JournalError::Corrupt`].
-    pub(crate) fn open(journal: &Path) -> Result<(Self, Option<u64>), JournalError> {
+    /// Opens (creating if absent) the mark of the journal at `journal`,
+    /// whose newest commit is numbered `sequence`, and brings the mark to
+    /// it.
+    ///
+    /// Fails with [`JournalError::RolledBack`] if the mark records a newer
+    /// commit, unless the journal holds none at all (`sequence` 0): its
+    /// replica then starts empty, as a learner, which is safe, and is what
+    /// deleting only the journal asks for. A mark that is not a valid
+    /// record is [`JournalError::Corrupt`]; an empty one records nothing
+    /// (its creation was interrupted).
+    pub(crate) fn open_checked(journal: &Path, sequence: u64) -> Result<Self, JournalError> {
+        let (mut mark, acknowledged) = Self::open(journal)?;
+        if let Some(acknowledged) = acknowledged
+            && acknowledged > sequence
+            && sequence > 0
+        {
+            return Err(JournalError::RolledBack {
+                path: journal.to_path_buf(),
+                acknowledged,
+                found: sequence,
+            });
+        }
+        mark.record(sequence)?;
+        Ok(mark)
+    }
+
+    fn open(journal: &Path) -> Result<(Self, Option<u64>), JournalError> {
         let path = Self::path_for(journal);
         let storage = |e: std::io::Error| JournalError::Storage {
             path: path.clone(),

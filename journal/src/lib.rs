@@ -37,11 +37,13 @@
 #![deny(missing_docs)]
 
 mod ack_mark;
+mod record;
 mod redb_journal;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use record::FORMAT_VERSION;
 pub use redb_journal::RedbJournal;
-pub use tables::{FORMAT_VERSION, JournalIdentity, JournalTables};
+pub use tables::{JournalIdentity, JournalTables};
 pub use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite, MemJournal};

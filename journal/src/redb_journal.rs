@@ -99,18 +99,7 @@ impl RedbJournal {
         // power cut could otherwise lose a journal just created, votes and
         // all.
         sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
-        let (mut mark, acknowledged) = AckMark::open(path)?;
-        if let Some(acknowledged) = acknowledged
-            && acknowledged > sequence
-            && sequence > 0
-        {
-            return Err(JournalError::RolledBack {
-                path: path.to_path_buf(),
-                acknowledged,
-                found: sequence,
-            });
-        }
-        mark.record(sequence)?;
+        let mark = AckMark::open_checked(path, sequence)?;
         Ok(Self {
             db,
             tables,

@@ -2,6 +2,7 @@
 //! live in its own file ([`crate::RedbJournal`]) or next to an application's
 //! own tables and commit together with them.
 
+use crate::record::{self, COMMITTED_KEY, PROMISED_KEY, SEQUENCE_KEY, TRUNCATED_KEY};
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
@@ -10,23 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use trexlock_paxos::{
-    Ballot, JournalError, JournalState, JournalWrite, LogEntry, NodeId, Slot, Snapshot,
-};
-
-/// The on-disk format this build reads and writes. Recorded when a journal
-/// is created; a journal recording any other version is refused rather than
-/// misread.
-pub const FORMAT_VERSION: u32 = 1;
-
-const FORMAT_VERSION_KEY: &str = "format_version";
-const CLUSTER_ID_KEY: &str = "cluster_id";
-const NODE_ID_KEY: &str = "node_id";
-const PROMISED_KEY: &str = "promised";
-const COMMITTED_KEY: &str = "committed";
-const TRUNCATED_KEY: &str = "truncated";
-/// Written by [`crate::RedbJournal`] only; absent means 0.
-const SEQUENCE_KEY: &str = "sequence";
+use trexlock_paxos::{JournalError, JournalState, JournalWrite, LogEntry, NodeId, Slot, Snapshot};
 
 /// Whose journal this is. Recorded when the journal is created and checked
 /// on every open, so that a node never adopts another node's promises and
@@ -125,15 +110,7 @@ impl JournalTables {
             .open_table(self.meta_def())
             .map_err(|e| self.redb_error(e))?;
         if meta.is_empty().map_err(|e| self.redb_error(e))? {
-            let initial: [(&str, Vec<u8>); 6] = [
-                (FORMAT_VERSION_KEY, self.encode(&FORMAT_VERSION)?),
-                (CLUSTER_ID_KEY, self.encode(&identity.cluster_id)?),
-                (NODE_ID_KEY, self.encode(&identity.node_id)?),
-                (PROMISED_KEY, self.encode(&Ballot::ZERO)?),
-                (COMMITTED_KEY, self.encode(&0u64)?),
-                (TRUNCATED_KEY, self.encode(&0u64)?),
-            ];
-            for (key, value) in initial {
+            for (key, value) in record::initial_meta(&self.path, identity)? {
                 meta.insert(key, value.as_slice())
                     .map_err(|e| self.redb_error(e))?;
             }
@@ -143,28 +120,12 @@ impl JournalTables {
                 .map_err(|e| self.redb_error(e))?;
             return Ok(());
         }
-        // The version is checked first: a newer format may have moved the
-        // owner fields, and misreading them would blame the wrong thing.
-        let found: u32 = self.read_meta(&meta, FORMAT_VERSION_KEY)?;
-        if found != FORMAT_VERSION {
-            return Err(JournalError::UnsupportedVersion {
-                path: self.path.clone(),
-                found,
-                supported: FORMAT_VERSION,
-            });
-        }
-        let recorded = JournalIdentity {
-            cluster_id: self.read_meta(&meta, CLUSTER_ID_KEY)?,
-            node_id: self.read_meta(&meta, NODE_ID_KEY)?,
-        };
-        if recorded != *identity {
-            return Err(JournalError::WrongOwner {
-                path: self.path.clone(),
-                found: recorded.to_string(),
-                expected: identity.to_string(),
-            });
-        }
-        Ok(())
+        record::check_existing(&self.path, identity, |key| {
+            match meta.get(key).map_err(|e| self.redb_error(e))? {
+                Some(bytes) => Ok(bytes.value().to_vec()),
+                None => Err(self.missing(key)),
+            }
+        })
     }
 
     /// Reads the whole journal as of `txn`.
@@ -307,28 +268,22 @@ impl JournalTables {
     }
 
     fn corrupt(&self, reason: String) -> JournalError {
-        JournalError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        }
+        record::corrupt(&self.path, reason)
+    }
+
+    fn missing(&self, key: &str) -> JournalError {
+        self.corrupt(format!(
+            "metadata has no {key} in table {}",
+            self.meta_def().name()
+        ))
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, JournalError> {
-        postcard::to_allocvec(value).map_err(|e| JournalError::Storage {
-            path: self.path.clone(),
-            source: Box::new(e),
-        })
+        record::encode(&self.path, value)
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8], what: &str) -> Result<T, JournalError> {
-        match postcard::take_from_bytes(bytes) {
-            Ok((value, [])) => Ok(value),
-            Ok((_, rest)) => Err(self.corrupt(format!(
-                "{what}: {} bytes left over after the record",
-                rest.len()
-            ))),
-            Err(e) => Err(self.corrupt(format!("{what} cannot be decoded: {e}"))),
-        }
+        record::decode(&self.path, bytes, what)
     }
 
     fn read_meta<T: DeserializeOwned>(
@@ -338,10 +293,7 @@ impl JournalTables {
     ) -> Result<T, JournalError> {
         match meta.get(key).map_err(|e| self.redb_error(e))? {
             Some(bytes) => self.decode(bytes.value(), key),
-            None => Err(self.corrupt(format!(
-                "metadata has no {key} in table {}",
-                self.meta_def().name()
-            ))),
+            None => Err(self.missing(key)),
         }
     }
 

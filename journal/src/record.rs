@@ -1,0 +1,102 @@
+//! What every journal engine of this crate stores, and how: the metadata
+//! keys, the postcard encoding of records, and the checks an existing
+//! journal must pass before it is used.
+
+use crate::tables::JournalIdentity;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use trexlock_paxos::{Ballot, JournalError};
+
+/// The on-disk format this build reads and writes. Recorded when a journal
+/// is created; a journal recording any other version is refused rather than
+/// misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
+pub(crate) const CLUSTER_ID_KEY: &str = "cluster_id";
+pub(crate) const NODE_ID_KEY: &str = "node_id";
+pub(crate) const PROMISED_KEY: &str = "promised";
+pub(crate) const COMMITTED_KEY: &str = "committed";
+pub(crate) const TRUNCATED_KEY: &str = "truncated";
+/// The number of the newest commit, for the acknowledgement mark; written
+/// by the engines that keep a mark, absent (0) otherwise.
+pub(crate) const SEQUENCE_KEY: &str = "sequence";
+
+/// The metadata of a new journal for `identity`.
+pub(crate) fn initial_meta(
+    path: &Path,
+    identity: &JournalIdentity,
+) -> Result<[(&'static str, Vec<u8>); 6], JournalError> {
+    Ok([
+        (FORMAT_VERSION_KEY, encode(path, &FORMAT_VERSION)?),
+        (CLUSTER_ID_KEY, encode(path, &identity.cluster_id)?),
+        (NODE_ID_KEY, encode(path, &identity.node_id)?),
+        (PROMISED_KEY, encode(path, &Ballot::ZERO)?),
+        (COMMITTED_KEY, encode(path, &0u64)?),
+        (TRUNCATED_KEY, encode(path, &0u64)?),
+    ])
+}
+
+/// Checks that an existing journal has this build's format version and
+/// belongs to `identity`; `read` fetches a metadata record. The version is
+/// checked first: a newer format may have moved the owner fields, and
+/// misreading them would blame the wrong thing.
+pub(crate) fn check_existing(
+    path: &Path,
+    identity: &JournalIdentity,
+    mut read: impl FnMut(&str) -> Result<Vec<u8>, JournalError>,
+) -> Result<(), JournalError> {
+    let found: u32 = decode(path, &read(FORMAT_VERSION_KEY)?, FORMAT_VERSION_KEY)?;
+    if found != FORMAT_VERSION {
+        return Err(JournalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let recorded = JournalIdentity {
+        cluster_id: decode(path, &read(CLUSTER_ID_KEY)?, CLUSTER_ID_KEY)?,
+        node_id: decode(path, &read(NODE_ID_KEY)?, NODE_ID_KEY)?,
+    };
+    if recorded != *identity {
+        return Err(JournalError::WrongOwner {
+            path: path.to_path_buf(),
+            found: recorded.to_string(),
+            expected: identity.to_string(),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn corrupt(path: &Path, reason: String) -> JournalError {
+    JournalError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> Result<Vec<u8>, JournalError> {
+    postcard::to_allocvec(value).map_err(|e| JournalError::Storage {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, JournalError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(corrupt(
+            path,
+            format!("{what}: {} bytes left over after the record", rest.len()),
+        )),
+        Err(e) => Err(corrupt(path, format!("{what} cannot be decoded: {e}"))),
+    }
+}
