@@ -44,19 +44,24 @@ impl AckMark {
 
     /// Opens (creating if absent) the mark of the journal at `journal`,
     /// whose newest commit is numbered `sequence`, and brings the mark to
-    /// it.
+    /// it. `fresh` says that the journal did not exist before this open.
     ///
     /// Fails with [`JournalError::RolledBack`] if the mark records a newer
-    /// commit, unless the journal holds none at all (`sequence` 0): its
-    /// replica then starts empty, as a learner, which is safe, and is what
-    /// deleting only the journal asks for. A mark that is not a valid
-    /// record is [`JournalError::Corrupt`]; an empty one records nothing
-    /// (its creation was interrupted).
-    pub(crate) fn open_checked(journal: &Path, sequence: u64) -> Result<Self, JournalError> {
+    /// commit, unless the journal is fresh: deleting only the journal (not
+    /// its mark) asks for an empty one, whose replica starts as a learner,
+    /// which is safe. A journal that existed but reads as empty is refused
+    /// like any other rollback. A mark that is not a valid record is
+    /// [`JournalError::Corrupt`]; an empty one records nothing (its creation
+    /// was interrupted).
+    pub(crate) fn open_checked(
+        journal: &Path,
+        sequence: u64,
+        fresh: bool,
+    ) -> Result<Self, JournalError> {
         let (mut mark, acknowledged) = Self::open(journal)?;
         if let Some(acknowledged) = acknowledged
             && acknowledged > sequence
-            && sequence > 0
+            && !fresh
         {
             return Err(JournalError::RolledBack {
                 path: journal.to_path_buf(),

@@ -47,3 +47,14 @@ pub use record::FORMAT_VERSION;
 pub use redb_journal::RedbJournal;
 pub use tables::{JournalIdentity, JournalTables};
 pub use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
+
+/// Makes the directory entry of `path` durable: syncing a file does not,
+/// so a power cut could otherwise lose a journal just created, votes and
+/// all.
+pub(crate) fn sync_directory_of(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -3,7 +3,6 @@
 use crate::ack_mark::AckMark;
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle};
-use std::fs::File;
 use std::path::Path;
 use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
 
@@ -53,13 +52,14 @@ impl RedbJournal {
     /// The last happens when redb, recovering after an unclean shutdown,
     /// finds the newest commit damaged and falls back to the one before: it
     /// cannot know whether that commit was acknowledged, the mark can. A
-    /// file restored from an older copy is refused the same way. A file
-    /// that holds no acknowledged commit at all is accepted whatever the
-    /// mark says: its replica starts empty, as a learner, which is safe (and
-    /// is what deleting only the journal file asks for).
+    /// file restored from an older copy is refused the same way. A new
+    /// file (absent or empty before this open) is accepted whatever the
+    /// mark says: deleting only the journal file asks for an empty journal,
+    /// whose replica starts as a learner, which is safe.
     pub fn open(path: impl AsRef<Path>, identity: JournalIdentity) -> Result<Self, JournalError> {
         let path = path.as_ref();
         let tables = JournalTables::new(TABLE_PREFIX, path);
+        let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
         // Without the integrity check redb trusts a cleanly closed file and
         // may panic on one damaged since; with it, damage is an error.
         let db = Database::builder()
@@ -94,12 +94,11 @@ impl RedbJournal {
         }
         tables.create_or_check(&txn, &identity)?;
         let sequence = tables.sequence(&txn)?;
+        // Checked before anything is committed, so that a journal refused
+        // is left as it was found.
+        let mark = AckMark::open_checked(path, sequence, fresh)?;
         txn.commit().map_err(|e| tables.redb_error(e))?;
-        // Syncing the file does not make its directory entry durable: a
-        // power cut could otherwise lose a journal just created, votes and
-        // all.
-        sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
-        let mark = AckMark::open_checked(path, sequence)?;
+        crate::sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
         Ok(Self {
             db,
             tables,
@@ -161,12 +160,4 @@ impl Journal for RedbJournal {
             this.mark.record(sequence)
         })
     }
-}
-
-fn sync_directory_of(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }

@@ -27,24 +27,7 @@ fn promise(counter: u64) -> Ballot {
     }
 }
 
-/// Thirty one-entry commits, as a busy replica makes them.
-fn persist_entries(journal: &mut RedbJournal, slots: std::ops::RangeInclusive<u64>) {
-    for slot in slots {
-        let entry = LogEntry {
-            ballot: promise(1),
-            value: Value::Batch(vec![bytes::Bytes::from(vec![slot as u8; 100])]),
-        };
-        journal
-            .persist(&JournalWrite {
-                entries: vec![(slot, entry)],
-                committed: Some(slot),
-                ..JournalWrite::default()
-            })
-            .unwrap();
-    }
-}
-
-fn persist_promise(journal: &mut RedbJournal, ballot: Ballot) {
+fn persist_promise(journal: &mut impl Journal, ballot: Ballot) {
     journal
         .persist(&JournalWrite {
             promised: Some(ballot),
@@ -172,6 +155,30 @@ fn deleting_only_the_journal_file_starts_an_empty_journal() {
 }
 
 #[test]
+fn a_journal_that_existed_but_lost_every_commit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.redb");
+    RedbJournal::open(&path, me()).unwrap().close().unwrap();
+    let created = fs::read(&path).unwrap();
+    let mut journal = RedbJournal::open(&path, me()).unwrap();
+    persist_promise(&mut journal, promise(4));
+    journal.close().unwrap();
+    fs::write(&path, &created).unwrap();
+    let error = RedbJournal::open(&path, me()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JournalError::RolledBack {
+                acknowledged: 1,
+                found: 0,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
 fn a_damaged_mark_is_corrupt_and_named() {
     for damage in [&b"short"[..], &[0xffu8; 16][..]] {
         let dir = tempfile::tempdir().unwrap();
@@ -204,4 +211,21 @@ fn a_missing_mark_is_recreated_and_then_guards() {
         matches!(error, JournalError::RolledBack { .. }),
         "{error:?}"
     );
+}
+
+/// One-entry commits, as a busy replica makes them.
+fn persist_entries(journal: &mut impl Journal, slots: std::ops::RangeInclusive<u64>) {
+    for slot in slots {
+        let entry = LogEntry {
+            ballot: promise(1),
+            value: Value::Batch(vec![bytes::Bytes::from(vec![slot as u8; 100])]),
+        };
+        journal
+            .persist(&JournalWrite {
+                entries: vec![(slot, entry)],
+                committed: Some(slot),
+                ..JournalWrite::default()
+            })
+            .unwrap();
+    }
 }
