@@ -37,9 +37,7 @@ impl AckMark {
     /// The mark of the journal at `journal`: the same path with `.acked`
     /// appended, so that it travels with the journal file.
     pub(crate) fn path_for(journal: &Path) -> PathBuf {
-        let mut name = journal.as_os_str().to_owned();
-        name.push(".acked");
-        PathBuf::from(name)
+        crate::sibling(journal, ".acked")
     }
 
     /// Opens (creating if absent) the mark of the journal at `journal`,

@@ -37,12 +37,16 @@
 #![deny(missing_docs)]
 
 mod ack_mark;
+#[cfg(unix)]
+mod log_journal;
 mod record;
 mod redb_journal;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+#[cfg(unix)]
+pub use log_journal::{COMPACT_AT, LOG_FORMAT_VERSION, LogJournal};
 pub use record::FORMAT_VERSION;
 pub use redb_journal::RedbJournal;
 pub use tables::{JournalIdentity, JournalTables};
@@ -57,4 +61,19 @@ pub(crate) fn sync_directory_of(path: &std::path::Path) -> std::io::Result<()> {
         _ => std::path::Path::new("."),
     };
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// `path` with `suffix` appended to its file name: a file that belongs
+/// with it.
+pub(crate) fn sibling(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+pub(crate) fn remove_if_present(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -47,26 +47,47 @@ pub(crate) fn check_existing(
     identity: &JournalIdentity,
     mut read: impl FnMut(&str) -> Result<Vec<u8>, JournalError>,
 ) -> Result<(), JournalError> {
-    let found: u32 = decode(path, &read(FORMAT_VERSION_KEY)?, FORMAT_VERSION_KEY)?;
-    if found != FORMAT_VERSION {
-        return Err(JournalError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found,
-            supported: FORMAT_VERSION,
-        });
-    }
+    check_version(
+        path,
+        decode(path, &read(FORMAT_VERSION_KEY)?, FORMAT_VERSION_KEY)?,
+        FORMAT_VERSION,
+    )?;
     let recorded = JournalIdentity {
         cluster_id: decode(path, &read(CLUSTER_ID_KEY)?, CLUSTER_ID_KEY)?,
         node_id: decode(path, &read(NODE_ID_KEY)?, NODE_ID_KEY)?,
     };
-    if recorded != *identity {
-        return Err(JournalError::WrongOwner {
+    check_owner(path, &recorded, identity)
+}
+
+/// A journal recording format version `found` is read only by a build
+/// that writes `supported`.
+pub(crate) fn check_version(path: &Path, found: u32, supported: u32) -> Result<(), JournalError> {
+    if found == supported {
+        Ok(())
+    } else {
+        Err(JournalError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        })
+    }
+}
+
+/// A journal recorded as `recorded`'s is only ever opened by that node.
+pub(crate) fn check_owner(
+    path: &Path,
+    recorded: &JournalIdentity,
+    expected: &JournalIdentity,
+) -> Result<(), JournalError> {
+    if recorded == expected {
+        Ok(())
+    } else {
+        Err(JournalError::WrongOwner {
             path: path.to_path_buf(),
             found: recorded.to_string(),
-            expected: identity.to_string(),
-        });
+            expected: expected.to_string(),
+        })
     }
-    Ok(())
 }
 
 pub(crate) fn corrupt(path: &Path, reason: String) -> JournalError {

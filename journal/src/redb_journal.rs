@@ -60,12 +60,22 @@ impl RedbJournal {
         let path = path.as_ref();
         let tables = JournalTables::new(TABLE_PREFIX, path);
         let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
-        // Without the integrity check redb trusts a cleanly closed file and
-        // may panic on one damaged since; with it, damage is an error.
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| tables.redb_error(e))?;
+        // A new journal is built beside its final name and renamed into
+        // place once initialised: a crash while creating it must not leave
+        // a half-written file that every later open refuses as damaged.
+        let creating = crate::sibling(path, ".creating");
+        let db = if fresh {
+            crate::remove_if_present(&creating).map_err(|e| tables.redb_error(e))?;
+            Database::builder().create(&creating)
+        } else {
+            // Without the integrity check redb trusts a cleanly closed file
+            // and may panic on one damaged since; with it, damage is an
+            // error.
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .open(path)
+        }
+        .map_err(|e| tables.redb_error(e))?;
         let mut txn = db.begin_write().map_err(|e| tables.redb_error(e))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| tables.redb_error(e))?;
@@ -98,6 +108,9 @@ impl RedbJournal {
         // is left as it was found.
         let mark = AckMark::open_checked(path, sequence, fresh)?;
         txn.commit().map_err(|e| tables.redb_error(e))?;
+        if fresh {
+            std::fs::rename(&creating, path).map_err(|e| tables.redb_error(e))?;
+        }
         crate::sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
         Ok(Self {
             db,

@@ -1,5 +1,6 @@
 //! Every journal implementation in the project passes the conformance
-//! suite: memory, redb, and the application-owned example.
+//! suite: memory, redb, the append-only log, and the application-owned
+//! example.
 
 #[path = "../../examples/app_owned_journal.rs"]
 mod app_owned_journal;
@@ -8,7 +9,8 @@ use app_owned_journal::AppJournal;
 use std::sync::{Arc, Mutex};
 use trexlock_journal::testing::conformance;
 use trexlock_journal::{
-    Journal, JournalError, JournalIdentity, JournalState, JournalWrite, MemJournal, RedbJournal,
+    Journal, JournalError, JournalIdentity, JournalState, JournalWrite, LogJournal, MemJournal,
+    RedbJournal,
 };
 use trexlock_paxos::NodeId;
 
@@ -46,6 +48,14 @@ fn redb_journal_conforms() {
     conformance(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         move || RedbJournal::open(dir.path().join("journal.redb"), identity())
+    });
+}
+
+#[test]
+fn log_journal_conforms() {
+    conformance(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        move || LogJournal::open(dir.path().join("journal.log"), identity())
     });
 }
 

@@ -1,7 +1,7 @@
-//! Crash safety for real: a child process persists to a [`RedbJournal`] in
-//! a loop and reports each acknowledged sync; the test kills it with
-//! SIGKILL at random moments, reopens the journal, and checks that the file
-//! opens cleanly and holds every acknowledged write.
+//! Crash safety for real: a child process persists to a journal (redb, or
+//! the append-only log) in a loop and reports each acknowledged sync; the
+//! test kills it with SIGKILL at random moments, reopens the journal, and
+//! checks that the file opens cleanly and holds every acknowledged write.
 //!
 //! `TREXLOCK_CRASH_KILLS=N` sets the number of kills (default 20);
 //! `TREXLOCK_CRASH_SEED=S` fixes the random choices of the parent.
@@ -12,11 +12,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use trexlock_journal::{Journal, JournalIdentity, JournalState, JournalWrite, RedbJournal};
+use trexlock_journal::{
+    Journal, JournalError, JournalIdentity, JournalState, JournalWrite, LogJournal, RedbJournal,
+};
 use trexlock_paxos::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
 
 /// Set in the child's environment to the journal path it must write.
 const CHILD_ENV: &str = "TREXLOCK_CRASH_CHILD_JOURNAL";
+/// Set in the child's environment to the engine: `redb` or `log`.
+const ENGINE_ENV: &str = "TREXLOCK_CRASH_CHILD_ENGINE";
 const CHILD_TEST: &str = "child_writer_for_the_sigkill_test";
 /// SIGKILL's number on every Unix.
 const SIGKILL: i32 = 9;
@@ -26,6 +30,14 @@ const KEEP_AFTER_COMPACTION: Slot = 200;
 
 fn identity() -> JournalIdentity {
     JournalIdentity::new("crash", NodeId(1))
+}
+
+fn open(engine: &str, path: &Path) -> Result<Box<dyn Journal>, JournalError> {
+    Ok(match engine {
+        "redb" => Box::new(RedbJournal::open(path, identity())?),
+        "log" => Box::new(LogJournal::open(path, identity())?),
+        other => panic!("no engine {other}"),
+    })
 }
 
 /// The value the child writes for `slot`: a pure function of the slot, so
@@ -43,7 +55,8 @@ fn child_writer_for_the_sigkill_test() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let mut journal = RedbJournal::open(&path, identity()).expect("child: open");
+    let engine = std::env::var(ENGINE_ENV).expect("child: engine");
+    let mut journal = open(&engine, Path::new(&path)).expect("child: open");
     let state = journal.load().expect("child: load");
     let mut next = state
         .entries
@@ -60,6 +73,8 @@ fn child_writer_for_the_sigkill_test() {
     };
     let mut rng = fastrand::Rng::with_seed(next);
     let mut out = std::io::stdout().lock();
+    writeln!(out, "opened").expect("child: stdout");
+    out.flush().expect("child: flush");
     let mut writes: u64 = 0;
     loop {
         let first = next;
@@ -99,10 +114,10 @@ struct Acked {
 
 /// Reads the child's acknowledgements up to its death; a line cut short by
 /// the kill is not an acknowledgement.
-fn acknowledged(stdout: impl Read, before: Acked) -> (Acked, u64) {
+fn acknowledged(stdout: impl BufRead, before: Acked) -> (Acked, u64) {
     let mut acked = before;
     let mut count = 0;
-    for line in BufReader::new(stdout).split(b'\n') {
+    for line in stdout.split(b'\n') {
         let line = String::from_utf8(line.expect("read child stdout")).expect("utf-8");
         let mut words = line.split(' ');
         if words.next() != Some("ack") {
@@ -165,49 +180,61 @@ fn check(state: &JournalState, acked: Acked, round: u64) {
     }
 }
 
-fn reopen_and_check(path: &Path, acked: Acked, round: u64) -> JournalState {
-    let mut journal = RedbJournal::open(path, identity())
+fn reopen_and_check(engine: &str, path: &Path, acked: Acked, round: u64) -> JournalState {
+    let mut journal = open(engine, path)
         .unwrap_or_else(|e| panic!("after kill {round} the journal does not open: {e}"));
     let state = journal
         .load()
         .unwrap_or_else(|e| panic!("after kill {round} the journal does not load: {e}"));
     check(&state, acked, round);
-    journal.close().expect("close");
     state
 }
 
 #[test]
-fn every_acknowledged_write_survives_sigkill() {
+fn every_acknowledged_write_survives_sigkill_redb() {
+    survives_sigkill("redb");
+}
+
+#[test]
+fn every_acknowledged_write_survives_sigkill_log() {
+    survives_sigkill("log");
+}
+
+fn survives_sigkill(engine: &str) {
     let kills: u64 =
         std::env::var("TREXLOCK_CRASH_KILLS").map_or(20, |v| v.parse().expect("a count"));
     let seed: u64 = std::env::var("TREXLOCK_CRASH_SEED")
         .map_or_else(|_| fastrand::u64(..), |v| v.parse().expect("a seed"));
-    eprintln!("sigkill test: {kills} kills, TREXLOCK_CRASH_SEED={seed}");
+    eprintln!("sigkill test ({engine}): {kills} kills, TREXLOCK_CRASH_SEED={seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("crash.journal");
     let exe = std::env::current_exe().expect("test binary");
 
     let mut acked = Acked::default();
-    let (mut total_acks, mut rounds_with_acks) = (0, 0);
+    let (mut total_acks, mut rounds_with_acks, mut mid_stream) = (0, 0, 0);
     for round in 1..=kills {
         let mut child = Command::new(&exe)
             .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &path)
+            .env(ENGINE_ENV, engine)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn child");
-        let stdout = child.stdout.take().expect("piped");
-        let before = acked;
-        let reader = std::thread::spawn(move || acknowledged(stdout, before));
-        // Mostly mid-stream, sometimes while the child is still opening
-        // (and repairing) the file.
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        // Mostly mid-stream (once the child says it has opened the
+        // journal), sometimes while it is still opening (and repairing) it.
         let delay = if rng.u8(..4) == 0 {
             rng.u64(0..30_000)
         } else {
+            let mut opened = String::new();
+            stdout.read_line(&mut opened).expect("read child stdout");
+            mid_stream += 1;
             rng.u64(0..300_000)
         };
+        let before = acked;
+        let reader = std::thread::spawn(move || acknowledged(stdout, before));
         std::thread::sleep(Duration::from_micros(delay));
         child.kill().expect("SIGKILL");
         let status = child.wait().expect("wait");
@@ -225,16 +252,33 @@ fn every_acknowledged_write_survives_sigkill() {
         acked = now;
         total_acks += count;
         rounds_with_acks += u64::from(count > 0);
-        reopen_and_check(&path, acked, round);
+        reopen_and_check(engine, &path, acked, round);
     }
     let size = std::fs::metadata(&path).map_or(0, |m| m.len());
     eprintln!(
-        "survived {kills} kills; {total_acks} acknowledged syncs ({rounds_with_acks} rounds \
+        "{engine}: survived {kills} kills; {total_acks} acknowledged syncs ({rounds_with_acks} rounds \
          with some), last acked slot {}, file {size} bytes",
         acked.slot
     );
     assert!(
-        rounds_with_acks * 2 >= kills,
+        rounds_with_acks * 2 >= mid_stream,
         "too few kills landed mid-stream to mean anything"
     );
+}
+
+/// A journal is created under another name and renamed into place, so a
+/// crash while creating it leaves no half-written journal that every later
+/// open would refuse as damaged (the SIGKILL test found this in redb).
+#[test]
+fn a_creation_cut_short_leaves_nothing_to_refuse() {
+    for (engine, name) in [("redb", "journal.redb"), ("log", "journal.log")] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(name);
+        let creating = dir.path().join(format!("{name}.creating"));
+        std::fs::write(&creating, b"the first bytes of a new jour").expect("write");
+        let mut journal = open(engine, &path)
+            .unwrap_or_else(|e| panic!("{engine}: after a cut-short creation: {e}"));
+        assert_eq!(journal.load().expect("load"), JournalState::default());
+        assert!(!creating.exists(), "{engine}: the partial file is left");
+    }
 }
