@@ -1,6 +1,7 @@
-//! Journal sync throughput: one [`RedbJournal::persist`] of 1, 16 and 256
-//! lease-sized entries, next to the floor on the same disk in the same run:
-//! a raw `write` + `sync_data` of the same number of bytes.
+//! Journal sync throughput: one `persist` of 1, 16 and 256 lease-sized
+//! entries to a [`RedbJournal`] and to a [`LogJournal`], next to the floor
+//! on the same disk in the same run: a raw `write` + `sync_data` of the
+//! same number of bytes.
 //!
 //! Time per iteration is one sync (syncs/s = 1 / time); the element
 //! throughput criterion prints is entries/s.
@@ -9,7 +10,9 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
-use trexlock_journal::{Journal, JournalIdentity, JournalWrite, RedbJournal};
+use trexlock_journal::{
+    Journal, JournalError, JournalIdentity, JournalWrite, LogJournal, RedbJournal,
+};
 use trexlock_paxos::{Ballot, LogEntry, NodeId, Slot, Value};
 
 const BATCHES: [usize; 3] = [1, 16, 256];
@@ -31,31 +34,41 @@ fn lease_entry() -> LogEntry {
     }
 }
 
+fn identity() -> JournalIdentity {
+    JournalIdentity::new("bench", NodeId(1))
+}
+
 fn journal_sync(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut group = c.benchmark_group("journal_sync");
     for batch in BATCHES {
         group.throughput(Throughput::Elements(batch as u64));
 
-        let path = dir.path().join(format!("redb-{batch}.journal"));
-        let mut journal =
-            RedbJournal::open(&path, JournalIdentity::new("bench", NodeId(1))).expect("open");
-        let entry = lease_entry();
-        let mut next: Slot = 1;
-        group.bench_function(BenchmarkId::new("redb", batch), |b| {
-            b.iter(|| {
-                let first = next;
-                next += batch as Slot;
-                let compact = first / COMPACT_EVERY != (next - 1) / COMPACT_EVERY;
-                let write = JournalWrite {
-                    entries: (first..next).map(|s| (s, entry.clone())).collect(),
-                    committed: Some(next - 1),
-                    truncate: compact.then(|| first.saturating_sub(1024)),
-                    ..JournalWrite::default()
-                };
-                journal.persist(&write).expect("persist");
+        type Open = fn(&std::path::Path) -> Result<Box<dyn Journal>, JournalError>;
+        let engines: [(&str, Open); 2] = [
+            ("redb", |p| Ok(Box::new(RedbJournal::open(p, identity())?))),
+            ("log", |p| Ok(Box::new(LogJournal::open(p, identity())?))),
+        ];
+        for (engine, open) in engines {
+            let path = dir.path().join(format!("{engine}-{batch}.journal"));
+            let mut journal = open(&path).expect("open");
+            let entry = lease_entry();
+            let mut next: Slot = 1;
+            group.bench_function(BenchmarkId::new(engine, batch), |b| {
+                b.iter(|| {
+                    let first = next;
+                    next += batch as Slot;
+                    let compact = first / COMPACT_EVERY != (next - 1) / COMPACT_EVERY;
+                    let write = JournalWrite {
+                        entries: (first..next).map(|s| (s, entry.clone())).collect(),
+                        committed: Some(next - 1),
+                        truncate: compact.then(|| first.saturating_sub(1024)),
+                        ..JournalWrite::default()
+                    };
+                    journal.persist(&write).expect("persist");
+                });
             });
-        });
+        }
 
         let file = OpenOptions::new()
             .create(true)

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
-use trexlock::remote::{self, RemoteConfig, TcpNode, TcpNodeConfig};
+use trexlock::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
 use trexlock::transport::TransportConfig;
 use trexlock::{NodeConfig, NodeId, TryAcquire};
 
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = TcpNodeConfig {
             node: NodeConfig::new(*id, ids.to_vec()),
             transport: TransportConfig::new(CLUSTER, *id, addrs[i], peers),
-            journal_path: dir.path().join(format!("node-{}.redb", id.0)),
+            journal: JournalFile::Redb(dir.path().join(format!("node-{}.redb", id.0))),
         };
         nodes.push(Some(TcpNode::start(config).await?));
     }

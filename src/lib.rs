@@ -99,7 +99,7 @@ pub use trexlock_lease::remote;
 pub use trexlock_paxos as paxos;
 pub use trexlock_transport as transport;
 
-pub use trexlock_journal::{JournalIdentity, RedbJournal};
+pub use trexlock_journal::{JournalIdentity, LogJournal, RedbJournal};
 pub use trexlock_lease::{
     DriftBound, Elected, Election, HolderInfo, InProcessNetwork, KeepAlive, LeaseClient,
     LeaseError, LeaseHandle, MetricsSnapshot, Network, Node, NodeConfig, NodeError, NodeHandle,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use trexlock_lease::remote::TcpNodeConfig;
+use trexlock_lease::remote::{JournalFile, TcpNodeConfig};
 use trexlock_lease::{DriftBound, NodeConfig};
 use trexlock_paxos::NodeId;
 use trexlock_transport::{TlsConfig, TransportConfig};
@@ -28,6 +28,10 @@ use trexlock_transport::{TlsConfig, TransportConfig};
 /// # cert = "n1.pem"
 /// # key = "n1.key"
 ///
+/// # Optional: the journal engine, "redb" (the default, data_dir/journal.redb)
+/// # or "log" (an append-only file, data_dir/journal.log: cheaper syncs).
+/// # journal = "log"
+///
 /// # Optional timings.
 /// # heartbeat_ms = 50
 /// # election_timeout_ms = 300
@@ -40,12 +44,25 @@ pub struct FileConfig {
     node_id: u16,
     listen: SocketAddr,
     data_dir: PathBuf,
+    #[serde(default)]
+    journal: JournalEngine,
     peers: BTreeMap<String, SocketAddr>,
     tls: Option<TlsFiles>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     drift_ppm: Option<u32>,
     snapshot_every: Option<u64>,
+}
+
+/// The `journal` setting.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalEngine {
+    /// `data_dir/journal.redb`.
+    #[default]
+    Redb,
+    /// `data_dir/journal.log`.
+    Log,
 }
 
 /// PEM files for mutual TLS.
@@ -145,7 +162,10 @@ impl FileConfig {
         Ok(TcpNodeConfig {
             node,
             transport,
-            journal_path: self.data_dir.join("journal.redb"),
+            journal: match self.journal {
+                JournalEngine::Redb => JournalFile::Redb(self.data_dir.join("journal.redb")),
+                JournalEngine::Log => JournalFile::Log(self.data_dir.join("journal.log")),
+            },
         })
     }
 }

@@ -74,8 +74,11 @@ impl Cluster {
             .collect();
         let mut procs = Vec::new();
         for i in 0..3 {
+            // n2 keeps the append-only log journal, the others redb: a
+            // cluster may mix them.
+            let journal = if i == 1 { "log" } else { "redb" };
             let mut text = format!(
-                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\n[peers]\n",
+                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\njournal = \"{journal}\"\n[peers]\n",
                 i + 1,
                 addrs[i],
                 dir.path().join(format!("n{}", i + 1)).display()
@@ -246,6 +249,14 @@ fn bad_configurations_are_refused_with_a_clear_message() {
         "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"DIR\"\ncolour = \"blue\"\n[peers]\n",
     );
     assert!(!ok && err.contains("colour"), "{err}");
+
+    let (ok, err) = run_with_config(
+        "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"DIR\"\njournal = \"sqlite\"\n[peers]\n",
+    );
+    assert!(
+        !ok && err.contains("sqlite") && err.contains("log"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -21,9 +21,11 @@
 //! rolled back. The unreadable rest is then zeroed, so that it can never be
 //! misread once new records follow.
 //!
-//! Compaction: once the file holds more than [`COMPACT_AT`] bytes of
-//! records, it is rewritten as the header plus the whole state in a new
-//! file, which is synced and renamed over the old one.
+//! Compaction: once [`COMPACT_AT`] bytes of records have been appended
+//! since the file was last written whole, it is rewritten as the header
+//! plus the whole state in a new file, which is synced and renamed over
+//! the old one. Each compaction writes the state once per [`COMPACT_AT`]
+//! bytes of new records, however large the state is.
 
 use crate::ack_mark::AckMark;
 use crate::record::{check_owner, check_version, corrupt, decode, encode};
@@ -46,7 +48,7 @@ const FRAME: usize = 8;
 const GROW_BY: u64 = 4 * 1024 * 1024;
 /// Appended to the journal's name while a compaction builds its new file.
 const COMPACTING: &str = ".compacting";
-/// Records beyond this many bytes trigger a compaction.
+/// Appending this many bytes of records triggers a compaction.
 pub const COMPACT_AT: u64 = 8 * 1024 * 1024;
 /// No record is larger: a length beyond it is damage, not a request to
 /// allocate.
@@ -127,7 +129,7 @@ type Decoded = Record<WriteOwned, StateOwned>;
 /// Like [`crate::RedbJournal`] it keeps an acknowledgement mark beside the
 /// file (the same path with `.acked` appended), which belongs with it. It
 /// holds the journal's state in memory (the replica does too), and the file
-/// stays below about [`COMPACT_AT`] bytes plus the state's size.
+/// stays below about [`COMPACT_AT`] bytes plus twice the state's size.
 ///
 /// ```
 /// use trexlock_journal::{Journal, JournalIdentity, JournalWrite, LogJournal};
@@ -154,6 +156,8 @@ pub struct LogJournal {
     sequence: u64,
     /// Where the next record goes.
     end: u64,
+    /// Where the records end that were written whole (header and state).
+    base: u64,
     /// The file's length: records, then zeros.
     len: u64,
     failed: bool,
@@ -193,6 +197,7 @@ impl LogJournal {
                 state: JournalState::default(),
                 sequence: 0,
                 end,
+                base: end,
                 len,
                 failed: false,
             });
@@ -223,6 +228,7 @@ impl LogJournal {
             state: read.state,
             sequence: read.sequence,
             end,
+            base: read.base as u64,
             len,
             failed: false,
         })
@@ -251,7 +257,7 @@ impl LogJournal {
         )?);
         let (file, end, len) = replace_with_new_file(&self.path, COMPACTING, &records)?;
         self.file = file;
-        (self.end, self.len) = (end, len);
+        (self.end, self.base, self.len) = (end, end, len);
         Ok(())
     }
 
@@ -306,7 +312,7 @@ impl Journal for LogJournal {
             this.sequence = sequence;
             this.state.apply(write);
             this.mark.record(sequence)?;
-            if this.end > COMPACT_AT {
+            if this.end > this.base + COMPACT_AT {
                 this.compact()?;
             }
             Ok(())
@@ -391,6 +397,8 @@ fn write_fresh_file(file: &File, records: &[u8]) -> std::io::Result<(u64, u64)> 
 
 /// What the records of a file add up to.
 struct Replayed {
+    /// Where the header and any whole-state record end.
+    base: usize,
     state: JournalState,
     sequence: u64,
     /// Where the readable records end.
@@ -410,6 +418,7 @@ fn read_records(
     }
     let mut at = MAGIC.len();
     let mut read = Replayed {
+        base: at,
         state: JournalState::default(),
         sequence: 0,
         end: at,
@@ -428,11 +437,13 @@ fn read_records(
             ) => {
                 check_version(path, version, LOG_FORMAT_VERSION)?;
                 check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
+                read.base = next;
             }
             (0, _) => {
                 return Err(corrupt(path, "the first record is not a header".to_owned()));
             }
             (1, Record::State { sequence, state }) => {
+                read.base = next;
                 read.sequence = sequence;
                 read.state = JournalState {
                     promised: state.promised,

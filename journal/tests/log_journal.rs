@@ -155,12 +155,13 @@ fn compaction_keeps_the_file_bounded_and_the_state_whole() {
     let path = dir.path().join("journal.log");
     let mut journal = LogJournal::open(&path, me()).unwrap();
     journal.persist(&promise(5)).unwrap();
-    // 100 KiB per write: three compactions' worth, keeping 20 slots.
+    // 10 kB per write: three compactions' worth, keeping 20 to 70 slots
+    // (at most 0.7 MB of state).
     let mut peak = 0;
-    let writes = 3 * COMPACT_AT / 100_000;
+    let writes = 3 * COMPACT_AT / 10_000;
     for slot in 1..=writes {
         let mut write = JournalWrite {
-            entries: vec![(slot, entry(slot, 100_000))],
+            entries: vec![(slot, entry(slot, 10_000))],
             committed: Some(slot),
             ..JournalWrite::default()
         };
@@ -176,7 +177,8 @@ fn compaction_keeps_the_file_bounded_and_the_state_whole() {
     }
     let state = journal.load().unwrap();
     drop(journal);
-    // Without compaction the file would pass 3 * COMPACT_AT.
+    // Without compaction the file would pass 3 * COMPACT_AT; with it, it
+    // holds at most COMPACT_AT of records after the state.
     assert!(peak < 2 * COMPACT_AT, "the file reached {peak} bytes");
     assert_eq!(state.entries.len(), (writes % 50 + 20) as usize);
     assert_eq!(open_and_load(&path).unwrap(), state);

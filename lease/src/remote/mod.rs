@@ -14,7 +14,7 @@ mod client;
 mod server;
 
 pub use client::{RemoteConfig, connect, status};
-pub use server::{TcpNode, TcpNodeConfig};
+pub use server::{JournalFile, TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
 use crate::metrics::MetricsSnapshot;
