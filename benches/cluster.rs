@@ -1,6 +1,7 @@
 //! Cluster load benchmark: three `trexlock node` processes on loopback, each
-//! with its own durable redb journal in a temporary directory, driven through
-//! the remote client.
+//! with its own durable journal (redb, or with `--journal log` the
+//! append-only log) in a temporary directory, driven through the remote
+//! client.
 //!
 //! ```text
 //! cargo bench --bench cluster                       # every case
@@ -18,7 +19,8 @@
 //!   `FAILOVER system=trexlock recovery_ms=X`, the time from the kill to the
 //!   next successful acquire.
 //!
-//! Other options: `--bin PATH` (the `trexlock` binary; by default it is
+//! Other options: `--journal redb|log` (default redb; results are reported
+//! as system `trexlock` or `trexlock-log`), `--bin PATH` (the `trexlock` binary; by default it is
 //! built with `cargo build --release -p trexlock-cli` and taken from this
 //! bench's target directory), `--secs S` and `--warmup S` per case,
 //! `--conns N` client connections shared by the clients (default 1, like
@@ -42,7 +44,6 @@ use std::time::{Duration, Instant};
 use trexlock::lease::remote::{self, RemoteConfig};
 use trexlock::lease::{LeaseClient, NodeHandle, TryAcquire};
 
-const SYSTEM: &str = "trexlock";
 const CLUSTER: &str = "bench";
 const TTL: Duration = Duration::from_secs(10);
 
@@ -119,12 +120,18 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
         .get("conns")
         .map_or(Ok(1), str::parse)
         .map_err(|_| "--conns wants a number")?;
+    let system = match settings.get("journal").unwrap_or("redb") {
+        "redb" => "trexlock",
+        "log" => "trexlock-log",
+        other => return Err(format!("--journal is redb or log, not {other:?}")),
+    };
     // One fresh cluster per case, so no case inherits another's state.
     for (case, clients) in cases {
         let nodes = Nodes::start(&bin, &settings)?;
         kill_on_signal(nodes.children.clone());
         let leader = nodes.leader().await?;
         let bench = Bench {
+            system,
             nodes: &nodes,
             leader,
             settings: &settings,
@@ -183,10 +190,11 @@ impl Nodes {
         for i in 0..3 {
             let root = nodes.dir.path();
             let mut text = format!(
-                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\n[peers]\n",
+                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\njournal = \"{}\"\n[peers]\n",
                 i + 1,
                 nodes.addrs[i],
-                root.join(format!("n{}", i + 1)).display()
+                root.join(format!("n{}", i + 1)).display(),
+                settings.get("journal").unwrap_or("redb"),
             );
             for (j, addr) in nodes.addrs.iter().enumerate().filter(|(j, _)| *j != i) {
                 text.push_str(&format!("{} = \"{addr}\"\n", j + 1));
@@ -308,6 +316,8 @@ async fn connect(config: &RemoteConfig) -> Result<NodeHandle, String> {
 }
 
 struct Bench<'a> {
+    /// The name results are reported under.
+    system: &'static str,
     nodes: &'a Nodes,
     leader: usize,
     settings: &'a Settings,
@@ -344,9 +354,15 @@ impl Bench<'_> {
         let meter = CpuMeter::start(self.nodes.pids());
         let (recs, acquires) = uncontended_load(clients, window).await;
         let cpu = meter.stop();
-        load::report(SYSTEM, "uncontended", k, &load::merge(&window, recs), cpu);
+        load::report(
+            self.system,
+            "uncontended",
+            k,
+            &load::merge(&window, recs),
+            cpu,
+        );
         if k == 1 {
-            load::report_acquire_only(SYSTEM, &window, acquires);
+            load::report_acquire_only(self.system, &window, acquires);
         }
         Ok(())
     }
@@ -378,7 +394,13 @@ impl Bench<'_> {
             .collect();
         let recs = join(tasks).await;
         let cpu = meter.stop();
-        load::report(SYSTEM, "contended", k, &load::merge(&window, recs), cpu);
+        load::report(
+            self.system,
+            "contended",
+            k,
+            &load::merge(&window, recs),
+            cpu,
+        );
         Ok(())
     }
 
@@ -411,7 +433,7 @@ impl Bench<'_> {
             .collect();
         let recs = join(tasks).await;
         let cpu = meter.stop();
-        load::report(SYSTEM, "renew", k, &load::merge(&window, recs), cpu);
+        load::report(self.system, "renew", k, &load::merge(&window, recs), cpu);
         Ok(())
     }
 
@@ -438,8 +460,8 @@ impl Bench<'_> {
         }
         let (recs, _) = load.await.map_err(|e| e.to_string())?;
         let cpu = meter.stop();
-        load::report(SYSTEM, "failover", k, &load::merge(&window, recs), cpu);
-        load::report_failover(SYSTEM, recovery);
+        load::report(self.system, "failover", k, &load::merge(&window, recs), cpu);
+        load::report_failover(self.system, recovery);
         Ok(())
     }
 }

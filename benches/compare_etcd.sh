@@ -10,8 +10,11 @@
 # driver (benches/etcd-driver, outside the workspace), then for each case
 # starts a fresh three-member etcd cluster on loopback (own ports, data in a
 # temporary directory, default durability), runs the case against it, stops
-# it, and runs the same case against a fresh three-node trexlock cluster.
-# Prints the RESULT lines of both systems and, last,
+# it, and runs the same case against fresh three-node trexlock clusters.
+# Prints the RESULT lines of both systems (trexlock on its default redb
+# journal, and as trexlock-log on the append-only log journal), then
+#   RATIO-LOG uncontended64=A contended=B p50_single=C   (log journal)
+# and, last,
 #   RATIO uncontended64=A contended=B p50_single=C
 # (throughputs trexlock over etcd, contended against etcd's key-value
 # queue; p50_single is etcd's single-client acquire p50 over trexlock's).
@@ -137,9 +140,11 @@ for case in "${CASES[@]}"; do
   run_driver "$WORK/etcd.out" "$DRIVER" --endpoints "$ENDPOINTS" \
     --pids "$(IFS=,; echo "${ETCD_PIDS[*]}")" --case "$case" --secs "$SECS"
   stop_etcd
-  log "case $case: trexlock"
-  run_driver "$WORK/trexlock.out" "$CLUSTER_BENCH" --bin "$TREXLOCK" \
-    --pidfile "$NODE_PIDFILE" --case "$case" --secs "$SECS"
+  for journal in redb log; do
+    log "case $case: trexlock ($journal journal)"
+    run_driver "$WORK/trexlock.out" "$CLUSTER_BENCH" --bin "$TREXLOCK" \
+      --pidfile "$NODE_PIDFILE" --case "$case" --secs "$SECS" --journal "$journal"
+  done
 done
 
 # --- ratios ----------------------------------------------------------------
@@ -154,6 +159,11 @@ ratio() {
     echo "n/a"
   fi
 }
-echo "RATIO uncontended64=$(ratio "$(field trexlock uncontended 64 ops_per_s)" "$(field etcd uncontended 64 ops_per_s)")" \
-  "contended=$(ratio "$(field trexlock contended 16 ops_per_s)" "$(field etcd contended_kv 16 ops_per_s)")" \
-  "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field trexlock acquire 1 p50_us)")"
+ratios() { # system
+  echo "uncontended64=$(ratio "$(field "$1" uncontended 64 ops_per_s)" "$(field etcd uncontended 64 ops_per_s)")" \
+    "contended=$(ratio "$(field "$1" contended 16 ops_per_s)" "$(field etcd contended_kv 16 ops_per_s)")" \
+    "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field "$1" acquire 1 p50_us)")"
+}
+# The default (redb) journal's line is the last, as the issue specifies.
+echo "RATIO-LOG $(ratios trexlock-log)"
+echo "RATIO $(ratios trexlock)"
