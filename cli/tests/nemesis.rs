@@ -21,7 +21,9 @@
 //!
 //! # Operator procedure: a node whose journal is damaged
 //!
-//! A node refuses to start on a damaged journal (`data_dir/journal.redb`):
+//! A node refuses to start on a damaged journal (`data_dir/journal.redb`,
+//! or `data_dir/journal.log` with `journal = "log"`; the harness runs n2 on
+//! the log journal and the others on redb):
 //! it exits with status 1 and a message naming the file, e.g.
 //! `trexlock: journal /var/lib/trexlock/n2/journal.redb: corrupt: ...`.
 //! It never repairs or resets the journal by itself: the journal holds the
@@ -45,8 +47,9 @@
 //!    A learner keeps what it learns out of its journal until it votes, so
 //!    if it is stopped before then it simply starts learning again.
 //!
-//! The data directory holds `journal.redb` and its acknowledgement mark
-//! `journal.redb.acked`; move or delete them together. A journal that
+//! The data directory holds the journal and its acknowledgement mark
+//! (`journal.redb.acked`, `journal.log.acked`); move or delete them
+//! together. A journal that
 //! comes back older than the mark (redb fell back past a damaged commit
 //! after an unclean shutdown, or an old copy was restored) is refused as
 //! `rolled back`, and takes the same procedure.

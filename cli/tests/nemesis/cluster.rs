@@ -62,6 +62,8 @@ fn free_port() -> u16 {
 pub struct NodeProc {
     pub config: PathBuf,
     pub data_dir: PathBuf,
+    /// The journal's file name in `data_dir`.
+    pub journal: &'static str,
     pub log: PathBuf,
     child: Option<Child>,
     pub paused: bool,
@@ -159,8 +161,16 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, addr) in listen.iter().enumerate() {
             let data_dir = dir.join(format!("n{}", i + 1));
+            // n2 keeps the append-only log journal, the others redb, so
+            // that every fault meets both engines.
+            let (engine, journal) = if i == 1 {
+                ("log", "journal.log")
+            } else {
+                ("redb", "journal.redb")
+            };
             let mut text = format!(
                 "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n\
+                 journal = \"{engine}\"\n\
                  # Snapshots every 500 slots, so compaction and snapshot\n\
                  # installs happen within a short run.\nsnapshot_every = 500\n[peers]\n",
                 i + 1,
@@ -175,6 +185,7 @@ impl Cluster {
             let mut node = NodeProc {
                 config,
                 data_dir,
+                journal,
                 log: dir.join(format!("n{}.log", i + 1)),
                 child: None,
                 paused: false,
@@ -250,8 +261,11 @@ impl Cluster {
     }
 
     fn journal_paths(&self, i: usize) -> (PathBuf, PathBuf) {
-        let dir = &self.nodes[i].data_dir;
-        (dir.join("journal.redb"), dir.join("journal.redb.acked"))
+        let node = &self.nodes[i];
+        (
+            node.data_dir.join(node.journal),
+            node.data_dir.join(format!("{}.acked", node.journal)),
+        )
     }
 
     /// Copies node `i`'s journal and mark (the node must be down).
@@ -288,7 +302,12 @@ impl Cluster {
         let len = file.metadata().expect("journal metadata").len();
         match damage {
             Damage::Truncate => {
-                let keep = len * rng.u64(10..60) / 100;
+                // Into what was written: the log journal's file is
+                // preallocated, its tail zeros.
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes).expect("read journal");
+                let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1) as u64;
+                let keep = used * rng.u64(10..60) / 100;
                 file.set_len(keep).expect("truncate journal");
                 format!("truncated {len} -> {keep} bytes")
             }
