@@ -15,11 +15,13 @@
 //! unused rest is zeros, so that a sync rarely has to flush the file's size.
 //!
 //! Recovery reads records up to the first that is incomplete or fails its
-//! checksum. That is the normal trace of a write torn by a crash, and it is
-//! also what damage looks like; the acknowledgement mark tells them apart:
-//! if any record the node acknowledged is lost, the journal is refused as
-//! rolled back. The unreadable rest is then zeroed, so that it can never be
-//! misread once new records follow.
+//! checksum. That is the normal trace of a write cut short by a crash, and
+//! it is also what damage looks like. Two checks tell them apart: the
+//! acknowledgement mark (if a record the node acknowledged is lost, the
+//! journal is refused as rolled back), and the extent of the unreadable
+//! bytes (a write cut short spans one record; more is damage, refused as
+//! corrupt). The unreadable rest of a write cut short is then zeroed, so
+//! that it can never be misread once new records follow.
 //!
 //! Compaction: once [`COMPACT_AT`] bytes of records have been appended
 //! since the file was last written whole, it is rewritten as the header
@@ -50,6 +52,9 @@ const GROW_BY: u64 = 4 * 1024 * 1024;
 const COMPACTING: &str = ".compacting";
 /// Appending this many bytes of records triggers a compaction.
 pub const COMPACT_AT: u64 = 8 * 1024 * 1024;
+/// What a write cut short may leave after the last whole record when even
+/// its length was lost (power failures persist pages in any order).
+const TORN_PAGE: usize = 4096;
 /// No record is larger: a length beyond it is damage, not a request to
 /// allocate.
 const MAX_RECORD: usize = 1 << 30;
@@ -60,6 +65,9 @@ enum Record<W, S> {
         version: u32,
         cluster_id: String,
         node_id: NodeId,
+        /// A whole-state record follows (the file was compacted): it was
+        /// synced with the header, so it can only be missing by damage.
+        state_follows: bool,
     },
     Write {
         sequence: u64,
@@ -188,7 +196,7 @@ impl LogJournal {
         let Some(mut file) = existing else {
             let mark = AckMark::open_checked(path, 0, true)?;
             let (file, end, len) =
-                replace_with_new_file(path, ".creating", &header(path, &identity)?)?;
+                replace_with_new_file(path, ".creating", &header(path, &identity, false)?)?;
             return Ok(Self {
                 file,
                 path: path.to_path_buf(),
@@ -211,12 +219,15 @@ impl LogJournal {
         let len = bytes.len() as u64;
         let read = read_records(path, &bytes, &identity)?;
         let mark = AckMark::open_checked(path, read.sequence, false)?;
+        if let Some(damage) = read.damage {
+            return Err(corrupt(path, damage));
+        }
         let end = read.end as u64;
-        let written = written_len(&bytes);
-        if written > read.end {
-            // A torn, unacknowledged record (the mark vouches for it): zero
-            // it, so that no later record can be read as its continuation.
-            file.write_all_at(&vec![0; written - read.end], end)
+        if read.written > read.end {
+            // A write cut short, never acknowledged (the mark vouches for
+            // it): zero it, so that no later record can be read as its
+            // continuation.
+            file.write_all_at(&vec![0; read.written - read.end], end)
                 .and_then(|()| file.sync_data())
                 .map_err(io)?;
         }
@@ -241,7 +252,7 @@ impl LogJournal {
 
     /// Rewrites the file as the header and the whole state.
     fn compact(&mut self) -> Result<(), JournalError> {
-        let mut records = header(&self.path, &self.identity)?;
+        let mut records = header(&self.path, &self.identity, true)?;
         records.extend(frame(
             &self.path,
             &Encoded::State {
@@ -371,13 +382,18 @@ fn replace_with_new_file(
     Ok((file, end, len))
 }
 
-fn header(path: &Path, identity: &JournalIdentity) -> Result<Vec<u8>, JournalError> {
+fn header(
+    path: &Path,
+    identity: &JournalIdentity,
+    state_follows: bool,
+) -> Result<Vec<u8>, JournalError> {
     frame(
         path,
         &Encoded::Header {
             version: LOG_FORMAT_VERSION,
             cluster_id: identity.cluster_id.clone(),
             node_id: identity.node_id,
+            state_follows,
         },
     )
 }
@@ -403,6 +419,12 @@ struct Replayed {
     sequence: u64,
     /// Where the readable records end.
     end: usize,
+    /// Where the non-zero bytes end: beyond `end` only if a record is cut
+    /// short or damaged.
+    written: usize,
+    /// Why the bytes after `end` cannot be a write cut short, if they
+    /// cannot.
+    damage: Option<String>,
 }
 
 fn read_records(
@@ -422,8 +444,11 @@ fn read_records(
         state: JournalState::default(),
         sequence: 0,
         end: at,
+        written: written_len(bytes),
+        damage: None,
     };
     let mut index = 0;
+    let mut state_follows = false;
     while let Some((payload, next)) = next_record(bytes, at) {
         let record: Decoded = decode(path, payload, &format!("the record at byte {at}"))?;
         match (index, record) {
@@ -433,16 +458,18 @@ fn read_records(
                     version,
                     cluster_id,
                     node_id,
+                    state_follows: follows,
                 },
             ) => {
                 check_version(path, version, LOG_FORMAT_VERSION)?;
                 check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
                 read.base = next;
+                state_follows = follows;
             }
             (0, _) => {
                 return Err(corrupt(path, "the first record is not a header".to_owned()));
             }
-            (1, Record::State { sequence, state }) => {
+            (1, Record::State { sequence, state }) if state_follows => {
                 read.base = next;
                 read.sequence = sequence;
                 read.state = JournalState {
@@ -453,7 +480,9 @@ fn read_records(
                     entries: state.entries.into_iter().collect(),
                 };
             }
-            (_, Record::Write { sequence, write }) if sequence == read.sequence + 1 => {
+            (i, Record::Write { sequence, write })
+                if sequence == read.sequence + 1 && (i > 1 || !state_follows) =>
+            {
                 read.sequence = sequence;
                 read.state.apply(&JournalWrite {
                     promised: write.promised,
@@ -476,6 +505,32 @@ fn read_records(
     }
     if index == 0 {
         return Err(corrupt(path, "the header record is unreadable".to_owned()));
+    }
+    if state_follows && index == 1 {
+        return Err(corrupt(
+            path,
+            format!("the compacted state at byte {at} is unreadable"),
+        ));
+    }
+    // A write cut short by a crash spans at most its own record: the one
+    // whose length is at `at`, or, if that length is lost too, a page.
+    let torn_end = match bytes.get(at..at + 4) {
+        Some(len) => {
+            let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+            if len == 0 || len > MAX_RECORD {
+                at + TORN_PAGE
+            } else {
+                at + FRAME + len
+            }
+        }
+        None => bytes.len(),
+    };
+    if read.written > torn_end.next_multiple_of(16) {
+        read.damage = Some(format!(
+            "the record at byte {at} is unreadable and {} bytes follow it: damage, not a \
+             write cut short by a crash",
+            read.written - torn_end
+        ));
     }
     Ok(read)
 }

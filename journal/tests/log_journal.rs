@@ -6,7 +6,7 @@
 //! (default 400).
 
 use std::fs;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use trexlock_journal::{
@@ -124,6 +124,57 @@ fn a_damaged_acknowledged_record_is_refused_as_rolled_back() {
         );
         assert!(error.to_string().contains(&copy.display().to_string()));
     }
+}
+
+#[test]
+fn damage_with_records_after_it_is_corrupt_even_without_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = written_journal(dir.path());
+    let mut bytes = fs::read(&path).unwrap();
+    let end = used(&bytes);
+    bytes[end / 2] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    fs::remove_file(mark_of(&path)).unwrap();
+    let error = open_and_load(&path).unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("follow"), "{error}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "the refused file was changed"
+    );
+}
+
+#[test]
+fn a_compacted_journal_whose_state_is_damaged_is_corrupt_even_without_the_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.log");
+    let mut journal = LogJournal::open(&path, me()).unwrap();
+    // Up to the write that compacts, so the state record is the last one
+    // and its damage cannot be told from a write cut short by its extent.
+    let inode = || fs::metadata(&path).unwrap().ino();
+    let first = inode();
+    for slot in 1.. {
+        journal
+            .persist(&JournalWrite {
+                entries: vec![(slot, entry(slot, 10_000))],
+                ..JournalWrite::default()
+            })
+            .unwrap();
+        // Compaction renames a new file into place.
+        if inode() != first {
+            break;
+        }
+    }
+    drop(journal);
+    let mut bytes = fs::read(&path).unwrap();
+    let end = used(&bytes);
+    // The state record is most of what the compacted file holds.
+    bytes[end / 2] ^= 0x40;
+    fs::write(&path, &bytes).unwrap();
+    fs::remove_file(mark_of(&path)).unwrap();
+    let error = open_and_load(&path).unwrap_err();
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
 }
 
 #[test]
