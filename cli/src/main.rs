@@ -122,7 +122,15 @@ impl ClusterArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread for all async work: a node's task, peer links and client
+    // connections hand each message to one another, and on one thread each
+    // hand-off is a queue push instead of a cross-thread wake-up (futex,
+    // then the other thread's scheduling delay) on the request's path.
+    // Journal syncs run on their own thread and never block it.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trexlock: cannot start the async runtime: {e}");
