@@ -17,7 +17,8 @@
 //! it lag and miss a rollback, but never report one that did not happen.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use trexlock_paxos::JournalError;
 
@@ -116,8 +117,7 @@ impl AckMark {
         record[..8].copy_from_slice(&sequence.to_le_bytes());
         record[8..].copy_from_slice(&(sequence ^ CHECK).to_le_bytes());
         self.file
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.file.write_all(&record))
+            .write_all_at(&record, 0)
             .map_err(|e| JournalError::Storage {
                 path: self.path.clone(),
                 source: Box::new(e),
