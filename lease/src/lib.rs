@@ -56,6 +56,6 @@ pub use error::{LeaseError, NodeError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
-pub use node::{Node, NodeConfig, NodeHandle, NodeStatus};
+pub use node::{JournalFile, Node, NodeConfig, NodeHandle, NodeStatus};
 pub use table::LeaseTable;
 pub use time::DriftBound;

@@ -1,6 +1,7 @@
 //! A lease node: the Paxos core, the lease table and the journal, driven
 //! by one tokio task.
 
+mod journal_file;
 mod task;
 
 use crate::client::LeaseClient;
@@ -10,10 +11,11 @@ use crate::journal_worker::JournalWorker;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::network::{Inbox, Network};
 use crate::time::DriftBound;
+pub use journal_file::JournalFile;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
-use trexlock_journal::{JournalIdentity, RedbJournal};
+use trexlock_journal::JournalIdentity;
 use trexlock_paxos::{Config, Journal, NodeId, Replica};
 
 /// Settings of one node. [`NodeConfig::new`] gives defaults suited to a LAN
@@ -227,7 +229,7 @@ impl Node {
     ///
     /// # Errors
     /// As [`Node::start`], plus any journal open error (corrupt file,
-    /// wrong owner, newer format).
+    /// wrong owner, newer format, rolled back).
     pub async fn start_with_redb(
         config: NodeConfig,
         cluster_id: &str,
@@ -235,12 +237,27 @@ impl Node {
         network: Arc<dyn Network>,
         inbox: Inbox,
     ) -> Result<Node, NodeError> {
+        let journal = JournalFile::Redb(path.as_ref().to_owned());
+        Node::start_with_journal(config, cluster_id, journal, network, inbox).await
+    }
+
+    /// Starts a node on the durable journal `journal` (opened, or created
+    /// if missing, and tagged with `cluster_id` and the node id).
+    ///
+    /// # Errors
+    /// As [`Node::start_with_redb`].
+    pub async fn start_with_journal(
+        config: NodeConfig,
+        cluster_id: &str,
+        journal: JournalFile,
+        network: Arc<dyn Network>,
+        inbox: Inbox,
+    ) -> Result<Node, NodeError> {
         let identity = JournalIdentity::new(cluster_id, config.node);
-        let path = path.as_ref().to_owned();
-        let journal = tokio::task::spawn_blocking(move || RedbJournal::open(path, identity))
+        let journal = tokio::task::spawn_blocking(move || journal.open(identity))
             .await
             .map_err(|e| NodeError::Config(format!("journal open failed: {e}")))??;
-        Node::start(config, Box::new(journal), network, inbox).await
+        Node::start(config, journal, network, inbox).await
     }
 
     /// A handle for clients and status.

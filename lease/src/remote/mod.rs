@@ -13,8 +13,9 @@
 mod client;
 mod server;
 
+pub use crate::node::JournalFile;
 pub use client::{RemoteConfig, connect, status};
-pub use server::{JournalFile, TcpNode, TcpNodeConfig};
+pub use server::{TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
 use crate::metrics::MetricsSnapshot;

@@ -3,11 +3,9 @@
 
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::error::NodeError;
-use crate::node::{Call, Node, NodeConfig, NodeHandle, Reply};
-use std::path::{Path, PathBuf};
+use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use trexlock_journal::{Journal, JournalError, JournalIdentity, LogJournal, RedbJournal};
 use trexlock_transport::{ClientId as ConnectionId, TransportConfig};
 
 /// Everything a TCP node needs.
@@ -19,35 +17,6 @@ pub struct TcpNodeConfig {
     pub transport: TransportConfig,
     /// The node's journal.
     pub journal: JournalFile,
-}
-
-/// Which durable journal a TCP node keeps, and where. Both sync every
-/// write before it counts and refuse damaged, foreign or rolled-back files;
-/// they differ in cost per sync.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JournalFile {
-    /// A redb database ([`trexlock_journal::RedbJournal`]): the default.
-    Redb(PathBuf),
-    /// An append-only log ([`trexlock_journal::LogJournal`]):
-    /// one appended record per sync where redb rewrites several B-tree
-    /// pages, so a sync costs about a third on the same disk.
-    Log(PathBuf),
-}
-
-impl JournalFile {
-    /// The journal file's location.
-    pub fn path(&self) -> &Path {
-        match self {
-            JournalFile::Redb(path) | JournalFile::Log(path) => path,
-        }
-    }
-
-    fn open(self, identity: JournalIdentity) -> Result<Box<dyn Journal>, JournalError> {
-        Ok(match self {
-            JournalFile::Redb(path) => Box::new(RedbJournal::open(path, identity)?),
-            JournalFile::Log(path) => Box::new(LogJournal::open(path, identity)?),
-        })
-    }
 }
 
 /// A running node on TCP.
@@ -70,16 +39,14 @@ impl TcpNode {
             .await
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let network = Arc::new(TcpNetwork::new(transport.clone()));
-        let identity = JournalIdentity::new(cluster, config.node.node);
-        let journal = config.journal;
-        let opened = tokio::task::spawn_blocking(move || journal.open(identity))
-            .await
-            .map_err(|e| NodeError::Config(format!("journal open failed: {e}")));
-        let started = match opened {
-            Ok(Ok(journal)) => Node::start(config.node, journal, network, inbound.peers).await,
-            Ok(Err(e)) => Err(e.into()),
-            Err(e) => Err(e),
-        };
+        let started = Node::start_with_journal(
+            config.node,
+            &cluster,
+            config.journal,
+            network,
+            inbound.peers,
+        )
+        .await;
         let node = match started {
             Ok(node) => node,
             Err(e) => {
