@@ -3,12 +3,12 @@
 //! that a journal which comes back older than that is refused instead of
 //! trusted.
 //!
-//! Why it exists: storage engines recover from a damaged newest commit by
+//! Why it exists: a journal recovers from a damaged newest commit by
 //! dropping it (redb, with one-phase commits, falls back to the previous
-//! commit; fjall discards a bad last batch of its log). That is right after a power
-//! cut in the middle of a commit nobody was told about, and wrong after
-//! damage to a commit that was acknowledged: the node would forget a promise
-//! or vote it gave. Nothing inside the file can tell the two apart, since
+//! commit; the log journal stops at its last readable record). That is
+//! right after a power cut in the middle of a commit nobody was told about,
+//! and wrong after damage to a commit that was acknowledged: the node would
+//! forget a promise or vote it gave. Nothing inside the file can tell the two apart, since
 //! the evidence is the lost commit itself; this mark, written only after a
 //! commit has returned, can.
 //!
@@ -16,6 +16,7 @@
 //! journal (it is written after the commit's sync), so a power cut can make
 //! it lag and miss a rollback, but never report one that did not happen.
 
+use crate::record::storage;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -74,10 +75,7 @@ impl AckMark {
 
     fn open(journal: &Path) -> Result<(Self, Option<u64>), JournalError> {
         let path = Self::path_for(journal);
-        let storage = |e: std::io::Error| JournalError::Storage {
-            path: path.clone(),
-            source: Box::new(e),
-        };
+        let storage = |e| storage(&path, e);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -118,10 +116,7 @@ impl AckMark {
         record[8..].copy_from_slice(&(sequence ^ CHECK).to_le_bytes());
         self.file
             .write_all_at(&record, 0)
-            .map_err(|e| JournalError::Storage {
-                path: self.path.clone(),
-                source: Box::new(e),
-            })
+            .map_err(|e| storage(&self.path, e))
     }
 }
 

@@ -30,7 +30,7 @@
 //! bytes of new records, however large the state is.
 
 use crate::ack_mark::AckMark;
-use crate::record::{check_owner, check_version, corrupt, decode, encode};
+use crate::record::{check_owner, check_version, corrupt, decode, encode, storage};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -565,11 +565,4 @@ fn frame(path: &Path, record: &Encoded<'_>) -> Result<Vec<u8>, JournalError> {
     framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     framed.extend_from_slice(&payload);
     Ok(framed)
-}
-
-fn storage(path: &Path, e: std::io::Error) -> JournalError {
-    JournalError::Storage {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    }
 }

@@ -90,6 +90,14 @@ pub(crate) fn check_owner(
     }
 }
 
+/// An I/O failure of the journal at `path`: not damage to the file.
+pub(crate) fn storage(path: &Path, e: std::io::Error) -> JournalError {
+    JournalError::Storage {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
 pub(crate) fn corrupt(path: &Path, reason: String) -> JournalError {
     JournalError::Corrupt {
         path: path.to_path_buf(),
