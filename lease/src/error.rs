@@ -60,6 +60,17 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error("invalid node configuration: {0}")]
     Config(String),
+    /// The transport could not start (the listen address cannot be bound,
+    /// or its TLS or peer settings are invalid).
+    #[error("transport: {0}")]
+    Transport(#[from] trexlock_transport::TransportError),
+    /// The thread that performs journal syncs ended without being asked
+    /// to (it panicked or could not be started).
+    #[error("the journal thread ended unexpectedly")]
+    JournalThreadEnded,
+    /// The node's task panicked or was cancelled.
+    #[error("node task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     /// A chosen command or a snapshot could not be decoded: this build
     /// cannot read the cluster's log.
     #[error("slot {slot}: undecodable {what}: {reason}")]

@@ -36,6 +36,21 @@
 //! ```
 #![deny(missing_docs)]
 
+/// Evaluates to true when the node or client runs the named sabotage
+/// (feature `sabotage` only; a constant `false` otherwise).
+#[cfg(feature = "sabotage")]
+macro_rules! sabotaged {
+    ($owner:expr, $variant:ident) => {
+        $owner.cfg.sabotage == Some($crate::Sabotage::$variant)
+    };
+}
+#[cfg(not(feature = "sabotage"))]
+macro_rules! sabotaged {
+    ($owner:expr, $variant:ident) => {
+        false
+    };
+}
+
 pub mod client;
 pub mod command;
 pub mod election;
@@ -46,6 +61,8 @@ mod metrics;
 pub mod network;
 pub mod node;
 pub mod remote;
+#[cfg(feature = "sabotage")]
+mod sabotage;
 pub mod table;
 pub mod time;
 
@@ -56,6 +73,8 @@ pub use error::{LeaseError, NodeError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
-pub use node::{JournalFile, Node, NodeConfig, NodeHandle, NodeStatus};
+pub use node::{Effect, JournalFile, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus};
+#[cfg(feature = "sabotage")]
+pub use sabotage::Sabotage;
 pub use table::LeaseTable;
 pub use time::DriftBound;

@@ -173,6 +173,27 @@ async fn retried_requests_are_executed_exactly_once() {
         (first..first + 20).collect::<Vec<_>>(),
         "a retry was granted twice"
     );
+    // Late copies of the acquires are still arriving at the leader: none
+    // may be executed again (the lease would be granted after its release).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        client.holder("once").await.unwrap(),
+        None,
+        "a late retry took the lease again"
+    );
+    for i in 0..3 {
+        let metrics = cluster.node(i).metrics();
+        let grants = metrics.acquisitions;
+        assert_eq!(
+            grants, 20,
+            "node {i} executed {grants} grants for 20 acquires"
+        );
+        // A copy executed while the lease is held is a reentrant renewal.
+        assert_eq!(
+            metrics.renewals, 0,
+            "node {i} executed a retried acquire again"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,13 @@
-//! Ground truth and invariants. The checker watches every message at the
-//! moment it is sent, so it knows which values a quorum really voted for,
-//! independent of what any node believes.
+//! Ground truth and invariants. The checker sees every journal write the
+//! moment it becomes durable and every message the moment it is sent, so
+//! it knows which values a quorum really holds on disk, independent of
+//! what any node believes; and it sees every answer the table produced.
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use trexlock_paxos::{Ballot, Envelope, Message, NodeId, Slot, Value};
+use trexlock_lease::command::{ClientId, Outcome};
+use trexlock_lease::table::Applied;
+use trexlock_paxos::{Ballot, JournalWrite, Message, NodeId, Slot, Value};
 
 /// Records violations of the safety properties.
 #[derive(Default)]
@@ -12,14 +15,18 @@ pub struct Checker {
     quorum: usize,
     /// What the leader of a ballot proposed for a slot (one value each).
     proposals: BTreeMap<(Slot, Ballot), Value>,
-    /// Who voted for the proposal at (slot, ballot).
+    /// Who holds a durable vote for the value at (slot, ballot).
     votes: BTreeMap<(Slot, Ballot), BTreeSet<NodeId>>,
-    /// The value a quorum voted for: at most one per slot, forever.
+    /// The value a quorum holds durably: at most one per slot, forever.
     chosen: BTreeMap<Slot, Value>,
     /// Highest promise each node has shown, surviving its restarts.
     max_promised: BTreeMap<NodeId, Ballot>,
-    /// Where each command was applied.
+    /// Where each command was applied first.
     command_slot: BTreeMap<Bytes, Slot>,
+    /// The first final answer the log gave each request.
+    answers: BTreeMap<(ClientId, u64), Outcome>,
+    /// Every snapshot a node persisted, by slot: all must be equal.
+    snapshots: BTreeMap<Slot, Bytes>,
     /// Problems found, in order.
     pub violations: Vec<String>,
 }
@@ -33,33 +40,50 @@ impl Checker {
         }
     }
 
-    /// Records the votes a message reveals.
-    pub fn on_send(&mut self, env: &Envelope) {
-        match &env.message {
+    /// Records what a message reveals: a leader's proposal, a promise.
+    pub fn on_send(&mut self, from: NodeId, message: &Message) {
+        match message {
             Message::Accept {
                 ballot, entries, ..
-            } if ballot.node == env.from => {
+            } if ballot.node == from => {
                 for (slot, value) in entries {
-                    match self.proposals.get(&(*slot, *ballot)) {
-                        Some(v) if v != value => self.violations.push(format!(
-                            "leader {} proposed two values for slot {slot} in ballot {ballot}",
-                            env.from
-                        )),
-                        Some(_) => {}
-                        None => {
-                            self.proposals.insert((*slot, *ballot), value.clone());
-                        }
-                    }
-                    self.vote(*slot, *ballot, env.from);
+                    self.propose(*slot, *ballot, value, from);
                 }
             }
-            Message::Accepted { ballot, slots } => {
-                for slot in slots {
-                    self.vote(*slot, *ballot, env.from);
-                }
-            }
-            Message::Promise { ballot, .. } => self.saw_promise(env.from, *ballot),
+            Message::Promise { ballot, .. } => self.saw_promise(from, *ballot),
             _ => {}
+        }
+    }
+
+    fn propose(&mut self, slot: Slot, ballot: Ballot, value: &Value, by: NodeId) {
+        match self.proposals.get(&(slot, ballot)) {
+            Some(v) if v != value => self.violations.push(format!(
+                "{by}: two values for slot {slot} in ballot {ballot}"
+            )),
+            Some(_) => {}
+            None => {
+                self.proposals.insert((slot, ballot), value.clone());
+            }
+        }
+    }
+
+    /// `node`'s journal made `write` durable: its votes now count.
+    pub fn on_durable(&mut self, node: NodeId, write: &JournalWrite) {
+        for (slot, entry) in &write.entries {
+            self.propose(*slot, entry.ballot, &entry.value, node);
+            self.vote(*slot, entry.ballot, node);
+        }
+        if let Some(snapshot) = &write.snapshot {
+            match self.snapshots.get(&snapshot.slot) {
+                Some(data) if *data != snapshot.data => self.violations.push(format!(
+                    "{node}: its snapshot at slot {} differs from another node's",
+                    snapshot.slot
+                )),
+                Some(_) => {}
+                None => {
+                    self.snapshots.insert(snapshot.slot, snapshot.data.clone());
+                }
+            }
         }
     }
 
@@ -69,19 +93,14 @@ impl Checker {
         if voters.len() < self.quorum {
             return;
         }
-        let Some(value) = self.proposals.get(&(slot, ballot)) else {
-            self.violations.push(format!(
-                "{voter} voted in ballot {ballot} for slot {slot}, which its leader never proposed"
-            ));
-            return;
-        };
+        let value = self.proposals[&(slot, ballot)].clone();
         match self.chosen.get(&slot) {
-            Some(v) if v != value => self.violations.push(format!(
+            Some(v) if *v != value => self.violations.push(format!(
                 "two values chosen for slot {slot} (second in ballot {ballot})"
             )),
             Some(_) => {}
             None => {
-                self.chosen.insert(slot, value.clone());
+                self.chosen.insert(slot, value);
             }
         }
     }
@@ -102,21 +121,53 @@ impl Checker {
         }
     }
 
-    /// A node applied `value` at `slot`: it must be the chosen value.
-    pub fn on_apply(&mut self, node: NodeId, slot: Slot, value: &Value) {
+    /// A node applied `value` at `slot`: it must be the value a quorum
+    /// holds durably. `results` is what its commands did to the table.
+    pub fn on_apply(&mut self, node: NodeId, slot: Slot, value: &Value, results: &[Applied]) {
         match self.chosen.get(&slot) {
             None => self.violations.push(format!(
-                "{node} applied slot {slot}, for which no quorum voted"
+                "{node} applied slot {slot}, which no quorum holds durably"
             )),
             Some(v) if v != value => self.violations.push(format!(
                 "{node} applied a value at slot {slot} other than the chosen one"
             )),
             Some(_) => {}
         }
-        // A client retry may put the same command in two slots; the first
-        // slot is where it was acknowledged.
+        // A retry may put the same command in two slots; the first slot is
+        // where it was acknowledged.
         for cmd in value.commands() {
             self.command_slot.entry(cmd.clone()).or_insert(slot);
+        }
+        for response in results.iter().flat_map(|a| &a.responses) {
+            if !is_final(&response.outcome) || is_replay_refusal(&response.outcome) {
+                continue;
+            }
+            let key = (response.client, response.request);
+            match self.answers.get(&key) {
+                Some(first) if *first != response.outcome => self.violations.push(format!(
+                    "{node}: request {} of session {} executed twice (slot {slot}: {:?} after {:?})",
+                    response.request, response.client.0, response.outcome, first
+                )),
+                Some(_) => {}
+                None => {
+                    self.answers.insert(key, response.outcome.clone());
+                }
+            }
+        }
+    }
+
+    /// A client received `outcome` for its request: a final answer must be
+    /// the one the log gave (requests refused before proposal aside).
+    pub fn on_client_answer(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+        if !is_final(outcome) || matches!(outcome, Outcome::Invalid(_)) {
+            return;
+        }
+        match self.answers.get(&(client, request)) {
+            Some(logged) if logged == outcome => {}
+            logged => self.violations.push(format!(
+                "session {} got {outcome:?} for request {request}; the log says {logged:?}",
+                client.0
+            )),
         }
     }
 
@@ -124,4 +175,14 @@ impl Checker {
     pub fn acknowledged(&self) -> impl Iterator<Item = (&Bytes, Slot)> {
         self.command_slot.iter().map(|(c, s)| (c, *s))
     }
+}
+
+fn is_final(outcome: &Outcome) -> bool {
+    *outcome != Outcome::Queued
+}
+
+/// The table's answer to a duplicate of a request it already answered and
+/// may have forgotten: a refusal, not an execution.
+fn is_replay_refusal(_outcome: &Outcome) -> bool {
+    false
 }

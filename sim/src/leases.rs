@@ -1,17 +1,20 @@
 //! Lease clients of the simulated cluster and the real-time check that
 //! matters to them: at no instant do two holders act on the same lease.
 //!
-//! A client holds a lease from the moment it SENT its request until, on its
-//! own (drifting) clock, `sent + DriftBound::holder_belief(ttl)`. While it
-//! believes, it repeatedly checks `now + gap < end` and then acts on a
-//! fenced resource for a short while; sometimes it is paused right after
-//! the check (a GC pause, say), which the safety gap must cover. Every
-//! action is an interval of real time; intervals of different holders of
-//! one lease must never overlap.
+//! Each client keeps the shipped [`ClientCore`], which decides its request
+//! ids and its deadlines: it holds a lease from the moment it SENT its
+//! request until, on its own (drifting) clock, the core's deadline. While
+//! it believes, it repeatedly checks `now + gap < deadline` and then acts
+//! on a fenced resource for a short while; sometimes it is paused right
+//! after the check (a GC pause, say), which the safety gap must cover.
+//! Every action is an interval of real time; intervals of different
+//! holders of one lease must never overlap.
 
+use crate::SimOptions;
 use crate::clock::Clock;
 use std::collections::BTreeMap;
-use trexlock_lease::{ClientId, Request, Stamp};
+use trexlock_lease::client::ClientCore;
+use trexlock_lease::{ClientId, DriftBound, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
@@ -20,19 +23,18 @@ pub(crate) const ACTION_US: u64 = 2_000;
 /// The lease names clients compete for.
 pub(crate) const NAMES: [&str; 2] = ["alpha", "beta"];
 
-/// A request awaiting its answer.
-pub(crate) struct Outstanding {
-    pub(crate) request: Request,
-    pub(crate) sent_local: u64,
+/// The request a client waits on.
+pub(crate) struct Waiting {
+    pub(crate) id: u64,
+    /// Client clock, µs, of the last time it was sent.
     pub(crate) last_sent_local: u64,
     pub(crate) queued: bool,
 }
 
-/// A lease the client believes it holds.
+/// A lease the client works under, and its plans for it.
 pub(crate) struct Holding {
     pub(crate) name: String,
     pub(crate) stamp: Stamp,
-    pub(crate) belief_end_local: u64,
     /// Renewals the client will still ask for; after them it lets the
     /// lease run out while acting to its very end (or releases it).
     pub(crate) renewals_left: u8,
@@ -42,25 +44,29 @@ pub(crate) struct Holding {
 
 /// One application process using leases through its home node.
 pub(crate) struct SimClient {
-    pub(crate) id: ClientId,
-    pub(crate) owner: String,
+    pub(crate) core: ClientCore,
     pub(crate) home: usize,
     pub(crate) clock: Clock,
     pub(crate) busy_until: u64,
-    pub(crate) next_request: u64,
-    pub(crate) outstanding: Option<Outstanding>,
+    pub(crate) waiting: Option<Waiting>,
     pub(crate) holding: Option<Holding>,
 }
 
 impl SimClient {
-    /// Builds the next request of this session.
-    pub(crate) fn request(&mut self, op: trexlock_lease::command::Op) -> Request {
-        self.next_request += 1;
-        Request {
-            client: self.id,
-            request: self.next_request,
-            acked_below: self.next_request,
-            op,
+    pub(crate) fn new(c: usize, rng: &mut fastrand::Rng, opts: &SimOptions) -> SimClient {
+        let id = ClientId(1_000 + c as u64);
+        let core = ClientCore::new(id, format!("client-{c}"), DriftBound::DEFAULT)
+            .with_sabotage(opts.sabotage.and_then(|s| s.runtime()));
+        SimClient {
+            core,
+            home: rng.usize(0..opts.nodes),
+            clock: Clock {
+                offset: rng.u64(0..1_000 * 1_000_000),
+                ppm: rng.i64(-opts.max_drift_ppm..=opts.max_drift_ppm),
+            },
+            busy_until: 0,
+            waiting: None,
+            holding: None,
         }
     }
 }

@@ -1,15 +1,24 @@
 //! # trexlock-sim
 //!
-//! A deterministic simulator for the trexlock Paxos core. One seed fixes
+//! A deterministic simulator for trexlock that runs the shipped code: each
+//! node is the real [`trexlock_lease::NodeCore`] (the Paxos replica, the
+//! lease table, routing, retries and the durability pipeline) and each
+//! lease client the real [`trexlock_lease::client::ClientCore`]; the
+//! simulator only delivers inputs and performs effects. One seed fixes
 //! everything: message loss, duplication, delay and reordering; partitions
-//! (two-sided, one-way, a minority leader); crashes and restarts in which a
-//! node keeps only what its journal persisted; long pauses; per-node clocks
-//! with offset and rate drift. After every step it checks that at most one
-//! value is chosen per slot (by watching the votes themselves), that every
-//! node applies exactly the chosen values in slot order, that no promise
-//! goes backwards and that no command lands in two slots. After the faults
-//! stop, a new command must be applied on every node within a bound, and
-//! every acknowledged command must be in every history.
+//! (two-sided, one-way, a minority leader); journal writes that complete
+//! after a varying latency, one at a time; crashes that lose the write in
+//! flight and everything not yet synced, sometimes the whole disk; long
+//! pauses; per-node and per-client clocks with offset and rate drift.
+//!
+//! After every step it checks that at most one value is chosen per slot
+//! (counting only votes that are durable in some journal), that every node
+//! applies exactly the chosen values in slot order, that no promise goes
+//! backwards, that snapshots of one slot are identical, that stamps grow,
+//! that no request is executed twice and every answer a client gets is the
+//! log's, and that no two holders act on a lease at the same real instant.
+//! After the faults stop, a new request must be applied on every node
+//! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
 
 mod checker;
@@ -22,7 +31,34 @@ pub use world::{Outcome, World};
 
 use std::io::Write;
 use std::time::Duration;
-use trexlock_paxos::Sabotage;
+
+/// A deliberately broken rule, in the Paxos core or in the node runtime
+/// and client, to prove the checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sabotage {
+    /// A broken consensus core.
+    Core(trexlock_paxos::Sabotage),
+    /// A broken node runtime or client.
+    Runtime(trexlock_lease::Sabotage),
+}
+
+impl Sabotage {
+    /// The core's part, if any.
+    pub fn core(self) -> Option<trexlock_paxos::Sabotage> {
+        match self {
+            Sabotage::Core(s) => Some(s),
+            Sabotage::Runtime(_) => None,
+        }
+    }
+
+    /// The runtime's part, if any.
+    pub fn runtime(self) -> Option<trexlock_lease::Sabotage> {
+        match self {
+            Sabotage::Runtime(s) => Some(s),
+            Sabotage::Core(_) => None,
+        }
+    }
+}
 
 /// Settings of a simulation run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +72,8 @@ pub struct SimOptions {
     pub liveness_bound: Duration,
     /// Largest clock rate error of a node, in parts per million.
     pub max_drift_ppm: i64,
-    /// A deliberately broken core, to prove the checks catch it.
+    /// A deliberately broken core, runtime or client, to prove the checks
+    /// catch it.
     pub sabotage: Option<Sabotage>,
     /// Lease clients (each on its own drifting clock, homed on a node).
     pub clients: usize,
@@ -94,20 +131,32 @@ pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outc
     results
 }
 
-const USAGE: &str =
-    "usage: simulate --seeds N [--first S] [--nodes 3|5] [--sabotage NAME] [--verbose]
-  sabotage names: promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss";
+const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sabotage NAME]
+                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--verbose]
+  --drift-ppm       largest clock rate error of nodes and clients (default 1000,
+                    the configured bound; above it leases may break)
+  --safety-gap-ms   gap holders keep before their deadline (default 25)
+  --check-pause-ms  longest pause right after a holder's check (default 20)
+  sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
+                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss
+  sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
+                  deadline-from-reply, no-takeover-extension";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
+    use trexlock_lease::Sabotage as R;
+    use trexlock_paxos::Sabotage as C;
     Some(match name {
-        "promise-not-persisted" => Sabotage::PromiseNotPersisted,
-        "accept-lower-ballot" => Sabotage::AcceptLowerBallot,
-        "minority-quorum" => Sabotage::MinorityQuorum,
-        "forget-votes-in-promise" => Sabotage::ForgetVotesInPromise,
-        "vote-after-disk-loss" => Sabotage::VoteAfterDiskLoss,
-        "commit-ignores-ballot" => Sabotage::CommitIgnoresBallot,
+        "promise-not-persisted" => Sabotage::Core(C::PromiseNotPersisted),
+        "accept-lower-ballot" => Sabotage::Core(C::AcceptLowerBallot),
+        "minority-quorum" => Sabotage::Core(C::MinorityQuorum),
+        "forget-votes-in-promise" => Sabotage::Core(C::ForgetVotesInPromise),
+        "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
+        "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
+        "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
+        "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
+        "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
+        "no-takeover-extension" => Sabotage::Runtime(R::NoTakeoverExtension),
         _ => return None,
     })
 }
@@ -198,16 +247,18 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
+                outcome.lost_writes,
                 outcome.disk_losses,
                 outcome.partitions,
                 outcome.pauses,
                 outcome.elections,
                 outcome.lease_grants,
-                outcome.lease_actions
+                outcome.lease_actions,
+                outcome.resends
             );
         }
     }

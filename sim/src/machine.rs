@@ -1,29 +1,31 @@
-//! The simulator's state machine: the sequence of values it applied, which
-//! is exactly what the safety checks compare across nodes.
+//! What each simulated node applied: the sequence of chosen values since
+//! its last snapshot install, which the safety checks compare across nodes.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use trexlock_paxos::{Slot, Snapshot, Value};
+use trexlock_paxos::{Slot, Value};
 
-/// Applied history of one node. `values[i]` is slot `i + 1`.
+/// Applied history of one node: the values of slots `base + 1 ..` in
+/// order. Slots up to `base` came in a snapshot and are not known here.
 #[derive(Clone, Debug, Default)]
 pub struct History {
+    base: Slot,
     values: Vec<Value>,
 }
-
-const NOOP: u32 = u32::MAX;
 
 impl History {
     /// The last applied slot.
     pub fn last_slot(&self) -> Slot {
-        self.values.len() as Slot
+        self.base + self.values.len() as Slot
     }
 
-    /// The value applied at `slot`.
+    /// Slots up to here were installed from a snapshot.
+    pub fn base(&self) -> Slot {
+        self.base
+    }
+
+    /// The value applied at `slot`, if this history saw it.
     pub fn get(&self, slot: Slot) -> Option<&Value> {
-        usize::try_from(slot)
-            .ok()?
-            .checked_sub(1)
-            .and_then(|i| self.values.get(i))
+        let index = slot.checked_sub(self.base)?.checked_sub(1)?;
+        self.values.get(usize::try_from(index).ok()?)
     }
 
     /// Applies the next slot's value.
@@ -31,126 +33,40 @@ impl History {
         self.values.push(value);
     }
 
-    /// Encodes the whole history as a snapshot.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut buf = BytesMut::new();
-        for value in &self.values {
-            match value {
-                Value::Noop => buf.put_u32(NOOP),
-                Value::Batch(cmds) => {
-                    buf.put_u32(cmds.len() as u32);
-                    for cmd in cmds {
-                        buf.put_u32(cmd.len() as u32);
-                        buf.put_slice(cmd);
-                    }
-                }
-            }
-        }
-        Snapshot {
-            slot: self.last_slot(),
-            data: buf.freeze(),
-        }
+    /// A snapshot covering every slot up to `slot` replaced the state.
+    pub fn install(&mut self, slot: Slot) {
+        self.base = slot;
+        self.values.clear();
     }
 
-    /// Decodes a snapshot made by [`History::snapshot`].
-    pub fn from_snapshot(snapshot: &Snapshot) -> Result<History, String> {
-        let mut data = snapshot.data.clone();
-        let mut values = Vec::new();
-        let take_u32 = |d: &mut Bytes| -> Result<u32, String> {
-            if d.remaining() < 4 {
-                return Err("snapshot truncated".into());
-            }
-            Ok(d.get_u32())
-        };
-        while data.has_remaining() {
-            let n = take_u32(&mut data)?;
-            if n == NOOP {
-                values.push(Value::Noop);
-                continue;
-            }
-            let mut cmds = Vec::with_capacity(n as usize);
-            for _ in 0..n {
-                let len = take_u32(&mut data)? as usize;
-                if data.remaining() < len {
-                    return Err("snapshot truncated".into());
-                }
-                cmds.push(data.split_to(len));
-            }
-            values.push(Value::Batch(cmds));
-        }
-        if values.len() as Slot != snapshot.slot {
-            return Err(format!(
-                "snapshot claims slot {} but holds {} values",
-                snapshot.slot,
-                values.len()
-            ));
-        }
-        Ok(History { values })
-    }
-
-    /// Every (slot, value) applied, in order.
+    /// Every (slot, value) this history saw, in order.
     pub fn iter(&self) -> impl Iterator<Item = (Slot, &Value)> {
+        let base = self.base;
         self.values
             .iter()
             .enumerate()
-            .map(|(i, v)| (i as Slot + 1, v))
+            .map(move |(i, v)| (base + i as Slot + 1, v))
     }
-}
-
-/// A node's snapshot: its applied history (for the checker) and its lease
-/// table, side by side.
-pub fn joint_snapshot(history: &History, table: &trexlock_lease::LeaseTable) -> Snapshot {
-    let h = history.snapshot();
-    let t = table.to_snapshot();
-    let mut buf = BytesMut::with_capacity(8 + h.data.len() + t.len());
-    buf.put_u64(h.data.len() as u64);
-    buf.put_slice(&h.data);
-    buf.put_slice(&t);
-    Snapshot {
-        slot: h.slot,
-        data: buf.freeze(),
-    }
-}
-
-/// Splits a snapshot made by [`joint_snapshot`].
-pub fn split_snapshot(
-    snapshot: &Snapshot,
-) -> Result<(History, trexlock_lease::LeaseTable), String> {
-    let mut data = snapshot.data.clone();
-    if data.remaining() < 8 {
-        return Err("snapshot truncated".into());
-    }
-    let len = usize::try_from(data.get_u64()).map_err(|e| e.to_string())?;
-    if data.remaining() < len {
-        return Err("snapshot truncated".into());
-    }
-    let history = History::from_snapshot(&Snapshot {
-        slot: snapshot.slot,
-        data: data.split_to(len),
-    })?;
-    let table = trexlock_lease::LeaseTable::from_snapshot(&data).map_err(|e| e.to_string())?;
-    Ok((history, table))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
-    fn snapshot_round_trips_noops_and_batches() {
+    fn slots_count_on_from_an_installed_snapshot() {
         let mut h = History::default();
         h.apply(Value::Noop);
-        h.apply(Value::Batch(vec![Bytes::from_static(b"a"), Bytes::new()]));
-        let back = History::from_snapshot(&h.snapshot()).unwrap();
-        assert_eq!(back.values, h.values);
-    }
-
-    #[test]
-    fn truncated_snapshot_is_refused() {
-        let mut h = History::default();
-        h.apply(Value::Batch(vec![Bytes::from_static(b"abc")]));
-        let mut snap = h.snapshot();
-        snap.data = snap.data.slice(..snap.data.len() - 1);
-        assert!(History::from_snapshot(&snap).is_err());
+        h.install(10);
+        assert_eq!(h.last_slot(), 10);
+        assert!(h.get(1).is_none() && h.get(10).is_none());
+        h.apply(Value::Batch(vec![Bytes::from_static(b"a")]));
+        assert_eq!(h.last_slot(), 11);
+        assert_eq!(
+            h.get(11),
+            Some(&Value::Batch(vec![Bytes::from_static(b"a")]))
+        );
+        assert_eq!(h.iter().map(|(s, _)| s).collect::<Vec<_>>(), vec![11]);
     }
 }

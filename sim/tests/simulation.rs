@@ -2,8 +2,9 @@
 //! schedule, and each deliberately broken core is caught.
 
 use std::time::Duration;
-use trexlock_paxos::Sabotage;
-use trexlock_sim::{SimOptions, simulate, simulate_many};
+use trexlock_lease::Sabotage as Runtime;
+use trexlock_paxos::Sabotage as Core;
+use trexlock_sim::{Sabotage, SimOptions, simulate, simulate_many};
 
 fn violations(first: u64, count: u64, opts: SimOptions) -> Vec<String> {
     simulate_many(first, count, opts)
@@ -65,32 +66,52 @@ fn seeds_to_catch(sabotage: Sabotage) -> Option<u64> {
 
 #[test]
 fn a_promise_sent_before_it_is_persisted_is_caught() {
-    assert!(seeds_to_catch(Sabotage::PromiseNotPersisted).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::PromiseNotPersisted)).is_some());
 }
 
 #[test]
 fn accepting_a_ballot_below_the_promise_is_caught() {
-    assert!(seeds_to_catch(Sabotage::AcceptLowerBallot).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::AcceptLowerBallot)).is_some());
 }
 
 #[test]
 fn choosing_with_a_minority_is_caught() {
-    assert!(seeds_to_catch(Sabotage::MinorityQuorum).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::MinorityQuorum)).is_some());
 }
 
 #[test]
 fn a_promise_that_forgets_its_votes_is_caught() {
-    assert!(seeds_to_catch(Sabotage::ForgetVotesInPromise).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::ForgetVotesInPromise)).is_some());
 }
 
 #[test]
 fn learning_a_commit_without_the_ballot_check_is_caught() {
-    assert!(seeds_to_catch(Sabotage::CommitIgnoresBallot).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::CommitIgnoresBallot)).is_some());
 }
 
 #[test]
 fn a_replica_that_votes_again_right_after_losing_its_disk_is_caught() {
-    assert!(seeds_to_catch(Sabotage::VoteAfterDiskLoss).is_some());
+    assert!(seeds_to_catch(Sabotage::Core(Core::VoteAfterDiskLoss)).is_some());
+}
+
+#[test]
+fn a_followers_vote_announced_before_it_is_synced_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::EarlyAccepted)).is_some());
+}
+
+#[test]
+fn a_leader_counting_votes_before_its_own_is_durable_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::LeaderUnsyncedVote)).is_some());
+}
+
+#[test]
+fn a_holder_counting_its_deadline_from_the_reply_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::DeadlineFromReply)).is_some());
+}
+
+#[test]
+fn a_new_leader_that_does_not_keep_outstanding_leases_time_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::NoTakeoverExtension)).is_some());
 }
 
 #[test]

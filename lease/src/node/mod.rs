@@ -1,9 +1,12 @@
-//! A lease node: the Paxos core, the lease table and the journal, driven
-//! by one tokio task.
+//! A lease node: the node core ([`NodeCore`]: the Paxos replica, the lease
+//! table and every decision) driven by one tokio task that performs its
+//! effects.
 
+mod core;
 mod journal_file;
 mod task;
 
+pub use self::core::{Effect, NodeCore};
 use crate::client::LeaseClient;
 use crate::command::{ClientId, Outcome, Request};
 use crate::error::NodeError;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use trexlock_journal::JournalIdentity;
-use trexlock_paxos::{Config, Journal, NodeId, Replica};
+use trexlock_paxos::{Config, Journal, NodeId};
 
 /// Settings of one node. [`NodeConfig::new`] gives defaults suited to a LAN
 /// or loopback cluster.
@@ -44,6 +47,10 @@ pub struct NodeConfig {
     pub max_batch: usize,
     /// Most slots in flight at the leader.
     pub window: usize,
+    /// A deliberately broken runtime, for proving the simulator's checks
+    /// (feature `sabotage` only).
+    #[cfg(feature = "sabotage")]
+    pub sabotage: Option<crate::Sabotage>,
 }
 
 impl NodeConfig {
@@ -61,21 +68,26 @@ impl NodeConfig {
             snapshot_every: 10_000,
             max_batch: 256,
             window: 64,
+            #[cfg(feature = "sabotage")]
+            sabotage: None,
         }
     }
 
-    fn paxos(&self) -> Config {
+    /// The replica's configuration for these settings, its election
+    /// randomness seeded with `seed` (a running node draws one at random;
+    /// the simulator fixes it per seed).
+    pub fn paxos_config(&self, seed: u64) -> Config {
         let mut cfg = Config::new(self.node, self.members.clone());
         cfg.heartbeat_interval = self.heartbeat_interval;
         cfg.election_timeout = self.election_timeout;
         cfg.max_batch = self.max_batch;
         cfg.window = self.window;
-        cfg.seed = fastrand::u64(..);
+        cfg.seed = seed;
         cfg
     }
 
     fn validate(&self) -> Result<(), NodeError> {
-        self.paxos()
+        self.paxos_config(0)
             .validate()
             .map_err(|e| NodeError::Config(e.to_string()))?;
         if self.tick_interval.is_zero() || self.retry_interval.is_zero() {
@@ -203,23 +215,28 @@ impl Node {
         let (worker, state) =
             tokio::task::spawn_blocking(move || JournalWorker::start(journal, thread))
                 .await
-                .map_err(|e| NodeError::Config(format!("journal thread failed: {e}")))??;
+                .map_err(NodeError::Task)??;
         let origin = tokio::time::Instant::now();
-        let replica = Replica::new(config.paxos(), state, Duration::ZERO)?;
+        let (id, drift, tick) = (config.node, config.drift, config.tick_interval);
+        let paxos = config.paxos_config(fastrand::u64(..));
+        let core = NodeCore::new(config, paxos, state, Duration::ZERO)?;
         let (calls_tx, calls_rx) = mpsc::channel(4096);
         let (status_tx, status_rx) = watch::channel(NodeStatus::default());
-        let metrics = Arc::new(Metrics::default());
         let handle = NodeHandle {
-            id: config.node,
+            id,
             calls: calls_tx,
             status: status_rx,
-            drift: config.drift,
-            metrics: metrics.clone(),
+            drift,
+            metrics: core.shared_metrics(),
         };
-        let task = task::NodeTask::new(
-            config, replica, worker, network, inbox, calls_rx, status_tx, metrics, origin,
-        );
-        let task = tokio::spawn(task.run());
+        let io = task::Io {
+            worker,
+            network,
+            inbox,
+            calls: calls_rx,
+            status: status_tx,
+        };
+        let task = tokio::spawn(task::NodeTask::new(core, io, origin, tick).run());
         Ok(Node { handle, task })
     }
 
@@ -256,7 +273,7 @@ impl Node {
         let identity = JournalIdentity::new(cluster_id, config.node);
         let journal = tokio::task::spawn_blocking(move || journal.open(identity))
             .await
-            .map_err(|e| NodeError::Config(format!("journal open failed: {e}")))??;
+            .map_err(NodeError::Task)??;
         Node::start(config, journal, network, inbox).await
     }
 
@@ -309,7 +326,7 @@ impl Node {
         }
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(NodeError::Config(format!("node task failed: {e}"))),
+            Err(e) => Err(NodeError::Task(e)),
         }
     }
 

@@ -35,9 +35,7 @@ impl TcpNode {
     /// invalid.
     pub async fn start(config: TcpNodeConfig) -> Result<TcpNode, NodeError> {
         let cluster = config.transport.cluster_id.clone();
-        let (transport, inbound) = NodeTransport::start(config.transport)
-            .await
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let (transport, inbound) = NodeTransport::start(config.transport).await?;
         let network = Arc::new(TcpNetwork::new(transport.clone()));
         let started = Node::start_with_journal(
             config.node,

@@ -1,31 +1,31 @@
-//! Lease clients: each wakes every few milliseconds, acts while it
-//! believes it holds a lease, renews, releases, competes and waits.
+//! Lease clients: each wakes every few milliseconds, acts while its core
+//! says it holds a lease, renews, releases, acquires again what it holds
+//! (a second handle, sometimes with a shorter TTL), competes and waits.
+//! Now and then it sends an unanswered request again to another node, as
+//! a remote client does when its connection fails: late duplicates.
 
 use super::{Event, MS, World};
-use crate::leases::{ACTION_US, Holding, NAMES, Outstanding, TTL_US};
-use trexlock_lease::DriftBound;
+use crate::leases::{ACTION_US, Holding, NAMES, TTL_US, Waiting};
+use std::time::Duration;
 use trexlock_lease::command::{Op, Outcome};
 
 /// A request unanswered for this long (client clock) is sent again, with
-/// the same id: the table answers a retry without executing it twice.
-const RETRY_US: u64 = 200_000;
+/// the same id, to another node.
+const RESEND_US: u64 = 150_000;
 
 impl World {
+    fn client_local(&self, c: usize) -> Duration {
+        Duration::from_nanos(self.clients[c].clock.local(self.now))
+    }
+
     pub(super) fn client_wake(&mut self, c: usize) {
         let next = self.rng.u64(MS..4 * MS);
         self.schedule(next, Event::ClientWake(c));
         if self.clients[c].busy_until > self.now {
             return;
         }
-        let local_us = self.clients[c].clock.local(self.now) / 1_000;
-        if let Some(o) = &mut self.clients[c].outstanding
-            && !o.queued
-            && local_us >= o.last_sent_local + RETRY_US
-        {
-            o.last_sent_local = local_us;
-            let request = o.request.clone();
-            self.send_request(c, request);
-        }
+        let local_us = self.client_local(c).as_micros() as u64;
+        self.resend_if_stuck(c, local_us);
         // Long pauses happen anywhere; a careful holder checks its lease
         // again after any of them, so they must never break safety.
         if self.faults_on && self.rng.f64() < 0.002 {
@@ -34,41 +34,60 @@ impl World {
         }
         if self.clients[c].holding.is_some() {
             self.act_or_let_go(c, local_us);
-        } else if self.clients[c].outstanding.is_none() {
+        } else if self.clients[c].waiting.is_none() {
             let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
             let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
-            let owner = self.clients[c].owner.clone();
+            let owner = self.clients[c].core.owner().to_owned();
             let op = Op::Acquire {
                 name,
                 owner,
                 ttl_ms: TTL_US / 1_000,
                 wait_ms,
             };
-            self.start_request(c, op, local_us);
+            self.start_request(c, op);
+        }
+    }
+
+    fn resend_if_stuck(&mut self, c: usize, local_us: u64) {
+        let Some(w) = self.clients[c].waiting.as_mut() else {
+            return;
+        };
+        if w.queued || local_us < w.last_sent_local + RESEND_US {
+            return;
+        }
+        w.last_sent_local = local_us;
+        let id = w.id;
+        if let Some(request) = self.clients[c].core.request(id) {
+            self.outcome.resends += 1;
+            let node = self.rng.usize(0..self.nodes.len());
+            self.send_request(node, request);
         }
     }
 
     /// While the lease is valid with the safety gap, act on the resource
-    /// (sometimes paused right after the check); renew or release now and
-    /// then; once it is not valid any more, stop.
+    /// (sometimes paused right after the check); renew, release or acquire
+    /// it again now and then; once it is not valid any more, stop.
     fn act_or_let_go(&mut self, c: usize, local_us: u64) {
         let gap_us = self.opts.safety_gap.as_micros() as u64;
         let client = &self.clients[c];
         let holding = client.holding.as_ref().expect("holding");
-        if local_us + gap_us >= holding.belief_end_local {
+        let deadline = client
+            .core
+            .deadline(&holding.name, holding.stamp)
+            .map_or(0, |d| d.as_micros() as u64);
+        if local_us + gap_us >= deadline {
             self.clients[c].holding = None;
             return;
         }
-        let (name, stamp, id, clock) =
-            (holding.name.clone(), holding.stamp, client.id, client.clock);
-        let owner = client.owner.clone();
-        let idle = client.outstanding.is_none();
-        let left = holding.belief_end_local - local_us;
+        let (name, stamp, clock) = (holding.name.clone(), holding.stamp, client.clock);
+        let owner = client.core.owner().to_owned();
+        let idle = client.waiting.is_none();
+        let left = deadline - local_us;
         let (renew, release) = (holding.renewals_left > 0, holding.release_when_done);
         if idle && !renew && release && left < TTL_US / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
-            self.start_request(c, Op::Release { name, owner, stamp }, local_us);
+            self.start_request(c, Op::Release { name, owner, stamp });
             return;
         }
         let pause = if self.rng.f64() < 0.05 {
@@ -78,10 +97,24 @@ impl World {
             0
         };
         let end = clock.real_at((local_us + ACTION_US) * 1_000).max(self.now) + pause;
+        let id = self.clients[c].core.id();
         let found = self.leases.on_action(&name, stamp, id, self.now, end);
         self.checker.violations.extend(found);
         self.clients[c].busy_until = end;
-        if idle && renew && left < TTL_US / 2 {
+        if !idle {
+            return;
+        }
+        if self.rng.f64() < 0.02 {
+            // A second handle of the same lease, asking for less time: the
+            // cluster must keep the longer promise the first one counts on.
+            let op = Op::Acquire {
+                name,
+                owner,
+                ttl_ms: TTL_US / 3_000,
+                wait_ms: 0,
+            };
+            self.start_request(c, op);
+        } else if renew && left < TTL_US / 2 {
             if let Some(h) = self.clients[c].holding.as_mut() {
                 h.renewals_left -= 1;
             }
@@ -91,71 +124,60 @@ impl World {
                 stamp,
                 ttl_ms: TTL_US / 1_000,
             };
-            self.start_request(c, op, local_us);
+            self.start_request(c, op);
         }
     }
 
-    fn start_request(&mut self, c: usize, op: Op, local_us: u64) {
-        let request = self.clients[c].request(op);
-        self.clients[c].outstanding = Some(Outstanding {
-            request: request.clone(),
-            sent_local: local_us,
-            last_sent_local: local_us,
+    fn start_request(&mut self, c: usize, op: Op) {
+        let now = self.client_local(c);
+        let request = self.clients[c].core.start(op, now);
+        self.clients[c].waiting = Some(Waiting {
+            id: request.request,
+            last_sent_local: now.as_micros() as u64,
             queued: false,
         });
-        self.send_request(c, request);
+        let home = self.clients[c].home;
+        self.send_request(home, request);
     }
 
-    fn send_request(&mut self, c: usize, request: trexlock_lease::Request) {
+    fn send_request(&mut self, node: usize, request: trexlock_lease::Request) {
         if self.rng.f64() < self.loss {
             return;
         }
-        let home = self.clients[c].home;
         let delay = self.delay();
-        self.schedule(
-            delay,
-            Event::ClientRequest {
-                node: home,
-                request,
-                hops: 2,
-            },
-        );
+        self.schedule(delay, Event::Request { node, request });
     }
 
-    pub(super) fn client_response(&mut self, c: usize, request: u64, outcome: Outcome) {
+    pub(super) fn client_answer(&mut self, c: usize, request: u64, outcome: Outcome) {
+        let session = self.clients[c].core.id();
+        self.checker.on_client_answer(session, request, &outcome);
+        let now = self.client_local(c);
         let client = &mut self.clients[c];
-        let Some(o) = client
-            .outstanding
-            .as_mut()
-            .filter(|o| o.request.request == request)
-        else {
+        let Some(w) = client.waiting.as_mut().filter(|w| w.id == request) else {
             return;
         };
         if outcome == Outcome::Queued {
-            o.queued = true;
+            w.queued = true;
             return;
         }
-        let o = client.outstanding.take().expect("checked");
-        let belief = DriftBound::DEFAULT.holder_belief_us(TTL_US);
-        match (outcome, o.request.op) {
-            (Outcome::Granted { stamp, .. }, Op::Acquire { name, .. }) => {
+        client.waiting = None;
+        let op = client.core.request(request).map(|r| r.op);
+        client.core.answered(request, &outcome, now);
+        match (outcome, op) {
+            (Outcome::Granted { stamp, .. }, Some(Op::Acquire { name, .. })) => {
+                if client.holding.as_ref().is_some_and(|h| h.stamp == stamp) {
+                    return;
+                }
                 let renewals_left = self.rng.u8(0..3);
                 let release_when_done = self.rng.f64() < 0.3;
-                let client = &mut self.clients[c];
-                client.holding = Some(Holding {
+                self.clients[c].holding = Some(Holding {
                     name,
                     stamp,
-                    belief_end_local: o.sent_local + belief,
                     renewals_left,
                     release_when_done,
                 });
             }
-            (Outcome::Renewed, Op::Renew { stamp, .. }) => {
-                if let Some(h) = client.holding.as_mut().filter(|h| h.stamp == stamp) {
-                    h.belief_end_local = h.belief_end_local.max(o.sent_local + belief);
-                }
-            }
-            (Outcome::NotHolder { .. }, _) => client.holding = None,
+            (Outcome::NotHolder { .. } | Outcome::Released, _) => client.holding = None,
             _ => {}
         }
     }

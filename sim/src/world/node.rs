@@ -1,241 +1,319 @@
-//! A simulated node's steps, performed the way the runtime performs them:
-//! persist, then send, then apply; plus the leader's lease duties.
+//! A simulated node: the shipped [`NodeCore`] with a simulated journal
+//! whose writes complete after a varying latency, one at a time. A crash
+//! loses the write in flight and everything the core had not yet handed
+//! over (the commit-index hint included), and can fall between a write
+//! becoming durable and the core hearing of it.
 
-use super::{Event, MS, World};
-use crate::machine::{self, History};
-use trexlock_lease::LeaseTable;
-use trexlock_lease::command::{Body, Command};
+use super::{Event, MS, World, duration};
+use crate::clock::Clock;
+use crate::machine::History;
+use std::collections::BTreeMap;
+use trexlock_lease::command::{Body, ClientId, Command};
 use trexlock_lease::table::Event as LeaseEvent;
-use trexlock_lease::time::LeaderClock;
-use trexlock_paxos::{Journal, Leadership, PaxosError, Ready, Replica};
+use trexlock_lease::{Effect, NodeConfig, NodeCore, NodeError, Stamp};
+use trexlock_paxos::{Journal, JournalWrite, MemJournal, NodeId, Value};
 
+/// Snapshot (and compact) this often, so installs happen in every run.
 const SNAPSHOT_EVERY: u64 = 20;
 
+pub(super) struct SimNode {
+    pub(super) id: NodeId,
+    pub(super) core: Option<NodeCore>,
+    /// What survives a crash.
+    journal: MemJournal,
+    /// The write the journal is working on (lost if the node crashes
+    /// before it completes).
+    writing: Option<(u64, JournalWrite)>,
+    pub(super) history: History,
+    /// Last stamp granted per lease, as applied here (stamps must grow).
+    granted: BTreeMap<String, Stamp>,
+    pub(super) clock: Clock,
+    pub(super) paused_until: u64,
+    incarnation: u64,
+}
+
+impl SimNode {
+    pub(super) fn new(id: u16, rng: &mut fastrand::Rng, max_drift_ppm: i64) -> SimNode {
+        SimNode {
+            id: NodeId(id),
+            core: None,
+            journal: MemJournal::new(),
+            writing: None,
+            history: History::default(),
+            granted: BTreeMap::new(),
+            clock: Clock {
+                offset: rng.u64(0..1_000 * MS),
+                ppm: rng.i64(-max_drift_ppm..=max_drift_ppm),
+            },
+            paused_until: 0,
+            incarnation: 0,
+        }
+    }
+}
+
+/// True when `value` carries a request of session `client`.
+pub(super) fn carries(value: &Value, client: ClientId) -> bool {
+    value.commands().iter().any(|bytes| {
+        Command::decode(bytes)
+            .is_ok_and(|c| matches!(c.body, Body::Request(r) if r.client == client))
+    })
+}
+
 impl World {
+    fn node_config(&self, i: usize) -> NodeConfig {
+        let members = self.nodes.iter().map(|n| n.id).collect();
+        let mut cfg = NodeConfig::new(self.nodes[i].id, members);
+        cfg.snapshot_every = SNAPSHOT_EVERY;
+        cfg.max_batch = 8;
+        cfg.window = 16;
+        cfg.retry_interval = duration(200 * MS);
+        cfg.sabotage = self.opts.sabotage.and_then(|s| s.runtime());
+        cfg
+    }
+
     pub(super) fn start_node(&mut self, i: usize) {
-        let cfg = self.config(i);
+        let cfg = self.node_config(i);
+        let mut paxos =
+            cfg.paxos_config(self.seed ^ ((i as u64) << 48) ^ (self.nodes[i].incarnation << 32));
+        paxos.keep_after_snapshot = 8;
+        paxos.catchup_batch = 32;
+        paxos.sabotage = self.opts.sabotage.and_then(|s| s.core());
         let now = self.local(i);
         let node = &mut self.nodes[i];
         let state = match node.journal.load() {
             Ok(s) => s,
             Err(e) => {
+                let id = node.id;
                 self.checker
                     .violations
-                    .push(format!("{}: journal load: {e}", node.id));
+                    .push(format!("{id}: journal load: {e}"));
                 return;
             }
         };
         node.history = History::default();
-        node.table = LeaseTable::new();
-        node.leader_clock = None;
-        node.tick_for = None;
         node.granted.clear();
-        match Replica::new(cfg, state, now) {
-            Ok(replica) => {
-                let (id, promised) = (node.id, replica.promised());
-                node.replica = Some(replica);
+        node.writing = None;
+        match NodeCore::new(cfg, paxos, state, now) {
+            Ok(core) => {
+                let (id, promised) = (node.id, core.replica().promised());
+                node.core = Some(core);
                 self.checker.saw_promise(id, promised);
             }
-            Err(e) => self
-                .checker
-                .violations
-                .push(format!("{}: restart refused: {e}", node.id)),
+            Err(e) => {
+                let id = node.id;
+                self.checker
+                    .violations
+                    .push(format!("{id}: restart refused: {e}"));
+            }
         }
     }
 
-    pub(super) fn after_step(&mut self, i: usize, result: Option<Result<Ready, PaxosError>>) {
-        let ready = match result {
-            None => return,
-            Some(Ok(r)) => r,
-            Some(Err(e)) => {
-                let id = self.nodes[i].id;
-                self.checker.violations.push(format!("{id} stopped: {e}"));
-                return;
+    /// Stops node `i` at once; sometimes its disk is lost too.
+    pub(super) fn crash(&mut self, i: usize) {
+        if self.nodes[i].core.take().is_none() {
+            return;
+        }
+        self.outcome.crashes += 1;
+        self.nodes[i].incarnation += 1;
+        if self.nodes[i].writing.take().is_some() {
+            self.outcome.lost_writes += 1;
+        }
+        // Sometimes the disk is lost too (one node at a time: losing a
+        // majority's disks loses chosen values by definition). It restarts
+        // empty, as a learner.
+        if self.opts.disk_loss && self.rng.f64() < 0.25 && self.no_node_is_relearning() {
+            self.outcome.disk_losses += 1;
+            self.nodes[i].journal = MemJournal::new();
+            let id = self.nodes[i].id;
+            self.checker.forget_promises(id);
+        }
+        let down = self.rng.u64(20 * MS..800 * MS);
+        self.schedule(down, Event::Restart(i));
+    }
+
+    /// True when every node's journal is intact or it has finished
+    /// learning after a disk loss.
+    fn no_node_is_relearning(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            let emptied = n.journal.state() == &trexlock_paxos::JournalState::default();
+            match &n.core {
+                Some(core) => !core.replica().is_learner(),
+                None => !emptied,
             }
+        })
+    }
+
+    pub(super) fn local(&self, i: usize) -> std::time::Duration {
+        duration(self.nodes[i].clock.local(self.now))
+    }
+
+    /// Feeds one input to node `i`'s core, ends the round, and performs
+    /// what the core asks for.
+    pub(super) fn step(
+        &mut self,
+        i: usize,
+        input: impl FnOnce(&mut NodeCore, std::time::Duration) -> Result<(), NodeError>,
+    ) {
+        let now = self.local(i);
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        let was_leading = core.status().is_leader;
+        let result = input(core, now).and_then(|()| core.end_round(now));
+        if core.status().is_leader && !was_leading {
+            self.outcome.elections += 1;
+        }
+        let effects = core.take_effects();
+        let promised = core.replica().promised();
+        let id = self.nodes[i].id;
+        self.checker.saw_promise(id, promised);
+        if let Err(e) = result {
+            self.checker.violations.push(format!("{id} stopped: {e}"));
+            self.nodes[i].core = None;
+            return;
+        }
+        for effect in effects {
+            self.perform(i, effect);
+        }
+    }
+
+    fn perform(&mut self, i: usize, effect: Effect) {
+        let id = self.nodes[i].id;
+        match effect {
+            Effect::Persist {
+                id: write,
+                write: w,
+            } => {
+                if self.nodes[i].writing.is_some() {
+                    self.checker.violations.push(format!(
+                        "{id}: a second journal write while one is in flight"
+                    ));
+                }
+                self.nodes[i].writing = Some((write, w));
+                let latency = if self.rng.f64() < 0.05 {
+                    self.rng.u64(5 * MS..30 * MS)
+                } else {
+                    self.rng.u64(MS / 20..2 * MS)
+                };
+                let incarnation = self.nodes[i].incarnation;
+                self.schedule(
+                    latency,
+                    Event::SyncDone {
+                        node: i,
+                        incarnation,
+                    },
+                );
+            }
+            Effect::Send { to, message } => {
+                if let trexlock_lease::PeerMessage::Paxos(m) = &message {
+                    self.checker.on_send(id, m);
+                }
+                let j = usize::from(to.0) - 1;
+                self.send(i, j, message);
+            }
+            Effect::Answer {
+                client,
+                request,
+                outcome,
+            } => {
+                if let Some(c) = self.clients.iter().position(|c| c.core.id() == client) {
+                    let delay = self.delay();
+                    self.schedule(
+                        delay,
+                        Event::Answer {
+                            client: c,
+                            request,
+                            outcome,
+                        },
+                    );
+                }
+            }
+            Effect::Applied {
+                slot,
+                value,
+                results,
+            } => {
+                let last = self.nodes[i].history.last_slot();
+                if slot != last + 1 {
+                    self.checker
+                        .violations
+                        .push(format!("{id} applied slot {slot} right after slot {last}"));
+                    return;
+                }
+                self.checker.on_apply(id, slot, &value, &results);
+                self.outcome.chosen = self.outcome.chosen.max(slot);
+                for probe in &self.probes {
+                    if carries(&value, *probe) {
+                        self.probe_slots.entry(*probe).or_insert(slot);
+                    }
+                }
+                for event in results.iter().flat_map(|r| &r.events) {
+                    self.granted(i, event);
+                }
+                self.nodes[i].history.apply(value);
+            }
+            Effect::Installed { slot } => {
+                self.nodes[i].history.install(slot);
+                self.nodes[i].granted.clear();
+            }
+        }
+    }
+
+    /// Stamps grow per lease, on every node.
+    fn granted(&mut self, i: usize, event: &LeaseEvent) {
+        let LeaseEvent::Granted { name, stamp, .. } = event else {
+            return;
         };
         let id = self.nodes[i].id;
-        if let Err(e) = self.nodes[i].journal.persist(&ready.write) {
+        let last = self.nodes[i].granted.insert(name.clone(), *stamp);
+        if let Some(last) = last.filter(|l| l >= stamp) {
+            self.checker.violations.push(format!(
+                "{id}: lease {name} granted with stamp {stamp} after {last}"
+            ));
+        }
+        if i == 0 {
+            self.outcome.lease_grants += 1;
+        }
+    }
+
+    /// The journal of node `i` finished its write: durable from now on,
+    /// whatever happens to the node.
+    pub(super) fn sync_done(&mut self, i: usize, incarnation: u64) {
+        if self.nodes[i].incarnation != incarnation {
+            return;
+        }
+        let Some((write_id, write)) = self.nodes[i].writing.take() else {
+            return;
+        };
+        let id = self.nodes[i].id;
+        if let Err(e) = self.nodes[i].journal.persist(&write) {
             self.checker.violations.push(format!("{id}: journal: {e}"));
             return;
         }
-        for env in ready.messages {
-            self.checker.on_send(&env);
-            self.send(env);
-        }
-        match ready.leadership {
-            Some(Leadership::Elected { ballot }) => {
-                self.outcome.elections += 1;
-                let now = self.local_us(i);
-                self.nodes[i].leader_clock = Some(LeaderClock::new(ballot, now));
-                self.nodes[i].tick_for = None;
-                self.propose_stamped(i, Body::Tick);
-            }
-            Some(Leadership::Lost) => self.nodes[i].leader_clock = None,
-            None => {}
-        }
-        if let Some(snapshot) = ready.install {
-            match machine::split_snapshot(&snapshot) {
-                Ok((history, table)) => {
-                    for (slot, value) in history.iter() {
-                        self.checker.on_apply(id, slot, value);
-                    }
-                    self.nodes[i].history = history;
-                    self.nodes[i].table = table;
-                    self.nodes[i].granted.clear();
-                }
-                Err(e) => self
-                    .checker
-                    .violations
-                    .push(format!("{id}: bad snapshot: {e}")),
-            }
-        }
-        let mut snapshot_due = false;
-        for (slot, value) in ready.chosen {
-            let last = self.nodes[i].history.last_slot();
-            if slot != last + 1 {
-                self.checker
-                    .violations
-                    .push(format!("{id} applied slot {slot} right after slot {last}"));
-                return;
-            }
-            self.checker.on_apply(id, slot, &value);
-            self.outcome.chosen = self.outcome.chosen.max(slot);
-            for bytes in value.commands() {
-                self.apply_command(i, bytes);
-            }
-            self.nodes[i].history.apply(value);
-            snapshot_due |= slot.is_multiple_of(SNAPSHOT_EVERY);
-        }
-        if let Some(replica) = self.nodes[i].replica.as_ref() {
-            self.checker.saw_promise(id, replica.promised());
-        }
-        if snapshot_due {
-            let snapshot = machine::joint_snapshot(&self.nodes[i].history, &self.nodes[i].table);
-            let result = self.replica(i).map(|r| r.snapshot_taken(snapshot));
-            self.after_step(i, result);
-        }
+        self.checker.on_durable(id, &write);
+        let notify = self.rng.u64(0..MS / 5);
+        self.schedule(
+            notify,
+            Event::SyncNotify {
+                node: i,
+                incarnation,
+                id: write_id,
+            },
+        );
     }
 
-    /// Applies one command to node `i`'s lease table, checks that its
-    /// grants carry growing stamps, and answers this node's clients.
-    fn apply_command(&mut self, i: usize, bytes: &[u8]) {
-        let id = self.nodes[i].id;
-        let command = match Command::decode(bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                self.checker
-                    .violations
-                    .push(format!("{id}: undecodable command: {e}"));
-                return;
-            }
+    pub(super) fn sync_notify(&mut self, i: usize, incarnation: u64, write: u64) {
+        if self.nodes[i].incarnation != incarnation || self.nodes[i].core.is_none() {
+            return;
+        }
+        let event = Event::SyncNotify {
+            node: i,
+            incarnation,
+            id: write,
         };
-        let applied = self.nodes[i].table.apply(&command);
-        for event in &applied.events {
-            if let LeaseEvent::Granted { name, stamp, .. } = event {
-                let last = self.nodes[i].granted.insert(name.clone(), *stamp);
-                if last.is_some_and(|l| l >= *stamp) {
-                    self.checker.violations.push(format!(
-                        "{id}: lease {name} granted with stamp {stamp} after {}",
-                        last.unwrap_or_default()
-                    ));
-                }
-                if i == 0 {
-                    self.outcome.lease_grants += 1;
-                }
-            }
-        }
-        for response in applied.responses {
-            let Some(c) = self.clients.iter().position(|c| c.id == response.client) else {
-                continue;
-            };
-            if self.clients[c].home == i {
-                let delay = self.delay();
-                self.schedule(
-                    delay,
-                    Event::ClientResponse {
-                        client: c,
-                        request: response.request,
-                        outcome: response.outcome,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Stamps a command with this leader's epoch clock and proposes it.
-    pub(super) fn propose_stamped(&mut self, i: usize, body: Body) {
-        let Some(clock) = self.nodes[i].leader_clock else {
-            return;
-        };
-        let (epoch, elapsed_us) = clock.stamp(self.local_us(i));
-        let bytes = Command {
-            epoch,
-            elapsed_us,
-            body,
-        }
-        .encode();
-        let now = self.local(i);
-        if let Some(Ok(ready)) = self.replica(i).map(|r| r.propose(now, vec![bytes])) {
-            self.after_step(i, Some(Ok(ready)));
-        }
-    }
-
-    /// The leader proposes a tick when, by its clock, a lease someone
-    /// waits for has run out.
-    pub(super) fn tick_if_a_lease_is_due(&mut self, i: usize) {
-        let node = &self.nodes[i];
-        let (Some(clock), Some(deadline)) = (node.leader_clock, node.table.next_deadline_us())
-        else {
-            return;
-        };
-        if node.tick_for.is_some_and(|t| t >= deadline) {
+        if self.defer_if_paused(i, event).is_none() {
             return;
         }
-        let due = clock
-            .local_time_for(&node.table, deadline)
-            .is_some_and(|local| local <= self.local_us(i));
-        if due {
-            self.nodes[i].tick_for = Some(deadline);
-            self.propose_stamped(i, Body::Tick);
-        }
-    }
-
-    /// A client request reaching node `i`: proposed if it leads, else
-    /// forwarded once toward the leader it knows.
-    pub(super) fn node_request(&mut self, i: usize, request: trexlock_lease::Request, hops: u32) {
-        if self.nodes[i].replica.is_none() {
-            return;
-        }
-        if self.nodes[i].paused_until > self.now {
-            let at = self.nodes[i].paused_until + self.rng.u64(0..MS);
-            self.schedule_at(
-                at,
-                Event::ClientRequest {
-                    node: i,
-                    request,
-                    hops,
-                },
-            );
-            return;
-        }
-        if self.nodes[i].leader_clock.is_some() {
-            self.propose_stamped(i, Body::Request(request));
-            return;
-        }
-        let leader = self.nodes[i].replica.as_ref().and_then(Replica::leader);
-        if let (Some(leader), true) = (leader, hops > 0) {
-            let j = self.index(leader);
-            if j != i && !self.blocked.contains(&(i, j)) && self.rng.f64() >= self.loss {
-                let delay = self.delay();
-                self.schedule(
-                    delay,
-                    Event::ClientRequest {
-                        node: j,
-                        request,
-                        hops: hops - 1,
-                    },
-                );
-            }
-        }
+        self.step(i, |core, now| core.synced(now, write));
     }
 }

@@ -1,13 +1,21 @@
 //! The lease API: sessions, handles, renewal and release.
+//!
+//! [`LeaseClient`] performs calls; what they mean for the holder (request
+//! ids, what the table may forget, deadlines) is decided by the pure
+//! [`ClientCore`] it keeps, the same one the simulator's clients use.
 
-use crate::command::{ClientId, HolderInfo, Op, Outcome, Request, Stamp};
+mod handle;
+mod session;
+
+pub use handle::LeaseHandle;
+pub use session::{ClientCore, LeaseState};
+
+use crate::command::{ClientId, HolderInfo, Op, Outcome, Stamp};
 use crate::error::LeaseError;
 use crate::node::{Call, NodeHandle, Reply};
 use crate::table::validate;
 use bytes::Bytes;
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -29,10 +37,10 @@ pub struct LeaseClient {
 
 struct ClientInner {
     node: NodeHandle,
-    id: ClientId,
+    core: Mutex<ClientCore>,
     owner: String,
-    next_request: AtomicU64,
-    in_flight: Mutex<BTreeSet<u64>>,
+    /// The origin of the core's clock.
+    origin: Instant,
     call_timeout: Duration,
 }
 
@@ -43,26 +51,6 @@ pub enum TryAcquire {
     Acquired(LeaseHandle),
     /// Someone else holds it.
     Held(HolderInfo),
-}
-
-/// A lease we hold. `Send + Sync`: share it (e.g. in an `Arc`) and renew
-/// or release it from any task.
-///
-/// Its expiry is a local monotonic [`Instant`] computed from the moment the
-/// request was SENT plus the TTL shrunk by the configured clock drift
-/// bound, so the cluster never grants the lease to anyone else before
-/// [`LeaseHandle::expire_time_unsafe`]. "Unsafe" because a pause between
-/// checking and acting is not covered: check with
-/// [`LeaseHandle::is_valid_with_safety_gap`] and a gap longer than your
-/// longest pause plus the work done before the next check.
-#[derive(Debug)]
-pub struct LeaseHandle {
-    client: LeaseClient,
-    name: String,
-    stamp: Stamp,
-    ttl: Duration,
-    value: Mutex<Option<Bytes>>,
-    expires: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for LeaseClient {
@@ -80,31 +68,26 @@ fn millis(what: &str, d: Duration) -> Result<u64, LeaseError> {
 
 impl LeaseClient {
     pub(crate) fn new(node: NodeHandle, owner: String) -> LeaseClient {
+        LeaseClient::session(node, owner, DEFAULT_CALL_TIMEOUT)
+    }
+
+    fn session(node: NodeHandle, owner: String, call_timeout: Duration) -> LeaseClient {
+        let core = ClientCore::new(ClientId(fastrand::u64(..)), owner.clone(), node.drift);
         LeaseClient {
             inner: Arc::new(ClientInner {
                 node,
-                id: ClientId(fastrand::u64(..)),
+                core: Mutex::new(core),
                 owner,
-                next_request: AtomicU64::new(1),
-                in_flight: Mutex::new(BTreeSet::new()),
-                call_timeout: DEFAULT_CALL_TIMEOUT,
+                origin: Instant::now(),
+                call_timeout,
             }),
         }
     }
 
-    /// The same session with another per-call timeout.
+    /// A new session of the same owner on the same node, with another
+    /// per-call timeout.
     pub fn with_call_timeout(self, timeout: Duration) -> LeaseClient {
-        let inner = &self.inner;
-        LeaseClient {
-            inner: Arc::new(ClientInner {
-                node: inner.node.clone(),
-                id: ClientId(fastrand::u64(..)),
-                owner: inner.owner.clone(),
-                next_request: AtomicU64::new(1),
-                in_flight: Mutex::new(BTreeSet::new()),
-                call_timeout: timeout,
-            }),
-        }
+        LeaseClient::session(self.inner.node.clone(), self.inner.owner.clone(), timeout)
     }
 
     /// Who this session acquires leases as.
@@ -128,13 +111,9 @@ impl LeaseClient {
         };
         let answer = self.call(op, self.inner.call_timeout).await?;
         match answer.outcome {
-            Outcome::Granted { stamp, value } => Ok(TryAcquire::Acquired(self.handle(
-                name,
-                stamp,
-                ttl,
-                value,
-                answer.sent,
-            ))),
+            Outcome::Granted { stamp, .. } => {
+                Ok(TryAcquire::Acquired(self.handle(name, stamp, ttl)))
+            }
             Outcome::Held(holder) => Ok(TryAcquire::Held(holder)),
             other => Err(unexpected(other)),
         }
@@ -160,11 +139,10 @@ impl LeaseClient {
         };
         match self.call(op, wait + self.inner.call_timeout).await {
             Ok(Answer {
-                outcome: Outcome::Granted { stamp, value },
-                sent,
+                outcome: Outcome::Granted { stamp, .. },
                 queued,
             }) => {
-                let handle = self.handle(name, stamp, ttl, value, sent);
+                let handle = self.handle(name, stamp, ttl);
                 if queued && handle.expire_time_unsafe() < Instant::now() + ttl / 2 {
                     // Granted from the line after a long wait: the handle
                     // counts from when we sent, so most of the lease is
@@ -262,54 +240,36 @@ impl LeaseClient {
         }
     }
 
-    fn handle(
-        &self,
-        name: &str,
-        stamp: Stamp,
-        ttl: Duration,
-        value: Option<Bytes>,
-        sent: Instant,
-    ) -> LeaseHandle {
-        LeaseHandle {
-            client: self.clone(),
-            name: name.to_owned(),
-            stamp,
-            ttl,
-            value: Mutex::new(value),
-            expires: Mutex::new(self.belief_end(sent, ttl)),
-        }
+    fn handle(&self, name: &str, stamp: Stamp, ttl: Duration) -> LeaseHandle {
+        LeaseHandle::new(self.clone(), name.to_owned(), stamp, ttl)
     }
 
-    fn belief_end(&self, sent: Instant, ttl: Duration) -> Instant {
-        let ttl_us = u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX);
-        sent + Duration::from_micros(self.inner.node.drift.holder_belief_us(ttl_us))
+    /// The session's clock: time since it started.
+    fn elapsed(&self) -> Duration {
+        self.inner.origin.elapsed()
+    }
+
+    fn core(&self) -> MutexGuard<'_, ClientCore> {
+        // The core's state stays consistent across a panic elsewhere: every
+        // update is a single call.
+        self.inner
+            .core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sends one request and waits for its final answer. Dropping the
     /// returned future abandons the request cleanly.
     pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Answer, LeaseError> {
         validate(&op).map_err(LeaseError::Invalid)?;
-        let inner = &self.inner;
-        let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
-        let acked_below = {
-            let mut in_flight = inner.in_flight.lock().expect("client lock");
-            in_flight.insert(id);
-            *in_flight.first().expect("just inserted")
-        };
+        let request = self.core().start(op, self.elapsed());
         let mut guard = InFlight {
-            inner,
-            id,
+            client: self,
+            id: request.request,
             answered: false,
         };
-        let request = Request {
-            client: inner.id,
-            request: id,
-            acked_below,
-            op,
-        };
         let (reply, mut answers) = mpsc::channel(4);
-        let sent = Instant::now();
-        inner
+        self.inner
             .node
             .calls
             .send(Call::Request {
@@ -331,54 +291,50 @@ impl LeaseClient {
         };
         let outcome = match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result?,
-            Err(_) if inner.node.status().leader.is_none() => return Err(LeaseError::NoLeader),
+            Err(_) if self.inner.node.status().leader.is_none() => {
+                return Err(LeaseError::NoLeader);
+            }
             Err(_) => return Err(LeaseError::Timeout),
         };
+        self.core().answered(guard.id, &outcome, self.elapsed());
         // Answered: the node has already forgotten the request, so the
         // guard need not tell it to (one message fewer per call).
         guard.answered = true;
         drop(guard);
         match outcome {
             Outcome::Invalid(why) => Err(LeaseError::Invalid(why)),
-            outcome => Ok(Answer {
-                outcome,
-                sent,
-                queued,
-            }),
+            outcome => Ok(Answer { outcome, queued }),
         }
     }
 }
 
-/// Keeps a request id in the session's in-flight set while its call runs,
-/// and tells the node to stop waiting for it if the call is abandoned.
+/// Keeps a request open in the session while its call runs, and tells
+/// the node to stop waiting for it if the call is abandoned.
 struct InFlight<'a> {
-    inner: &'a ClientInner,
+    client: &'a LeaseClient,
     id: u64,
     /// The final answer arrived: the node (or the remote link) dropped the
-    /// request when it sent it, so there is nothing to forget.
+    /// request when it sent it, and the core closed it.
     answered: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.inner.node.calls.try_send(Call::Forget {
-                client: self.inner.id,
-                request: self.id,
-            });
+        if self.answered {
+            return;
         }
-        self.inner
-            .in_flight
-            .lock()
-            .expect("client lock")
-            .remove(&self.id);
+        let client = self.client;
+        let _ = client.inner.node.calls.try_send(Call::Forget {
+            client: client.core().id(),
+            request: self.id,
+        });
+        client.core().abandon(self.id);
     }
 }
 
-/// A final answer and when its request was sent.
+/// A final answer, and whether the request waited in line first.
 pub(crate) struct Answer {
     pub(crate) outcome: Outcome,
-    pub(crate) sent: Instant,
     pub(crate) queued: bool,
 }
 
@@ -386,130 +342,4 @@ fn unexpected(outcome: Outcome) -> LeaseError {
     LeaseError::Invalid(format!(
         "unexpected answer from the lease table: {outcome:?}"
     ))
-}
-
-impl LeaseHandle {
-    /// The lease's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The fencing token: hand it to every resource this lease protects.
-    pub fn stamp(&self) -> Stamp {
-        self.stamp
-    }
-
-    /// The TTL asked for.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
-    /// The fenced value stored with the lease: as granted, or as last
-    /// written through this handle.
-    pub fn value(&self) -> Option<Bytes> {
-        self.value.lock().expect("handle lock").clone()
-    }
-
-    /// When the lease ends at the latest, on this process's monotonic
-    /// clock, already allowing for clock drift. Not allowing for pauses.
-    pub fn expire_time_unsafe(&self) -> Instant {
-        *self.expires.lock().expect("handle lock")
-    }
-
-    /// [`LeaseHandle::expire_time_unsafe`] minus `gap` (or now, if the
-    /// gap reaches back before the clock's origin).
-    pub fn expire_time_with_safety_gap(&self, gap: Duration) -> Instant {
-        let end = self.expire_time_unsafe();
-        end.checked_sub(gap).unwrap_or_else(Instant::now)
-    }
-
-    /// True while now is before the expiry minus `gap`.
-    pub fn is_valid_with_safety_gap(&self, gap: Duration) -> bool {
-        Instant::now() < self.expire_time_with_safety_gap(gap)
-    }
-
-    /// Extends the lease by its TTL, counted from now; the stamp stays.
-    ///
-    /// # Errors
-    /// [`LeaseError::LeaseLost`] if it is no longer ours; timeouts as for
-    /// any call (the lease may still be valid: retry).
-    pub async fn renew(&self) -> Result<(), LeaseError> {
-        let op = Op::Renew {
-            name: self.name.clone(),
-            owner: self.client.owner().to_owned(),
-            stamp: self.stamp,
-            ttl_ms: millis("ttl", self.ttl)?,
-        };
-        let answer = self.client.call(op, self.client.inner.call_timeout).await?;
-        match answer.outcome {
-            Outcome::Renewed => {
-                *self.expires.lock().expect("handle lock") =
-                    self.client.belief_end(answer.sent, self.ttl);
-                Ok(())
-            }
-            Outcome::NotHolder { current } => Err(self.lost(current)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Gives the lease up; the next in line gets it.
-    ///
-    /// # Errors
-    /// [`LeaseError::LeaseLost`] if it was no longer ours anyway.
-    pub async fn release(&self) -> Result<(), LeaseError> {
-        let op = Op::Release {
-            name: self.name.clone(),
-            owner: self.client.owner().to_owned(),
-            stamp: self.stamp,
-        };
-        match self
-            .client
-            .call(op, self.client.inner.call_timeout)
-            .await?
-            .outcome
-        {
-            Outcome::Released => {
-                *self.expires.lock().expect("handle lock") = Instant::now();
-                Ok(())
-            }
-            Outcome::NotHolder { current } => Err(self.lost(current)),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Stores a small value with the lease, fenced by our stamp: refused if
-    /// the lease is no longer ours. The next holder reads it.
-    ///
-    /// # Errors
-    /// [`LeaseError::StaleStamp`] when the stamp is no longer the holder's.
-    pub async fn write_value(&self, value: Bytes) -> Result<(), LeaseError> {
-        let op = Op::Write {
-            name: self.name.clone(),
-            owner: self.client.owner().to_owned(),
-            stamp: self.stamp,
-            value,
-        };
-        match self
-            .client
-            .call(op, self.client.inner.call_timeout)
-            .await?
-            .outcome
-        {
-            Outcome::Written => Ok(()),
-            Outcome::NotHolder { .. } => Err(LeaseError::StaleStamp {
-                name: self.name.clone(),
-                stamp: self.stamp,
-            }),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    fn lost(&self, holder: Option<HolderInfo>) -> LeaseError {
-        *self.expires.lock().expect("handle lock") = Instant::now();
-        LeaseError::LeaseLost {
-            name: self.name.clone(),
-            stamp: self.stamp,
-            holder,
-        }
-    }
 }

@@ -1,0 +1,158 @@
+//! A held lease, as its holder sees it.
+
+use super::{LeaseClient, millis, unexpected};
+use crate::command::{HolderInfo, Op, Outcome, Stamp};
+use crate::error::LeaseError;
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+
+/// A lease we hold. `Send + Sync`: share it (e.g. in an `Arc`) and renew
+/// or release it from any task.
+///
+/// Its expiry is a local monotonic [`Instant`] computed from the moment the
+/// request was SENT plus the TTL shrunk by the configured clock drift
+/// bound, so the cluster never grants the lease to anyone else before
+/// [`LeaseHandle::expire_time_unsafe`]. "Unsafe" because a pause between
+/// checking and acting is not covered: check with
+/// [`LeaseHandle::is_valid_with_safety_gap`] and a gap longer than your
+/// longest pause plus the work done before the next check.
+///
+/// Every handle of one grant in a session reads the same state: a renewal,
+/// a reentrant acquire or a release through any of them is seen by all,
+/// and a reentrant acquire with a shorter TTL never makes the lease end
+/// sooner.
+#[derive(Debug)]
+pub struct LeaseHandle {
+    client: LeaseClient,
+    name: String,
+    stamp: Stamp,
+    ttl: Duration,
+}
+
+impl LeaseHandle {
+    pub(super) fn new(client: LeaseClient, name: String, stamp: Stamp, ttl: Duration) -> Self {
+        LeaseHandle {
+            client,
+            name,
+            stamp,
+            ttl,
+        }
+    }
+
+    /// The lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fencing token: hand it to every resource this lease protects.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
+    }
+
+    /// The TTL asked for.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The fenced value stored with the lease: as granted, or as last
+    /// written by this session.
+    pub fn value(&self) -> Option<Bytes> {
+        let core = self.client.core();
+        core.lease(&self.name)
+            .filter(|l| l.stamp == self.stamp)
+            .and_then(|l| l.value.clone())
+    }
+
+    /// When the lease ends at the latest, on this process's monotonic
+    /// clock, already allowing for clock drift. Not allowing for pauses.
+    /// Once the lease is known to be over, the moment that was learnt.
+    pub fn expire_time_unsafe(&self) -> Instant {
+        let deadline = self.client.core().deadline(&self.name, self.stamp);
+        // A grant the session no longer tracks ended long ago: the
+        // session's start is a moment safely in the past.
+        self.client.inner.origin + deadline.unwrap_or(Duration::ZERO)
+    }
+
+    /// [`LeaseHandle::expire_time_unsafe`] minus `gap` (or now, if the
+    /// gap reaches back before the clock's origin).
+    pub fn expire_time_with_safety_gap(&self, gap: Duration) -> Instant {
+        let end = self.expire_time_unsafe();
+        end.checked_sub(gap).unwrap_or_else(Instant::now)
+    }
+
+    /// True while now is before the expiry minus `gap`.
+    pub fn is_valid_with_safety_gap(&self, gap: Duration) -> bool {
+        Instant::now() < self.expire_time_with_safety_gap(gap)
+    }
+
+    /// Extends the lease by its TTL, counted from now; the stamp stays.
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] if it is no longer ours; timeouts as for
+    /// any call (the lease may still be valid: retry).
+    pub async fn renew(&self) -> Result<(), LeaseError> {
+        let op = Op::Renew {
+            name: self.name.clone(),
+            owner: self.client.owner().to_owned(),
+            stamp: self.stamp,
+            ttl_ms: millis("ttl", self.ttl)?,
+        };
+        match self.call(op).await? {
+            Outcome::Renewed => Ok(()),
+            Outcome::NotHolder { current } => Err(self.lost(current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Gives the lease up; the next in line gets it.
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] if it was no longer ours anyway.
+    pub async fn release(&self) -> Result<(), LeaseError> {
+        let op = Op::Release {
+            name: self.name.clone(),
+            owner: self.client.owner().to_owned(),
+            stamp: self.stamp,
+        };
+        match self.call(op).await? {
+            Outcome::Released => Ok(()),
+            Outcome::NotHolder { current } => Err(self.lost(current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores a small value with the lease, fenced by our stamp: refused if
+    /// the lease is no longer ours. The next holder reads it.
+    ///
+    /// # Errors
+    /// [`LeaseError::StaleStamp`] when the stamp is no longer the holder's.
+    pub async fn write_value(&self, value: Bytes) -> Result<(), LeaseError> {
+        let op = Op::Write {
+            name: self.name.clone(),
+            owner: self.client.owner().to_owned(),
+            stamp: self.stamp,
+            value,
+        };
+        match self.call(op).await? {
+            Outcome::Written => Ok(()),
+            Outcome::NotHolder { .. } => Err(LeaseError::StaleStamp {
+                name: self.name.clone(),
+                stamp: self.stamp,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn call(&self, op: Op) -> Result<Outcome, LeaseError> {
+        let timeout = self.client.inner.call_timeout;
+        Ok(self.client.call(op, timeout).await?.outcome)
+    }
+
+    fn lost(&self, holder: Option<HolderInfo>) -> LeaseError {
+        LeaseError::LeaseLost {
+            name: self.name.clone(),
+            stamp: self.stamp,
+            holder,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! What the node does with chosen values, snapshots and leadership: the
+//! table is applied in slot order, and the leader keeps the table's time.
+
+use super::{Effect, NodeCore};
+use crate::command::{Body, Command};
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::table::{Event, LeaseTable};
+use crate::time::LeaderClock;
+use trexlock_paxos::{Leadership, Slot, Snapshot, Value};
+
+impl NodeCore {
+    /// Loads a snapshot the replica handed over, then applies chosen values.
+    pub(super) fn install_and_apply(
+        &mut self,
+        install: Option<Snapshot>,
+        chosen: Vec<(Slot, Value)>,
+    ) -> Result<(), NodeError> {
+        if let Some(snapshot) = install {
+            self.table =
+                LeaseTable::from_snapshot(&snapshot.data).map_err(|e| NodeError::Undecodable {
+                    slot: snapshot.slot,
+                    what: "snapshot",
+                    reason: e.to_string(),
+                })?;
+            self.applied = snapshot.slot;
+            self.effects.push(Effect::Installed {
+                slot: snapshot.slot,
+            });
+        }
+        for (slot, value) in chosen {
+            self.apply(slot, value)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, slot: Slot, value: Value) -> Result<(), NodeError> {
+        let mut results = Vec::with_capacity(value.commands().len());
+        for bytes in value.commands() {
+            let command = Command::decode(bytes).map_err(|e| NodeError::Undecodable {
+                slot,
+                what: "command",
+                reason: e.to_string(),
+            })?;
+            let applied = self.table.apply(&command);
+            Metrics::add(&self.metrics.commands_applied, 1);
+            for event in &applied.events {
+                self.count(event);
+            }
+            for response in &applied.responses {
+                self.answer(response.client, response.request, &response.outcome);
+            }
+            results.push(applied);
+        }
+        self.applied = slot;
+        Metrics::add(&self.metrics.slots_applied, 1);
+        self.effects.push(Effect::Applied {
+            slot,
+            value,
+            results,
+        });
+        if slot.is_multiple_of(self.cfg.snapshot_every) {
+            let snapshot = Snapshot {
+                slot,
+                data: self.table.to_snapshot(),
+            };
+            let ready = self.replica.snapshot_taken(snapshot)?;
+            self.perform(ready)?;
+        }
+        Ok(())
+    }
+
+    fn count(&self, event: &Event) {
+        let m = &self.metrics;
+        match event {
+            Event::Granted { .. } => Metrics::add(&m.acquisitions, 1),
+            Event::Expired { name, stamp } => {
+                tracing::debug!(node = %self.cfg.node, lease = %name, %stamp, "lease expired");
+                Metrics::add(&m.expiries, 1);
+            }
+            Event::Renewed { .. } => Metrics::add(&m.renewals, 1),
+            Event::Released { .. } => Metrics::add(&m.releases, 1),
+        }
+    }
+
+    pub(super) fn on_leadership(&mut self, change: Leadership) {
+        Metrics::add(&self.metrics.leader_changes, 1);
+        match change {
+            Leadership::Elected { ballot } => {
+                tracing::info!(node = %self.cfg.node, %ballot, "elected leader");
+                // The epoch starts now: commands count time from this
+                // moment, so table time stands still across the change
+                // and no outstanding lease loses any of its remaining time.
+                let takeover_us = if sabotaged!(self, NoTakeoverExtension) {
+                    0
+                } else {
+                    self.now_us()
+                };
+                self.leader_clock = Some(LeaderClock::new(ballot, takeover_us));
+                self.tick_proposed_for = None;
+                // Opens the epoch in the table.
+                self.stamp_and_queue(Body::Tick);
+                let keys: Vec<_> = self.pending.keys().copied().collect();
+                for key in keys {
+                    self.route(key);
+                }
+            }
+            Leadership::Lost => {
+                tracing::info!(node = %self.cfg.node, "lost leadership");
+                self.leader_clock = None;
+            }
+        }
+    }
+
+    /// The leader proposes a bare tick when a lease someone waits for runs
+    /// out by its clock: expiry is decided by a command in the log.
+    pub(super) fn tick_if_a_lease_is_due(&mut self) {
+        let Some(clock) = self.leader_clock else {
+            return;
+        };
+        let Some(deadline) = self.table.next_deadline_us() else {
+            return;
+        };
+        if self.tick_proposed_for.is_some_and(|t| t >= deadline) {
+            return;
+        }
+        if clock
+            .local_time_for(&self.table, deadline)
+            .is_some_and(|local| local <= self.now_us())
+        {
+            self.tick_proposed_for = Some(deadline);
+            self.stamp_and_queue(Body::Tick);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The node core: every decision a lease node makes, as a pure state
+//! machine.
+//!
+//! [`NodeCore`] owns the Paxos [`Replica`], the [`LeaseTable`], the
+//! requests that arrived at this node, the leader's clock and lease duties,
+//! routing and retries, and the durability pipeline. It reads no clock,
+//! opens no file or socket and spawns nothing: time is an argument of
+//! every input, and everything the node must do comes out as an
+//! [`Effect`], in the order it must be performed. The tokio shell
+//! (`NodeTask`) and the simulator drive this same code.
+//!
+//! Inputs: [`NodeCore::request`], [`NodeCore::forget`], [`NodeCore::peer`],
+//! [`NodeCore::tick`], [`NodeCore::synced`], and [`NodeCore::end_round`]
+//! after each batch of inputs (it proposes what the round queued and sends
+//! the leader's early messages). [`NodeCore::drain`] prepares a clean stop.
+//!
+//! The driver's contract:
+//! - perform [`Effect::Persist`] writes one at a time, in id order, each
+//!   durable ([`trexlock_paxos::Journal::persist`]) before reporting
+//!   [`NodeCore::synced`] with its id; the core never emits a second write
+//!   before the first is reported;
+//! - send [`Effect::Send`] messages best-effort (loss is tolerated);
+//! - deliver [`Effect::Answer`]s to whoever asked; an answer other than
+//!   [`Outcome::Queued`] is final and the core forgets the request;
+//! - a journal failure stops the node: drop the core.
+//!
+//! ```
+//! use std::time::Duration;
+//! use trexlock_lease::node::{Effect, NodeConfig, NodeCore};
+//! use trexlock_paxos::{JournalState, NodeId};
+//!
+//! let config = NodeConfig::new(NodeId(1), vec![NodeId(1)]);
+//! let paxos = config.paxos_config(7);
+//! let mut core = NodeCore::new(config, paxos, JournalState::default(), Duration::ZERO).unwrap();
+//! // A single member elects itself after an election timeout: the new
+//! // promise must be made durable before anything depends on it.
+//! core.tick(Duration::from_secs(1)).unwrap();
+//! core.end_round(Duration::from_secs(1)).unwrap();
+//! let effects = core.take_effects();
+//! assert!(matches!(effects[0], Effect::Persist { id: 1, .. }));
+//! ```
+
+mod apply;
+mod pipeline;
+mod requests;
+
+use super::{NodeConfig, NodeStatus};
+use crate::command::{ClientId, Outcome, Request};
+use crate::error::NodeError;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::network::PeerMessage;
+use crate::table::{Applied, LeaseTable};
+use crate::time::LeaderClock;
+use bytes::Bytes;
+use pipeline::Pipeline;
+use requests::Pending;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use trexlock_paxos::{Config, JournalState, JournalWrite, NodeId, Replica, Slot, Value};
+
+/// Something the driver of a [`NodeCore`] must do, in the order given.
+#[derive(Debug)]
+pub enum Effect {
+    /// Make `write` durable, then report [`NodeCore::synced`] with `id`.
+    /// At most one write is outstanding at a time.
+    Persist {
+        /// Increasing from 1.
+        id: u64,
+        /// What to persist, atomically.
+        write: JournalWrite,
+    },
+    /// Send `message` to node `to`, best-effort.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// The message.
+        message: PeerMessage,
+    },
+    /// The answer to a request that arrived at this node.
+    Answer {
+        /// The session that asked.
+        client: ClientId,
+        /// Its request.
+        request: u64,
+        /// The answer; anything but [`Outcome::Queued`] is final.
+        outcome: Outcome,
+    },
+    /// A chosen slot was applied to the table (for observers: the shell
+    /// ignores it, the simulator checks it against the votes it saw).
+    Applied {
+        /// The slot.
+        slot: Slot,
+        /// Its chosen value.
+        value: Value,
+        /// What each of its commands did to the table, in order.
+        results: Vec<Applied>,
+    },
+    /// A snapshot from a peer replaced the table, covering every slot up
+    /// to `slot`.
+    Installed {
+        /// The snapshot's slot.
+        slot: Slot,
+    },
+}
+
+/// Every decision of one lease node, with no I/O and no clock. See the
+/// module documentation for the driver's contract.
+pub struct NodeCore {
+    cfg: NodeConfig,
+    replica: Replica,
+    table: LeaseTable,
+    applied: Slot,
+    metrics: Arc<Metrics>,
+    leader_clock: Option<LeaderClock>,
+    known_leader: Option<NodeId>,
+    pending: HashMap<(ClientId, u64), Pending>,
+    to_propose: Vec<Bytes>,
+    /// Table time for which a tick was last proposed.
+    tick_proposed_for: Option<u64>,
+    pipeline: Pipeline,
+    /// The time of the input being handled.
+    now: Duration,
+    effects: Vec<Effect>,
+}
+
+impl NodeCore {
+    /// A core starting from what its journal recovered, at local time
+    /// `now`. `paxos` is the replica's configuration (see
+    /// [`NodeConfig::paxos_config`]); its members and node must be
+    /// `config`'s.
+    ///
+    /// # Errors
+    /// [`NodeError::Config`] for invalid or mismatched settings;
+    /// [`NodeError::Paxos`] when the journal state contradicts itself.
+    pub fn new(
+        config: NodeConfig,
+        paxos: Config,
+        state: JournalState,
+        now: Duration,
+    ) -> Result<NodeCore, NodeError> {
+        config.validate()?;
+        if paxos.node != config.node || paxos.members != config.members {
+            return Err(NodeError::Config(
+                "the replica's node and members differ from the node's".into(),
+            ));
+        }
+        let replica = Replica::new(paxos, state, now)?;
+        let replicated = config.members.len() > 1;
+        Ok(NodeCore {
+            cfg: config,
+            replica,
+            table: LeaseTable::new(),
+            applied: 0,
+            metrics: Arc::new(Metrics::default()),
+            leader_clock: None,
+            known_leader: None,
+            pending: HashMap::new(),
+            to_propose: Vec::new(),
+            tick_proposed_for: None,
+            pipeline: Pipeline::new(replicated),
+            now,
+            effects: Vec::new(),
+        })
+    }
+
+    /// The effects produced since the last call, in the order they must
+    /// be performed.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// A client request arrived at this node. It is validated first (a
+    /// request outside the limits is answered [`Outcome::Invalid`] and
+    /// never proposed), then proposed here if this node leads, or sent to
+    /// the leader, and retried until answered.
+    pub fn request(&mut self, now: Duration, request: Request) {
+        self.now = now;
+        self.admit(request);
+    }
+
+    /// The caller of a request is gone: stop waiting on its behalf.
+    pub fn forget(&mut self, client: ClientId, request: u64) {
+        self.pending.remove(&(client, request));
+    }
+
+    /// A message from peer `from`.
+    ///
+    /// # Errors
+    /// The replica stopped (see [`trexlock_paxos::PaxosError`]) or a
+    /// chosen command cannot be decoded.
+    pub fn peer(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        message: PeerMessage,
+    ) -> Result<(), NodeError> {
+        self.now = now;
+        match message {
+            PeerMessage::Paxos(message) => self.on_paxos(from, message),
+            PeerMessage::Forward(requests) => {
+                self.on_forward(from, requests);
+                Ok(())
+            }
+        }
+    }
+
+    /// Time passed: elections, heartbeats, catch-up, lease expiry, retries.
+    ///
+    /// # Errors
+    /// As [`NodeCore::peer`].
+    pub fn tick(&mut self, now: Duration) -> Result<(), NodeError> {
+        self.now = now;
+        let ready = self.replica.tick(now)?;
+        self.perform(ready)?;
+        self.flush_hint(false);
+        self.tick_if_a_lease_is_due();
+        self.retry_due();
+        Ok(())
+    }
+
+    /// Write `id` is durable: effects waiting for it are released.
+    ///
+    /// # Errors
+    /// As [`NodeCore::peer`].
+    pub fn synced(&mut self, now: Duration, id: u64) -> Result<(), NodeError> {
+        self.now = now;
+        Metrics::add(&self.metrics.journal_syncs, 1);
+        self.on_synced(id)
+    }
+
+    /// Ends a round of inputs: proposes what the round queued (one slot
+    /// batch, one journal sync for all of it), sends the leader's early
+    /// messages, and re-routes requests when the leader changed.
+    ///
+    /// # Errors
+    /// As [`NodeCore::peer`].
+    pub fn end_round(&mut self, now: Duration) -> Result<(), NodeError> {
+        self.now = now;
+        self.propose_queued()?;
+        self.flush_outbox();
+        self.follow_leader_change();
+        Ok(())
+    }
+
+    /// Prepares a clean stop: sends what is queued and syncs what waits.
+    /// Keep feeding [`NodeCore::synced`] until [`NodeCore::is_drained`].
+    pub fn drain(&mut self, now: Duration) {
+        self.now = now;
+        self.flush_outbox();
+        self.flush_hint(true);
+    }
+
+    /// True when no journal write is outstanding.
+    pub fn is_drained(&self) -> bool {
+        !self.pipeline.in_flight()
+    }
+
+    /// The node's public state.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            leader: self.replica.leader(),
+            is_leader: self.leader_clock.is_some(),
+            applied: self.applied,
+            stopped: None,
+        }
+    }
+
+    /// The lease table as of the last applied slot.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// The replica (read-only: its promise, role and log).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Requests that arrived here and await their final answer.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Counters since the core started.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot(self.leader_clock.is_some())
+    }
+
+    pub(crate) fn shared_metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.now.as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn send(&mut self, to: NodeId, message: PeerMessage) {
+        self.effects.push(Effect::Send { to, message });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Requests that arrived at this node: admission, routing to the leader,
+//! retries, and what the leader proposes.
+
+use super::{Effect, NodeCore};
+use crate::command::{Body, ClientId, Command, Outcome, Request};
+use crate::error::NodeError;
+use crate::network::PeerMessage;
+use crate::table::validate;
+use std::time::Duration;
+use trexlock_paxos::{NodeId, PaxosError, ProposeError};
+
+/// A request that arrived at this node and awaits its final answer.
+pub(super) struct Pending {
+    pub(super) request: Request,
+    pub(super) arrived: Duration,
+    pub(super) routed_at: Option<Duration>,
+    pub(super) queued: bool,
+}
+
+impl NodeCore {
+    /// Validates a client's request, then routes it. An invalid request
+    /// is answered at once: it never reaches the log.
+    pub(super) fn admit(&mut self, request: Request) {
+        if let Err(why) = validate(&request.op) {
+            self.effects.push(Effect::Answer {
+                client: request.client,
+                request: request.request,
+                outcome: Outcome::Invalid(why),
+            });
+            return;
+        }
+        let key = (request.client, request.request);
+        self.pending.insert(
+            key,
+            Pending {
+                request,
+                arrived: self.now,
+                routed_at: None,
+                queued: false,
+            },
+        );
+        self.route(key);
+    }
+
+    /// Sends a pending request toward the leader (or queues it for
+    /// proposal here, if this node leads).
+    pub(super) fn route(&mut self, key: (ClientId, u64)) {
+        let now = self.now;
+        let leading = self.leader_clock.is_some();
+        let leader = self.replica.leader().filter(|l| *l != self.cfg.node);
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        if leading {
+            p.routed_at = Some(now);
+            let body = Body::Request(p.request.clone());
+            self.stamp_and_queue(body);
+        } else if let Some(leader) = leader {
+            p.routed_at = Some(now);
+            let forward = PeerMessage::Forward(vec![p.request.clone()]);
+            self.send(leader, forward);
+        }
+    }
+
+    /// Requests a peer forwarded: proposed here if this node leads, else
+    /// passed on once to the leader it knows (never back to the sender).
+    /// Each is validated again: a peer is not trusted to have done it.
+    pub(super) fn on_forward(&mut self, from: NodeId, requests: Vec<Request>) {
+        let requests: Vec<Request> = requests
+            .into_iter()
+            .filter(|r| validate(&r.op).is_ok())
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        if self.leader_clock.is_some() {
+            for request in requests {
+                self.stamp_and_queue(Body::Request(request));
+            }
+        } else if let Some(leader) = self
+            .replica
+            .leader()
+            .filter(|l| *l != self.cfg.node && *l != from)
+        {
+            self.send(leader, PeerMessage::Forward(requests));
+        }
+    }
+
+    /// Re-sends every request unanswered for a retry interval (a retry is
+    /// answered from the table, never executed twice).
+    pub(super) fn retry_due(&mut self) {
+        let (now, retry) = (self.now, self.cfg.retry_interval);
+        let due: Vec<(ClientId, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                !p.queued && p.routed_at.is_none_or(|t| now.saturating_sub(t) >= retry)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.route(key);
+        }
+    }
+
+    /// A new leader is known: send it what is still waiting.
+    pub(super) fn follow_leader_change(&mut self) {
+        let leader = self.replica.leader();
+        if leader == self.known_leader {
+            return;
+        }
+        self.known_leader = leader;
+        let keys: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.queued)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.route(key);
+        }
+    }
+
+    /// Stamps a command with this leader's epoch clock and queues it for
+    /// the round's proposal.
+    pub(super) fn stamp_and_queue(&mut self, body: Body) {
+        let Some(clock) = self.leader_clock else {
+            return;
+        };
+        let (epoch, elapsed_us) = clock.stamp(self.now_us());
+        let command = Command {
+            epoch,
+            elapsed_us,
+            body,
+        };
+        self.to_propose.push(command.encode());
+    }
+
+    pub(super) fn propose_queued(&mut self) -> Result<(), NodeError> {
+        if self.to_propose.is_empty() {
+            return Ok(());
+        }
+        let commands = std::mem::take(&mut self.to_propose);
+        match self.replica.propose(self.now, commands) {
+            Ok(ready) => self.perform(ready),
+            // Lost leadership meanwhile: origins retry with the new leader.
+            Err(ProposeError::NotLeader { .. }) => Ok(()),
+            Err(ProposeError::Stopped) => Err(PaxosError::Stopped.into()),
+        }
+    }
+
+    /// Hands the table's answers to the requests waiting here.
+    pub(super) fn answer(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+        let key = (client, request);
+        let Some(p) = self.pending.get_mut(&key) else {
+            return;
+        };
+        if *outcome == Outcome::Queued {
+            p.queued = true;
+            crate::metrics::Metrics::add(&self.metrics.waits, 1);
+        } else {
+            let latency = self.now.saturating_sub(p.arrived).as_micros();
+            crate::metrics::Metrics::add(&self.metrics.commit_latency_count, 1);
+            crate::metrics::Metrics::add(
+                &self.metrics.commit_latency_us_total,
+                u64::try_from(latency).unwrap_or(u64::MAX),
+            );
+            self.pending.remove(&key);
+        }
+        self.effects.push(Effect::Answer {
+            client,
+            request,
+            outcome: outcome.clone(),
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! The tokio shell around [`NodeCore`]: it feeds the core client calls,
+//! peer messages, ticks and journal completions, and performs the effects
+//! the core returns. It decides nothing itself.
+
+use super::core::{Effect, NodeCore};
+use super::{Call, NodeStatus, Reply};
+use crate::command::{ClientId, Outcome};
+use crate::error::NodeError;
+use crate::journal_worker::JournalWorker;
+use crate::network::{Inbox, Network};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use trexlock_paxos::NodeId;
+
+/// Most inputs of one kind taken in one round, so that a flood of one
+/// kind cannot starve the others.
+const ROUND_INPUTS: usize = 256;
+
+/// The channels and services a node task works with.
+pub(super) struct Io {
+    pub(super) worker: JournalWorker,
+    pub(super) network: Arc<dyn Network>,
+    pub(super) inbox: Inbox,
+    pub(super) calls: mpsc::Receiver<Call>,
+    pub(super) status: watch::Sender<NodeStatus>,
+}
+
+pub(super) struct NodeTask {
+    node: NodeId,
+    core: NodeCore,
+    io: Io,
+    /// Where the answers to the requests pending in the core go.
+    replies: HashMap<(ClientId, u64), Reply>,
+    origin: Instant,
+    tick_interval: Duration,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl NodeTask {
+    pub(super) fn new(core: NodeCore, io: Io, origin: Instant, tick_interval: Duration) -> Self {
+        NodeTask {
+            node: core.replica().id(),
+            core,
+            io,
+            replies: HashMap::new(),
+            origin,
+            tick_interval,
+            shutdown: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<(), NodeError> {
+        let result = self.event_loop().await;
+        let reason = match &result {
+            Ok(()) => "shut down".to_owned(),
+            Err(e) => {
+                tracing::error!(node = %self.node, error = %e, "node stopped");
+                e.to_string()
+            }
+        };
+        self.replies.clear();
+        self.io.calls.close();
+        self.io.status.send_modify(|s| {
+            s.stopped = Some(reason);
+            s.is_leader = false;
+        });
+        let mut worker = self.io.worker;
+        let _ = tokio::task::spawn_blocking(move || worker.close()).await;
+        if let Some(done) = self.shutdown.take() {
+            let _ = done.send(());
+        }
+        result
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    async fn event_loop(&mut self) -> Result<(), NodeError> {
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                done = self.io.worker.done.recv() => match done {
+                    Some((id, Ok(()))) => self.core.synced(self.origin.elapsed(), id)?,
+                    Some((_, Err(e))) => return Err(e.into()),
+                    None => return Err(NodeError::JournalThreadEnded),
+                },
+                call = self.io.calls.recv() => match call {
+                    Some(call) => self.on_call(call),
+                    None => return Ok(()),
+                },
+                msg = self.io.inbox.recv() => {
+                    if let Some((from, msg)) = msg {
+                        self.core.peer(self.origin.elapsed(), from, msg)?;
+                    }
+                },
+                _ = ticker.tick() => self.core.tick(self.origin.elapsed())?,
+            }
+            // Take whatever else is already waiting, so it shares this
+            // round's proposal and journal sync.
+            for _ in 0..ROUND_INPUTS {
+                match self.io.calls.try_recv() {
+                    Ok(call) => self.on_call(call),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..ROUND_INPUTS {
+                match self.io.inbox.try_recv() {
+                    Ok((from, msg)) => self.core.peer(self.now(), from, msg)?,
+                    Err(_) => break,
+                }
+            }
+            if self.shutdown.is_some() {
+                return self.drain().await;
+            }
+            self.core.end_round(self.now())?;
+            self.perform();
+            let status = self.core.status();
+            self.io.status.send_if_modified(|s| {
+                let changed = *s != status;
+                if changed {
+                    *s = status;
+                }
+                changed
+            });
+        }
+    }
+
+    fn on_call(&mut self, call: Call) {
+        match call {
+            Call::Request { request, reply } => {
+                self.replies
+                    .insert((request.client, request.request), reply);
+                self.core.request(self.now(), request);
+            }
+            Call::Forget { client, request } => {
+                self.replies.remove(&(client, request));
+                self.core.forget(client, request);
+            }
+            Call::Shutdown { done } => self.shutdown = Some(done),
+        }
+    }
+
+    /// Performs the core's effects, in order.
+    fn perform(&mut self) {
+        for effect in self.core.take_effects() {
+            match effect {
+                Effect::Persist { id, write } => self.io.worker.submit(id, write),
+                Effect::Send { to, message } => self.io.network.send(self.node, to, message),
+                Effect::Answer {
+                    client,
+                    request,
+                    outcome,
+                } => self.deliver(client, request, outcome),
+                Effect::Applied { .. } | Effect::Installed { .. } => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, client: ClientId, request: u64, outcome: Outcome) {
+        let key = (client, request);
+        let final_answer = outcome != Outcome::Queued;
+        let Some(reply) = self.replies.get(&key) else {
+            return;
+        };
+        if !reply.send(outcome) {
+            // The caller is gone (a remote client disconnected): stop
+            // waiting on its behalf.
+            self.replies.remove(&key);
+            self.core.forget(client, request);
+        } else if final_answer {
+            self.replies.remove(&key);
+        }
+    }
+
+    /// Lets the journal finish what it has, so acknowledged state is on
+    /// disk, then stops.
+    async fn drain(&mut self) -> Result<(), NodeError> {
+        loop {
+            self.core.drain(self.now());
+            self.perform();
+            if self.core.is_drained() {
+                return Ok(());
+            }
+            match self.io.worker.done.recv().await {
+                Some((id, Ok(()))) => self.core.synced(self.now(), id)?,
+                Some((_, Err(e))) => return Err(e.into()),
+                None => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Known-wrong variants of the node runtime and the client (feature
+//! `sabotage` only), so that the simulator can prove its checks catch
+//! each one.
+
+/// A deliberately broken runtime or client rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sabotage {
+    /// A follower's `Accepted` leaves before its vote is synced.
+    EarlyAccepted,
+    /// The leader counts followers' `Accepted`s before its own vote for
+    /// the slot is durable.
+    LeaderUnsyncedVote,
+    /// The client counts the holder's deadline from the reply instead of
+    /// from the moment it sent the request.
+    DeadlineFromReply,
+    /// A new leader counts its epoch from its own start instead of its
+    /// takeover, so outstanding leases lose remaining time.
+    NoTakeoverExtension,
+}
