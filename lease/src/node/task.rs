@@ -157,6 +157,9 @@ impl NodeTask {
                     request,
                     outcome,
                 } => self.deliver(client, request, outcome),
+                Effect::Abandoned { client, request } => {
+                    self.replies.remove(&(client, request));
+                }
                 Effect::Applied { .. } | Effect::Installed { .. } => {}
             }
         }

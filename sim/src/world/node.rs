@@ -252,6 +252,7 @@ impl World {
                 }
                 self.nodes[i].history.apply(value);
             }
+            Effect::Abandoned { .. } => {}
             Effect::Installed { slot } => {
                 self.nodes[i].history.install(slot);
                 self.nodes[i].granted.clear();

@@ -86,6 +86,15 @@ pub enum Effect {
         /// The answer; anything but [`Outcome::Queued`] is final.
         outcome: Outcome,
     },
+    /// The core stopped waiting for this request's answer (it waited far
+    /// longer than any caller would): drop whatever would have delivered
+    /// it.
+    Abandoned {
+        /// The session that asked.
+        client: ClientId,
+        /// Its request.
+        request: u64,
+    },
     /// A chosen slot was applied to the table (for observers: the shell
     /// ignores it, the simulator checks it against the votes it saw).
     Applied {
@@ -215,6 +224,7 @@ impl NodeCore {
         self.perform(ready)?;
         self.flush_hint(false);
         self.tick_if_a_lease_is_due();
+        self.expire_pending();
         self.retry_due();
         Ok(())
     }

@@ -2,12 +2,20 @@
 //! retries, and what the leader proposes.
 
 use super::{Effect, NodeCore};
-use crate::command::{Body, ClientId, Command, Outcome, Request};
+use crate::command::{Body, ClientId, Command, Op, Outcome, Request};
 use crate::error::NodeError;
 use crate::network::PeerMessage;
 use crate::table::validate;
 use std::time::Duration;
 use trexlock_paxos::{NodeId, PaxosError, ProposeError};
+
+/// How long past its own wait a request may stay pending here. Every
+/// caller has given up well before (a client's call times out after its
+/// wait plus [`crate::client::DEFAULT_CALL_TIMEOUT`]), so an entry this old
+/// is one nobody will collect: a duplicate acquire of a waiting owner
+/// that the table answers only with `Queued`, or a remote caller gone
+/// silently.
+pub(super) const PENDING_GRACE: Duration = Duration::from_secs(60);
 
 /// A request that arrived at this node and awaits its final answer.
 pub(super) struct Pending {
@@ -15,6 +23,16 @@ pub(super) struct Pending {
     pub(super) arrived: Duration,
     pub(super) routed_at: Option<Duration>,
     pub(super) queued: bool,
+    /// Forgotten at this time if still unanswered.
+    pub(super) expires: Duration,
+}
+
+/// How long a request's caller may wait for its answer.
+fn wait_of(request: &Request) -> Duration {
+    match request.op {
+        Op::Acquire { wait_ms, .. } => Duration::from_millis(wait_ms),
+        _ => Duration::ZERO,
+    }
 }
 
 impl NodeCore {
@@ -30,6 +48,7 @@ impl NodeCore {
             return;
         }
         let key = (request.client, request.request);
+        let expires = self.now + wait_of(&request) + PENDING_GRACE;
         self.pending.insert(
             key,
             Pending {
@@ -37,6 +56,7 @@ impl NodeCore {
                 arrived: self.now,
                 routed_at: None,
                 queued: false,
+                expires,
             },
         );
         self.route(key);
@@ -83,6 +103,21 @@ impl NodeCore {
             .filter(|l| *l != self.cfg.node && *l != from)
         {
             self.send(leader, PeerMessage::Forward(requests));
+        }
+    }
+
+    /// Forgets requests nobody will collect (see [`PENDING_GRACE`]).
+    pub(super) fn expire_pending(&mut self) {
+        let now = self.now;
+        let expired: Vec<(ClientId, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.expires <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for (client, request) in expired {
+            self.pending.remove(&(client, request));
+            self.effects.push(Effect::Abandoned { client, request });
         }
     }
 

@@ -294,3 +294,90 @@ fn a_drain_syncs_the_commit_index_that_waited_alone() {
     core.synced(ms(20_003), persisted(&effects)[0]).unwrap();
     assert!(core.is_drained());
 }
+
+/// Runs rounds until every proposal is chosen with n2's vote.
+fn choose_all(core: &mut NodeCore, now: Duration) -> Vec<Effect> {
+    let mut all = sync_all(core, now);
+    let last = all
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                message: PeerMessage::Paxos(Message::Accept { entries, .. }),
+                ..
+            } => entries.last().map(|(s, _)| *s),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let accepted = Message::Accepted {
+        ballot: core.replica().promised(),
+        slots: (1..=last).collect(),
+    };
+    core.peer(now, N2, PeerMessage::Paxos(accepted)).unwrap();
+    all.extend(sync_all(core, now));
+    all
+}
+
+fn acquire(client: u64, request: u64, owner: &str) -> Request {
+    Request {
+        client: ClientId(client),
+        request,
+        acked_below: 1,
+        op: Op::Acquire {
+            name: "x".into(),
+            owner: owner.into(),
+            ttl_ms: 3_600_000,
+            wait_ms: 1_000,
+        },
+    }
+}
+
+#[test]
+fn a_request_nobody_will_collect_is_forgotten() {
+    let mut core = leader();
+    core.request(ms(20_000), acquire(8, 1, "holder"));
+    choose_all(&mut core, ms(20_000));
+    // The owner waits for "x"; its second acquire is answered only with
+    // Queued and would otherwise stay pending for ever.
+    core.request(ms(20_001), acquire(9, 1, "me"));
+    core.request(ms(20_001), acquire(9, 2, "me"));
+    let effects = choose_all(&mut core, ms(20_001));
+    let queued = effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Answer {
+                    outcome: Outcome::Queued,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(queued, 2);
+    assert_eq!(core.pending_len(), 2);
+    core.tick(ms(20_001) + ms(999) + requests::PENDING_GRACE)
+        .unwrap();
+    assert_eq!(
+        core.pending_len(),
+        2,
+        "not before the wait and the grace ran out"
+    );
+    core.tick(ms(20_001) + ms(1_000) + requests::PENDING_GRACE)
+        .unwrap();
+    assert_eq!(core.pending_len(), 0);
+    let abandoned = core
+        .take_effects()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Abandoned {
+                    client: ClientId(9),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(abandoned, 2);
+}
