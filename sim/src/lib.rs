@@ -247,10 +247,11 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
+                outcome.clean_stops,
                 outcome.lost_writes,
                 outcome.disk_losses,
                 outcome.partitions,

@@ -34,6 +34,8 @@ pub struct Outcome {
     pub acknowledged: u64,
     /// Crashes injected.
     pub crashes: u64,
+    /// Clean stops (the node drained its journal first).
+    pub clean_stops: u64,
     /// Crashes that lost a journal write in flight.
     pub lost_writes: u64,
     /// Partitions injected.
@@ -258,7 +260,9 @@ impl World {
     }
 
     fn runnable(&self, i: usize) -> bool {
-        self.nodes[i].core.is_some() && self.nodes[i].paused_until <= self.now
+        self.nodes[i].core.is_some()
+            && !self.nodes[i].stopping
+            && self.nodes[i].paused_until <= self.now
     }
 
     /// Holds an event for a paused node until it resumes.
@@ -272,7 +276,7 @@ impl World {
     }
 
     fn deliver(&mut self, from: usize, to: usize, message: PeerMessage) {
-        if self.nodes[to].core.is_none() {
+        if self.nodes[to].core.is_none() || self.nodes[to].stopping {
             return;
         }
         let Some(Event::Deliver { message, .. }) =
@@ -285,7 +289,7 @@ impl World {
     }
 
     fn node_request(&mut self, node: usize, request: Request) {
-        if self.nodes[node].core.is_none() {
+        if self.nodes[node].core.is_none() || self.nodes[node].stopping {
             return;
         }
         let Some(Event::Request { request, .. }) =
@@ -343,9 +347,17 @@ impl World {
         self.schedule(next, Event::Fault);
         let n = self.nodes.len();
         match self.rng.u32(0..6) {
-            0 | 1 => {
+            0 => {
                 let i = self.pick_target();
                 self.crash(i);
+            }
+            1 if self.rng.bool() => {
+                let i = self.pick_target();
+                self.crash(i);
+            }
+            1 => {
+                let i = self.pick_target();
+                self.stop_cleanly(i);
             }
             2 => {
                 // Split the nodes into two sides; links across are cut.

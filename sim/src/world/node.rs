@@ -29,6 +29,9 @@ pub(super) struct SimNode {
     granted: BTreeMap<String, Stamp>,
     pub(super) clock: Clock,
     pub(super) paused_until: u64,
+    /// Stopping cleanly: it takes no more input and stops once its
+    /// journal has nothing in flight, as the shell's drain does.
+    pub(super) stopping: bool,
     incarnation: u64,
 }
 
@@ -46,6 +49,7 @@ impl SimNode {
                 ppm: rng.i64(-max_drift_ppm..=max_drift_ppm),
             },
             paused_until: 0,
+            stopping: false,
             incarnation: 0,
         }
     }
@@ -93,6 +97,7 @@ impl World {
         node.history = History::default();
         node.granted.clear();
         node.writing = None;
+        node.stopping = false;
         match NodeCore::new(cfg, paxos, state, now) {
             Ok(core) => {
                 let (id, promised) = (node.id, core.replica().promised());
@@ -108,8 +113,39 @@ impl World {
         }
     }
 
+    /// Asks node `i` to stop as the shell's shutdown does: send what is
+    /// queued, sync what waits, then stop.
+    pub(super) fn stop_cleanly(&mut self, i: usize) {
+        if self.nodes[i].core.is_none() || self.nodes[i].stopping {
+            return;
+        }
+        self.outcome.clean_stops += 1;
+        self.nodes[i].stopping = true;
+        self.drain(i);
+    }
+
+    fn drain(&mut self, i: usize) {
+        let now = self.local(i);
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        core.drain(now);
+        let effects = core.take_effects();
+        let drained = core.is_drained();
+        for effect in effects {
+            self.perform(i, effect);
+        }
+        if drained {
+            self.nodes[i].core = None;
+            self.nodes[i].incarnation += 1;
+            let down = self.rng.u64(20 * MS..800 * MS);
+            self.schedule(down, Event::Restart(i));
+        }
+    }
+
     /// Stops node `i` at once; sometimes its disk is lost too.
     pub(super) fn crash(&mut self, i: usize) {
+        self.nodes[i].stopping = false;
         if self.nodes[i].core.take().is_none() {
             return;
         }
@@ -155,11 +191,18 @@ impl World {
         input: impl FnOnce(&mut NodeCore, std::time::Duration) -> Result<(), NodeError>,
     ) {
         let now = self.local(i);
+        let stopping = self.nodes[i].stopping;
         let Some(core) = self.nodes[i].core.as_mut() else {
             return;
         };
         let was_leading = core.status().is_leader;
-        let result = input(core, now).and_then(|()| core.end_round(now));
+        let result = input(core, now).and_then(|()| {
+            if stopping {
+                Ok(())
+            } else {
+                core.end_round(now)
+            }
+        });
         if core.status().is_leader && !was_leading {
             self.outcome.elections += 1;
         }
@@ -174,6 +217,9 @@ impl World {
         }
         for effect in effects {
             self.perform(i, effect);
+        }
+        if self.nodes[i].stopping {
+            self.drain(i);
         }
     }
 
