@@ -480,3 +480,60 @@ async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
         .unwrap();
     assert!(!plain.status.success());
 }
+
+#[test]
+fn a_second_node_with_an_existing_id_is_refused_and_named_in_the_real_nodes_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| local_addr()).collect();
+    // Node 1 and node 2 as configured, and an impostor that also says it
+    // is node 2, listening elsewhere but dialling node 1 as node 2 does.
+    let write = |name: &str, id: usize, listen: SocketAddr, peer: (usize, SocketAddr)| {
+        let text = format!(
+            "cluster_id = \"{CLUSTER}\"\nnode_id = {id}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n[peers]\n{} = \"{}\"\n",
+            dir.path().join(name).display(),
+            peer.0,
+            peer.1
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let first = write("n1", 1, addrs[0], (2, addrs[1]));
+    let second = write("n2", 2, addrs[1], (1, addrs[0]));
+    let impostor = write("n2-again", 2, addrs[2], (1, addrs[0]));
+    let spawn = |config: &Path| {
+        Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut n1 = spawn(&first);
+    let mut n2 = spawn(&second);
+    // Let the real pair link up before the impostor appears.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut n2_again = spawn(&impostor);
+    std::thread::sleep(Duration::from_secs(3));
+    for child in [&mut n1, &mut n2, &mut n2_again] {
+        child.kill().unwrap();
+    }
+    let log = |child: Child| {
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    };
+    let (n1_log, n2_log, impostor_log) = (log(n1), log(n2), log(n2_again));
+    let warning = n1_log
+        .lines()
+        .find(|line| line.contains("another process running with this node id"))
+        .unwrap_or_else(|| panic!("no warning in node 1's log:\n{n1_log}"));
+    assert!(
+        warning.contains("peer=n2") || warning.contains("n2"),
+        "{warning}"
+    );
+    assert!(warning.contains(&addrs[0].ip().to_string()), "{warning}");
+    // The impostor is told why; the real node 2 never lost its link.
+    assert!(impostor_log.contains("already connected"), "{impostor_log}");
+    assert!(!n2_log.contains("peer link lost"), "{n2_log}");
+}

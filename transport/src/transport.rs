@@ -552,6 +552,10 @@ async fn serve_connection<M, Req, Resp>(
                 // Connect-and-close is what health checks and port probes
                 // do: not worth a warning.
                 HandshakeError::Closed => debug!(%remote, %reason, "refused connection"),
+                // Already warned about, with the live link's address.
+                HandshakeError::Refused(Refusal::DuplicatePeer(_)) => {
+                    debug!(%remote, %reason, "refused connection")
+                }
                 _ => warn!(%remote, %reason, "refused connection"),
             }
             return;
