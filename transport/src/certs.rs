@@ -3,7 +3,7 @@
 //! `trexlock certs` command and the tests both use this module.
 
 use crate::error::{CertError, TlsError};
-use crate::identity::Identity;
+use crate::identity::{Identity, check_label};
 use crate::tls::TlsConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -62,11 +62,7 @@ impl IssuedCert {
 impl ClusterCa {
     /// A new CA with a fresh key for `cluster`.
     pub fn generate(cluster: &str) -> Result<ClusterCa, CertError> {
-        Identity::Client {
-            cluster: cluster.to_owned(),
-            name: "ca".to_owned(),
-        }
-        .validate()?;
+        check_label(cluster)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -231,4 +227,38 @@ pub fn write_cluster_certs(
         written.extend([cert_path, key_path]);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::IdentityError;
+
+    #[test]
+    fn names_that_a_uri_cannot_carry_are_refused_before_anything_is_issued() {
+        assert!(matches!(
+            ClusterCa::generate("my cluster"),
+            Err(CertError::Identity(IdentityError::InvalidName(_)))
+        ));
+        let ca = ClusterCa::generate("orders").unwrap();
+        assert!(matches!(
+            ca.client("a/b"),
+            Err(CertError::Identity(IdentityError::InvalidName(_)))
+        ));
+        assert!(matches!(
+            ca.issue(Identity::Node {
+                cluster: "billing".into(),
+                node: NodeId(1)
+            }),
+            Err(CertError::OtherCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn an_issued_certificate_names_exactly_its_identity() {
+        let ca = ClusterCa::generate("orders").unwrap();
+        let issued = ca.node(NodeId(4)).unwrap();
+        let tls = issued.tls(ca.cert_pem()).unwrap();
+        assert_eq!(tls.identity().uri(), "trexlock://orders/node/4");
+    }
 }

@@ -33,6 +33,16 @@ pub enum Identity {
     },
 }
 
+/// Checks that `label` (a cluster id or client name) can be written in an
+/// identity URI and read back unchanged.
+pub(crate) fn check_label(label: &str) -> Result<(), IdentityError> {
+    if valid_label(label) {
+        Ok(())
+    } else {
+        Err(IdentityError::InvalidName(label.to_owned()))
+    }
+}
+
 fn valid_label(label: &str) -> bool {
     !label.is_empty()
         && label
@@ -55,12 +65,9 @@ impl Identity {
             Identity::Node { cluster, .. } => (cluster, None),
             Identity::Client { cluster, name } => (cluster, Some(name)),
         };
-        for label in std::iter::once(cluster).chain(name) {
-            if !valid_label(label) {
-                return Err(IdentityError::InvalidName(label.clone()));
-            }
-        }
-        Ok(())
+        std::iter::once(cluster)
+            .chain(name)
+            .try_for_each(|label| check_label(label))
     }
 
     /// The identity's URI, as written in a certificate.
