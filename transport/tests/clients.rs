@@ -157,6 +157,8 @@ async fn a_node_at_its_connection_limit_refuses_newcomers_and_keeps_its_peer_lin
     let mut nodes = cluster(2, |c| {
         c.max_connections = 4;
         c.max_connections_per_address = 4;
+        // The silent connections must outlast the test, however slow.
+        c.handshake_timeout = Duration::from_secs(60);
     })
     .await;
     let second = nodes[1].transport.clone();
@@ -190,6 +192,7 @@ async fn one_address_cannot_take_more_than_its_share_of_connections() {
     let nodes = cluster(2, |c| {
         c.max_connections = 16;
         c.max_connections_per_address = 2;
+        c.handshake_timeout = Duration::from_secs(60);
     })
     .await;
     let addr = nodes[0].transport.local_addr();
@@ -216,7 +219,7 @@ async fn one_address_cannot_take_more_than_its_share_of_connections() {
 
 #[tokio::test]
 async fn an_idle_client_is_closed_and_an_active_one_is_not() {
-    let mut nodes = cluster(2, |c| c.client_idle_timeout = Duration::from_millis(300)).await;
+    let mut nodes = cluster(2, |c| c.client_idle_timeout = Duration::from_millis(500)).await;
     let node = nodes[0].transport.clone();
     let addr = node.local_addr();
     let mut idle = Client::connect(addr, CLUSTER, None).await.unwrap();
