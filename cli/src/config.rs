@@ -22,11 +22,24 @@ use trexlock_transport::{TlsConfig, TransportConfig};
 /// 2 = "127.0.0.1:7002"
 /// 3 = "127.0.0.1:7003"
 ///
-/// # Optional: mutual TLS with certificates from the cluster CA.
+/// # Optional: mutual TLS with certificates from the cluster CA, the node's
+/// # naming trexlock://orders/node/1 (`trexlock certs` makes them).
 /// # [tls]
 /// # ca = "ca.pem"
-/// # cert = "n1.pem"
-/// # key = "n1.key"
+/// # cert = "node-1.pem"
+/// # key = "node-1.key"
+///
+/// # Without [tls], plain TCP is allowed only on loopback addresses unless
+/// # this says so explicitly (anyone who reaches the port can then pose as
+/// # any node or client).
+/// # insecure = false
+///
+/// # Optional limits (the defaults shown).
+/// # max_frame_bytes = 16777216        # peer frames
+/// # max_client_frame_bytes = 1048576  # client frames
+/// # max_connections = 256             # incoming, peer links excepted
+/// # max_connections_per_address = 64
+/// # client_idle_timeout_ms = 120000
 ///
 /// # Optional: the journal engine, "redb" (the default, data_dir/journal.redb)
 /// # or "log" (an append-only file, data_dir/journal.log: cheaper syncs).
@@ -48,6 +61,13 @@ pub struct FileConfig {
     journal: JournalEngine,
     peers: BTreeMap<String, SocketAddr>,
     tls: Option<TlsFiles>,
+    #[serde(default)]
+    insecure: bool,
+    max_frame_bytes: Option<usize>,
+    max_client_frame_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    client_idle_timeout_ms: Option<u64>,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
     drift_ppm: Option<u32>,
@@ -152,6 +172,22 @@ impl FileConfig {
         }
         let mut transport = TransportConfig::new(self.cluster_id, me, self.listen, peers);
         transport.tls = self.tls.as_ref().map(TlsFiles::load).transpose()?;
+        transport.insecure = self.insecure;
+        if let Some(n) = self.max_frame_bytes {
+            transport.max_frame_bytes = n;
+        }
+        if let Some(n) = self.max_client_frame_bytes {
+            transport.max_client_frame_bytes = n;
+        }
+        if let Some(n) = self.max_connections {
+            transport.max_connections = n;
+        }
+        if let Some(n) = self.max_connections_per_address {
+            transport.max_connections_per_address = n;
+        }
+        if let Some(ms) = self.client_idle_timeout_ms {
+            transport.client_idle_timeout = Duration::from_millis(ms);
+        }
         transport
             .validate()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;

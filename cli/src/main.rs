@@ -6,6 +6,7 @@
 //! trexlock release job-42 --owner me --stamp 17 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001
+//! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --out ./certs
 //! ```
 
 mod config;
@@ -17,7 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 use trexlock_lease::remote::{self, RemoteConfig, TcpNode};
 use trexlock_lease::{LeaseClient, LeaseError, Stamp, TryAcquire};
-use trexlock_transport::TlsConfig;
+use trexlock_paxos::NodeId;
+use trexlock_transport::{TlsConfig, certs};
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +84,24 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Write a cluster CA and certificates naming each node and client
+    /// (URI SANs trexlock://<cluster>/node/<id> and
+    /// trexlock://<cluster>/client/<name>) into a folder. An existing
+    /// ca.pem and ca.key there are reused; no file is ever overwritten.
+    Certs {
+        /// The cluster id the certificates are for.
+        #[arg(long)]
+        cluster: String,
+        /// Comma-separated node ids to issue node certificates for.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u16>,
+        /// Comma-separated client names to issue client certificates for.
+        #[arg(long, value_delimiter = ',')]
+        clients: Vec<String>,
+        /// The folder to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -95,17 +115,22 @@ struct ClusterArgs {
     /// Cluster CA certificate (PEM), for mutual TLS.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
-    /// This client's certificate (PEM).
-    #[arg(long)]
+    /// This client's certificate (PEM), naming a client of the cluster.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
     tls_cert: Option<PathBuf>,
     /// This client's private key (PEM).
-    #[arg(long)]
+    #[arg(long, requires_all = ["tls_ca", "tls_cert"])]
     tls_key: Option<PathBuf>,
+    /// Allow plain TCP to servers that are not on loopback: anyone on the
+    /// path can read and forge the traffic.
+    #[arg(long, conflicts_with = "tls_ca")]
+    insecure: bool,
 }
 
 impl ClusterArgs {
     fn remote(&self) -> Result<RemoteConfig, String> {
         let mut config = RemoteConfig::new(self.cluster.clone(), self.servers.clone());
+        config.insecure = self.insecure;
         if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             config.tls = Some(TlsConfig::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?);
         }
@@ -122,6 +147,17 @@ impl ClusterArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node { .. }) {
+        // A client command piped into `head` must end quietly when the
+        // reader leaves, as Unix tools do, instead of panicking in println.
+        // The node keeps Rust's default (SIGPIPE ignored): a peer closing a
+        // socket must never kill it.
+        // SAFETY: no other thread exists yet, and SIG_DFL is a valid
+        // disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // One thread for all async work: a node's task, peer links and client
     // connections hand each message to one another, and on one thread each
     // hand-off is a queue push instead of a cross-thread wake-up (futex,
@@ -244,6 +280,20 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{:?}", status.metrics);
             Ok(())
         }
+        Command::Certs {
+            cluster,
+            nodes,
+            clients,
+            out,
+        } => {
+            let nodes: Vec<NodeId> = nodes.into_iter().map(NodeId).collect();
+            let written = certs::write_cluster_certs(&out, &cluster, &nodes, &clients)
+                .map_err(|e| e.to_string())?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -264,9 +314,21 @@ async fn run_node(path: PathBuf) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let node = TcpNode::start(config).await.map_err(|e| e.to_string())?;
     tracing::info!(node = %node.node().id(), addr = %node.local_addr(), "node running");
-    shutdown_signal().await;
-    tracing::info!("stopping");
-    node.shutdown().await.map_err(|e| e.to_string())
+    // A node that stops on its own ends the process, with the reason and a
+    // failure status, so that a supervisor restarts it and `status` never
+    // answers for a dead node.
+    let stopped = tokio::select! {
+        reason = node.stopped() => Some(reason),
+        _ = shutdown_signal() => None,
+    };
+    let result = node.shutdown().await.map_err(|e| e.to_string());
+    match stopped {
+        Some(reason) => Err(format!("the node stopped: {reason}")),
+        None => {
+            tracing::info!("stopped");
+            result
+        }
+    }
 }
 
 async fn shutdown_signal() {

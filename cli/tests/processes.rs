@@ -246,6 +246,11 @@ fn bad_configurations_are_refused_with_a_clear_message() {
     assert!(!ok && err.contains("missing-ca.pem"), "{err}");
 
     let (ok, err) = run_with_config(
+        "cluster_id = \"c\"\nnode_id = 1\nlisten = \"0.0.0.0:1\"\ndata_dir = \"DIR\"\n[peers]\n",
+    );
+    assert!(!ok && err.contains("insecure"), "{err}");
+
+    let (ok, err) = run_with_config(
         "cluster_id = \"c\"\nnode_id = 1\nlisten = \"127.0.0.1:1\"\ndata_dir = \"DIR\"\ncolour = \"blue\"\n[peers]\n",
     );
     assert!(!ok && err.contains("colour"), "{err}");
@@ -261,9 +266,274 @@ fn bad_configurations_are_refused_with_a_clear_message() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["node", "acquire", "release", "holder", "status"] {
+    for sub in ["node", "acquire", "release", "holder", "status", "certs"] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
+}
+
+/// A one-node cluster's configuration in `dir`, with `extra` TOML lines.
+fn single_node(dir: &Path, addr: SocketAddr, extra: &str) -> PathBuf {
+    let text = format!(
+        "cluster_id = \"{CLUSTER}\"\nnode_id = 1\nlisten = \"{addr}\"\ndata_dir = \"{}\"\njournal = \"log\"\n{extra}\n[peers]\n",
+        dir.join("n1").display()
+    );
+    let path = dir.join("n1.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn local_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_task_stops_exits_non_zero_with_the_reason() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let config = single_node(dir.path(), addr, "");
+    let mut command = Command::new(BIN);
+    command
+        .args(["node", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // Files may grow to 4 MiB only (the log journal's first allocation),
+    // and growing past it fails with EFBIG instead of a signal: the
+    // journal's writes fail once its records fill that much.
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 20,
+                rlim_max: 4 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let remote = RemoteConfig::new(CLUSTER, vec![addr]);
+    let mut handle = None;
+    for _ in 0..100 {
+        if let Ok(h) = remote::connect(remote.clone()).await {
+            handle = Some(h);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = handle.expect("node reachable").client("filler");
+    let lease = loop {
+        match client.try_acquire("big", Duration::from_secs(60)).await {
+            Ok(t) => break held(t),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    // Large values until the journal cannot grow any more.
+    for _ in 0..128 {
+        if lease
+            .write_value(bytes::Bytes::from(vec![7u8; 60 * 1024]))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node process outlived its node"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains("the node stopped"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = local_addr();
+    let _node = Process::start(&single_node(dir.path(), addr, ""));
+    let remote = RemoteConfig::new(CLUSTER, vec![addr]);
+    for _ in 0..100 {
+        if remote::status(&remote).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The reader is gone before the command writes a byte, as when piped
+    // into `head -1` that has already exited.
+    let mut child = Command::new(BIN)
+        .args(["status", "--cluster", CLUSTER, "--servers"])
+        .arg(addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {:?}", out.status);
+}
+
+#[test]
+fn a_tls_certificate_without_the_cluster_ca_is_an_error() {
+    for args in [
+        ["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+        ["--tls-ca", "ca.pem", "--tls-key", "k.pem"],
+    ] {
+        let out = Command::new(BIN)
+            .args(["status", "--cluster", "c", "--servers", "127.0.0.1:1"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("--tls-ca") || stderr.contains("--tls-cert"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("cannot reach"), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = Command::new(BIN)
+        .args([
+            "certs",
+            "--cluster",
+            CLUSTER,
+            "--nodes",
+            "1",
+            "--clients",
+            "ops",
+        ])
+        .arg("--out")
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = local_addr();
+    let tls = format!(
+        "[tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/node-1.pem\"\nkey = \"{0}/node-1.key\"",
+        certs.display()
+    );
+    // [tls] must come last in the file: put it after [peers].
+    let config = single_node(dir.path(), addr, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&tls);
+    std::fs::write(&config, text).unwrap();
+    let _node = Process::start(&config);
+    let status = |cert: &str| {
+        Command::new(BIN)
+            .args(["status", "--cluster", CLUSTER, "--servers"])
+            .arg(addr.to_string())
+            .arg("--tls-ca")
+            .arg(certs.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(certs.join(format!("{cert}.pem")))
+            .arg("--tls-key")
+            .arg(certs.join(format!("{cert}.key")))
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = status("client-ops");
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("is_leader="));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Without a certificate the node does not answer.
+    let plain = Command::new(BIN)
+        .args(["status", "--cluster", CLUSTER, "--servers"])
+        .arg(addr.to_string())
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+}
+
+#[test]
+fn a_second_node_with_an_existing_id_is_refused_and_named_in_the_real_nodes_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| local_addr()).collect();
+    // Node 1 and node 2 as configured, and an impostor that also says it
+    // is node 2, listening elsewhere but dialling node 1 as node 2 does.
+    let write = |name: &str, id: usize, listen: SocketAddr, peer: (usize, SocketAddr)| {
+        let text = format!(
+            "cluster_id = \"{CLUSTER}\"\nnode_id = {id}\nlisten = \"{listen}\"\ndata_dir = \"{}\"\n[peers]\n{} = \"{}\"\n",
+            dir.path().join(name).display(),
+            peer.0,
+            peer.1
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let first = write("n1", 1, addrs[0], (2, addrs[1]));
+    let second = write("n2", 2, addrs[1], (1, addrs[0]));
+    let impostor = write("n2-again", 2, addrs[2], (1, addrs[0]));
+    let spawn = |config: &Path| {
+        Command::new(BIN)
+            .args(["node", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut n1 = spawn(&first);
+    let mut n2 = spawn(&second);
+    // Let the real pair link up before the impostor appears.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut n2_again = spawn(&impostor);
+    std::thread::sleep(Duration::from_secs(3));
+    for child in [&mut n1, &mut n2, &mut n2_again] {
+        child.kill().unwrap();
+    }
+    let log = |child: Child| {
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned()
+    };
+    let (n1_log, n2_log, impostor_log) = (log(n1), log(n2), log(n2_again));
+    let warning = n1_log
+        .lines()
+        .find(|line| line.contains("another process running with this node id"))
+        .unwrap_or_else(|| panic!("no warning in node 1's log:\n{n1_log}"));
+    assert!(
+        warning.contains("peer=n2") || warning.contains("n2"),
+        "{warning}"
+    );
+    assert!(warning.contains(&addrs[0].ip().to_string()), "{warning}");
+    // The impostor is told why; the real node 2 never lost its link.
+    assert!(impostor_log.contains("already connected"), "{impostor_log}");
+    assert!(!n2_log.contains("peer link lost"), "{n2_log}");
 }

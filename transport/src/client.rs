@@ -3,7 +3,7 @@
 //! node and replies back, after a hello with [`Role::Client`].
 
 use crate::codec::{FrameReader, encode_frame};
-use crate::config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES};
+use crate::config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CLIENT_FRAME_BYTES};
 use crate::error::TransportError;
 use crate::handshake::{self, Hello, Role};
 use crate::peer::{flush_and_close, report_read_error, write_batch};
@@ -60,8 +60,10 @@ impl<Resp> ClientTable<Resp> {
 }
 
 /// Serves one accepted client connection: its requests go to `inbound`,
-/// the replies queued for it are written back in batches. Returns when the
-/// client leaves, misbehaves, or the transport stops.
+/// the replies queued for it are written back in batches, both within the
+/// client frame limit. Returns when the client leaves, misbehaves, stays
+/// idle (no request and no reply) for the idle timeout, or the transport
+/// stops.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve_client<Req, Resp>(
     shared: &Shared,
@@ -78,23 +80,34 @@ pub(crate) async fn serve_client<Req, Resp>(
     let (tx, mut replies) = mpsc::channel(shared.queue_capacity);
     table.lock().insert(id, tx);
     tracing::debug!(%id, instance, %remote, "client connected");
-    conn.set_max_frame_bytes(shared.max_frame_bytes);
+    let limit = shared.max_client_frame_bytes;
+    conn.set_max_frame_bytes(limit);
     let (mut reader, mut writer) = conn.split();
     let mut out = BytesMut::new();
+    let idle = tokio::time::sleep(shared.client_idle_timeout);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => {
-                flush_and_close(shared, &id, &mut writer, &mut replies).await;
+                flush_and_close(shared, limit, &id, &mut writer, &mut replies).await;
                 break;
             }
             Some(first) = replies.recv() => {
-                if write_batch(shared, &id, &mut writer, &mut out, first, &mut replies).await.is_err() {
+                idle.as_mut().reset(tokio::time::Instant::now() + shared.client_idle_timeout);
+                if write_batch(shared, limit, &id, &mut writer, &mut out, first, &mut replies).await.is_err() {
                     break;
                 }
             }
+            _ = &mut idle => {
+                bump(&shared.counters.idle_clients_closed, 1);
+                tracing::debug!(%id, %remote, "closing an idle client connection");
+                let _ = writer.shutdown().await;
+                break;
+            }
             read = reader.next::<Req>() => match read {
                 Ok(Some(request)) => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + shared.client_idle_timeout);
                     bump(&shared.counters.frames_in, 1);
                     if inbound.send((id, request)).await.is_err() {
                         break;
@@ -126,10 +139,33 @@ pub struct ClientConnection<Req, Resp> {
 impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
     /// Connects to the node at `addr` as a client of `cluster_id`, over
     /// mutual TLS when `tls` is given (the certificate must come from the
-    /// cluster CA), otherwise over plain TCP (loopback and tests only). Fails
+    /// cluster CA, and the node's must name the node that answers),
+    /// otherwise over plain TCP, which is refused unless `addr` is a
+    /// loopback address (see [`ClientConnection::connect_insecure`]). Fails
     /// if the node is unreachable, refuses the handshake (another cluster or
-    /// version) or does not answer within 5 s.
+    /// version, too many connections) or does not answer within 5 s.
     pub async fn connect(
+        addr: SocketAddr,
+        cluster_id: &str,
+        tls: Option<&TlsConfig>,
+    ) -> Result<Self, TransportError> {
+        if tls.is_none() && !addr.ip().is_loopback() {
+            return Err(TransportError::PlainTcpNotLoopback { addr });
+        }
+        Self::dial(addr, cluster_id, tls).await
+    }
+
+    /// Connects over plain, unauthenticated TCP to any address: anyone on
+    /// the path can read and forge the traffic. For networks where that is
+    /// acceptable and said so explicitly (the `insecure` setting).
+    pub async fn connect_insecure(
+        addr: SocketAddr,
+        cluster_id: &str,
+    ) -> Result<Self, TransportError> {
+        Self::dial(addr, cluster_id, None).await
+    }
+
+    async fn dial(
         addr: SocketAddr,
         cluster_id: &str,
         tls: Option<&TlsConfig>,
@@ -139,7 +175,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
         let hello = Hello::new(cluster_id, Role::Client(instance));
         let (mut conn, server) =
             handshake::dial(addr, tls, &hello, None, DEFAULT_HANDSHAKE_TIMEOUT).await?;
-        conn.set_max_frame_bytes(DEFAULT_MAX_FRAME_BYTES);
+        conn.set_max_frame_bytes(DEFAULT_MAX_CLIENT_FRAME_BYTES);
         Ok(ClientConnection {
             conn,
             out: BytesMut::new(),
@@ -166,7 +202,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
     /// [`ClientConnection::flush`]). A request that cannot be encoded is
     /// refused and leaves the buffer as it was.
     pub fn queue(&mut self, request: &Req) -> Result<(), TransportError> {
-        encode_frame(request, DEFAULT_MAX_FRAME_BYTES, &mut self.out)?;
+        encode_frame(request, DEFAULT_MAX_CLIENT_FRAME_BYTES, &mut self.out)?;
         Ok(())
     }
 

@@ -6,12 +6,12 @@
 //! rather than half-read.
 
 use crate::error::CodecError;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
+use tokio_util::codec::{Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// The size of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -64,38 +64,32 @@ pub fn encode_frame<M: Serialize>(
 }
 
 /// Splits a byte stream into frames and decodes each, exactly as a
-/// connection does: it never allocates more than `max_frame_bytes` for one
-/// frame and reports a stream that ends inside a frame as
-/// [`CodecError::Truncated`].
+/// connection does: it refuses a frame longer than `max_frame_bytes` as soon
+/// as its length prefix arrives, reports a stream that ends inside a frame
+/// as [`CodecError::Truncated`], and never reserves memory for a declared
+/// length: the buffer grows only with the bytes that actually arrive.
+/// (tokio-util's `LengthDelimitedCodec` reserves the whole declared length
+/// on reading the prefix, which lets a few stalled connections pin
+/// gigabytes.)
 #[derive(Debug)]
 pub struct FrameDecoder {
-    codec: LengthDelimitedCodec,
     max_frame_bytes: usize,
-    /// Whether the codec has consumed a length prefix whose payload has not
-    /// arrived yet. The codec keeps this state privately, and without it a
-    /// stream cut right after a length prefix would look like a clean end.
-    mid_frame: bool,
 }
 
 impl FrameDecoder {
     /// A decoder that refuses frames longer than `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
-        FrameDecoder {
-            codec: codec(max_frame_bytes),
-            max_frame_bytes,
-            mid_frame: false,
-        }
+        FrameDecoder { max_frame_bytes }
     }
 
     /// Changes the frame limit from the next frame on (the handshake uses a
     /// small one, the session after it the configured one).
     pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
-        self.codec.set_max_frame_length(max_frame_bytes);
         self.max_frame_bytes = max_frame_bytes;
     }
 
     /// Removes and decodes the next complete frame from `buf`, or returns
-    /// `None` (consuming at most a length prefix) if it is not complete yet.
+    /// `None` (consuming nothing) if it is not complete yet.
     pub fn decode<M: DeserializeOwned>(
         &mut self,
         buf: &mut BytesMut,
@@ -122,21 +116,22 @@ impl FrameDecoder {
         buf: &mut BytesMut,
         eof: bool,
     ) -> Result<Option<BytesMut>, CodecError> {
-        let before = buf.len();
-        match self.codec.decode(buf) {
-            Ok(Some(payload)) => {
-                self.mid_frame = false;
-                Ok(Some(payload))
+        if let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX_BYTES>() {
+            let len = u32::from_be_bytes(*prefix) as usize;
+            if len > self.max_frame_bytes {
+                return Err(CodecError::Oversized {
+                    max: self.max_frame_bytes,
+                });
             }
-            Ok(None) => {
-                self.mid_frame |= buf.len() < before;
-                if eof && (self.mid_frame || !buf.is_empty()) {
-                    Err(CodecError::Truncated)
-                } else {
-                    Ok(None)
-                }
+            if buf.len() - LENGTH_PREFIX_BYTES >= len {
+                buf.advance(LENGTH_PREFIX_BYTES);
+                return Ok(Some(buf.split_to(len)));
             }
-            Err(e) => Err(from_codec_error(e, self.max_frame_bytes)),
+        }
+        if eof && !buf.is_empty() {
+            Err(CodecError::Truncated)
+        } else {
+            Ok(None)
         }
     }
 }
@@ -191,9 +186,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(payload) = self.decoder.next_payload(&mut self.buf, false)? {
                 return Ok(Some(payload));
             }
-            // The codec reserves only what the current frame still lacks,
-            // so without this every frame would take two reads (prefix,
-            // then payload) and every batch of frames as many.
+            // Room for a chunk per read, so that a batch of small frames
+            // arrives in one read; a large frame grows the buffer as its
+            // bytes arrive, never ahead of them.
             if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
                 self.buf.reserve(READ_CHUNK_BYTES);
             }
@@ -261,6 +256,36 @@ mod tests {
             decode_frames::<Vec<u8>>(&buf, 50),
             Err(CodecError::Oversized { max: 50 })
         ));
+    }
+
+    #[test]
+    fn a_declared_frame_length_reserves_no_memory_before_its_bytes_arrive() {
+        let mut decoder = FrameDecoder::new(16 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&((16u32 << 20) - 1).to_be_bytes());
+        buf.extend_from_slice(&[0; 100]);
+        assert!(decoder.decode::<Vec<u8>>(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() < 64 * 1024, "reserved {}", buf.capacity());
+    }
+
+    #[test]
+    fn a_frame_split_anywhere_decodes_once_complete() {
+        let mut frame = BytesMut::new();
+        encode_frame(&vec![9u8; 300], 1024, &mut frame).unwrap();
+        let mut decoder = FrameDecoder::new(1024);
+        let mut buf = BytesMut::new();
+        for (i, byte) in frame.iter().enumerate() {
+            assert!(
+                decoder.decode::<Vec<u8>>(&mut buf).unwrap().is_none(),
+                "{i}"
+            );
+            buf.extend_from_slice(&[*byte]);
+        }
+        assert_eq!(
+            decoder.decode::<Vec<u8>>(&mut buf).unwrap(),
+            Some(vec![9; 300])
+        );
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum TransportError {
     /// The TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Plain TCP to an address other machines can reach was asked for
+    /// without saying `insecure` explicitly.
+    #[error(
+        "refusing plain TCP to {addr}: not a loopback address; use TLS, or the insecure option to accept that"
+    )]
+    PlainTcpNotLoopback {
+        /// The node's address.
+        addr: SocketAddr,
+    },
     /// A client could not reach the node.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -78,6 +87,100 @@ pub enum ConfigError {
     /// A zero handshake timeout would refuse every connection.
     #[error("handshake_timeout must be positive")]
     ZeroHandshakeTimeout,
+    /// A zero client idle timeout would close every client at once.
+    #[error("client_idle_timeout must be positive")]
+    ZeroClientIdleTimeout,
+    /// The client frame limit is out of range or above the peer limit.
+    #[error("max_client_frame_bytes must be between {min} and max_frame_bytes ({max}), got {got}")]
+    ClientFrameSize {
+        /// The smallest accepted value.
+        min: usize,
+        /// The peer frame limit.
+        max: usize,
+        /// The configured value.
+        got: usize,
+    },
+    /// The connection limits leave no room for the peers, or per address
+    /// exceed the global limit.
+    #[error(
+        "connection limits need max_connections ({total}) > number of peers ({peers}) and 1 <= max_connections_per_address ({per_address}) <= max_connections"
+    )]
+    ConnectionLimits {
+        /// `max_connections`.
+        total: usize,
+        /// `max_connections_per_address`.
+        per_address: usize,
+        /// How many peers the node has.
+        peers: usize,
+    },
+    /// Plain TCP was configured on an address other machines can reach,
+    /// without `insecure` saying so explicitly.
+    #[error(
+        "{addr} is not a loopback address: plain TCP there lets anyone pose as a node; configure TLS, or set insecure = true to accept that"
+    )]
+    PlainTcpNotLoopback {
+        /// The listen or peer address.
+        addr: SocketAddr,
+    },
+    /// The node's own certificate does not name this node of this cluster.
+    #[error("this node's certificate names {certified}, not {expected}")]
+    CertificateIdentity {
+        /// The identity this node needs its certificate to name.
+        expected: String,
+        /// What the certificate names.
+        certified: String,
+    },
+}
+
+/// Why a certificate does not name a trexlock identity.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// The certificate could not be parsed.
+    #[error("unparsable certificate: {0}")]
+    Unparsable(String),
+    /// No `trexlock://` URI among its subject alternative names.
+    #[error(
+        "the certificate names no trexlock identity (a URI SAN trexlock://<cluster>/node/<id> or trexlock://<cluster>/client/<name>; `trexlock certs` makes such certificates)"
+    )]
+    Missing,
+    /// More than one `trexlock://` URI: a certificate names one holder.
+    #[error("the certificate names more than one trexlock identity")]
+    Several,
+    /// A `trexlock://` URI that is not of either form.
+    #[error("malformed trexlock identity URI {0:?}")]
+    Malformed(String),
+    /// A cluster or client name with characters a URI label cannot carry.
+    #[error("{0:?} cannot be used as a name (letters, digits, '-', '_', '.' only)")]
+    InvalidName(String),
+}
+
+/// Why certificates could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The certificate library refused (bad key, bad parameters).
+    #[error("cannot make the certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A name cannot be used in an identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The identity is of another cluster than the CA.
+    #[error("the CA of cluster {ca:?} cannot issue {identity}")]
+    OtherCluster {
+        /// The CA's cluster.
+        ca: String,
+        /// The identity asked for.
+        identity: String,
+    },
+    /// A file could not be read or written (an existing one is never
+    /// overwritten).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// TLS material that could not be read or used. Each variant names the file
@@ -105,6 +208,15 @@ pub enum TlsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The certificate does not name a trexlock identity.
+    #[error("certificate chain ({origin}): {source}")]
+    Identity {
+        /// The file it came from, or "in memory".
+        origin: String,
+        /// What is wrong.
+        #[source]
+        source: IdentityError,
+    },
     /// rustls rejected the certificates or the key (for example: a key that
     /// does not match the certificate).
     #[error("unusable TLS configuration: {0}")]
@@ -128,6 +240,9 @@ pub enum HandshakeError {
         /// Who answered.
         got: Role,
     },
+    /// The remote side's verified certificate names no usable identity.
+    #[error("the remote certificate is unusable: {0}")]
+    Identity(#[source] IdentityError),
     /// The remote side closed the connection during the handshake.
     #[error("connection closed during the handshake")]
     Closed,

@@ -11,10 +11,17 @@
 //! version even if that version lays out the remaining fields differently.
 //! The variant order of [`HelloReply`] and [`Refusal`] is part of the wire
 //! format: append, never reorder.
+//!
+//! Identity: over TLS the accepting side admits a hello only in the role
+//! the verified certificate names (see [`Identity`]): a node certificate for
+//! that very peer id, and any certificate of the cluster for a client. The
+//! connecting side likewise checks that the acceptor's certificate names
+//! the node it answers as.
 
 use crate::codec::{FrameReader, decode_payload, encode_frame};
 use crate::error::{CodecError, HandshakeError, TransportError};
-use crate::tls::{self, BoxIo, TlsConfig};
+use crate::identity::Identity;
+use crate::tls::{self, BoxIo, Certified, TlsConfig};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,8 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use trexlock_paxos::NodeId;
 
 /// The protocol version this build speaks. Nodes only talk to nodes and
-/// clients of the same version.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// clients of the same version. Version 2 binds roles to certificate
+/// identities and added refusal reasons that version 1 cannot decode.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4096;
@@ -89,6 +97,32 @@ pub enum Refusal {
     /// The hello frame could not be decoded.
     #[error("malformed hello")]
     MalformedHello,
+    /// The hello claims a role the sender's verified certificate does not
+    /// name (for example: a client certificate claiming to be a peer).
+    #[error("the hello claims to be {claimed} but the certificate names {certificate}")]
+    NotCertified {
+        /// The role in the hello.
+        claimed: Role,
+        /// What the certificate names, or why it names no identity.
+        certificate: String,
+    },
+    /// Over plain TCP, a second connection claims a peer that already has a
+    /// live link; nothing proves which is the real one, so the live link is
+    /// kept.
+    #[error(
+        "{0} is already connected; refusing a second unauthenticated connection claiming it (is another process running with this node id?)"
+    )]
+    DuplicatePeer(NodeId),
+    /// The node holds as many connections as it is configured to.
+    #[error("too many connections ({open} open, limit {limit}{})", if *.per_address { " for this address" } else { "" })]
+    TooManyConnections {
+        /// Connections open when this one arrived.
+        open: u64,
+        /// The limit that was reached.
+        limit: u64,
+        /// Whether the limit is the one per remote address.
+        per_address: bool,
+    },
 }
 
 impl fmt::Display for Role {
@@ -134,17 +168,40 @@ pub(crate) struct Membership<'a> {
 }
 
 impl Membership<'_> {
-    /// Accepts a peer of this cluster or any client of this cluster.
-    fn admit(&self, hello: &Hello) -> Result<(), Refusal> {
+    /// Accepts a peer of this cluster or any client of this cluster; over
+    /// TLS (`certified` is set) only in the role the certificate names.
+    fn admit(&self, hello: &Hello, certified: &Certified) -> Result<(), Refusal> {
         if hello.cluster_id != self.cluster_id {
             return Err(Refusal::WrongCluster {
                 expected: self.cluster_id.to_owned(),
                 offered: hello.cluster_id.clone(),
             });
         }
-        match hello.role {
-            Role::Peer(node) if !self.peers.contains_key(&node) => Err(Refusal::UnknownNode(node)),
-            Role::Peer(_) | Role::Client(_) => Ok(()),
+        if let Role::Peer(node) = hello.role
+            && !self.peers.contains_key(&node)
+        {
+            return Err(Refusal::UnknownNode(node));
+        }
+        let Some(certified) = certified else {
+            return Ok(());
+        };
+        let admitted = match (hello.role, certified) {
+            (Role::Peer(claimed), Ok(Identity::Node { cluster, node })) => {
+                cluster == self.cluster_id && *node == claimed
+            }
+            (Role::Client(_), Ok(identity)) => identity.cluster() == self.cluster_id,
+            (Role::Peer(_), Ok(Identity::Client { .. })) | (_, Err(_)) => false,
+        };
+        if admitted {
+            Ok(())
+        } else {
+            Err(Refusal::NotCertified {
+                claimed: hello.role,
+                certificate: match certified {
+                    Ok(identity) => identity.uri(),
+                    Err(error) => error.to_string(),
+                },
+            })
         }
     }
 }
@@ -160,25 +217,29 @@ async fn write_one<W: AsyncWrite + Unpin, T: Serialize>(
     Ok(())
 }
 
-/// The accepting side: reads the hello, answers it, and returns the remote
-/// role if admitted. A refusal is sent to the remote side before returning.
-pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+/// The accepting side: reads the hello, checks it against the membership
+/// and the remote certificate, lets `register` take the connection (or
+/// refuse it), answers, and returns the remote role with what `register`
+/// returned. A refusal is sent to the remote side before returning.
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin, T>(
     conn: &mut FrameReader<S>,
     membership: &Membership<'_>,
-) -> Result<Role, HandshakeError> {
+    certified: &Certified,
+    register: impl FnOnce(Role) -> Result<T, Refusal>,
+) -> Result<(Role, T), HandshakeError> {
     let payload = match conn.next_raw().await? {
         Some(payload) => payload,
         None => return Err(HandshakeError::Closed),
     };
     let verdict = Hello::decode(&payload).and_then(|hello| {
-        membership.admit(&hello)?;
-        Ok(hello.role)
+        membership.admit(&hello, certified)?;
+        Ok((hello.role, register(hello.role)?))
     });
     match verdict {
-        Ok(role) => {
+        Ok(admitted) => {
             let own = Hello::new(membership.cluster_id, Role::Peer(membership.node));
             write_one(conn.get_mut(), &HelloReply::Accepted(own)).await?;
-            Ok(role)
+            Ok(admitted)
         }
         Err(refusal) => {
             // Best effort: the remote side learns why, then the caller closes.
@@ -190,11 +251,14 @@ pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// The connecting side: sends `hello`, reads the answer, and returns the
-/// acceptor's node id. When `expected` is set the acceptor must be that node.
+/// acceptor's node id. When `expected` is set the acceptor must be that node;
+/// over TLS (`certified` is set) its certificate must name the node it
+/// answers as.
 pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut FrameReader<S>,
     hello: &Hello,
     expected: Option<NodeId>,
+    certified: &Certified,
 ) -> Result<NodeId, HandshakeError> {
     write_one(conn.get_mut(), hello).await?;
     let reply = match conn.next::<HelloReply>().await? {
@@ -217,10 +281,22 @@ pub(crate) async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
             offered: theirs.cluster_id,
         }));
     }
-    match (theirs.role, expected) {
-        (Role::Peer(node), None) => Ok(node),
-        (Role::Peer(node), Some(want)) if node == want => Ok(node),
-        (got, expected) => Err(HandshakeError::UnexpectedRole { expected, got }),
+    let node = match (theirs.role, expected) {
+        (Role::Peer(node), None) => node,
+        (Role::Peer(node), Some(want)) if node == want => node,
+        (got, expected) => return Err(HandshakeError::UnexpectedRole { expected, got }),
+    };
+    match certified {
+        None => Ok(node),
+        Some(Err(error)) => Err(HandshakeError::Identity(error.clone())),
+        Some(Ok(Identity::Node {
+            cluster,
+            node: certified,
+        })) if *cluster == hello.cluster_id && *certified == node => Ok(node),
+        Some(Ok(identity)) => Err(HandshakeError::Refused(Refusal::NotCertified {
+            claimed: theirs.role,
+            certificate: identity.uri(),
+        })),
     }
 }
 
@@ -235,11 +311,11 @@ pub(crate) async fn dial(
     timeout: Duration,
 ) -> Result<(FrameReader<BoxIo>, NodeId), TransportError> {
     let attempt = async {
-        let io = tls::open(addr, tls)
+        let (io, certified) = tls::open(addr, tls)
             .await
             .map_err(|source| TransportError::Connect { addr, source })?;
         let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
-        let node = connect(&mut conn, hello, expected)
+        let node = connect(&mut conn, hello, expected, &certified)
             .await
             .map_err(|source| TransportError::Handshake { addr, source })?;
         Ok((conn, node))
@@ -282,15 +358,65 @@ mod tests {
             node: NodeId(1),
             peers: &peers,
         };
-        assert!(m.admit(&Hello::new("c", Role::Peer(NodeId(2)))).is_ok());
-        assert!(m.admit(&Hello::new("c", Role::Client(9))).is_ok());
+        assert!(
+            m.admit(&Hello::new("c", Role::Peer(NodeId(2))), &None)
+                .is_ok()
+        );
+        assert!(m.admit(&Hello::new("c", Role::Client(9)), &None).is_ok());
         assert_eq!(
-            m.admit(&Hello::new("c", Role::Peer(NodeId(1)))),
+            m.admit(&Hello::new("c", Role::Peer(NodeId(1))), &None),
             Err(Refusal::UnknownNode(NodeId(1)))
         );
         assert!(matches!(
-            m.admit(&Hello::new("d", Role::Client(9))),
+            m.admit(&Hello::new("d", Role::Client(9)), &None),
             Err(Refusal::WrongCluster { .. })
+        ));
+    }
+
+    #[test]
+    fn over_tls_a_role_is_admitted_only_if_the_certificate_names_it() {
+        let peers = BTreeMap::from([
+            (NodeId(2), "127.0.0.1:1".parse().unwrap()),
+            (NodeId(3), "127.0.0.1:2".parse().unwrap()),
+        ]);
+        let m = Membership {
+            cluster_id: "c",
+            node: NodeId(1),
+            peers: &peers,
+        };
+        let node = |cluster: &str, n| {
+            Some(Ok(Identity::Node {
+                cluster: cluster.into(),
+                node: NodeId(n),
+            }))
+        };
+        let client = Some(Ok(Identity::Client {
+            cluster: "c".into(),
+            name: "alice".into(),
+        }));
+        let peer2 = Hello::new("c", Role::Peer(NodeId(2)));
+        let a_client = Hello::new("c", Role::Client(7));
+        assert_eq!(m.admit(&peer2, &node("c", 2)), Ok(()));
+        assert_eq!(m.admit(&a_client, &client), Ok(()));
+        assert_eq!(m.admit(&a_client, &node("c", 3)), Ok(()));
+        for wrong in [
+            node("c", 3),
+            node("other", 2),
+            client.clone(),
+            Some(Err(crate::error::IdentityError::Missing)),
+        ] {
+            assert!(
+                matches!(m.admit(&peer2, &wrong), Err(Refusal::NotCertified { .. })),
+                "{wrong:?}"
+            );
+        }
+        let other_clients = Some(Ok(Identity::Client {
+            cluster: "other".into(),
+            name: "alice".into(),
+        }));
+        assert!(matches!(
+            m.admit(&a_client, &other_clients),
+            Err(Refusal::NotCertified { .. })
         ));
     }
 }

@@ -19,9 +19,16 @@
 //! - **Clients**: processes that run no node connect with
 //!   [`ClientConnection`]; their requests arrive on [`Inbound::clients`] and
 //!   [`Transport::reply`] answers on the same connection.
-//! - **Security**: mutual TLS 1.3 with a cluster CA ([`TlsConfig`]; see its
-//!   module for the trust model). Without TLS the transport is plain,
-//!   unauthenticated TCP: for loopback and tests only.
+//! - **Security**: mutual TLS 1.3 with a cluster CA ([`TlsConfig`]); every
+//!   certificate names one [`Identity`] (`trexlock://<cluster>/node/<id>` or
+//!   `trexlock://<cluster>/client/<name>`) and a connection is admitted only
+//!   in the role its certificate names ([`certs`] makes such certificates).
+//!   Without TLS the transport is plain, unauthenticated TCP, allowed only
+//!   on loopback addresses unless [`TransportConfig::insecure`] says
+//!   otherwise.
+//! - **Limits**: incoming connections are capped in all and per address,
+//!   idle clients are closed, client frames are limited far below peer
+//!   frames, and no buffer is reserved for a frame before its bytes arrive.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), trexlock_transport::TransportError> {
@@ -41,20 +48,30 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod certs;
 mod client;
 pub mod codec;
 mod config;
 mod error;
 pub mod handshake;
+mod identity;
 mod peer;
 mod stats;
 mod tls;
 mod transport;
 
 pub use client::{ClientConnection, ClientId};
-pub use config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_BYTES, TransportConfig};
-pub use error::{CodecError, ConfigError, HandshakeError, SendError, TlsError, TransportError};
+pub use config::{
+    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CLIENT_FRAME_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, DEFAULT_MAX_FRAME_BYTES,
+    TransportConfig,
+};
+pub use error::{
+    CertError, CodecError, ConfigError, HandshakeError, IdentityError, SendError, TlsError,
+    TransportError,
+};
 pub use handshake::{Hello, HelloReply, PROTOCOL_VERSION, Refusal, Role};
+pub use identity::{IDENTITY_SCHEME, Identity};
 pub use stats::Stats;
 pub use tls::TlsConfig;
 pub use transport::{Inbound, Transport};

@@ -42,10 +42,12 @@ pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
 }
 
 /// Writes `first` and whatever else is already queued on `rx`, up to a
-/// batch, with one write and one flush. Messages that cannot be encoded are
-/// dropped, counted and logged; they never break the connection.
+/// batch, with one write and one flush. Messages that cannot be encoded or
+/// exceed `max_frame_bytes` are dropped, counted and logged; they never
+/// break the connection.
 pub(crate) async fn write_batch<W, T>(
     shared: &Shared,
+    max_frame_bytes: usize,
     to: &(dyn std::fmt::Display + Sync),
     io: &mut W,
     out: &mut BytesMut,
@@ -64,7 +66,7 @@ where
     let mut frames = 0;
     let mut next = Some(first);
     while let Some(message) = next.take() {
-        match encode_frame(&message, shared.max_frame_bytes, out) {
+        match encode_frame(&message, max_frame_bytes, out) {
             Ok(()) => frames += 1,
             Err(error) => {
                 bump(&shared.counters.dropped_unencodable, 1);
@@ -87,6 +89,7 @@ where
 /// graceful shutdown; the caller's grace period bounds how long it may take.
 pub(crate) async fn flush_and_close<W, T>(
     shared: &Shared,
+    max_frame_bytes: usize,
     to: &(dyn std::fmt::Display + Sync),
     io: &mut W,
     rx: &mut mpsc::Receiver<T>,
@@ -96,7 +99,7 @@ pub(crate) async fn flush_and_close<W, T>(
 {
     let mut out = BytesMut::new();
     while let Ok(first) = rx.try_recv() {
-        if write_batch(shared, to, io, &mut out, first, rx)
+        if write_batch(shared, max_frame_bytes, to, io, &mut out, first, rx)
             .await
             .is_err()
         {
@@ -180,7 +183,7 @@ async fn pump<M: Serialize>(
         let first = tokio::select! {
             biased;
             _ = shared.stopping.cancelled() => {
-                flush_and_close(shared, &peer, &mut writer, rx).await;
+                flush_and_close(shared, shared.max_frame_bytes, &peer, &mut writer, rx).await;
                 return Ended::Stopped;
             }
             message = rx.recv() => match message {
@@ -196,7 +199,16 @@ async fn pump<M: Serialize>(
                 Err(error) => error.to_string(),
             }),
         };
-        if let Err(error) = write_batch(shared, &peer, &mut writer, &mut out, first, rx).await {
+        let written = write_batch(
+            shared,
+            shared.max_frame_bytes,
+            &peer,
+            &mut writer,
+            &mut out,
+            first,
+            rx,
+        );
+        if let Err(error) = written.await {
             return Ended::Lost(error.to_string());
         }
     }

@@ -20,9 +20,17 @@ pub struct Stats {
     /// a truncated, oversized, garbage or wrong-type frame.
     pub bad_frames: u64,
     /// Incoming connections refused during the TLS or protocol handshake
-    /// (wrong cluster, unknown node, other version, bad certificate, no
+    /// (wrong cluster, unknown node, other version, bad certificate, a role
+    /// the certificate does not name, a duplicate of a connected peer, no
     /// hello in time, malformed hello).
     pub refused_handshakes: u64,
+    /// Incoming connections closed on arrival because the node already held
+    /// `max_connections`, or `max_connections_per_address` from that
+    /// address.
+    pub refused_over_limit: u64,
+    /// Client connections closed for being idle longer than
+    /// `client_idle_timeout`.
+    pub idle_clients_closed: u64,
     /// Outgoing connection attempts to peers that failed (unreachable,
     /// TLS failure, refused by the peer, timeout).
     pub connect_failures: u64,
@@ -39,6 +47,8 @@ pub(crate) struct Counters {
     pub(crate) dropped_unencodable: AtomicU64,
     pub(crate) bad_frames: AtomicU64,
     pub(crate) refused_handshakes: AtomicU64,
+    pub(crate) refused_over_limit: AtomicU64,
+    pub(crate) idle_clients_closed: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) reconnects: AtomicU64,
 }
@@ -59,6 +69,8 @@ impl Counters {
             dropped_unencodable: get(&self.dropped_unencodable),
             bad_frames: get(&self.bad_frames),
             refused_handshakes: get(&self.refused_handshakes),
+            refused_over_limit: get(&self.refused_over_limit),
+            idle_clients_closed: get(&self.idle_clients_closed),
             connect_failures: get(&self.connect_failures),
             reconnects: get(&self.reconnects),
         }

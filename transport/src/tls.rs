@@ -3,14 +3,18 @@
 //!
 //! Trust model: the cluster has its own CA. Every node and every remote
 //! client presents a certificate chaining to it, and either side refuses a
-//! connection whose certificate does not. Certificate names are not checked:
-//! nodes are dialled by socket address and membership is what the CA
-//! vouches for. Consequently a holder of any certificate from the cluster CA
-//! may claim any node id in its hello, so the CA must issue certificates only
-//! to the cluster's own processes. Certificates need the serverAuth and
-//! clientAuth extended key usages (or none), since every node is both.
+//! connection whose certificate does not. Each certificate names one
+//! [`Identity`](crate::Identity) as a URI subject alternative name
+//! (`trexlock://<cluster>/node/<id>` or `trexlock://<cluster>/client/<name>`);
+//! the TLS layer only verifies the chain and hands the verified leaf to the
+//! handshake, which admits the connection only in the role the certificate
+//! names. DNS names and IP addresses in certificates are not checked: nodes
+//! are dialled by socket address, and the identity URI is what binds a
+//! certificate to a node. Certificates need the serverAuth and clientAuth
+//! extended key usages (or none), since every node is both.
 
-use crate::error::TlsError;
+use crate::error::{IdentityError, TlsError};
+use crate::identity::Identity;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
@@ -41,12 +45,13 @@ pub(crate) type BoxIo = Box<dyn Io>;
 pub struct TlsConfig {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+    identity: Identity,
 }
 
 impl fmt::Debug for TlsConfig {
     // Deliberately says nothing about the key material.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsConfig { .. }")
+        write!(f, "TlsConfig {{ identity: {}, .. }}", self.identity)
     }
 }
 
@@ -81,7 +86,8 @@ impl TlsConfig {
     /// Builds the configuration from PEM text: the cluster CA certificate(s),
     /// this process's certificate chain (leaf first) and its private key
     /// (PKCS#8, PKCS#1 or SEC1). Fails, naming the item, if any is missing,
-    /// malformed, or if the key does not match the certificate.
+    /// malformed, if the certificate names no trexlock identity, or if the
+    /// key does not match the certificate.
     pub fn from_pem(
         ca_pem: &[u8],
         cert_chain_pem: &[u8],
@@ -127,6 +133,11 @@ impl TlsConfig {
         }
         let roots = Arc::new(roots);
         let chain = parse_certs("certificate chain", chain_origin, chain_pem)?;
+        let identity =
+            Identity::from_certificate(&chain[0]).map_err(|source| TlsError::Identity {
+                origin: chain_origin.to_owned(),
+                source,
+            })?;
         let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem {
             what: "private key",
             origin: key_origin.to_owned(),
@@ -153,43 +164,84 @@ impl TlsConfig {
         Ok(TlsConfig {
             server: Arc::new(server),
             client: Arc::new(client),
+            identity,
         })
     }
 
-    async fn accept(&self, tcp: TcpStream) -> io::Result<BoxIo> {
-        Ok(Box::new(
-            TlsAcceptor::from(self.server.clone()).accept(tcp).await?,
-        ))
+    /// The identity this process's own certificate names.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
-    async fn connect(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<BoxIo> {
+    async fn accept(&self, tcp: TcpStream) -> io::Result<(BoxIo, Certified)> {
+        let stream = TlsAcceptor::from(self.server.clone()).accept(tcp).await?;
+        let leaf = leaf(stream.get_ref().1.peer_certificates());
+        Ok((Box::new(stream), Some(leaf)))
+    }
+
+    async fn connect(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<(BoxIo, Certified)> {
         // The name is required by the API but not checked (see the module doc).
         let name = ServerName::IpAddress(addr.ip().into());
-        Ok(Box::new(
-            TlsConnector::from(self.client.clone())
-                .connect(name, tcp)
-                .await?,
-        ))
+        let stream = TlsConnector::from(self.client.clone())
+            .connect(name, tcp)
+            .await?;
+        let leaf = leaf(stream.get_ref().1.peer_certificates());
+        Ok((Box::new(stream), Some(leaf)))
     }
 }
 
-/// Opens a connection to `addr`: TCP, then TLS if configured.
-pub(crate) async fn open(addr: SocketAddr, tls: Option<&TlsConfig>) -> io::Result<BoxIo> {
+/// TCP keepalive on accepted connections: a silent peer host is declared
+/// dead after about idle + interval × retries = 25 s.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// The remote side's verified leaf certificate (`None` over plain TCP), or
+/// the reason it names no identity.
+pub(crate) type Certified = Option<Result<Identity, IdentityError>>;
+
+fn leaf(certs: Option<&[CertificateDer<'_>]>) -> Result<Identity, IdentityError> {
+    // Mutual TLS always yields the remote chain; an empty one names no one.
+    certs
+        .and_then(<[_]>::first)
+        .ok_or(IdentityError::Missing)
+        .and_then(|leaf| Identity::from_certificate(leaf))
+}
+
+/// Opens a connection to `addr`: TCP, then TLS if configured. Returns the
+/// stream and, over TLS, who the verified certificate names.
+pub(crate) async fn open(
+    addr: SocketAddr,
+    tls: Option<&TlsConfig>,
+) -> io::Result<(BoxIo, Certified)> {
     let tcp = TcpStream::connect(addr).await?;
     // Consensus messages are small and latency-bound: never wait for Nagle.
     tcp.set_nodelay(true)?;
     match tls {
         Some(tls) => tls.connect(tcp, addr).await,
-        None => Ok(Box::new(tcp)),
+        None => Ok((Box::new(tcp), None)),
     }
 }
 
 /// Completes the transport-level accept of `tcp`: TLS if configured.
-pub(crate) async fn accept(tcp: TcpStream, tls: Option<&TlsConfig>) -> io::Result<BoxIo> {
+/// Returns the stream and, over TLS, who the verified certificate names.
+pub(crate) async fn accept(
+    tcp: TcpStream,
+    tls: Option<&TlsConfig>,
+) -> io::Result<(BoxIo, Certified)> {
     tcp.set_nodelay(true)?;
+    // The acceptor of a peer link only reads, so without probes a link
+    // whose peer host vanished would stay open, and over plain TCP keep
+    // refusing the restarted peer as a duplicate.
+    socket2::SockRef::from(&tcp).set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES),
+    )?;
     match tls {
         Some(tls) => tls.accept(tcp).await,
-        None => Ok(Box::new(tcp)),
+        None => Ok((Box::new(tcp), None)),
     }
 }
 

@@ -3,9 +3,10 @@
 
 use crate::client::{ClientId, ClientTable, serve_client};
 use crate::codec::FrameReader;
+use crate::codec::encode_frame;
 use crate::config::TransportConfig;
 use crate::error::{HandshakeError, SendError, TransportError};
-use crate::handshake::{self, HANDSHAKE_MAX_FRAME_BYTES, Membership, Role};
+use crate::handshake::{self, HANDSHAKE_MAX_FRAME_BYTES, HelloReply, Membership, Refusal, Role};
 use crate::peer::{run_outgoing, serve_incoming};
 use crate::stats::{Counters, Stats, bump};
 use crate::tls::{self, TlsConfig};
@@ -14,10 +15,10 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) node: NodeId,
     pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
     pub(crate) max_frame_bytes: usize,
+    pub(crate) max_client_frame_bytes: usize,
+    pub(crate) client_idle_timeout: Duration,
     pub(crate) queue_capacity: usize,
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
@@ -44,11 +47,103 @@ pub(crate) struct Shared {
     /// Hard stop: abandon whatever is still running.
     abort: CancellationToken,
     tracker: TaskTracker,
-    /// The open incoming connection of each peer, so that a newer one
-    /// (after the peer restarted, or a half-open one) replaces it.
-    incoming: Mutex<HashMap<NodeId, (u64, CancellationToken)>>,
+    /// The open incoming connection of each peer: over TLS a newer,
+    /// authenticated one (after the peer restarted, or a half-open one)
+    /// replaces it; over plain TCP a second claim is refused.
+    incoming: Mutex<HashMap<NodeId, Incoming>>,
     /// Numbers connections, for [`ClientId`]s and the `incoming` map.
     next_connection: AtomicU64,
+    /// The connection limits and what is open.
+    admission: Arc<Admission>,
+    /// When a refusal over the limits was last logged as a warning (a
+    /// flood must not flood the log too).
+    last_limit_warning: Mutex<Option<Instant>>,
+}
+
+/// A peer's current incoming connection.
+struct Incoming {
+    number: u64,
+    remote: SocketAddr,
+    replaced: CancellationToken,
+}
+
+/// A peer id claimed by one connection, released when dropped (whether the
+/// handshake fails, the link ends, or a newer link replaced it).
+struct PeerClaim {
+    shared: Arc<Shared>,
+    peer: NodeId,
+    number: u64,
+    replaced: CancellationToken,
+}
+
+impl Drop for PeerClaim {
+    fn drop(&mut self) {
+        let mut incoming = lock(&self.shared.incoming);
+        if incoming
+            .get(&self.peer)
+            .is_some_and(|i| i.number == self.number)
+        {
+            incoming.remove(&self.peer);
+        }
+    }
+}
+
+/// The connection limits: how many incoming connections that are not peer
+/// links are open, in all and per remote IP address.
+struct Admission {
+    max_total: usize,
+    max_per_address: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// One connection's place within the limits, given back when dropped.
+struct Slot {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    /// Takes a slot for a connection from `ip`, or says which limit is full.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let mut open = lock(&self.open);
+        let from_ip = open.per_address.get(&ip).copied().unwrap_or(0);
+        let full = |open: usize, limit: usize, per_address| Refusal::TooManyConnections {
+            open: open as u64,
+            limit: limit as u64,
+            per_address,
+        };
+        if open.total >= self.max_total {
+            return Err(full(open.total, self.max_total, false));
+        }
+        if from_ip >= self.max_per_address {
+            return Err(full(from_ip, self.max_per_address, true));
+        }
+        open.total += 1;
+        *open.per_address.entry(ip).or_default() += 1;
+        Ok(Slot {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.admission.open);
+        open.total -= 1;
+        if let Some(n) = open.per_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_address.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -69,6 +164,61 @@ impl Shared {
             cluster_id: &self.cluster_id,
             node: self.node,
             peers: &self.peers,
+        }
+    }
+
+    /// Registers connection `number` as `peer`'s incoming link. Over TLS
+    /// (`authenticated`: the certificate names that peer) it replaces the
+    /// peer's previous link, which is typically half-open after a restart.
+    /// Over plain TCP nothing proves which claimant is the real peer, so a
+    /// live link is never dropped for a newcomer: the newcomer is refused.
+    fn claim_peer(
+        self: &Arc<Self>,
+        peer: NodeId,
+        number: u64,
+        remote: SocketAddr,
+        authenticated: bool,
+    ) -> Result<PeerClaim, Refusal> {
+        let mut incoming = lock(&self.incoming);
+        if let Some(live) = incoming.get(&peer) {
+            if !authenticated {
+                warn!(
+                    %peer, %remote, live = %live.remote,
+                    "a second connection claims to be a connected peer: is another process running with this node id? Refusing it and keeping the live link"
+                );
+                return Err(Refusal::DuplicatePeer(peer));
+            }
+            debug!(%peer, %remote, previous = %live.remote, "peer reconnected; replacing its previous link");
+            live.replaced.cancel();
+        }
+        let replaced = CancellationToken::new();
+        incoming.insert(
+            peer,
+            Incoming {
+                number,
+                remote,
+                replaced: replaced.clone(),
+            },
+        );
+        Ok(PeerClaim {
+            shared: self.clone(),
+            peer,
+            number,
+            replaced,
+        })
+    }
+
+    /// Logs a refusal over the connection limits: a warning at most once a
+    /// second, the rest at debug level.
+    fn report_over_limit(&self, remote: SocketAddr, refusal: &Refusal) {
+        bump(&self.counters.refused_over_limit, 1);
+        let now = Instant::now();
+        let mut last = lock(&self.last_limit_warning);
+        if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            *last = Some(now);
+            warn!(%remote, reason = %refusal, "refusing connections over the limit");
+        } else {
+            debug!(%remote, reason = %refusal, "refused connection");
         }
     }
 }
@@ -158,6 +308,8 @@ where
             node: config.node,
             peers: config.peers,
             max_frame_bytes: config.max_frame_bytes,
+            max_client_frame_bytes: config.max_client_frame_bytes,
+            client_idle_timeout: config.client_idle_timeout,
             queue_capacity: config.queue_capacity,
             backoff_min: config.connect_backoff_min,
             backoff_max: config.connect_backoff_max,
@@ -170,6 +322,12 @@ where
             tracker: TaskTracker::new(),
             incoming: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
+            admission: Arc::new(Admission {
+                max_total: config.max_connections,
+                max_per_address: config.max_connections_per_address,
+                open: Mutex::new(Open::default()),
+            }),
+            last_limit_warning: Mutex::new(None),
         });
         let (peer_tx, peer_rx) = mpsc::channel(shared.queue_capacity);
         let (client_tx, client_rx) = mpsc::channel(shared.queue_capacity);
@@ -301,14 +459,18 @@ async fn accept_loop<M, Req, Resp>(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, remote)) => shared.spawn(serve_connection(
-                shared.clone(),
-                tcp,
-                remote,
-                peers.clone(),
-                clients.clone(),
-                table.clone(),
-            )),
+            Ok((tcp, remote)) => match shared.admission.admit(remote.ip()) {
+                Ok(slot) => shared.spawn(serve_connection(
+                    shared.clone(),
+                    tcp,
+                    remote,
+                    slot,
+                    peers.clone(),
+                    clients.clone(),
+                    table.clone(),
+                )),
+                Err(refusal) => refuse_over_limit(&shared, tcp, remote, refusal),
+            },
             Err(error) => {
                 // Typically out of file descriptors: pause rather than spin.
                 warn!(%error, "accept failed");
@@ -318,12 +480,33 @@ async fn accept_loop<M, Req, Resp>(
     }
 }
 
+/// Closes a connection over the limits at once, spending no TLS handshake
+/// on it. Over plain TCP the reason is written first, without waiting,
+/// where the client's hello reply would be.
+fn refuse_over_limit(shared: &Shared, tcp: TcpStream, remote: SocketAddr, refusal: Refusal) {
+    shared.report_over_limit(remote, &refusal);
+    if shared.tls.is_none() {
+        let mut frame = bytes::BytesMut::new();
+        if encode_frame(
+            &HelloReply::Refused(refusal),
+            HANDSHAKE_MAX_FRAME_BYTES,
+            &mut frame,
+        )
+        .is_ok()
+        {
+            let _ = tcp.try_write(&frame);
+        }
+    }
+}
+
 /// Authenticates one accepted connection (TLS, then the hello) and serves
 /// it as a peer or a client link. Refusals are counted and logged.
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<M, Req, Resp>(
     shared: Arc<Shared>,
     tcp: TcpStream,
     remote: SocketAddr,
+    slot: Slot,
     peers: mpsc::Sender<(NodeId, M)>,
     clients: mpsc::Sender<(ClientId, Req)>,
     table: Arc<ClientTable<Resp>>,
@@ -332,13 +515,27 @@ async fn serve_connection<M, Req, Resp>(
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
 {
+    let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let greeting = async {
-        let io = tls::accept(tcp, shared.tls.as_ref())
+        let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
             .await
             .map_err(HandshakeError::Tls)?;
         let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
-        let role = handshake::accept(&mut conn, &shared.membership()).await?;
-        Ok::<_, HandshakeError>((conn, role))
+        let authenticated = certified.is_some();
+        let (_, link) =
+            handshake::accept(
+                &mut conn,
+                &shared.membership(),
+                &certified,
+                |role| match role {
+                    Role::Peer(peer) => shared
+                        .claim_peer(peer, number, remote, authenticated)
+                        .map(Link::Peer),
+                    Role::Client(instance) => Ok(Link::Client(instance)),
+                },
+            )
+            .await?;
+        Ok::<_, HandshakeError>((conn, link))
     };
     let greeted = tokio::select! {
         // A stopping node does not wait for half-open handshakes.
@@ -347,7 +544,7 @@ async fn serve_connection<M, Req, Resp>(
             greeted.unwrap_or(Err(HandshakeError::Timeout))
         }
     };
-    let (conn, role) = match greeted {
+    let (conn, link) = match greeted {
         Ok(greeted) => greeted,
         Err(reason) => {
             bump(&shared.counters.refused_handshakes, 1);
@@ -355,31 +552,38 @@ async fn serve_connection<M, Req, Resp>(
                 // Connect-and-close is what health checks and port probes
                 // do: not worth a warning.
                 HandshakeError::Closed => debug!(%remote, %reason, "refused connection"),
+                // Already warned about, with the live link's address.
+                HandshakeError::Refused(Refusal::DuplicatePeer(_)) => {
+                    debug!(%remote, %reason, "refused connection")
+                }
                 _ => warn!(%remote, %reason, "refused connection"),
             }
             return;
         }
     };
-    let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-    match role {
-        Role::Peer(peer) => {
-            let replaced = CancellationToken::new();
-            let previous = lock(&shared.incoming).insert(peer, (number, replaced.clone()));
-            if let Some((_, previous)) = previous {
-                previous.cancel();
-            }
-            debug!(%peer, %remote, "peer connected");
-            serve_incoming(&shared, peer, remote, conn, &peers, replaced).await;
-            let mut incoming = lock(&shared.incoming);
-            if incoming.get(&peer).is_some_and(|(n, _)| *n == number) {
-                incoming.remove(&peer);
-            }
+    match link {
+        Link::Peer(claim) => {
+            // A peer link holds no slot: there is at most one per member,
+            // and clients filling the limits must not keep peers out.
+            drop(slot);
+            debug!(peer = %claim.peer, %remote, "peer connected");
+            let replaced = claim.replaced.clone();
+            serve_incoming(&shared, claim.peer, remote, conn, &peers, replaced).await;
         }
-        Role::Client(instance) => {
+        Link::Client(instance) => {
             let id = ClientId(number);
             serve_client(&shared, &table, id, instance, remote, conn, &clients).await;
+            drop(slot);
         }
     }
+}
+
+/// What an admitted connection becomes.
+enum Link {
+    /// A peer's incoming link, holding its claim on the peer id.
+    Peer(PeerClaim),
+    /// A client connection, with the client's instance id.
+    Client(u64),
 }
 
 // No code holding this lock can panic, so poisoning cannot happen; it is

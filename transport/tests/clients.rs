@@ -7,7 +7,7 @@ use common::*;
 use std::time::Duration;
 use trexlock_paxos::NodeId;
 use trexlock_transport::{
-    ClientConnection, ClientId, HandshakeError, Refusal, SendError, TransportError,
+    ClientConnection, ClientId, HandshakeError, HelloReply, Refusal, SendError, TransportError,
 };
 
 type Client = ClientConnection<Msg, Msg>;
@@ -143,4 +143,121 @@ async fn a_client_that_sends_garbage_is_dropped_and_the_node_serves_others() {
             .unwrap();
     node.reply(id, request).unwrap();
     assert_eq!(good.recv().await.unwrap(), Some(Msg::Ping(3)));
+}
+
+/// Opens a TCP connection to `addr` from the loopback address `from`.
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_node_at_its_connection_limit_refuses_newcomers_and_keeps_its_peer_links() {
+    let mut nodes = cluster(2, |c| {
+        c.max_connections = 4;
+        c.max_connections_per_address = 4;
+        // The silent connections must outlast the test, however slow.
+        c.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let second = nodes[1].transport.clone();
+    deliver(&second, NodeId(1), Msg::Ping(1), &mut nodes[0].inbound).await;
+    let addr = nodes[0].transport.local_addr();
+    // Four silent connections take every slot (the peer link holds none).
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(connect_from("127.0.0.1", addr).await);
+    }
+    let refused = Client::connect(addr, CLUSTER, None).await;
+    assert!(refused.is_err(), "a fifth connection was admitted");
+    assert!(eventually(|| nodes[0].transport.stats().refused_over_limit >= 1).await);
+    // The peer link is unaffected...
+    deliver(&second, NodeId(1), Msg::Ping(2), &mut nodes[0].inbound).await;
+    // ...and the slots come back when the silent connections go.
+    drop(silent);
+    let mut admitted = None;
+    for _ in 0..100 {
+        if let Ok(client) = Client::connect(addr, CLUSTER, None).await {
+            admitted = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted.is_some(), "no slot came back");
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_more_than_its_share_of_connections() {
+    let nodes = cluster(2, |c| {
+        c.max_connections = 16;
+        c.max_connections_per_address = 2;
+        c.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let addr = nodes[0].transport.local_addr();
+    let _held = [
+        connect_from("127.0.0.2", addr).await,
+        connect_from("127.0.0.2", addr).await,
+    ];
+    let mut third = connect_from("127.0.0.2", addr).await;
+    let reply = read_frame(&mut third)
+        .await
+        .map(|payload| trexlock_transport::codec::decode_payload::<HelloReply>(&payload).unwrap());
+    assert_eq!(
+        reply,
+        Some(HelloReply::Refused(Refusal::TooManyConnections {
+            open: 2,
+            limit: 2,
+            per_address: true
+        }))
+    );
+    // Another address is still served.
+    let client = Client::connect(addr, CLUSTER, None).await;
+    assert!(client.is_ok(), "{:?}", client.err());
+}
+
+#[tokio::test]
+async fn an_idle_client_is_closed_and_an_active_one_is_not() {
+    let mut nodes = cluster(2, |c| c.client_idle_timeout = Duration::from_millis(500)).await;
+    let node = nodes[0].transport.clone();
+    let addr = node.local_addr();
+    let mut idle = Client::connect(addr, CLUSTER, None).await.unwrap();
+    let mut active = Client::connect(addr, CLUSTER, None).await.unwrap();
+    for i in 0..10 {
+        active.send(&Msg::Ping(i)).await.unwrap();
+        let (id, request) = nodes[0].inbound.clients.recv().await.unwrap();
+        node.reply(id, request).unwrap();
+        assert_eq!(active.recv().await.unwrap(), Some(Msg::Ping(i)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.recv()).await;
+    assert!(matches!(closed, Ok(Ok(None)) | Ok(Err(_))), "{closed:?}");
+    assert_eq!(node.stats().idle_clients_closed, 1);
+}
+
+#[tokio::test]
+async fn a_client_frame_over_the_client_limit_is_refused_while_peers_may_send_it() {
+    // The defaults: 1 MiB for clients, 16 MiB for peers.
+    let mut nodes = cluster(2, |_| {}).await;
+    let node = nodes[0].transport.clone();
+    let addr = node.local_addr();
+    let blob = Msg::Blob(vec![7; 2 * 1024 * 1024]);
+    let (mut raw, _) = raw_hello(
+        addr,
+        &trexlock_transport::Hello::new(CLUSTER, trexlock_transport::Role::Client(1)),
+    )
+    .await;
+    let mut big = bytes::BytesMut::new();
+    trexlock_transport::codec::encode_frame(&blob, 16 << 20, &mut big).unwrap();
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut raw, &big).await;
+    assert!(closed_by_node(&mut raw).await);
+    assert_eq!(node.stats().bad_frames, 1);
+    assert!(nodes[0].inbound.clients.try_recv().is_err());
+    // The client side refuses to send it in the first place.
+    let mut client = Client::connect(addr, CLUSTER, None).await.unwrap();
+    assert!(client.queue(&blob).is_err());
+    // A peer may.
+    let second = nodes[1].transport.clone();
+    deliver(&second, NodeId(1), blob, &mut nodes[0].inbound).await;
 }

@@ -155,7 +155,11 @@ async fn an_address_in_use_is_a_bind_error_naming_it() {
 
 #[tokio::test]
 async fn a_message_over_the_frame_limit_is_dropped_and_the_link_survives() {
-    let mut nodes = cluster(2, |c| c.max_frame_bytes = 64 * 1024).await;
+    let mut nodes = cluster(2, |c| {
+        c.max_frame_bytes = 64 * 1024;
+        c.max_client_frame_bytes = 16 * 1024;
+    })
+    .await;
     let first = nodes[0].transport.clone();
     deliver(&first, NodeId(2), Msg::Ping(0), &mut nodes[1].inbound).await;
     first

@@ -36,6 +36,18 @@ fn refusal() -> impl Strategy<Value = Refusal> {
             .prop_map(|(expected, offered)| Refusal::WrongCluster { expected, offered }),
         any::<u16>().prop_map(|n| Refusal::UnknownNode(NodeId(n))),
         Just(Refusal::MalformedHello),
+        (role(), ".{0,40}").prop_map(|(claimed, certificate)| Refusal::NotCertified {
+            claimed,
+            certificate
+        }),
+        any::<u16>().prop_map(|n| Refusal::DuplicatePeer(NodeId(n))),
+        (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(open, limit, per_address)| {
+            Refusal::TooManyConnections {
+                open,
+                limit,
+                per_address,
+            }
+        }),
     ]
 }
 

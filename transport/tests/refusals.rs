@@ -6,7 +6,10 @@ mod common;
 use common::*;
 use tokio::io::AsyncWriteExt;
 use trexlock_paxos::NodeId;
-use trexlock_transport::{Hello, HelloReply, PROTOCOL_VERSION, Refusal, Role};
+use trexlock_transport::{
+    ClientConnection, ConfigError, Hello, HelloReply, PROTOCOL_VERSION, Refusal, Role,
+    TransportError,
+};
 
 #[tokio::test]
 async fn a_hello_from_another_cluster_is_refused_with_the_reason() {
@@ -86,7 +89,11 @@ async fn garbage_instead_of_a_hello_is_refused() {
 /// `bytes` (and optionally half-closes). Checks that node 1 drops that
 /// connection, counts a bad frame, and still takes messages from node 3.
 async fn bad_input_drops_only_that_connection(bytes: &[u8], then_close: bool) {
-    let mut nodes = cluster(3, |c| c.max_frame_bytes = 64 * 1024).await;
+    let mut nodes = cluster(3, |c| {
+        c.max_frame_bytes = 64 * 1024;
+        c.max_client_frame_bytes = 16 * 1024;
+    })
+    .await;
     let third = nodes[2].transport.clone();
     deliver(&third, NodeId(1), Msg::Ping(0), &mut nodes[0].inbound).await;
     // We impersonate node 2: stop the real one so that its reconnecting
@@ -94,8 +101,7 @@ async fn bad_input_drops_only_that_connection(bytes: &[u8], then_close: bool) {
     nodes[1].transport.shutdown().await;
 
     let addr = nodes[0].transport.local_addr();
-    let (mut stream, reply) = raw_hello(addr, &Hello::new(CLUSTER, Role::Peer(NodeId(2)))).await;
-    assert!(matches!(reply, Some(HelloReply::Accepted(_))), "{reply:?}");
+    let mut stream = raw_hello_accepted(addr, &Hello::new(CLUSTER, Role::Peer(NodeId(2)))).await;
     stream.write_all(bytes).await.unwrap();
     if then_close {
         stream.shutdown().await.unwrap();
@@ -145,19 +151,84 @@ async fn a_connection_that_never_says_hello_is_closed_after_the_timeout() {
 }
 
 #[tokio::test]
-async fn a_newer_connection_from_a_peer_replaces_the_older_one() {
+async fn over_plain_tcp_a_second_connection_claiming_a_connected_peer_is_refused_and_the_live_link_kept()
+ {
     let mut nodes = cluster(2, |_| {}).await;
-    // We impersonate node 2: stop the real one (see above).
-    nodes[1].transport.shutdown().await;
+    let second = nodes[1].transport.clone();
+    deliver(&second, NodeId(1), Msg::Ping(1), &mut nodes[0].inbound).await;
+    // An impostor claims node 2 while the real node 2 is linked.
     let addr = nodes[0].transport.local_addr();
     let hello = Hello::new(CLUSTER, Role::Peer(NodeId(2)));
-    let (mut older, _) = raw_hello(addr, &hello).await;
-    let (mut newer, reply) = raw_hello(addr, &hello).await;
-    assert!(matches!(reply, Some(HelloReply::Accepted(_))));
-    assert!(closed_by_node(&mut older).await);
+    let (mut impostor, reply) = raw_hello(addr, &hello).await;
+    assert_eq!(
+        reply,
+        Some(HelloReply::Refused(Refusal::DuplicatePeer(NodeId(2))))
+    );
+    assert!(closed_by_node(&mut impostor).await);
+    // The real link was not touched: messages keep flowing on it.
+    for i in 10..20 {
+        second.send(NodeId(1), Msg::Ping(i)).unwrap();
+    }
+    for i in 10..20 {
+        assert_eq!(
+            recv(&mut nodes[0].inbound).await,
+            Some((NodeId(2), Msg::Ping(i)))
+        );
+    }
+    assert_eq!(second.stats().reconnects, 0);
+    assert!(nodes[0].transport.stats().refused_handshakes >= 1);
+}
+
+#[tokio::test]
+async fn a_peer_that_restarts_over_plain_tcp_links_up_again() {
+    let mut nodes = cluster(2, |_| {}).await;
+    nodes[1].transport.shutdown().await;
+    // Once the old link is closed, a new connection for node 2 is accepted.
+    let addr = nodes[0].transport.local_addr();
+    let mut newer = raw_hello_accepted(addr, &Hello::new(CLUSTER, Role::Peer(NodeId(2)))).await;
     newer.write_all(&frame(&Msg::Ping(5))).await.unwrap();
     assert_eq!(
         recv(&mut nodes[0].inbound).await,
         Some((NodeId(2), Msg::Ping(5)))
+    );
+}
+
+#[tokio::test]
+async fn a_hello_of_the_previous_protocol_version_is_refused_naming_both_versions() {
+    let nodes = cluster(2, |_| {}).await;
+    let mut hello = Hello::new(CLUSTER, Role::Peer(NodeId(2)));
+    hello.protocol_version = 1;
+    let (_, reply) = raw_hello(nodes[0].transport.local_addr(), &hello).await;
+    let refusal = Refusal::IncompatibleVersion {
+        supported: 2,
+        offered: 1,
+    };
+    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!(
+        refusal.to_string(),
+        "protocol version 1 is not supported (this node speaks 2)"
+    );
+    assert_eq!(reply, Some(HelloReply::Refused(refusal)));
+}
+
+#[tokio::test]
+async fn plain_tcp_off_loopback_is_refused_at_start_unless_insecure() {
+    let mut plain = config(1, "0.0.0.0:0".parse().unwrap(), Default::default());
+    match Net::start(plain.clone()).await {
+        Err(TransportError::Config(ConfigError::PlainTcpNotLoopback { addr })) => {
+            assert_eq!(addr, plain.listen)
+        }
+        other => panic!("expected a refusal, got {:?}", other.err()),
+    }
+    plain.insecure = true;
+    let (transport, _inbound) = Net::start(plain).await.unwrap();
+    transport.shutdown().await;
+
+    let far: std::net::SocketAddr = "192.0.2.1:7001".parse().unwrap();
+    let client = ClientConnection::<Msg, Msg>::connect(far, CLUSTER, None).await;
+    assert!(
+        matches!(client, Err(TransportError::PlainTcpNotLoopback { addr }) if addr == far),
+        "{:?}",
+        client.err()
     );
 }

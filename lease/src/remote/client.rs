@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use trexlock_paxos::NodeId;
-use trexlock_transport::{ClientConnection, TlsConfig};
+use trexlock_transport::{ClientConnection, TlsConfig, TransportError};
 
 type Connection = ClientConnection<ClientMessage, NodeReply>;
 
@@ -27,8 +27,11 @@ pub struct RemoteConfig {
     /// Addresses of some or all nodes; tried in turn.
     pub servers: Vec<SocketAddr>,
     /// Mutual TLS with a certificate from the cluster CA; `None` is plain
-    /// TCP (loopback and tests only).
+    /// TCP, refused for servers off loopback unless `insecure` is set.
     pub tls: Option<TlsConfig>,
+    /// Allows plain TCP to servers that are not on loopback (anyone on the
+    /// path can then read and forge the traffic). Default false.
+    pub insecure: bool,
     /// The drift bound the cluster is configured with.
     pub drift: DriftBound,
 }
@@ -40,6 +43,7 @@ impl RemoteConfig {
             cluster_id: cluster_id.into(),
             servers,
             tls: None,
+            insecure: false,
             drift: DriftBound::DEFAULT,
         }
     }
@@ -77,9 +81,7 @@ pub async fn connect(config: RemoteConfig) -> Result<NodeHandle, LeaseError> {
 /// [`LeaseError::NoLeader`] if no server answers.
 pub async fn status(config: &RemoteConfig) -> Result<RemoteStatus, LeaseError> {
     for addr in &config.servers {
-        let Ok(mut conn) =
-            Connection::connect(*addr, &config.cluster_id, config.tls.as_ref()).await
-        else {
+        let Ok(mut conn) = open(*addr, config).await else {
             continue;
         };
         if conn.send(&ClientMessage::Status).await.is_err() {
@@ -92,6 +94,16 @@ pub async fn status(config: &RemoteConfig) -> Result<RemoteStatus, LeaseError> {
         }
     }
     Err(LeaseError::NoLeader)
+}
+
+/// One connection to `addr`, as `config` says: TLS, plain TCP (loopback
+/// only), or plain TCP anywhere when `insecure` is set.
+async fn open(addr: SocketAddr, config: &RemoteConfig) -> Result<Connection, TransportError> {
+    match &config.tls {
+        Some(tls) => Connection::connect(addr, &config.cluster_id, Some(tls)).await,
+        None if config.insecure => Connection::connect_insecure(addr, &config.cluster_id).await,
+        None => Connection::connect(addr, &config.cluster_id, None).await,
+    }
 }
 
 struct Waiting {
@@ -130,8 +142,7 @@ impl Link {
         for _ in 0..self.config.servers.len() {
             let addr = self.config.servers[self.next_server % self.config.servers.len()];
             self.next_server += 1;
-            let tls = self.config.tls.as_ref();
-            if let Ok(conn) = Connection::connect(addr, &self.config.cluster_id, tls).await {
+            if let Ok(conn) = open(addr, &self.config).await {
                 self.conn = Some(conn);
                 return Ok(());
             }

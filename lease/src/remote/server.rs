@@ -74,6 +74,19 @@ impl TcpNode {
         self.transport.local_addr()
     }
 
+    /// Resolves once the node has stopped on its own (a journal error, its
+    /// task ending), with the reason; a running node never resolves it. A
+    /// process that runs only this node should exit then, so that its
+    /// supervisor sees the failure instead of a node that answers `status`
+    /// with stale state.
+    pub async fn stopped(&self) -> String {
+        let mut status = self.node.handle().status;
+        match status.wait_for(|s| s.stopped.is_some()).await {
+            Ok(s) => s.stopped.clone().unwrap_or_default(),
+            Err(_) => "the node task ended".to_owned(),
+        }
+    }
+
     /// The transport's counters.
     pub fn transport_stats(&self) -> trexlock_transport::Stats {
         self.transport.stats()

@@ -3,15 +3,21 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use bytes::BytesMut;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use trexlock_paxos::NodeId;
+use trexlock_transport::certs::{ClusterCa, IssuedCert};
 use trexlock_transport::codec::{decode_payload, encode_frame};
-use trexlock_transport::{Hello, HelloReply, Inbound, TlsConfig, Transport, TransportConfig};
+use trexlock_transport::{Hello, HelloReply, Inbound, Role, TlsConfig, Transport, TransportConfig};
 
 /// The message type of the tests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +134,20 @@ pub async fn raw_hello(addr: SocketAddr, hello: &Hello) -> (TcpStream, Option<He
     (stream, reply)
 }
 
+/// Like [`raw_hello`], retrying for up to 10 s until the node accepts: for
+/// tests that pose as a peer they just stopped, whose old link the node
+/// must notice is gone first.
+pub async fn raw_hello_accepted(addr: SocketAddr, hello: &Hello) -> TcpStream {
+    for _ in 0..500 {
+        let (stream, reply) = raw_hello(addr, hello).await;
+        if matches!(reply, Some(HelloReply::Accepted(_))) {
+            return stream;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{hello:?} never accepted");
+}
+
 /// Whether the node closed `stream` (reads end of stream within 10 s).
 pub async fn closed_by_node(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
@@ -140,44 +160,160 @@ pub async fn closed_by_node(stream: &mut TcpStream) -> bool {
     }
 }
 
-/// A certificate authority for tests.
-pub struct TestCa {
-    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+/// A TLS config for node `id` of the test cluster, from `ca`.
+pub fn node_tls(ca: &ClusterCa, id: u16) -> TlsConfig {
+    ca.node(NodeId(id)).unwrap().tls(ca.cert_pem()).unwrap()
 }
 
-impl TestCa {
-    pub fn new(name: &str) -> TestCa {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
-        TestCa {
-            ca: rcgen::CertifiedIssuer::self_signed(params, key).unwrap(),
+/// Accepts any server certificate: the tests' impostors do not care who
+/// answers, only whether the node admits them.
+#[derive(Debug)]
+struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens a TLS connection to `addr` presenting `cert_pem`/`key_pem`, sends
+/// `hello` and returns the stream with the node's answer: what an impostor
+/// holding that certificate can do.
+pub async fn raw_tls_hello(
+    addr: SocketAddr,
+    cert_pem: &str,
+    key_pem: &str,
+    hello: &Hello,
+) -> (TlsStream, Option<HelloReply>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(
+            provider.signature_verification_algorithms,
+        )))
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::IpAddress(addr.ip().into());
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    stream.write_all(&frame(hello)).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut len = [0u8; 4];
+    let reply = match stream.read_exact(&mut len).await {
+        Ok(_) => {
+            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+            stream.read_exact(&mut payload).await.unwrap();
+            Some(decode_payload::<HelloReply>(&payload).unwrap())
         }
-    }
+        Err(_) => None,
+    };
+    (stream, reply)
+}
 
-    pub fn ca_pem(&self) -> String {
-        self.ca.pem()
-    }
+/// A certificate from `ca` that names no trexlock identity (a DNS name
+/// only), as a generic CA would issue.
+pub fn anonymous_cert(ca: &ClusterCa) -> (String, String) {
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        ca.cert_pem(),
+        rcgen::KeyPair::from_pem(ca.key_pem()).unwrap(),
+    )
+    .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["node2.example".to_owned()]).unwrap();
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
 
-    /// A leaf certificate and key (PEM) for a process of the cluster.
-    pub fn leaf(&self, name: &str) -> (String, String) {
-        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// A TLS config for a process whose certificate this CA issued, trusting
-    /// `trusted` as the cluster CA.
-    pub fn tls(&self, trusted: &TestCa, name: &str) -> TlsConfig {
-        let (cert, key) = self.leaf(name);
-        TlsConfig::from_pem(trusted.ca_pem().as_bytes(), cert.as_bytes(), key.as_bytes()).unwrap()
-    }
+/// A TLS server at the returned address that presents `cert`, admits any
+/// client of `ca` and answers every hello as node `answer_as`: what a
+/// process posing as that node can do.
+pub async fn fake_tls_node(ca: &ClusterCa, cert: &IssuedCert, answer_as: NodeId) -> SocketAddr {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut stream) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut len = [0u8; 4];
+            if stream.read_exact(&mut len).await.is_err() {
+                continue;
+            }
+            let mut hello = vec![0u8; u32::from_be_bytes(len) as usize];
+            if stream.read_exact(&mut hello).await.is_err() {
+                continue;
+            }
+            let reply = HelloReply::Accepted(Hello::new(CLUSTER, Role::Peer(answer_as)));
+            let _ = stream.write_all(&frame(&reply)).await;
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    addr
 }
