@@ -443,3 +443,17 @@ fn a_version_1_journal_is_refused_by_its_version_and_left_alone() {
         "the refused file was changed"
     );
 }
+
+/// Compaction builds its new file under another name, syncs it, and only
+/// then renames it into place (and syncs the directory): a compaction cut
+/// short at any point before the rename leaves the old journal whole.
+#[test]
+fn a_compaction_cut_short_leaves_the_journal_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, state) = written_journal(dir.path());
+    let compacting = dir.path().join("journal.log.compacting");
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&compacting, &bytes[..used(&bytes) / 2]).unwrap();
+    assert_eq!(open_and_load(&path).unwrap(), state);
+    assert!(!compacting.exists(), "the partial file is left");
+}
