@@ -44,7 +44,7 @@
 //! bytes of new records, however large the state is.
 
 use crate::ack_mark::{AckMark, refuse_rollback};
-use crate::record::{check_owner, check_version, corrupt, decode, encode, storage};
+use crate::record::{check_owner, check_version, corrupt, decode, encode, next_sequence, storage};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -63,8 +63,9 @@ const MAGIC: &[u8; 8] = b"TRXLOG\r\n";
 pub const LOG_FORMAT_VERSION: u32 = 2;
 /// The length, the payload's checksum and the frame check.
 const FRAME: usize = 12;
-/// The file grows in steps of this many bytes.
-const GROW_BY: u64 = 4 * 1024 * 1024;
+/// The file grows in steps of this many bytes. A fuzzing build (which
+/// creates thousands of journals a second) uses one page.
+const GROW_BY: u64 = if cfg!(fuzzing) { 4096 } else { 4 * 1024 * 1024 };
 /// Appended to the journal's name while a compaction builds its new file.
 const COMPACTING: &str = ".compacting";
 /// Appending this many bytes of records triggers a compaction.
