@@ -331,7 +331,7 @@ impl Journal for LogJournal {
 
     fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
         self.guarded(|this| {
-            let sequence = this.sequence + 1;
+            let sequence = next_sequence(&this.path, this.sequence)?;
             let record = frame(
                 &this.path,
                 this.salt,

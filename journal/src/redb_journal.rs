@@ -1,6 +1,7 @@
 //! The default journal: one redb database file per node.
 
 use crate::ack_mark::{AckMark, refuse_rollback};
+use crate::record::next_sequence;
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle};
 use std::path::Path;
@@ -180,7 +181,7 @@ impl Journal for RedbJournal {
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| this.tables.redb_error(e))?;
             this.tables.write(&txn, write)?;
-            let sequence = this.sequence + 1;
+            let sequence = next_sequence(this.path(), this.sequence)?;
             this.tables.set_sequence(&txn, sequence)?;
             txn.commit().map_err(|e| this.tables.redb_error(e))?;
             this.sequence = sequence;
