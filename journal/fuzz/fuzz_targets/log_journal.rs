@@ -31,7 +31,10 @@ enum Header {
     },
 }
 
-fn open_log(path: &std::path::Path, identity: trexlock_journal::JournalIdentity) -> common::OpenResult {
+fn open_log(
+    path: &std::path::Path,
+    identity: trexlock_journal::JournalIdentity,
+) -> common::OpenResult {
     Ok(Box::new(LogJournal::open(path, identity)?))
 }
 

@@ -13,7 +13,10 @@ use trexlock_journal::RedbJournal;
 
 const NAME: &str = "journal.redb";
 
-fn open_redb(path: &std::path::Path, identity: trexlock_journal::JournalIdentity) -> common::OpenResult {
+fn open_redb(
+    path: &std::path::Path,
+    identity: trexlock_journal::JournalIdentity,
+) -> common::OpenResult {
     Ok(Box::new(RedbJournal::open(path, identity)?))
 }
 

@@ -20,7 +20,8 @@ pub fn identity() -> JournalIdentity {
 pub fn dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = Path::new("/dev/shm").join(format!("trexlock-journal-fuzz-{}", std::process::id()));
+        let dir =
+            Path::new("/dev/shm").join(format!("trexlock-journal-fuzz-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("fuzz directory");
         dir
     })
@@ -54,7 +55,10 @@ pub fn written(open: Open, name: &str) -> (Vec<u8>, Vec<u8>) {
     let path = dir().join(name);
     clear(&path);
     let mut journal = open(&path, identity()).expect("create");
-    let ballot = Ballot { counter: 3, node: NodeId(2) };
+    let ballot = Ballot {
+        counter: 3,
+        node: NodeId(2),
+    };
     for chunk in 0..8u64 {
         journal
             .persist(&JournalWrite {
@@ -76,7 +80,10 @@ pub fn written(open: Open, name: &str) -> (Vec<u8>, Vec<u8>) {
             .expect("persist");
     }
     drop(journal);
-    let files = (fs::read(&path).expect("read"), fs::read(mark_of(&path)).expect("mark"));
+    let files = (
+        fs::read(&path).expect("read"),
+        fs::read(mark_of(&path)).expect("mark"),
+    );
     clear(&path);
     files
 }
@@ -119,14 +126,23 @@ pub fn check(open: Open, name: &str, file: &[u8], mark: Option<&[u8]>) {
         }
         Ok((mut journal, mut state)) => {
             let write = JournalWrite {
-                promised: Some(Ballot { counter: u64::MAX, node: NodeId(9) }),
+                promised: Some(Ballot {
+                    counter: u64::MAX,
+                    node: NodeId(9),
+                }),
                 ..JournalWrite::default()
             };
-            journal.persist(&write).expect("a journal that opened takes a write");
+            journal
+                .persist(&write)
+                .expect("a journal that opened takes a write");
             drop(journal);
             state.apply(&write);
             let mut journal = open(&path, identity()).expect("a repaired journal reopens");
-            assert_eq!(journal.load().expect("load"), state, "reopening changed the state");
+            assert_eq!(
+                journal.load().expect("load"),
+                state,
+                "reopening changed the state"
+            );
         }
     }
     clear(&path);
