@@ -61,6 +61,9 @@ impl RedbJournal {
     pub fn open(path: impl AsRef<Path>, identity: JournalIdentity) -> Result<Self, JournalError> {
         let path = path.as_ref();
         let tables = JournalTables::new(TABLE_PREFIX, path);
+        // Read before redb opens the file (which writes to it): a mark no
+        // crash leaves refuses the journal untouched.
+        let (mut mark, acknowledged) = AckMark::open(path)?;
         // Only a file that is not there, or empty, is new: any other
         // failure to look must not start an empty journal over a full one.
         let fresh = match std::fs::metadata(path) {
@@ -113,8 +116,7 @@ impl RedbJournal {
         tables.create_or_check(&txn, &identity)?;
         let sequence = tables.sequence(&txn)?;
         // Checked before anything is committed, so that a journal refused
-        // is left as it was found.
-        let (mut mark, acknowledged) = AckMark::open(path)?;
+        // is left as redb's own open left it.
         if !fresh {
             refuse_rollback(path, acknowledged, sequence)?;
         }

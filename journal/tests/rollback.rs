@@ -181,18 +181,23 @@ fn a_journal_that_existed_but_lost_every_commit_is_refused() {
 }
 
 #[test]
-fn a_mark_of_a_length_no_crash_leaves_is_corrupt_and_named() {
+fn a_mark_of_a_length_no_crash_leaves_is_corrupt_named_and_leaves_the_journal_untouched() {
     for damage in [&b"short"[..], &[0x11u8; 17][..]] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.redb");
         let mut journal = RedbJournal::open(&path, me()).unwrap();
         persist_entries(&mut journal, 1..=2);
         journal.close().unwrap();
+        let before = fs::read(&path).unwrap();
         fs::write(mark_of(&path), damage).unwrap();
         let error = RedbJournal::open(&path, me()).unwrap_err();
         assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
         assert!(error.to_string().contains("journal.redb.acked"), "{error}");
         assert_eq!(fs::read(mark_of(&path)).unwrap(), damage);
+        assert!(
+            fs::read(&path).unwrap() == before,
+            "the journal was changed"
+        );
     }
 }
 
