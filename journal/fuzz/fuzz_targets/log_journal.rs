@@ -91,12 +91,12 @@ fuzz_target!(|data: &[u8]| {
     };
     let (custom_mark, body) = mark(*selector, body);
     match shape % 3 {
-        0 => check(open, NAME, body, custom_mark),
-        1 => check(open, NAME, &framed(body), custom_mark),
+        0 => check(open, NAME, body, custom_mark, true),
+        1 => check(open, NAME, &framed(body), custom_mark, true),
         _ => {
-            let (file, real_mark) = WRITTEN.get_or_init(|| written(open, NAME));
+            let (file, real_mark) = WRITTEN.get_or_init(|| written(open, NAME), true);
             let mark = custom_mark.or((selector % 2 == 0).then_some(real_mark.as_slice()));
-            check(open, NAME, &edited(file, body), mark);
+            check(open, NAME, &edited(file, body), mark, true);
         }
     }
 });

@@ -28,10 +28,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let (custom_mark, body) = mark(*selector, body);
     if shape % 2 == 0 {
-        check(open, NAME, body, custom_mark);
+        check(open, NAME, body, custom_mark, false);
     } else {
         let (file, real_mark) = WRITTEN.get_or_init(|| written(open, NAME));
         let mark = custom_mark.or((selector % 2 == 0).then_some(real_mark.as_slice()));
-        check(open, NAME, &edited(file, body), mark);
+        check(open, NAME, &edited(file, body), mark, false);
     }
 });
