@@ -12,9 +12,21 @@
 //! the evidence is the lost commit itself; this mark, written only after a
 //! commit has returned, can.
 //!
-//! The mark is written without a sync. It never runs ahead of the durable
-//! journal (it is written after the commit's sync), so a power cut can make
-//! it lag and miss a rollback, but never report one that did not happen.
+//! The mark is written without a sync, and only after the commit it names
+//! is durable (after each commit's sync; on open, after the journal has
+//! been synced, since what an open reads may so far be only in the page
+//! cache). So a power cut can make it lag and miss a rollback, but it
+//! never reports one that did not happen.
+//!
+//! What its bytes mean, since a power cut can leave an unsynced file
+//! empty, zero-filled or (rarely) torn while the journal beside it is fine:
+//! - absent, empty, or 16 bytes that fail the check word (zeros, a torn
+//!   write): it records nothing, exactly as if it lagged all the way; the
+//!   journal is opened on its own checks and the mark rewritten;
+//! - 16 bytes that pass the check word: the newest acknowledged commit;
+//! - any other length: no crash leaves that (the record is always written
+//!   whole at offset 0), so something else wrote the file: refused as
+//!   corrupt rather than guessed at.
 
 use crate::record::storage;
 use std::fs::{File, OpenOptions};
@@ -43,37 +55,11 @@ impl AckMark {
     }
 
     /// Opens (creating if absent) the mark of the journal at `journal`,
-    /// whose newest commit is numbered `sequence`, and brings the mark to
-    /// it. `fresh` says that the journal did not exist before this open.
-    ///
-    /// Fails with [`JournalError::RolledBack`] if the mark records a newer
-    /// commit, unless the journal is fresh: deleting only the journal (not
-    /// its mark) asks for an empty one, whose replica starts as a learner,
-    /// which is safe. A journal that existed but reads as empty is refused
-    /// like any other rollback. A mark that is not a valid record is
-    /// [`JournalError::Corrupt`]; an empty one records nothing (its creation
-    /// was interrupted).
-    pub(crate) fn open_checked(
-        journal: &Path,
-        sequence: u64,
-        fresh: bool,
-    ) -> Result<Self, JournalError> {
-        let (mut mark, acknowledged) = Self::open(journal)?;
-        if let Some(acknowledged) = acknowledged
-            && acknowledged > sequence
-            && !fresh
-        {
-            return Err(JournalError::RolledBack {
-                path: journal.to_path_buf(),
-                acknowledged,
-                found: sequence,
-            });
-        }
-        mark.record(sequence)?;
-        Ok(mark)
-    }
-
-    fn open(journal: &Path) -> Result<(Self, Option<u64>), JournalError> {
+    /// and returns it with the newest acknowledged commit it records, if
+    /// it records one (see the module's documentation for what its bytes
+    /// mean). Fails with [`JournalError::Corrupt`] only on a length no
+    /// crash can leave.
+    pub(crate) fn open(journal: &Path) -> Result<(Self, Option<u64>), JournalError> {
         let path = Self::path_for(journal);
         let storage = |e| storage(&path, e);
         let mut file = OpenOptions::new()
@@ -84,7 +70,12 @@ impl AckMark {
             .open(&path)
             .map_err(storage)?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(storage)?;
+        // Never more than a record and one byte: enough to tell a record
+        // from something else, whatever the file holds.
+        (&mut file)
+            .take(RECORD_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(storage)?;
         let recorded = match bytes.len() {
             0 => None,
             RECORD_LEN => {
@@ -94,16 +85,18 @@ impl AckMark {
                     u64::from_le_bytes(w)
                 };
                 let (sequence, check) = (word(0), word(8));
-                if sequence ^ CHECK != check {
-                    return Err(damaged(&path, "its check word does not match"));
-                }
-                Some(sequence)
+                (sequence ^ CHECK == check).then_some(sequence)
             }
-            n => {
-                return Err(damaged(
-                    &path,
-                    &format!("{n} bytes where a record has {RECORD_LEN}"),
-                ));
+            _ => {
+                return Err(JournalError::Corrupt {
+                    reason: format!(
+                        "the acknowledgement mark {} is not a {RECORD_LEN}-byte record, which \
+                         no crash leaves; it records which commits the node has acknowledged, \
+                         so the journal beside it cannot be trusted either",
+                        path.display()
+                    ),
+                    path: journal.to_path_buf(),
+                });
             }
         };
         Ok((Self { file, path }, recorded))
@@ -120,12 +113,23 @@ impl AckMark {
     }
 }
 
-fn damaged(path: &Path, what: &str) -> JournalError {
-    JournalError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!(
-            "the acknowledgement mark is damaged ({what}); it records which commits the node \
-             has acknowledged, so the journal beside it cannot be trusted either"
-        ),
+/// Refuses the journal at `journal`, whose newest commit is `found`, if
+/// its mark records a newer `acknowledged` one: the journal lost commits
+/// the node acknowledged. Not to be asked of a journal that did not exist
+/// before this open: deleting only the journal (not its mark) asks for an
+/// empty one, whose replica starts as a learner, which is safe. A journal
+/// that existed but reads as empty is refused like any other rollback.
+pub(crate) fn refuse_rollback(
+    journal: &Path,
+    acknowledged: Option<u64>,
+    found: u64,
+) -> Result<(), JournalError> {
+    match acknowledged {
+        Some(acknowledged) if acknowledged > found => Err(JournalError::RolledBack {
+            path: journal.to_path_buf(),
+            acknowledged,
+            found,
+        }),
+        _ => Ok(()),
     }
 }

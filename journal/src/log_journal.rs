@@ -8,20 +8,34 @@
 //! --bench journal`), and a sync is on the path of every acquire.
 //!
 //! Layout: the magic bytes, then records, each `[length u32 LE][CRC-32 of
-//! the payload u32 LE][payload]`, the payload a postcard-encoded [`Record`].
-//! The first record names the format version and the owner; the second
-//! may hold the whole state (written by compaction); every other one is one
-//! [`JournalWrite`], numbered. The file is extended in large steps and the
-//! unused rest is zeros, so that a sync rarely has to flush the file's size.
+//! the payload u32 LE][frame check u32 LE][payload]`, the payload a
+//! postcard-encoded [`Record`]. The frame check is the CRC-32 of the
+//! file's salt and the first eight bytes, so that a damaged length is
+//! recognised rather than trusted. The salt is a random number chosen when
+//! the file is written whole and kept in its header (whose own frame check
+//! uses salt 0): a client's value that happens to, or is made to, contain
+//! the bytes of a record cannot pass for one. The first record names the
+//! format version, the owner and the salt; the second may hold the whole
+//! state (written by compaction); every other one is one [`JournalWrite`],
+//! numbered. The file is extended in large steps and the unused rest is
+//! zeros, so that a sync rarely has to flush the file's size.
 //!
-//! Recovery reads records up to the first that is incomplete or fails its
-//! checksum. That is the normal trace of a write cut short by a crash, and
-//! it is also what damage looks like. Two checks tell them apart: the
-//! acknowledgement mark (if a record the node acknowledged is lost, the
-//! journal is refused as rolled back), and the extent of the unreadable
-//! bytes (a write cut short spans one record; more is damage, refused as
-//! corrupt). The unreadable rest of a write cut short is then zeroed, so
-//! that it can never be misread once new records follow.
+//! Recovery reads records up to the first that is incomplete or fails a
+//! check. That is the normal trace of a write cut short by a crash, and it
+//! is also what damage looks like. A write cut short is the last thing
+//! ever written to the file (one write is in flight at a time), so:
+//! - if a whole record follows the unreadable one anywhere, that is damage,
+//!   refused as corrupt, whatever the mark says;
+//! - if the unreadable record's frame check passes, its length is true, and
+//!   bytes beyond the end it gives are damage too;
+//! - otherwise it may be a write cut short (pages reach the disk in any
+//!   order, so any part of it may be missing). If the acknowledgement mark
+//!   says it was acknowledged, the journal is refused as rolled back; if
+//!   not, its bytes are zeroed, so that they can never be misread once new
+//!   records follow.
+//!
+//! Nothing that might hold a record after the unreadable one is ever
+//! zeroed: such a record would have been found.
 //!
 //! Compaction: once [`COMPACT_AT`] bytes of records have been appended
 //! since the file was last written whole, it is rewritten as the header
@@ -29,8 +43,8 @@
 //! the old one. Each compaction writes the state once per [`COMPACT_AT`]
 //! bytes of new records, however large the state is.
 
-use crate::ack_mark::AckMark;
-use crate::record::{check_owner, check_version, corrupt, decode, encode, storage};
+use crate::ack_mark::{AckMark, refuse_rollback};
+use crate::record::{check_owner, check_version, corrupt, decode, encode, next_sequence, storage};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -44,17 +58,18 @@ use trexlock_paxos::{
 /// The first bytes of every log journal.
 const MAGIC: &[u8; 8] = b"TRXLOG\r\n";
 /// The record format this build reads and writes.
-pub const LOG_FORMAT_VERSION: u32 = 1;
-const FRAME: usize = 8;
-/// The file grows in steps of this many bytes.
-const GROW_BY: u64 = 4 * 1024 * 1024;
+/// Version 1 checksummed only the payload; its files are refused by
+/// version.
+pub const LOG_FORMAT_VERSION: u32 = 2;
+/// The length, the payload's checksum and the frame check.
+const FRAME: usize = 12;
+/// The file grows in steps of this many bytes. A fuzzing build (which
+/// creates thousands of journals a second) uses one page.
+const GROW_BY: u64 = if cfg!(fuzzing) { 4096 } else { 4 * 1024 * 1024 };
 /// Appended to the journal's name while a compaction builds its new file.
 const COMPACTING: &str = ".compacting";
 /// Appending this many bytes of records triggers a compaction.
 pub const COMPACT_AT: u64 = 8 * 1024 * 1024;
-/// What a write cut short may leave after the last whole record when even
-/// its length was lost (power failures persist pages in any order).
-const TORN_PAGE: usize = 4096;
 /// No record is larger: a length beyond it is damage, not a request to
 /// allocate.
 const MAX_RECORD: usize = 1 << 30;
@@ -68,6 +83,8 @@ enum Record<W, S> {
         /// A whole-state record follows (the file was compacted): it was
         /// synced with the header, so it can only be missing by damage.
         state_follows: bool,
+        /// Goes into the frame check of every later record.
+        salt: u32,
     },
     Write {
         sequence: u64,
@@ -162,6 +179,8 @@ pub struct LogJournal {
     mark: AckMark,
     state: JournalState,
     sequence: u64,
+    /// The frame checks' salt, from the header.
+    salt: u32,
     /// Where the next record goes.
     end: u64,
     /// Where the records end that were written whole (header and state).
@@ -178,9 +197,11 @@ impl LogJournal {
     /// Reads the whole file. Fails with [`JournalError::WrongOwner`] if the
     /// journal belongs to another cluster or node,
     /// [`JournalError::UnsupportedVersion`] if it records another format
-    /// version, [`JournalError::Corrupt`] if the file (or its mark) is
-    /// damaged or is not a log journal, [`JournalError::RolledBack`] if it
-    /// lacks a record that was acknowledged, and [`JournalError::Storage`]
+    /// version (a version 1 file included), [`JournalError::Corrupt`] if the
+    /// file is damaged (an unreadable record with a whole one after it, see
+    /// the module's documentation) or is not a log journal, or its mark is
+    /// not a mark, [`JournalError::RolledBack`] if it lacks a record that
+    /// was acknowledged, and [`JournalError::Storage`]
     /// if another process has it open. A new file (absent or empty before
     /// this open) is accepted whatever its mark says: deleting only the
     /// journal asks for an empty one, whose replica starts as a learner.
@@ -194,9 +215,13 @@ impl LogJournal {
             Err(e) => return Err(io(e)),
         };
         let Some(mut file) = existing else {
-            let mark = AckMark::open_checked(path, 0, true)?;
+            // A new journal, whatever its mark says: deleting only the
+            // journal asks for an empty one.
+            let (mut mark, _) = AckMark::open(path)?;
+            let salt = fastrand::u32(..);
             let (file, end, len) =
-                replace_with_new_file(path, ".creating", &header(path, &identity, false)?)?;
+                replace_with_new_file(path, ".creating", &header(path, &identity, false, salt)?)?;
+            mark.record(0)?;
             return Ok(Self {
                 file,
                 path: path.to_path_buf(),
@@ -204,6 +229,7 @@ impl LogJournal {
                 mark,
                 state: JournalState::default(),
                 sequence: 0,
+                salt,
                 end,
                 base: end,
                 len,
@@ -218,19 +244,26 @@ impl LogJournal {
         file.read_to_end(&mut bytes).map_err(io)?;
         let len = bytes.len() as u64;
         let read = read_records(path, &bytes, &identity)?;
-        let mark = AckMark::open_checked(path, read.sequence, false)?;
+        // Damage first: a damaged record is corrupt whether or not the
+        // mark also finds commits missing.
         if let Some(damage) = read.damage {
             return Err(corrupt(path, damage));
         }
+        let (mut mark, acknowledged) = AckMark::open(path)?;
+        refuse_rollback(path, acknowledged, read.sequence)?;
         let end = read.end as u64;
         if read.written > read.end {
             // A write cut short, never acknowledged (the mark vouches for
             // it): zero it, so that no later record can be read as its
             // continuation.
             file.write_all_at(&vec![0; read.written - read.end], end)
-                .and_then(|()| file.sync_data())
                 .map_err(io)?;
         }
+        // What was read may so far be only in the page cache (the last
+        // process may have died before its sync returned): make it durable
+        // before the mark vouches for it.
+        file.sync_data().map_err(io)?;
+        mark.record(read.sequence)?;
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -238,6 +271,7 @@ impl LogJournal {
             mark,
             state: read.state,
             sequence: read.sequence,
+            salt: read.salt,
             end,
             base: read.base as u64,
             len,
@@ -252,9 +286,11 @@ impl LogJournal {
 
     /// Rewrites the file as the header and the whole state.
     fn compact(&mut self) -> Result<(), JournalError> {
-        let mut records = header(&self.path, &self.identity, true)?;
+        let salt = fastrand::u32(..);
+        let mut records = header(&self.path, &self.identity, true, salt)?;
         records.extend(frame(
             &self.path,
+            salt,
             &Encoded::State {
                 sequence: self.sequence,
                 state: StateRef {
@@ -268,6 +304,7 @@ impl LogJournal {
         )?);
         let (file, end, len) = replace_with_new_file(&self.path, COMPACTING, &records)?;
         self.file = file;
+        self.salt = salt;
         (self.end, self.base, self.len) = (end, end, len);
         Ok(())
     }
@@ -294,9 +331,10 @@ impl Journal for LogJournal {
 
     fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
         self.guarded(|this| {
-            let sequence = this.sequence + 1;
+            let sequence = next_sequence(&this.path, this.sequence)?;
             let record = frame(
                 &this.path,
+                this.salt,
                 &Encoded::Write {
                     sequence,
                     write: WriteRef {
@@ -382,18 +420,23 @@ fn replace_with_new_file(
     Ok((file, end, len))
 }
 
+/// The header record of a file whose later records are framed with `salt`.
+/// Its own frame check uses salt 0: it is read before the salt is known.
 fn header(
     path: &Path,
     identity: &JournalIdentity,
     state_follows: bool,
+    salt: u32,
 ) -> Result<Vec<u8>, JournalError> {
     frame(
         path,
+        0,
         &Encoded::Header {
             version: LOG_FORMAT_VERSION,
             cluster_id: identity.cluster_id.clone(),
             node_id: identity.node_id,
             state_follows,
+            salt,
         },
     )
 }
@@ -417,6 +460,7 @@ struct Replayed {
     base: usize,
     state: JournalState,
     sequence: u64,
+    salt: u32,
     /// Where the readable records end.
     end: usize,
     /// Where the non-zero bytes end: beyond `end` only if a record is cut
@@ -425,6 +469,15 @@ struct Replayed {
     /// Why the bytes after `end` cannot be a write cut short, if they
     /// cannot.
     damage: Option<String>,
+}
+
+/// The start of every header record of every version: the enum variant
+/// (0, the header) and the format version, both postcard varints. Read
+/// before the rest, which another version may lay out differently.
+#[derive(Deserialize)]
+struct VersionPrefix {
+    variant: u32,
+    version: u32,
 }
 
 fn read_records(
@@ -439,36 +492,47 @@ fn read_records(
         ));
     }
     let mut at = MAGIC.len();
+    let unreadable_header = || corrupt(path, "the header record is unreadable".to_owned());
+    let (payload, next) = next_record(bytes, at, 0)
+        .or_else(|| version_1_record(bytes, at))
+        .ok_or_else(unreadable_header)?;
+    match postcard::take_from_bytes::<VersionPrefix>(payload) {
+        Ok((
+            VersionPrefix {
+                variant: 0,
+                version,
+            },
+            _,
+        )) => {
+            check_version(path, version, LOG_FORMAT_VERSION)?;
+        }
+        _ => return Err(corrupt(path, "the first record is not a header".to_owned())),
+    }
+    let Decoded::Header {
+        cluster_id,
+        node_id,
+        state_follows,
+        salt,
+        ..
+    } = decode(path, payload, "the header record")?
+    else {
+        return Err(corrupt(path, "the first record is not a header".to_owned()));
+    };
+    check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
+    at = next;
     let mut read = Replayed {
         base: at,
         state: JournalState::default(),
         sequence: 0,
+        salt,
         end: at,
         written: written_len(bytes),
         damage: None,
     };
-    let mut index = 0;
-    let mut state_follows = false;
-    while let Some((payload, next)) = next_record(bytes, at) {
+    let mut index = 1;
+    while let Some((payload, next)) = next_record(bytes, at, salt) {
         let record: Decoded = decode(path, payload, &format!("the record at byte {at}"))?;
         match (index, record) {
-            (
-                0,
-                Record::Header {
-                    version,
-                    cluster_id,
-                    node_id,
-                    state_follows: follows,
-                },
-            ) => {
-                check_version(path, version, LOG_FORMAT_VERSION)?;
-                check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
-                read.base = next;
-                state_follows = follows;
-            }
-            (0, _) => {
-                return Err(corrupt(path, "the first record is not a header".to_owned()));
-            }
             (1, Record::State { sequence, state }) if state_follows => {
                 read.base = next;
                 read.sequence = sequence;
@@ -481,7 +545,7 @@ fn read_records(
                 };
             }
             (i, Record::Write { sequence, write })
-                if sequence == read.sequence + 1 && (i > 1 || !state_follows) =>
+                if Some(sequence) == read.sequence.checked_add(1) && (i > 1 || !state_follows) =>
             {
                 read.sequence = sequence;
                 read.state.apply(&JournalWrite {
@@ -503,53 +567,84 @@ fn read_records(
         at = next;
         read.end = at;
     }
-    if index == 0 {
-        return Err(corrupt(path, "the header record is unreadable".to_owned()));
-    }
     if state_follows && index == 1 {
         return Err(corrupt(
             path,
             format!("the compacted state at byte {at} is unreadable"),
         ));
     }
-    // A write cut short by a crash spans at most its own record: the one
-    // whose length is at `at`, or, if that length is lost too, a page.
-    let torn_end = match bytes.get(at..at + 4) {
-        Some(len) => {
-            let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-            if len == 0 || len > MAX_RECORD {
-                at + TORN_PAGE
-            } else {
-                at + FRAME + len
-            }
-        }
-        None => bytes.len(),
-    };
-    if read.written > torn_end.next_multiple_of(16) {
-        read.damage = Some(format!(
-            "the record at byte {at} is unreadable and {} bytes follow it: damage, not a \
-             write cut short by a crash",
-            read.written - torn_end
-        ));
+    if read.written > at {
+        read.damage = torn_or_damaged(bytes, at, read.written, salt);
     }
     Ok(read)
 }
 
-/// The payload of the record at `at` and where the next one starts, if a
-/// whole record with a matching checksum is there.
-fn next_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+/// Why the unreadable record at `at`, with non-zero bytes up to `written`,
+/// cannot be a write cut short by a crash, if it cannot. A write cut short
+/// is the last write the file ever saw, so no record follows it, and if
+/// its length is intact (its frame check passes) nothing was written past
+/// the end that length gives.
+fn torn_or_damaged(bytes: &[u8], at: usize, written: usize, salt: u32) -> Option<String> {
+    if let Some(next) = (at + 1..written).find(|&p| next_record(bytes, p, salt).is_some()) {
+        return Some(format!(
+            "the record at byte {at} is unreadable and a whole record follows it at byte \
+             {next}: damage, not a write cut short by a crash"
+        ));
+    }
+    let torn_end = at + FRAME + checked_length(bytes, at, salt)?;
+    (written > torn_end.next_multiple_of(16)).then(|| {
+        format!(
+            "the record at byte {at} is unreadable and {} bytes follow the end its length \
+             gives: damage, not a write cut short by a crash",
+            written - torn_end
+        )
+    })
+}
+
+/// The payload length of the record at `at`, if its frame check passes
+/// (its length is what was written) and the length is one this journal
+/// writes.
+fn checked_length(bytes: &[u8], at: usize, salt: u32) -> Option<usize> {
     let header = bytes.get(at..at.checked_add(FRAME)?)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
-    if len == 0 || len > MAX_RECORD {
-        return None;
-    }
+    let check = u32::from_le_bytes(header[8..].try_into().ok()?);
+    (frame_check(salt, &header[..8]) == check && len > 0 && len <= MAX_RECORD).then_some(len)
+}
+
+/// The payload of the record at `at` and where the next one starts, if a
+/// whole record whose checks both pass is there.
+fn next_record(bytes: &[u8], at: usize, salt: u32) -> Option<(&[u8], usize)> {
+    let len = checked_length(bytes, at, salt)?;
+    let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?);
     let start = at + FRAME;
     let payload = bytes.get(start..start.checked_add(len)?)?;
     (crc32fast::hash(payload) == crc).then_some((payload, start + len))
 }
 
-fn frame(path: &Path, record: &Encoded<'_>) -> Result<Vec<u8>, JournalError> {
+/// The record at `at` as format version 1 framed it (`[length][CRC-32 of
+/// the payload][payload]`): read only to refuse such a file by its version.
+fn version_1_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let header = bytes.get(at..at.checked_add(8)?)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
+    if len > MAX_RECORD {
+        return None;
+    }
+    let start = at + 8;
+    let payload = bytes.get(start..start + len)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, start + len))
+}
+
+/// The check of a frame's first eight bytes (its length and its payload's
+/// checksum) under `salt`.
+fn frame_check(salt: u32, length_and_crc: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&salt.to_le_bytes());
+    hasher.update(length_and_crc);
+    hasher.finalize()
+}
+
+fn frame(path: &Path, salt: u32, record: &Encoded<'_>) -> Result<Vec<u8>, JournalError> {
     let payload = encode(path, record)?;
     if payload.len() > MAX_RECORD {
         return Err(storage(
@@ -563,6 +658,8 @@ fn frame(path: &Path, record: &Encoded<'_>) -> Result<Vec<u8>, JournalError> {
     let mut framed = Vec::with_capacity(FRAME + payload.len());
     framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let check = frame_check(salt, &framed);
+    framed.extend_from_slice(&check.to_le_bytes());
     framed.extend_from_slice(&payload);
     Ok(framed)
 }

@@ -90,6 +90,17 @@ pub(crate) fn check_owner(
     }
 }
 
+/// The number of the commit after `sequence`. Only a damaged or forged
+/// journal can record the last number there is.
+pub(crate) fn next_sequence(path: &Path, sequence: u64) -> Result<u64, JournalError> {
+    sequence.checked_add(1).ok_or_else(|| {
+        corrupt(
+            path,
+            format!("it records commit {sequence}, the last number there is"),
+        )
+    })
+}
+
 /// An I/O failure of the journal at `path`: not damage to the file.
 pub(crate) fn storage(path: &Path, e: std::io::Error) -> JournalError {
     JournalError::Storage {

@@ -1,6 +1,7 @@
 //! The default journal: one redb database file per node.
 
-use crate::ack_mark::AckMark;
+use crate::ack_mark::{AckMark, refuse_rollback};
+use crate::record::next_sequence;
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle};
 use std::path::Path;
@@ -44,8 +45,9 @@ impl RedbJournal {
     /// with the file; compaction keeps the file small. Fails with
     /// [`JournalError::WrongOwner`] if the journal belongs to another
     /// cluster or node, [`JournalError::UnsupportedVersion`] if it records
-    /// another format version, [`JournalError::Corrupt`] if the file (or its
-    /// acknowledgement mark) is damaged or is not a trexlock journal, and
+    /// another format version, [`JournalError::Corrupt`] if the file is
+    /// damaged or is not a trexlock journal (or its acknowledgement mark is
+    /// not a mark: a zeroed or torn one records nothing), and
     /// [`JournalError::RolledBack`] if the file lacks a commit that was
     /// acknowledged.
     ///
@@ -59,7 +61,16 @@ impl RedbJournal {
     pub fn open(path: impl AsRef<Path>, identity: JournalIdentity) -> Result<Self, JournalError> {
         let path = path.as_ref();
         let tables = JournalTables::new(TABLE_PREFIX, path);
-        let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
+        // Read before redb opens the file (which writes to it): a mark no
+        // crash leaves refuses the journal untouched.
+        let (mut mark, acknowledged) = AckMark::open(path)?;
+        // Only a file that is not there, or empty, is new: any other
+        // failure to look must not start an empty journal over a full one.
+        let fresh = match std::fs::metadata(path) {
+            Ok(metadata) => metadata.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(tables.redb_error(e)),
+        };
         // A new journal is built beside its final name and renamed into
         // place once initialised: a crash while creating it must not leave
         // a half-written file that every later open refuses as damaged.
@@ -105,13 +116,19 @@ impl RedbJournal {
         tables.create_or_check(&txn, &identity)?;
         let sequence = tables.sequence(&txn)?;
         // Checked before anything is committed, so that a journal refused
-        // is left as it was found.
-        let mark = AckMark::open_checked(path, sequence, fresh)?;
+        // is left as redb's own open left it.
+        if !fresh {
+            refuse_rollback(path, acknowledged, sequence)?;
+        }
+        // The commit syncs the file: what was read may so far have been
+        // only in the page cache, and the mark must not vouch for it
+        // before it is durable.
         txn.commit().map_err(|e| tables.redb_error(e))?;
         if fresh {
             std::fs::rename(&creating, path).map_err(|e| tables.redb_error(e))?;
         }
         crate::sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
+        mark.record(sequence)?;
         Ok(Self {
             db,
             tables,
@@ -166,7 +183,7 @@ impl Journal for RedbJournal {
             txn.set_durability(Durability::Immediate)
                 .map_err(|e| this.tables.redb_error(e))?;
             this.tables.write(&txn, write)?;
-            let sequence = this.sequence + 1;
+            let sequence = next_sequence(this.path(), this.sequence)?;
             this.tables.set_sequence(&txn, sequence)?;
             txn.commit().map_err(|e| this.tables.redb_error(e))?;
             this.sequence = sequence;

@@ -105,44 +105,49 @@ fn a_torn_unacknowledged_record_is_dropped_and_overwritten() {
 }
 
 #[test]
-fn a_damaged_acknowledged_record_is_refused_as_rolled_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let (path, _) = written_journal(dir.path());
-    let bytes = fs::read(&path).unwrap();
-    let end = used(&bytes);
-    // One byte in the middle of the file, then one in the last record.
-    for at in [end / 2, end - 3] {
-        let copy = dir.path().join(format!("damaged-{at}.log"));
-        let mut damaged = bytes.clone();
-        damaged[at] ^= 0x40;
-        fs::write(&copy, &damaged).unwrap();
-        fs::copy(mark_of(&path), mark_of(&copy)).unwrap();
-        let error = open_and_load(&copy).unwrap_err();
-        assert!(
-            matches!(error, JournalError::RolledBack { .. }),
-            "damage at {at} of {end}: {error:?}"
-        );
-        assert!(error.to_string().contains(&copy.display().to_string()));
-    }
-}
-
-#[test]
-fn damage_with_records_after_it_is_corrupt_even_without_the_mark() {
+fn a_damaged_acknowledged_last_record_is_refused_as_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = written_journal(dir.path());
     let mut bytes = fs::read(&path).unwrap();
     let end = used(&bytes);
-    bytes[end / 2] ^= 0x40;
+    // Nothing follows the last record, so its damage looks like a write
+    // cut short; the mark knows it was acknowledged.
+    bytes[end - 3] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
-    fs::remove_file(mark_of(&path)).unwrap();
     let error = open_and_load(&path).unwrap_err();
-    assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
-    assert!(error.to_string().contains("follow"), "{error}");
+    assert!(
+        matches!(error, JournalError::RolledBack { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(&path.display().to_string()));
     assert_eq!(
         fs::read(&path).unwrap(),
         bytes,
         "the refused file was changed"
     );
+}
+
+#[test]
+fn damage_with_records_after_it_is_corrupt_with_or_without_the_mark() {
+    for keep_mark in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = written_journal(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let end = used(&bytes);
+        bytes[end / 2] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        if !keep_mark {
+            fs::remove_file(mark_of(&path)).unwrap();
+        }
+        let error = open_and_load(&path).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
+        assert!(error.to_string().contains("follow"), "{error}");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "the refused file was changed"
+        );
+    }
 }
 
 #[test]
@@ -309,4 +314,146 @@ fn a_flipped_bit_anywhere_is_detected_or_harmless() {
         }
     }
     eprintln!("{detected} flips detected, {harmless} harmless");
+}
+
+/// Where `after` first differs from `before`: the start of the record
+/// appended between them, since the file's unused rest is zeros.
+fn first_difference(before: &[u8], after: &[u8]) -> usize {
+    before
+        .iter()
+        .zip(after)
+        .position(|(a, b)| a != b)
+        .expect("the files differ")
+}
+
+/// Persists `writes` one by one and returns the file and the mark as they
+/// were after each (index 0: before the first).
+fn persist_each(path: &Path, writes: &[JournalWrite]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut journal = LogJournal::open(path, me()).unwrap();
+    let snapshot = || (fs::read(path).unwrap(), fs::read(mark_of(path)).unwrap());
+    let mut seen = vec![snapshot()];
+    for write in writes {
+        journal.persist(write).unwrap();
+        seen.push(snapshot());
+    }
+    drop(journal);
+    seen
+}
+
+#[test]
+fn a_large_torn_record_whose_first_page_was_lost_is_dropped_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.log");
+    let mut writes: Vec<JournalWrite> = (1..=5).map(promise).collect();
+    // One record of about 20 KiB: five pages, written in any order.
+    writes.push(JournalWrite {
+        entries: vec![(1, entry(1, 20 * 1024))],
+        ..JournalWrite::default()
+    });
+    let seen = persist_each(&path, &writes);
+    let (before, mark_before) = &seen[5];
+    let (after, _) = &seen[6];
+    let start = first_difference(before, after);
+    // The power cut lost the page holding the record's length (and the
+    // start of its payload); later pages of the record reached the disk.
+    // The record was never acknowledged: the mark is as it was before it.
+    let mut torn = after.clone();
+    let page_end = (start + 1).next_multiple_of(4096);
+    torn[start..page_end].fill(0);
+    fs::write(&path, &torn).unwrap();
+    fs::write(mark_of(&path), mark_before).unwrap();
+    let state = open_and_load(&path).expect("a write cut short is recovered");
+    assert_eq!(state.promised, ballot(5));
+    assert!(state.entries.is_empty());
+    assert!(
+        fs::read(&path).unwrap()[start..].iter().all(|&b| b == 0),
+        "the rest of the torn record was not zeroed"
+    );
+    let mut journal = LogJournal::open(&path, me()).unwrap();
+    journal.persist(&promise(6)).unwrap();
+    drop(journal);
+    assert_eq!(open_and_load(&path).unwrap().promised, ballot(6));
+}
+
+#[test]
+fn a_flipped_bit_in_a_record_length_with_records_after_it_is_corrupt_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.log");
+    let writes: Vec<JournalWrite> = (1..=10u64).map(|i| votes(i * 10 - 9..=i * 10)).collect();
+    let seen = persist_each(&path, &writes);
+    let start = first_difference(&seen[5].0, &seen[6].0);
+    // The mark lags at commit 5, as a power cut can leave it.
+    let mut damaged = seen[10].0.clone();
+    // Bit 5 of the length's second byte: 8 KiB more, past all the
+    // records after it.
+    damaged[start + 1] ^= 0x20;
+    fs::write(&path, &damaged).unwrap();
+    fs::write(mark_of(&path), &seen[5].1).unwrap();
+    let error = match open_and_load(&path) {
+        Ok(state) => panic!(
+            "opened, committed up to slot {}: the records after the damage were dropped",
+            state.committed
+        ),
+        Err(error) => error,
+    };
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("follow"), "{error}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        damaged,
+        "acknowledged records were erased"
+    );
+}
+
+#[test]
+fn a_version_1_journal_is_refused_by_its_version_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.log");
+    // A version 1 file: the magic, then its header framed as version 1
+    // framed records, `[length][CRC-32 of the payload][payload]`. The
+    // payload is postcard: variant 0 (the header), version 1, the cluster
+    // id, the node id, and no state following.
+    let mut payload = vec![0, 1, 9];
+    payload.extend_from_slice(b"cluster-a");
+    payload.extend_from_slice(&[1, 0]);
+    let mut bytes = b"TRXLOG\r\n".to_vec();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes.resize(4096, 0);
+    fs::write(&path, &bytes).unwrap();
+    let error = open_and_load(&path).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JournalError::UnsupportedVersion {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains('1') && message.contains('2'), "{message}");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        bytes,
+        "the refused file was changed"
+    );
+}
+
+/// Compaction builds its new file under another name, syncs it, and only
+/// then renames it into place (and syncs the directory): a compaction cut
+/// short at any point before the rename leaves the old journal whole.
+#[test]
+fn a_compaction_cut_short_leaves_the_journal_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, state) = written_journal(dir.path());
+    let compacting = dir.path().join("journal.log.compacting");
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&compacting, &bytes[..used(&bytes) / 2]).unwrap();
+    assert_eq!(open_and_load(&path).unwrap(), state);
+    assert!(!compacting.exists(), "the partial file is left");
 }

@@ -5,7 +5,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use trexlock_journal::{Journal, JournalError, JournalIdentity, JournalWrite, RedbJournal};
+use trexlock_journal::{
+    Journal, JournalError, JournalIdentity, JournalWrite, LogJournal, RedbJournal,
+};
 use trexlock_paxos::{Ballot, LogEntry, NodeId, Value};
 
 const PAGE: usize = 4096;
@@ -179,17 +181,74 @@ fn a_journal_that_existed_but_lost_every_commit_is_refused() {
 }
 
 #[test]
-fn a_damaged_mark_is_corrupt_and_named() {
-    for damage in [&b"short"[..], &[0xffu8; 16][..]] {
+fn a_mark_of_a_length_no_crash_leaves_is_corrupt_named_and_leaves_the_journal_untouched() {
+    for damage in [&b"short"[..], &[0x11u8; 17][..]] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.redb");
         let mut journal = RedbJournal::open(&path, me()).unwrap();
         persist_entries(&mut journal, 1..=2);
         journal.close().unwrap();
+        let before = fs::read(&path).unwrap();
         fs::write(mark_of(&path), damage).unwrap();
         let error = RedbJournal::open(&path, me()).unwrap_err();
         assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
         assert!(error.to_string().contains("journal.redb.acked"), "{error}");
+        assert_eq!(fs::read(mark_of(&path)).unwrap(), damage);
+        assert!(
+            fs::read(&path).unwrap() == before,
+            "the journal was changed"
+        );
+    }
+}
+
+/// The mark is written without a sync, so a power cut can leave it
+/// zero-filled or torn while the journal is whole: that mark records
+/// nothing (as if it lagged all the way), and is rewritten on open.
+#[test]
+fn a_zeroed_or_torn_mark_records_nothing_and_is_rewritten() {
+    let zeroed = [0u8; 16];
+    // The first half of commit 3's record over the second half of
+    // commit 2's.
+    let mut torn = [0u8; 16];
+    torn[..8].copy_from_slice(&3u64.to_le_bytes());
+    torn[8..].copy_from_slice(&(2 ^ 0x7472_6578_6c6f_636b_u64).to_le_bytes());
+    for (engine, name) in [("redb", "journal.redb"), ("log", "journal.log")] {
+        for mark in [zeroed, torn] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(name);
+            let open = |path: &Path| -> Result<Box<dyn Journal>, JournalError> {
+                Ok(match engine {
+                    "redb" => Box::new(RedbJournal::open(path, me())?),
+                    _ => Box::new(LogJournal::open(path, me())?),
+                })
+            };
+            let mut journal = open(&path).unwrap();
+            persist_entries(&mut *journal, 1..=2);
+            drop(journal);
+            let backup = fs::read(&path).unwrap();
+            let mut journal = open(&path).unwrap();
+            persist_entries(&mut *journal, 3..=3);
+            drop(journal);
+            fs::write(mark_of(&path), mark).unwrap();
+            let mut journal = open(&path)
+                .unwrap_or_else(|e| panic!("{engine}: a whole journal was refused: {e}"));
+            assert_eq!(journal.load().unwrap().committed, 3, "{engine}");
+            drop(journal);
+            // Rewritten on open: it guards again.
+            fs::write(&path, &backup).unwrap();
+            let error = open(&path).err().expect("a rolled-back journal opened");
+            assert!(
+                matches!(
+                    error,
+                    JournalError::RolledBack {
+                        acknowledged: 3,
+                        found: 2,
+                        ..
+                    }
+                ),
+                "{engine}: {error:?}"
+            );
+        }
     }
 }
 
@@ -214,7 +273,7 @@ fn a_missing_mark_is_recreated_and_then_guards() {
 }
 
 /// One-entry commits, as a busy replica makes them.
-fn persist_entries(journal: &mut impl Journal, slots: std::ops::RangeInclusive<u64>) {
+fn persist_entries(journal: &mut (impl Journal + ?Sized), slots: std::ops::RangeInclusive<u64>) {
     for slot in slots {
         let entry = LogEntry {
             ballot: promise(1),

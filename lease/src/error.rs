@@ -71,6 +71,20 @@ pub enum NodeError {
     /// The node's task panicked or was cancelled.
     #[error("node task failed: {0}")]
     Task(#[source] tokio::task::JoinError),
+    /// The configured journal's place holds a journal of the other
+    /// engine: opening the configured one would start an empty journal
+    /// beside the node's real one (done on a majority at once, that wipes
+    /// the cluster).
+    #[error(
+        "journal {configured} not opened: {found} is this node's journal in the other engine; \
+         configure that engine again, or move that file away to start this node empty"
+    )]
+    OtherEngineJournal {
+        /// The journal the configuration names.
+        configured: std::path::PathBuf,
+        /// The other engine's journal found beside it.
+        found: std::path::PathBuf,
+    },
     /// A chosen command or a snapshot could not be decoded: this build
     /// cannot read the cluster's log.
     #[error("slot {slot}: undecodable {what}: {reason}")]
