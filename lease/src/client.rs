@@ -1,13 +1,13 @@
 //! The lease API: sessions, handles, renewal and release.
 
-use crate::command::{ClientId, HolderInfo, Op, Outcome, Request, Stamp};
+use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp};
 use crate::error::LeaseError;
 use crate::node::{Call, NodeHandle, Reply};
 use crate::table::validate;
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -20,8 +20,11 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Every request carries the session id and a request id, so a request
 /// that is retried after a lost reply is answered from the table instead of
-/// executed twice. Leases are reentrant by owner: acquiring a lease the
-/// owner already holds renews it and returns the same stamp.
+/// executed twice. Leases are reentrant within a session: acquiring a lease
+/// the session already holds renews it and returns the same stamp. The
+/// session proves it holds a lease with a secret [`LeaseToken`], drawn
+/// from the operating system's random generator at its first acquire;
+/// another session with the same owner name is another claimant.
 #[derive(Clone)]
 pub struct LeaseClient {
     inner: Arc<ClientInner>,
@@ -31,6 +34,8 @@ struct ClientInner {
     node: NodeHandle,
     id: ClientId,
     owner: String,
+    /// The session's secret, shared with its clones of another timeout.
+    token: Arc<OnceLock<LeaseToken>>,
     next_request: AtomicU64,
     in_flight: Mutex<BTreeSet<u64>>,
     call_timeout: Duration,
@@ -60,6 +65,7 @@ pub struct LeaseHandle {
     client: LeaseClient,
     name: String,
     stamp: Stamp,
+    token: LeaseToken,
     ttl: Duration,
     value: Mutex<Option<Bytes>>,
     expires: Mutex<Instant>,
@@ -85,6 +91,7 @@ impl LeaseClient {
                 node,
                 id: ClientId(fastrand::u64(..)),
                 owner,
+                token: Arc::new(OnceLock::new()),
                 next_request: AtomicU64::new(1),
                 in_flight: Mutex::new(BTreeSet::new()),
                 call_timeout: DEFAULT_CALL_TIMEOUT,
@@ -100,6 +107,7 @@ impl LeaseClient {
                 node: inner.node.clone(),
                 id: ClientId(fastrand::u64(..)),
                 owner: inner.owner.clone(),
+                token: inner.token.clone(),
                 next_request: AtomicU64::new(1),
                 in_flight: Mutex::new(BTreeSet::new()),
                 call_timeout: timeout,
@@ -110,6 +118,17 @@ impl LeaseClient {
     /// Who this session acquires leases as.
     pub fn owner(&self) -> &str {
         &self.inner.owner
+    }
+
+    /// The session's secret, drawn on first use.
+    fn token(&self) -> Result<LeaseToken, LeaseError> {
+        if let Some(token) = self.inner.token.get() {
+            return Ok(*token);
+        }
+        let mut bytes = [0u8; 16];
+        getrandom::getrandom(&mut bytes).map_err(|e| LeaseError::Random(e.to_string()))?;
+        let fresh = LeaseToken(u128::from_le_bytes(bytes));
+        Ok(*self.inner.token.get_or_init(|| fresh))
     }
 
     /// Takes `name` for `ttl` if nobody else holds it; otherwise says who
@@ -123,6 +142,7 @@ impl LeaseClient {
         let op = Op::Acquire {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token: self.token()?,
             ttl_ms: millis("ttl", ttl)?,
             wait_ms: 0,
         };
@@ -134,7 +154,7 @@ impl LeaseClient {
                 ttl,
                 value,
                 answer.sent,
-            ))),
+            )?)),
             Outcome::Held(holder) => Ok(TryAcquire::Held(holder)),
             other => Err(unexpected(other)),
         }
@@ -155,6 +175,7 @@ impl LeaseClient {
         let op = Op::Acquire {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token: self.token()?,
             ttl_ms: millis("ttl", ttl)?,
             wait_ms: millis("wait", wait)?.max(1),
         };
@@ -164,7 +185,7 @@ impl LeaseClient {
                 sent,
                 queued,
             }) => {
-                let handle = self.handle(name, stamp, ttl, value, sent);
+                let handle = self.handle(name, stamp, ttl, value, sent)?;
                 if queued && handle.expire_time_unsafe() < Instant::now() + ttl / 2 {
                     // Granted from the line after a long wait: the handle
                     // counts from when we sent, so most of the lease is
@@ -196,9 +217,13 @@ impl LeaseClient {
     /// Leaves the line for `name`; if the lease was granted to us in the
     /// meantime, gives it back.
     async fn give_up_waiting(&self, name: &str) {
+        let Ok(token) = self.token() else {
+            return;
+        };
         let cancel = Op::Cancel {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token,
         };
         if self.call(cancel, self.inner.call_timeout).await.is_err() {
             return;
@@ -210,21 +235,30 @@ impl LeaseClient {
                 name: name.to_owned(),
                 owner: holder.owner,
                 stamp: holder.stamp,
+                token,
             };
             let _ = self.call(release, self.inner.call_timeout).await;
         }
     }
 
-    /// Releases `name` held by this session's owner with `stamp`, for a
-    /// process that no longer has the handle (e.g. an operator's script).
+    /// Releases `name` held by this session's owner with `stamp` and
+    /// `token` (see [`LeaseHandle::token`]), for a process that no longer
+    /// has the handle (e.g. an operator's script).
     ///
     /// # Errors
-    /// [`LeaseError::LeaseLost`] when that owner and stamp do not hold it.
-    pub async fn release_stamp(&self, name: &str, stamp: Stamp) -> Result<(), LeaseError> {
+    /// [`LeaseError::LeaseLost`] when that owner, stamp and token do not
+    /// hold it.
+    pub async fn release_stamp(
+        &self,
+        name: &str,
+        stamp: Stamp,
+        token: LeaseToken,
+    ) -> Result<(), LeaseError> {
         let op = Op::Release {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
             stamp,
+            token,
         };
         match self.call(op, self.inner.call_timeout).await?.outcome {
             Outcome::Released => Ok(()),
@@ -269,15 +303,16 @@ impl LeaseClient {
         ttl: Duration,
         value: Option<Bytes>,
         sent: Instant,
-    ) -> LeaseHandle {
-        LeaseHandle {
+    ) -> Result<LeaseHandle, LeaseError> {
+        Ok(LeaseHandle {
             client: self.clone(),
             name: name.to_owned(),
             stamp,
+            token: self.token()?,
             ttl,
             value: Mutex::new(value),
             expires: Mutex::new(self.belief_end(sent, ttl)),
-        }
+        })
     }
 
     fn belief_end(&self, sent: Instant, ttl: Duration) -> Instant {
@@ -288,7 +323,7 @@ impl LeaseClient {
     /// Sends one request and waits for its final answer. Dropping the
     /// returned future abandons the request cleanly.
     pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Answer, LeaseError> {
-        validate(&op).map_err(LeaseError::Invalid)?;
+        validate(&op).map_err(refused)?;
         let inner = &self.inner;
         let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
         let acked_below = {
@@ -339,7 +374,7 @@ impl LeaseClient {
         guard.answered = true;
         drop(guard);
         match outcome {
-            Outcome::Invalid(why) => Err(LeaseError::Invalid(why)),
+            Outcome::Refused(refusal) => Err(refused(refusal)),
             outcome => Ok(Answer {
                 outcome,
                 sent,
@@ -382,6 +417,15 @@ pub(crate) struct Answer {
     pub(crate) queued: bool,
 }
 
+/// A malformed request is the caller's mistake; a full table is not.
+fn refused(refusal: Refusal) -> LeaseError {
+    if refusal.is_invalid() {
+        LeaseError::Invalid(refusal.to_string())
+    } else {
+        LeaseError::Refused(refusal)
+    }
+}
+
 fn unexpected(outcome: Outcome) -> LeaseError {
     LeaseError::Invalid(format!(
         "unexpected answer from the lease table: {outcome:?}"
@@ -397,6 +441,13 @@ impl LeaseHandle {
     /// The fencing token: hand it to every resource this lease protects.
     pub fn stamp(&self) -> Stamp {
         self.stamp
+    }
+
+    /// The secret that proves this session holds the lease: needed to
+    /// release it without the handle ([`LeaseClient::release_stamp`]).
+    /// Keep it as secret as a password.
+    pub fn token(&self) -> LeaseToken {
+        self.token
     }
 
     /// The TTL asked for.
@@ -438,6 +489,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.token,
             ttl_ms: millis("ttl", self.ttl)?,
         };
         let answer = self.client.call(op, self.client.inner.call_timeout).await?;
@@ -461,6 +513,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.token,
         };
         match self
             .client
@@ -487,6 +540,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.token,
             value,
         };
         match self

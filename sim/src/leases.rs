@@ -11,7 +11,7 @@
 
 use crate::clock::Clock;
 use std::collections::BTreeMap;
-use trexlock_lease::{ClientId, Request, Stamp};
+use trexlock_lease::{ClientId, LeaseToken, Request, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
@@ -44,6 +44,7 @@ pub(crate) struct Holding {
 pub(crate) struct SimClient {
     pub(crate) id: ClientId,
     pub(crate) owner: String,
+    pub(crate) token: LeaseToken,
     pub(crate) home: usize,
     pub(crate) clock: Clock,
     pub(crate) busy_until: u64,

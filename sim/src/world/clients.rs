@@ -37,10 +37,11 @@ impl World {
         } else if self.clients[c].outstanding.is_none() {
             let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
             let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
-            let owner = self.clients[c].owner.clone();
+            let (owner, token) = (self.clients[c].owner.clone(), self.clients[c].token);
             let op = Op::Acquire {
                 name,
                 owner,
+                token,
                 ttl_ms: TTL_US / 1_000,
                 wait_ms,
             };
@@ -61,14 +62,23 @@ impl World {
         }
         let (name, stamp, id, clock) =
             (holding.name.clone(), holding.stamp, client.id, client.clock);
-        let owner = client.owner.clone();
+        let (owner, token) = (client.owner.clone(), client.token);
         let idle = client.outstanding.is_none();
         let left = holding.belief_end_local - local_us;
         let (renew, release) = (holding.renewals_left > 0, holding.release_when_done);
         if idle && !renew && release && left < TTL_US / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
-            self.start_request(c, Op::Release { name, owner, stamp }, local_us);
+            self.start_request(
+                c,
+                Op::Release {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                },
+                local_us,
+            );
             return;
         }
         let pause = if self.rng.f64() < 0.05 {
@@ -89,6 +99,7 @@ impl World {
                 name,
                 owner,
                 stamp,
+                token,
                 ttl_ms: TTL_US / 1_000,
             };
             self.start_request(c, op, local_us);

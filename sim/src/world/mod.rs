@@ -12,9 +12,9 @@ use crate::machine::History;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use trexlock_lease::LeaseTable;
 use trexlock_lease::command::{Body, ClientId, Command, Op, Outcome as LeaseOutcome, Request};
 use trexlock_lease::time::LeaderClock;
+use trexlock_lease::{LeaseTable, LeaseToken};
 use trexlock_paxos::{Config, Envelope, MemJournal, NodeId, ProposeError, Replica};
 
 const MS: u64 = 1_000_000;
@@ -138,6 +138,9 @@ impl World {
             .map(|c| SimClient {
                 id: ClientId(1_000 + c as u64),
                 owner: format!("client-{c}"),
+                // Fixed, not drawn: the simulator tests safety, not
+                // secrecy, and a draw would shift every seed's sequence.
+                token: LeaseToken(c as u128 + 1),
                 home: rng.usize(0..opts.nodes),
                 clock: Clock {
                     offset: rng.u64(0..1_000 * MS),
