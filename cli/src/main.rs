@@ -48,7 +48,7 @@ enum Command {
         /// Wait in line up to this long if someone else holds it (0s: do not wait).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
-        /// Who holds the lease (leases are reentrant by owner).
+        /// Who holds the lease.
         #[arg(long)]
         owner: Option<String>,
         /// Keep renewing until interrupted, then release.

@@ -325,11 +325,15 @@ impl LeaseClient {
     pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Answer, LeaseError> {
         validate(&op).map_err(refused)?;
         let inner = &self.inner;
-        let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
-        let acked_below = {
+        // The id is drawn under the lock: a call that drew a lower id is
+        // already in flight, so no request acknowledges a call that has
+        // not been sent yet (the table would answer that call
+        // AlreadyAnswered without running it).
+        let (id, acked_below) = {
             let mut in_flight = inner.in_flight.lock().expect("client lock");
+            let id = inner.next_request.fetch_add(1, Ordering::Relaxed);
             in_flight.insert(id);
-            *in_flight.first().expect("just inserted")
+            (id, *in_flight.first().expect("just inserted"))
         };
         let mut guard = InFlight {
             inner,
