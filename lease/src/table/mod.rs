@@ -546,7 +546,10 @@ impl LeaseTable {
                     .get(&name)
                     .and_then(|l| l.value.as_ref())
                     .map_or(0, |v| v.len() as u64);
-                let total = self.value_bytes - old + value.len() as u64;
+                let total = self
+                    .value_bytes
+                    .saturating_sub(old)
+                    .saturating_add(value.len() as u64);
                 if total > MAX_TOTAL_VALUE_BYTES as u64 {
                     return Outcome::Refused(Refusal::ValueSpaceFull);
                 }
@@ -690,7 +693,10 @@ impl LeaseTable {
                 }
             }
         }
-        self.value_bytes = self.value_bytes - before.value_bytes + after.value_bytes;
+        self.value_bytes = self
+            .value_bytes
+            .saturating_sub(before.value_bytes)
+            .saturating_add(after.value_bytes);
         result
     }
 

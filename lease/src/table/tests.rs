@@ -742,6 +742,44 @@ fn the_table_refuses_values_beyond_its_total_cap() {
 }
 
 #[test]
+fn released_values_and_one_off_readers_leave_nothing_in_the_snapshot() {
+    // The reviewer's case: 300 names written with the largest values, then
+    // released, and 10 000 sessions that read once (675 MB before).
+    let mut log = Log::new();
+    let value = Bytes::from(vec![7u8; MAX_VALUE_BYTES]);
+    for i in 0..300 {
+        let name = format!("n{i}");
+        let op = Op::Acquire {
+            name: name.clone(),
+            owner: "a".into(),
+            token: token("a"),
+            ttl_ms: 100,
+            wait_ms: 0,
+        };
+        let stamp = stamp_of(&log.run(E1, 0, 1, op));
+        let op = Op::Write {
+            name: name.clone(),
+            owner: "a".into(),
+            stamp,
+            token: token("a"),
+            value: value.clone(),
+        };
+        log.run(E1, 0, 1, op);
+        let op = Op::Release {
+            name,
+            owner: "a".into(),
+            stamp,
+            token: token("a"),
+        };
+        log.run(E1, 0, 1, op);
+    }
+    for client in 2..10_002 {
+        log.run(E1, 0, client, Op::Read { name: "n0".into() });
+    }
+    assert!(log.table.to_snapshot().len() < 1024);
+}
+
+#[test]
 fn invalid_requests_are_answered_not_executed() {
     let mut log = Log::new();
     for (op, why) in [
