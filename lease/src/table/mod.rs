@@ -23,9 +23,10 @@
 //! with its mark, so a copy delayed longer than that would be executed as
 //! new. Clients retry within seconds, so the window is far beyond any
 //! honest retry. A request refused because its session already has
-//! [`MAX_OUTCOMES_PER_SESSION`] unacknowledged requests is not remembered
-//! (there is no room): it was not executed, and a copy of it is judged
-//! again when it arrives.
+//! [`MAX_OUTCOMES_PER_SESSION`] unacknowledged requests, or because the
+//! table already has [`MAX_SESSIONS`] sessions, is not remembered (there
+//! is no room): it was not executed, and a copy of it is judged again when
+//! it arrives.
 //!
 //! # The table is bounded
 //!
@@ -37,7 +38,10 @@
 //! as its lease (held, or awaited by someone it will be handed to);
 //! remembered outcomes hold no copy of it, and reads are not remembered at
 //! all (a read executed twice changes nothing). Going over a limit is
-//! refused with a typed [`Refusal`], never by growing.
+//! refused with a typed [`Refusal`], never by growing. The session cap
+//! means clients that open more than [`MAX_SESSIONS`] sessions within
+//! [`SESSION_IDLE_US`] are refused new ones until idle ones are forgotten;
+//! limiting who may open sessions is the node's job, before proposing.
 
 use crate::command::{
     Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
@@ -316,9 +320,11 @@ impl LeaseTable {
                 break;
             }
             // Popped before the update, so the loop ends whatever the
-            // lease looks like.
+            // lease looks like; and a holder is only ever taken when its
+            // own expiry is due, never on the index's word alone.
             self.expiries.pop_first();
-            if let Some(h) = self.update(&name, |l| l.holder.take()) {
+            let now = self.now;
+            if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
                 out.events.push(Event::Expired {
                     name: name.clone(),
                     stamp: h.stamp,
