@@ -301,6 +301,9 @@ pub enum Refusal {
         crate::table::MAX_WAITERS_PER_LEASE
     )]
     TooManyWaiters,
+    /// [`crate::table::MAX_WAITERS`] waiters wait in all lines already.
+    #[error("{} waiters wait for leases already", crate::table::MAX_WAITERS)]
+    TooManyWaitersInAll,
     /// A new session would make more than [`crate::table::MAX_SESSIONS`].
     #[error("the table remembers {} sessions already", crate::table::MAX_SESSIONS)]
     TooManySessions,
@@ -311,6 +314,13 @@ pub enum Refusal {
         crate::table::MAX_OUTCOMES_PER_SESSION
     )]
     TooManyPendingRequests,
+    /// The table remembers [`crate::table::MAX_REMEMBERED_OUTCOMES`]
+    /// unacknowledged outcomes of all sessions already.
+    #[error(
+        "the table remembers {} unacknowledged outcomes already",
+        crate::table::MAX_REMEMBERED_OUTCOMES
+    )]
+    TooManyPendingRequestsInAll,
     /// Storing the value would take the table's values over
     /// [`crate::table::MAX_TOTAL_VALUE_BYTES`].
     #[error(

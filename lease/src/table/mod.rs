@@ -23,18 +23,22 @@
 //! with its mark, so a copy delayed longer than that would be executed as
 //! new. Clients retry within seconds, so the window is far beyond any
 //! honest retry. A request refused because its session already has
-//! [`MAX_OUTCOMES_PER_SESSION`] unacknowledged requests, or because the
-//! table already has [`MAX_SESSIONS`] sessions, is not remembered (there
+//! [`MAX_OUTCOMES_PER_SESSION`] unacknowledged requests (or all sessions
+//! [`MAX_REMEMBERED_OUTCOMES`]), or because the table already has
+//! [`MAX_SESSIONS`] sessions, is not remembered (there
 //! is no room): it was not executed, and a copy of it is judged again when
 //! it arrives.
 //!
 //! # The table is bounded
 //!
 //! Clients cannot make it grow without limit: at most [`MAX_LEASES`]
-//! leases (held or awaited), [`MAX_WAITERS_PER_LEASE`] waiters each,
-//! [`MAX_SESSIONS`] sessions remembering at most
-//! [`MAX_OUTCOMES_PER_SESSION`] outcomes each, and
-//! [`MAX_TOTAL_VALUE_BYTES`] of values in all. A value lives only as long
+//! leases (held or awaited), [`MAX_WAITERS_PER_LEASE`] waiters each and
+//! [`MAX_WAITERS`] in all, [`MAX_SESSIONS`] sessions remembering at most
+//! [`MAX_OUTCOMES_PER_SESSION`] outcomes each and
+//! [`MAX_REMEMBERED_OUTCOMES`] in all, and [`MAX_TOTAL_VALUE_BYTES`] of
+//! values in all. With names and owners of their largest size that is
+//! roughly 6 MB of leases, 35 MB of waiters, 30 MB of outcomes, 1 MB of
+//! sessions and 64 MiB of values at the very worst. A value lives only as long
 //! as its lease (held, or awaited by someone it will be handed to);
 //! remembered outcomes hold no copy of it, and reads are not remembered at
 //! all (a read executed twice changes nothing). Going over a limit is
@@ -73,12 +77,16 @@ pub const SESSION_IDLE_US: u64 = 10 * 60 * 1_000_000;
 pub const MAX_LEASES: usize = 10_000;
 /// Most waiters in line for one lease.
 pub const MAX_WAITERS_PER_LEASE: usize = 64;
+/// Most waiters in line for all leases together.
+pub const MAX_WAITERS: usize = 100_000;
 /// Most sessions the table remembers at once. An idle session makes room
 /// after [`SESSION_IDLE_US`].
 pub const MAX_SESSIONS: usize = 10_000;
 /// Most unacknowledged requests one session may have: each holds a
 /// remembered outcome (a request waiting in line included).
 pub const MAX_OUTCOMES_PER_SESSION: usize = 128;
+/// Most remembered outcomes for all sessions together.
+pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 /// Most bytes of fenced values the whole table holds.
 pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -121,6 +129,7 @@ impl Lease {
             expires_at: self.holder.as_ref().map(|h| h.expires_at),
             awaited: self.holder.is_some() && !self.waiters.is_empty(),
             value_bytes: self.value.as_ref().map_or(0, |v| v.len() as u64),
+            waiters: self.waiters.len(),
         }
     }
 }
@@ -132,6 +141,7 @@ struct Marks {
     expires_at: Option<u64>,
     awaited: bool,
     value_bytes: u64,
+    waiters: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +221,10 @@ pub struct LeaseTable {
     awaited: BTreeSet<(u64, String)>,
     /// Bytes of all stored values.
     value_bytes: u64,
+    /// Waiters in all lines.
+    waiters: usize,
+    /// Remembered outcomes of all sessions.
+    outcomes: usize,
     sessions: BTreeMap<ClientId, Session>,
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
@@ -342,7 +356,9 @@ impl LeaseTable {
                 break;
             }
             self.session_expiries.pop_first();
-            self.sessions.remove(&client);
+            if let Some(forgotten) = self.sessions.remove(&client) {
+                self.outcomes = self.outcomes.saturating_sub(forgotten.outcomes.len());
+            }
         }
     }
 
@@ -378,22 +394,31 @@ impl LeaseTable {
         }
         let until = self.now.saturating_add(SESSION_IDLE_US);
         let session = self.touch_session(req.client, until);
+        let mut forgotten = 0;
         if req.acked_below > session.acked_below {
             session.acked_below = req.acked_below;
+            let before = session.outcomes.len();
             session.outcomes = session.outcomes.split_off(&req.acked_below);
+            forgotten = before - session.outcomes.len();
         }
-        if req.request < session.acked_below {
+        let answered = req.request < session.acked_below;
+        let done = session.outcomes.get(&req.request).cloned();
+        let session_full = session.outcomes.len() >= MAX_OUTCOMES_PER_SESSION;
+        self.outcomes = self.outcomes.saturating_sub(forgotten);
+        if answered {
             return Outcome::AlreadyAnswered;
         }
-        if let Some(done) = session.outcomes.get(&req.request) {
-            let done = done.clone();
+        if let Some(done) = done {
             return self.replay(done, &req.op);
         }
         if is_read {
             return self.execute(req, out);
         }
-        if session.outcomes.len() >= MAX_OUTCOMES_PER_SESSION {
+        if session_full {
             return Outcome::Refused(Refusal::TooManyPendingRequests);
+        }
+        if self.outcomes >= MAX_REMEMBERED_OUTCOMES {
+            return Outcome::Refused(Refusal::TooManyPendingRequestsInAll);
         }
         let outcome = self.execute(req, out);
         self.remember(req.client, req.request, &outcome);
@@ -417,7 +442,9 @@ impl LeaseTable {
             },
             other => other.clone(),
         };
-        s.outcomes.insert(request, kept);
+        if s.outcomes.insert(request, kept).is_none() {
+            self.outcomes += 1;
+        }
     }
 
     /// A remembered outcome, as sent again: a grant still current carries
@@ -572,6 +599,9 @@ impl LeaseTable {
         let now = self.now;
         let keep_until = waiter.give_up_at.saturating_add(SESSION_IDLE_US);
         let client = waiter.client;
+        let elsewhere = self
+            .waiters
+            .saturating_sub(self.leases.get(name).map_or(0, |l| l.waiters.len()));
         let (gone, outcome) = self.update(name, |lease| {
             let (live, gone): (VecDeque<_>, VecDeque<_>) =
                 lease.waiters.drain(..).partition(|w| w.give_up_at >= now);
@@ -584,6 +614,8 @@ impl LeaseTable {
                 Outcome::Queued
             } else if lease.waiters.len() >= MAX_WAITERS_PER_LEASE {
                 Outcome::Refused(Refusal::TooManyWaiters)
+            } else if elsewhere + lease.waiters.len() >= MAX_WAITERS {
+                Outcome::Refused(Refusal::TooManyWaitersInAll)
             } else {
                 lease.waiters.push_back(waiter);
                 Outcome::Queued
@@ -703,6 +735,10 @@ impl LeaseTable {
             .value_bytes
             .saturating_sub(before.value_bytes)
             .saturating_add(after.value_bytes);
+        self.waiters = self
+            .waiters
+            .saturating_sub(before.waiters)
+            .saturating_add(after.waiters);
         result
     }
 

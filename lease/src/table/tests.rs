@@ -193,6 +193,12 @@ fn assert_consistent(t: &LeaseTable) {
         .map(|l| l.value.as_ref().map_or(0, |v| v.len() as u64))
         .sum();
     assert_eq!(t.value_bytes, values, "value bytes");
+    let waiters: usize = t.leases.values().map(|l| l.waiters.len()).sum();
+    assert_eq!(t.waiters, waiters, "waiter count");
+    assert!(t.waiters <= MAX_WAITERS);
+    let outcomes: usize = t.sessions.values().map(|s| s.outcomes.len()).sum();
+    assert_eq!(t.outcomes, outcomes, "outcome count");
+    assert!(t.outcomes <= MAX_REMEMBERED_OUTCOMES);
     let sessions: BTreeSet<_> = t.sessions.iter().map(|(c, s)| (s.expires_at, *c)).collect();
     assert_eq!(t.session_expiries, sessions, "session expiries index");
     assert!(
@@ -704,6 +710,68 @@ fn a_lease_refuses_waiters_beyond_its_cap_until_their_waits_run_out() {
             .all(|r| r.outcome == Outcome::TimedOut)
     );
     assert_consistent(&log.table);
+}
+
+#[test]
+fn the_table_refuses_waiters_beyond_its_cap_for_all_lines() {
+    let mut log = Log::new();
+    let op = |name: usize, owner: usize, wait_ms| Op::Acquire {
+        name: format!("n{name}"),
+        owner: format!("w{owner}"),
+        token: token(&format!("w{owner}")),
+        ttl_ms: 10_000,
+        wait_ms,
+    };
+    let lines = MAX_WAITERS.div_ceil(MAX_WAITERS_PER_LEASE);
+    for name in 0..lines {
+        stamp_of(&log.run(E1, 0, 1, op(name, 999, 0)));
+    }
+    // One session queues everywhere, acknowledging as it goes, so only
+    // the cap on all lines can stop it.
+    let mut queued = 0;
+    'fill: for name in 0..lines {
+        for owner in 0..MAX_WAITERS_PER_LEASE {
+            match outcome(&log.run(E1, 1, 2, op(name, owner, 5_000))) {
+                Outcome::Queued => queued += 1,
+                Outcome::Refused(Refusal::TooManyWaitersInAll) => break 'fill,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(queued, MAX_WAITERS);
+    assert_consistent(&log.table);
+}
+
+#[test]
+fn the_table_refuses_unacknowledged_requests_beyond_its_cap_for_all_sessions() {
+    let mut log = Log::new();
+    let cancel = |client: u64, request: u64| Request {
+        client: ClientId(client),
+        request,
+        acked_below: 1,
+        op: Op::Cancel {
+            name: "l".into(),
+            owner: "a".into(),
+            token: token("a"),
+        },
+    };
+    let per_session = MAX_OUTCOMES_PER_SESSION as u64;
+    let sessions = (MAX_REMEMBERED_OUTCOMES as u64).div_ceil(per_session);
+    let mut remembered = 0;
+    'fill: for client in 0..sessions {
+        for request in 1..=per_session {
+            match outcome(&log.send(E1, 0, cancel(client, request))) {
+                Outcome::Cancelled => remembered += 1,
+                Outcome::Refused(Refusal::TooManyPendingRequestsInAll) => break 'fill,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(remembered, MAX_REMEMBERED_OUTCOMES);
+    assert_consistent(&log.table);
+    // Forgotten sessions give their room back.
+    log.tick(E1, SESSION_IDLE_US / 1000);
+    assert_eq!(log.table.outcomes, 0);
 }
 
 #[test]
