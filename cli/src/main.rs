@@ -3,7 +3,7 @@
 //! ```text
 //! trexlock node --config node1.toml
 //! trexlock acquire job-42 --cluster orders --servers 127.0.0.1:7001,127.0.0.1:7002 --ttl 30s
-//! trexlock release job-42 --owner me --stamp 17 --cluster orders --servers 127.0.0.1:7001
+//! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --out ./certs
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use trexlock_lease::remote::{self, RemoteConfig, TcpNode};
-use trexlock_lease::{LeaseClient, LeaseError, Stamp, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, LeaseToken, Stamp, TryAcquire};
 use trexlock_paxos::NodeId;
 use trexlock_transport::{TlsConfig, certs};
 
@@ -50,7 +50,7 @@ enum Command {
         /// Wait in line up to this long if someone else holds it (0s: do not wait).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
-        /// Who holds the lease (leases are reentrant by owner).
+        /// Who holds the lease.
         #[arg(long)]
         owner: Option<String>,
         /// Keep renewing until interrupted, then release.
@@ -69,6 +69,9 @@ enum Command {
         /// The holder's stamp.
         #[arg(long)]
         stamp: u64,
+        /// The holder's secret token, as `acquire` printed it (hex).
+        #[arg(long, value_parser = parse_token)]
+        token: LeaseToken,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -215,7 +218,12 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?
             };
-            println!("acquired {name} owner={owner} stamp={}", lease.stamp());
+            let token = lease.token().map_err(|e| e.to_string())?;
+            println!(
+                "acquired {name} owner={owner} stamp={} token={:032x}",
+                lease.stamp(),
+                token.0
+            );
             if hold {
                 let lease = std::sync::Arc::new(lease);
                 let mut keep_alive = trexlock_lease::KeepAlive::start(lease.clone());
@@ -233,10 +241,11 @@ async fn run(command: Command) -> Result<(), String> {
             name,
             owner,
             stamp,
+            token,
             cluster,
         } => {
             let client = cluster.client(owner).await?;
-            match client.release_stamp(&name, Stamp(stamp)).await {
+            match client.release_stamp(&name, Stamp(stamp), token).await {
                 Ok(()) => {
                     println!("released {name}");
                     Ok(())
@@ -295,6 +304,12 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn parse_token(hex: &str) -> Result<LeaseToken, String> {
+    u128::from_str_radix(hex, 16)
+        .map(LeaseToken)
+        .map_err(|e| format!("a token is 32 hex digits: {e}"))
 }
 
 fn default_owner() -> String {

@@ -28,6 +28,26 @@ impl fmt::Display for Stamp {
     }
 }
 
+/// The secret that proves a request comes from a lease's holder (or from
+/// the waiter that asked for it).
+///
+/// The client chooses it (at least 128 random bits from the operating
+/// system's generator, never a predictable one) and sends it in its
+/// [`Op::Acquire`]; the table keeps it with the holder and never answers it
+/// back ([`HolderInfo`] carries owner and stamp, which anyone may read, but
+/// not the token). Renew, release, write and cancel must present it, so
+/// knowing a lease's owner and stamp is not enough to take it away.
+/// Chosen by the client, not the table, so that the table stays
+/// deterministic. `Debug` hides it, so logging a request does not leak it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LeaseToken(pub u128);
+
+impl fmt::Debug for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LeaseToken(..)")
+    }
+}
+
 /// A client's request, as the leader receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -35,8 +55,10 @@ pub struct Request {
     pub client: ClientId,
     /// Unique within the session; a retry reuses it.
     pub request: u64,
-    /// Every request of this session below this id has been answered; the
-    /// table may forget their outcomes.
+    /// Every request of this session below this id has been answered (or
+    /// abandoned): the table forgets their outcomes and, from then on,
+    /// answers any copy of them [`Outcome::AlreadyAnswered`] instead of
+    /// executing it. Must never go down within a session.
     pub acked_below: u64,
     /// What is asked.
     pub op: Op,
@@ -47,18 +69,23 @@ pub struct Request {
 pub enum Op {
     /// Take the lease `name` for `ttl_ms`. If another owner holds it, wait
     /// in line for up to `wait_ms` (0: do not wait). If `owner` already
-    /// holds it, this renews it and returns the same stamp (reentrant).
+    /// holds it with the same `token`, this renews it (never shortening
+    /// it) and returns the same stamp (reentrant); the same owner with
+    /// another token is another claimant.
     Acquire {
         /// Lease name.
         name: String,
-        /// Who asks (reentrancy is by owner).
+        /// Who asks.
         owner: String,
+        /// The secret the holder (or waiter) must present from now on.
+        token: LeaseToken,
         /// Lease duration, in milliseconds.
         ttl_ms: u64,
         /// How long to wait in line, in milliseconds.
         wait_ms: u64,
     },
-    /// Extend a held lease by `ttl_ms` from now, keeping its stamp.
+    /// Extend a held lease to `ttl_ms` from now, keeping its stamp; a
+    /// renewal never ends the lease earlier than it would have ended.
     Renew {
         /// Lease name.
         name: String,
@@ -66,6 +93,8 @@ pub enum Op {
         owner: String,
         /// The holder's stamp.
         stamp: Stamp,
+        /// The holder's secret.
+        token: LeaseToken,
         /// New duration, in milliseconds.
         ttl_ms: u64,
     },
@@ -77,6 +106,17 @@ pub enum Op {
         owner: String,
         /// The holder's stamp.
         stamp: Stamp,
+        /// The holder's secret.
+        token: LeaseToken,
+    },
+    /// Take a lease away from whoever holds it, as an operator: the next
+    /// waiter gets it. The table executes it for anyone; only an
+    /// administrator may send it, and that is enforced before a request is
+    /// proposed (the node's admission), not here: the table cannot know
+    /// who sent a command.
+    ForceRelease {
+        /// Lease name.
+        name: String,
     },
     /// Stop waiting for `name`.
     Cancel {
@@ -84,6 +124,8 @@ pub enum Op {
         name: String,
         /// The waiter.
         owner: String,
+        /// The secret the waiter sent with its acquire.
+        token: LeaseToken,
     },
     /// Read who holds `name` (linearizable: it goes through the log).
     Read {
@@ -91,6 +133,8 @@ pub enum Op {
         name: String,
     },
     /// Store a small value with the lease, fenced by the holder's stamp.
+    /// The value lives as long as the lease: it is handed to the next
+    /// holder in line, and dropped once nobody holds or waits for it.
     Write {
         /// Lease name.
         name: String,
@@ -98,6 +142,8 @@ pub enum Op {
         owner: String,
         /// The holder's stamp.
         stamp: Stamp,
+        /// The holder's secret.
+        token: LeaseToken,
         /// The value.
         value: Bytes,
     },
@@ -110,6 +156,7 @@ impl Op {
             Op::Acquire { name, .. }
             | Op::Renew { name, .. }
             | Op::Release { name, .. }
+            | Op::ForceRelease { name }
             | Op::Cancel { name, .. }
             | Op::Read { name }
             | Op::Write { name, .. } => name,
@@ -170,7 +217,9 @@ pub struct HolderInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The lease is the caller's, with this stamp, and the value stored
-    /// with it (if any).
+    /// with it (if any). A retry answered from the table carries the
+    /// lease's value as of the retry (none if that grant is over): the
+    /// table does not keep a copy of the value per answer.
     Granted {
         /// Fencing token.
         stamp: Stamp,
@@ -204,6 +253,97 @@ pub enum Outcome {
     Written,
     /// The caller's wait ran out before the lease came free.
     TimedOut,
-    /// The request was malformed (empty name, zero TTL...).
-    Invalid(String),
+    /// The request was not executed, for the reason given: it is
+    /// malformed, or the table is full (see [`Refusal`]).
+    Refused(Refusal),
+    /// The request's id is below what its session has acknowledged: it was
+    /// answered (or abandoned) before, so this late copy is not executed
+    /// again. An honest client never receives this for a call it still
+    /// waits on.
+    AlreadyAnswered,
+}
+
+/// Why the table, or the node admitting a request for it, refused it. The
+/// limits are the `MAX_*` constants of [`crate::table`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The lease name is empty.
+    #[error("lease name is empty")]
+    EmptyName,
+    /// The lease name is longer than [`crate::table::MAX_NAME_BYTES`].
+    #[error("lease name is longer than {} bytes", crate::table::MAX_NAME_BYTES)]
+    NameTooLong,
+    /// The owner is empty.
+    #[error("owner is empty")]
+    EmptyOwner,
+    /// The owner is longer than [`crate::table::MAX_OWNER_BYTES`].
+    #[error("owner is longer than {} bytes", crate::table::MAX_OWNER_BYTES)]
+    OwnerTooLong,
+    /// The TTL is zero or longer than [`crate::table::MAX_TTL_MS`].
+    #[error("ttl must be between 1 ms and {} ms", crate::table::MAX_TTL_MS)]
+    TtlOutOfRange,
+    /// The wait is longer than [`crate::table::MAX_WAIT_MS`].
+    #[error("wait must be at most {} ms", crate::table::MAX_WAIT_MS)]
+    WaitTooLong,
+    /// The value is larger than [`crate::table::MAX_VALUE_BYTES`].
+    #[error("value is larger than {} bytes", crate::table::MAX_VALUE_BYTES)]
+    ValueTooLarge,
+    /// The encoded request is larger than [`crate::table::MAX_REQUEST_BYTES`].
+    #[error("request is larger than {} bytes", crate::table::MAX_REQUEST_BYTES)]
+    RequestTooLarge,
+    /// Acquiring a free name would track more than
+    /// [`crate::table::MAX_LEASES`] leases.
+    #[error("the table tracks {} leases already", crate::table::MAX_LEASES)]
+    TooManyLeases,
+    /// The lease has [`crate::table::MAX_WAITERS_PER_LEASE`] waiters already.
+    #[error(
+        "{} waiters wait for this lease already",
+        crate::table::MAX_WAITERS_PER_LEASE
+    )]
+    TooManyWaiters,
+    /// [`crate::table::MAX_WAITERS`] waiters wait in all lines already.
+    #[error("{} waiters wait for leases already", crate::table::MAX_WAITERS)]
+    TooManyWaitersInAll,
+    /// A new session would make more than [`crate::table::MAX_SESSIONS`].
+    #[error("the table remembers {} sessions already", crate::table::MAX_SESSIONS)]
+    TooManySessions,
+    /// The session has [`crate::table::MAX_OUTCOMES_PER_SESSION`]
+    /// unacknowledged requests already.
+    #[error(
+        "the session has {} unacknowledged requests already",
+        crate::table::MAX_OUTCOMES_PER_SESSION
+    )]
+    TooManyPendingRequests,
+    /// The table remembers [`crate::table::MAX_REMEMBERED_OUTCOMES`]
+    /// unacknowledged outcomes of all sessions already.
+    #[error(
+        "the table remembers {} unacknowledged outcomes already",
+        crate::table::MAX_REMEMBERED_OUTCOMES
+    )]
+    TooManyPendingRequestsInAll,
+    /// Storing the value would take the table's values over
+    /// [`crate::table::MAX_TOTAL_VALUE_BYTES`].
+    #[error(
+        "the table's values would exceed {} bytes",
+        crate::table::MAX_TOTAL_VALUE_BYTES
+    )]
+    ValueSpaceFull,
+}
+
+impl Refusal {
+    /// True when the request itself is malformed (sending it again never
+    /// helps); false when the table is full (it may succeed later).
+    pub fn is_invalid(self) -> bool {
+        matches!(
+            self,
+            Refusal::EmptyName
+                | Refusal::NameTooLong
+                | Refusal::EmptyOwner
+                | Refusal::OwnerTooLong
+                | Refusal::TtlOutOfRange
+                | Refusal::WaitTooLong
+                | Refusal::ValueTooLarge
+                | Refusal::RequestTooLarge
+        )
+    }
 }

@@ -1,6 +1,6 @@
 //! Errors of the lease API and of the node runtime.
 
-use crate::command::{HolderInfo, Stamp};
+use crate::command::{HolderInfo, Refusal, Stamp};
 use trexlock_paxos::{JournalError, PaxosError};
 
 /// Why a lease call failed.
@@ -43,6 +43,15 @@ pub enum LeaseError {
     /// A TTL, wait, name, owner or value outside the limits.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The lease table is full (too many leases, waiters, sessions,
+    /// unacknowledged requests or value bytes): the request was not
+    /// executed; it may succeed later.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// The operating system's random generator failed, so no lease token
+    /// could be drawn.
+    #[error("no randomness for a lease token: {0}")]
+    Random(String),
     /// The node is stopped (shut down, or halted by an error).
     #[error("node stopped")]
     Stopped,

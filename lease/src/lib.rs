@@ -67,7 +67,9 @@ pub mod table;
 pub mod time;
 
 pub use client::{LeaseClient, LeaseHandle, TryAcquire};
-pub use command::{Body, ClientId, Command, HolderInfo, Op, Outcome, Request, Stamp};
+pub use command::{
+    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
+};
 pub use election::{Elected, Election, Observed};
 pub use error::{LeaseError, NodeError};
 pub use keepalive::KeepAlive;

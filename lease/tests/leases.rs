@@ -74,23 +74,20 @@ async fn a_held_lease_is_refused_to_another_owner_with_the_holder_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_owner_acquiring_again_gets_its_own_lease_back() {
+async fn the_same_session_acquiring_again_gets_its_own_lease_back_but_a_namesake_does_not() {
     let cluster = Cluster::start(3).await;
-    let first = acquired(
-        cluster
-            .client(0, "alice")
-            .try_acquire("cache", TTL)
-            .await
-            .unwrap(),
-    );
-    let second = acquired(
-        cluster
-            .client(1, "alice")
-            .try_acquire("cache", TTL)
-            .await
-            .unwrap(),
-    );
+    let alice = cluster.client(0, "alice");
+    let first = acquired(alice.try_acquire("cache", TTL).await.unwrap());
+    let second = acquired(alice.try_acquire("cache", TTL).await.unwrap());
     assert_eq!(first.stamp(), second.stamp());
+    // Owner names are public; only the session's secret token proves
+    // that a request comes from the holder.
+    let namesake = cluster
+        .client(1, "alice")
+        .try_acquire("cache", TTL)
+        .await
+        .unwrap();
+    assert!(matches!(namesake, TryAcquire::Held(h) if h.stamp == first.stamp()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,14 +278,12 @@ async fn a_fenced_value_passes_to_the_next_holder_and_stale_writes_are_refused()
         .write_value(Bytes::from_static(b"counter=1"))
         .await
         .unwrap();
+    // A value lives as long as its lease: it is handed to whoever waits.
+    let b = cluster.client(1, "b");
+    let waiting = tokio::spawn(async move { b.acquire("mutex", TTL, WAIT).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     first.release().await.unwrap();
-    let second = acquired(
-        cluster
-            .client(1, "b")
-            .try_acquire("mutex", TTL)
-            .await
-            .unwrap(),
-    );
+    let second = waiting.await.unwrap().unwrap();
     assert_eq!(second.value(), Some(Bytes::from_static(b"counter=1")));
     let stale = first
         .write_value(Bytes::from_static(b"counter=99"))

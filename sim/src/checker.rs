@@ -144,7 +144,7 @@ impl Checker {
             }
             let key = (response.client, response.request);
             match self.answers.get(&key) {
-                Some(first) if *first != response.outcome => self.violations.push(format!(
+                Some(first) if execution(first) != execution(&response.outcome) => self.violations.push(format!(
                     "{node}: request {} of session {} executed twice (slot {slot}: {:?} after {:?})",
                     response.request, response.client.0, response.outcome, first
                 )),
@@ -159,11 +159,11 @@ impl Checker {
     /// A client received `outcome` for its request: a final answer must be
     /// the one the log gave (requests refused before proposal aside).
     pub fn on_client_answer(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
-        if !is_final(outcome) || matches!(outcome, Outcome::Invalid(_)) {
+        if !is_final(outcome) || matches!(outcome, Outcome::Refused(r) if r.is_invalid()) {
             return;
         }
         match self.answers.get(&(client, request)) {
-            Some(logged) if logged == outcome => {}
+            Some(logged) if execution(logged) == execution(outcome) => {}
             logged => self.violations.push(format!(
                 "session {} got {outcome:?} for request {request}; the log says {logged:?}",
                 client.0
@@ -183,6 +183,18 @@ fn is_final(outcome: &Outcome) -> bool {
 
 /// The table's answer to a duplicate of a request it already answered and
 /// may have forgotten: a refusal, not an execution.
-fn is_replay_refusal(_outcome: &Outcome) -> bool {
-    false
+fn is_replay_refusal(outcome: &Outcome) -> bool {
+    *outcome == Outcome::AlreadyAnswered
+}
+
+/// What identifies an execution: a grant answered again from the table
+/// carries the lease's value as of the retry, so values are left out.
+fn execution(outcome: &Outcome) -> Outcome {
+    match outcome {
+        Outcome::Granted { stamp, .. } => Outcome::Granted {
+            stamp: *stamp,
+            value: None,
+        },
+        other => other.clone(),
+    }
 }

@@ -14,7 +14,7 @@ use crate::SimOptions;
 use crate::clock::Clock;
 use std::collections::BTreeMap;
 use trexlock_lease::client::ClientCore;
-use trexlock_lease::{ClientId, DriftBound, Stamp};
+use trexlock_lease::{ClientId, DriftBound, LeaseToken, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
@@ -45,6 +45,8 @@ pub(crate) struct Holding {
 /// One application process using leases through its home node.
 pub(crate) struct SimClient {
     pub(crate) core: ClientCore,
+    /// The session's secret, which every request about its leases carries.
+    pub(crate) token: LeaseToken,
     pub(crate) home: usize,
     pub(crate) clock: Clock,
     pub(crate) busy_until: u64,
@@ -59,6 +61,7 @@ impl SimClient {
             .with_sabotage(opts.sabotage.and_then(|s| s.runtime()));
         SimClient {
             core,
+            token: LeaseToken(rng.u128(..)),
             home: rng.usize(0..opts.nodes),
             clock: Clock {
                 offset: rng.u64(0..1_000 * 1_000_000),

@@ -68,6 +68,8 @@ fn kind(e: &LeaseError) -> &'static str {
         LeaseError::StaleStamp { .. } => "stale",
         LeaseError::Held { .. } => "held",
         LeaseError::Invalid(_) => "invalid",
+        LeaseError::Refused(_) => "refused",
+        LeaseError::Random(_) => "random",
         LeaseError::Stopped => "stopped",
     }
 }

@@ -1,7 +1,7 @@
 //! A held lease, as its holder sees it.
 
 use super::{LeaseClient, millis, unexpected};
-use crate::command::{HolderInfo, Op, Outcome, Stamp};
+use crate::command::{HolderInfo, LeaseToken, Op, Outcome, Stamp};
 use crate::error::LeaseError;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -47,6 +47,17 @@ impl LeaseHandle {
     /// The fencing token: hand it to every resource this lease protects.
     pub fn stamp(&self) -> Stamp {
         self.stamp
+    }
+
+    /// The secret that proves this session holds the lease: needed to
+    /// release it without the handle ([`LeaseClient::release_stamp`]).
+    /// Keep it as secret as a password.
+    ///
+    /// # Errors
+    /// [`LeaseError::Random`] if the session could not draw one (then it
+    /// could not have acquired the lease either).
+    pub fn token(&self) -> Result<LeaseToken, LeaseError> {
+        self.client.token()
     }
 
     /// The TTL asked for.
@@ -95,6 +106,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.client.token()?,
             ttl_ms: millis("ttl", self.ttl)?,
         };
         match self.call(op).await? {
@@ -113,6 +125,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.client.token()?,
         };
         match self.call(op).await? {
             Outcome::Released => Ok(()),
@@ -131,6 +144,7 @@ impl LeaseHandle {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
             stamp: self.stamp,
+            token: self.client.token()?,
             value,
         };
         match self.call(op).await? {

@@ -10,7 +10,7 @@ mod session;
 pub use handle::LeaseHandle;
 pub use session::{ClientCore, LeaseState};
 
-use crate::command::{ClientId, HolderInfo, Op, Outcome, Stamp};
+use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};
 use crate::error::LeaseError;
 use crate::node::{Call, NodeHandle, Reply};
 use crate::table::validate;
@@ -39,6 +39,9 @@ struct ClientInner {
     node: NodeHandle,
     core: Mutex<ClientCore>,
     owner: String,
+    /// The session's secret (see [`LeaseToken`]), shared with its clones
+    /// of another timeout; `None` if the system's random source failed.
+    token: Option<LeaseToken>,
     /// The origin of the core's clock.
     origin: Instant,
     call_timeout: Duration,
@@ -68,26 +71,40 @@ fn millis(what: &str, d: Duration) -> Result<u64, LeaseError> {
 
 impl LeaseClient {
     pub(crate) fn new(node: NodeHandle, owner: String) -> LeaseClient {
-        LeaseClient::session(node, owner, DEFAULT_CALL_TIMEOUT)
+        LeaseClient::session(node, owner, fresh_token(), DEFAULT_CALL_TIMEOUT)
     }
 
-    fn session(node: NodeHandle, owner: String, call_timeout: Duration) -> LeaseClient {
+    fn session(
+        node: NodeHandle,
+        owner: String,
+        token: Option<LeaseToken>,
+        call_timeout: Duration,
+    ) -> LeaseClient {
         let core = ClientCore::new(ClientId(fastrand::u64(..)), owner.clone(), node.drift);
         LeaseClient {
             inner: Arc::new(ClientInner {
                 node,
                 core: Mutex::new(core),
                 owner,
+                token,
                 origin: Instant::now(),
                 call_timeout,
             }),
         }
     }
 
-    /// A new session of the same owner on the same node, with another
-    /// per-call timeout.
+    /// The same owner and secret on the same node, with another per-call
+    /// timeout (a session of its own for request ids).
     pub fn with_call_timeout(self, timeout: Duration) -> LeaseClient {
-        LeaseClient::session(self.inner.node.clone(), self.inner.owner.clone(), timeout)
+        let inner = &self.inner;
+        LeaseClient::session(inner.node.clone(), inner.owner.clone(), inner.token, timeout)
+    }
+
+    /// The session's secret.
+    fn token(&self) -> Result<LeaseToken, LeaseError> {
+        self.inner.token.ok_or_else(|| {
+            LeaseError::Random("the system's random source failed when the session began".into())
+        })
     }
 
     /// Who this session acquires leases as.
@@ -106,6 +123,7 @@ impl LeaseClient {
         let op = Op::Acquire {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token: self.token()?,
             ttl_ms: millis("ttl", ttl)?,
             wait_ms: 0,
         };
@@ -134,6 +152,7 @@ impl LeaseClient {
         let op = Op::Acquire {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token: self.token()?,
             ttl_ms: millis("ttl", ttl)?,
             wait_ms: millis("wait", wait)?.max(1),
         };
@@ -174,9 +193,13 @@ impl LeaseClient {
     /// Leaves the line for `name`; if the lease was granted to us in the
     /// meantime, gives it back.
     async fn give_up_waiting(&self, name: &str) {
+        let Ok(token) = self.token() else {
+            return;
+        };
         let cancel = Op::Cancel {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
+            token,
         };
         if self.call(cancel, self.inner.call_timeout).await.is_err() {
             return;
@@ -188,21 +211,30 @@ impl LeaseClient {
                 name: name.to_owned(),
                 owner: holder.owner,
                 stamp: holder.stamp,
+                token,
             };
             let _ = self.call(release, self.inner.call_timeout).await;
         }
     }
 
-    /// Releases `name` held by this session's owner with `stamp`, for a
-    /// process that no longer has the handle (e.g. an operator's script).
+    /// Releases `name` held by this session's owner with `stamp` and
+    /// `token` (see [`LeaseHandle::token`]), for a process that no longer
+    /// has the handle (e.g. an operator's script).
     ///
     /// # Errors
-    /// [`LeaseError::LeaseLost`] when that owner and stamp do not hold it.
-    pub async fn release_stamp(&self, name: &str, stamp: Stamp) -> Result<(), LeaseError> {
+    /// [`LeaseError::LeaseLost`] when that owner, stamp and token do not
+    /// hold it.
+    pub async fn release_stamp(
+        &self,
+        name: &str,
+        stamp: Stamp,
+        token: LeaseToken,
+    ) -> Result<(), LeaseError> {
         let op = Op::Release {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
             stamp,
+            token,
         };
         match self.call(op, self.inner.call_timeout).await?.outcome {
             Outcome::Released => Ok(()),
@@ -261,7 +293,7 @@ impl LeaseClient {
     /// Sends one request and waits for its final answer. Dropping the
     /// returned future abandons the request cleanly.
     pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Answer, LeaseError> {
-        validate(&op).map_err(LeaseError::Invalid)?;
+        validate(&op).map_err(refused)?;
         let request = self.core().start(op, self.elapsed());
         let mut guard = InFlight {
             client: self,
@@ -302,7 +334,7 @@ impl LeaseClient {
         guard.answered = true;
         drop(guard);
         match outcome {
-            Outcome::Invalid(why) => Err(LeaseError::Invalid(why)),
+            Outcome::Refused(refusal) => Err(refused(refusal)),
             outcome => Ok(Answer { outcome, queued }),
         }
     }
@@ -336,6 +368,21 @@ impl Drop for InFlight<'_> {
 pub(crate) struct Answer {
     pub(crate) outcome: Outcome,
     pub(crate) queued: bool,
+}
+
+/// Draws a session secret from the operating system's random source.
+fn fresh_token() -> Option<LeaseToken> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(LeaseToken(u128::from_le_bytes(bytes)))
+}
+
+fn refused(refusal: Refusal) -> LeaseError {
+    if refusal.is_invalid() {
+        LeaseError::Invalid(refusal.to_string())
+    } else {
+        LeaseError::Refused(refusal)
+    }
 }
 
 fn unexpected(outcome: Outcome) -> LeaseError {

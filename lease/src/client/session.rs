@@ -16,11 +16,12 @@
 //! ```
 //! use std::time::Duration;
 //! use trexlock_lease::client::ClientCore;
-//! use trexlock_lease::{ClientId, DriftBound, Op, Outcome, Stamp};
+//! use trexlock_lease::{ClientId, DriftBound, LeaseToken, Op, Outcome, Stamp};
 //!
 //! let mut core = ClientCore::new(ClientId(7), "worker".into(), DriftBound::DEFAULT);
 //! let sent = Duration::from_secs(1);
-//! let op = Op::Acquire { name: "job".into(), owner: "worker".into(), ttl_ms: 10_000, wait_ms: 0 };
+//! let token = LeaseToken(0x5eed);
+//! let op = Op::Acquire { name: "job".into(), owner: "worker".into(), token, ttl_ms: 10_000, wait_ms: 0 };
 //! let request = core.start(op, sent);
 //! // The reply comes half a second later; the deadline counts from the send.
 //! let granted = Outcome::Granted { stamp: Stamp(3), value: None };
@@ -296,6 +297,7 @@ impl ClientCore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::LeaseToken;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -307,6 +309,7 @@ mod tests {
         let op = Op::Acquire {
             name: "a".into(),
             owner: "me".into(),
+            token: LeaseToken(7),
             ttl_ms,
             wait_ms: 0,
         };
@@ -350,6 +353,7 @@ mod tests {
             name: "a".into(),
             owner: "me".into(),
             stamp: Stamp(1),
+            token: LeaseToken(7),
         };
         let id = c.start(release, 5 * MS).request;
         c.answered(id, &Outcome::Released, 6 * MS);

@@ -9,8 +9,47 @@
 //! outstanding lease keeps its full remaining time, counted from the new
 //! leader's takeover. Replaying the same log gives the same table on every
 //! node.
+//!
+//! # Requests are executed at most once
+//!
+//! Every request carries its session and request id. The table remembers
+//! each session's outcomes until the session acknowledges them
+//! ([`Request::acked_below`]) and keeps the highest mark acknowledged: a
+//! copy of a request at or above the mark is answered from the remembered
+//! outcome; a copy below it (a retry held up in a partition, say) is
+//! answered [`Outcome::AlreadyAnswered`] and never executed again.
+//! One window remains: a session that sends nothing for
+//! [`SESSION_IDLE_US`] of table time (and waits for nothing) is forgotten
+//! with its mark, so a copy delayed longer than that would be executed as
+//! new. Clients retry within seconds, so the window is far beyond any
+//! honest retry. A request refused because its session already has
+//! [`MAX_OUTCOMES_PER_SESSION`] unacknowledged requests (or all sessions
+//! [`MAX_REMEMBERED_OUTCOMES`]), or because the table already has
+//! [`MAX_SESSIONS`] sessions, is not remembered (there
+//! is no room): it was not executed, and a copy of it is judged again when
+//! it arrives.
+//!
+//! # The table is bounded
+//!
+//! Clients cannot make it grow without limit: at most [`MAX_LEASES`]
+//! leases (held or awaited), [`MAX_WAITERS_PER_LEASE`] waiters each and
+//! [`MAX_WAITERS`] in all, [`MAX_SESSIONS`] sessions remembering at most
+//! [`MAX_OUTCOMES_PER_SESSION`] outcomes each and
+//! [`MAX_REMEMBERED_OUTCOMES`] in all, and [`MAX_TOTAL_VALUE_BYTES`] of
+//! values in all. With names and owners of their largest size that is
+//! roughly 6 MB of leases, 35 MB of waiters, 30 MB of outcomes, 1 MB of
+//! sessions and 64 MiB of values at the very worst. A value lives only as long
+//! as its lease (held, or awaited by someone it will be handed to);
+//! remembered outcomes hold no copy of it, and reads are not remembered at
+//! all (a read executed twice changes nothing). Going over a limit is
+//! refused with a typed [`Refusal`], never by growing. The session cap
+//! means clients that open more than [`MAX_SESSIONS`] sessions within
+//! [`SESSION_IDLE_US`] are refused new ones until idle ones are forgotten;
+//! limiting who may open sessions is the node's job, before proposing.
 
-use crate::command::{Body, ClientId, Command, HolderInfo, Op, Outcome, Stamp};
+use crate::command::{
+    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -26,13 +65,36 @@ pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub const MAX_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Largest fenced value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// A session that sends nothing for this long (table time) is forgotten.
+/// Largest encoded [`Request`], in bytes: a value of [`MAX_VALUE_BYTES`]
+/// with a name and an owner of their largest sizes and every other field
+/// fits, with room to spare. A frame limit for client requests must be at
+/// least this (plus the frame's own header).
+pub const MAX_REQUEST_BYTES: usize = MAX_VALUE_BYTES + 1024;
+/// A session that sends nothing for this long (table time), and waits for
+/// no lease, is forgotten.
 pub const SESSION_IDLE_US: u64 = 10 * 60 * 1_000_000;
+/// Most leases the table tracks (held, or awaited).
+pub const MAX_LEASES: usize = 10_000;
+/// Most waiters in line for one lease.
+pub const MAX_WAITERS_PER_LEASE: usize = 64;
+/// Most waiters in line for all leases together.
+pub const MAX_WAITERS: usize = 100_000;
+/// Most sessions the table remembers at once. An idle session makes room
+/// after [`SESSION_IDLE_US`].
+pub const MAX_SESSIONS: usize = 10_000;
+/// Most unacknowledged requests one session may have: each holds a
+/// remembered outcome (a request waiting in line included).
+pub const MAX_OUTCOMES_PER_SESSION: usize = 128;
+/// Most remembered outcomes for all sessions together.
+pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
+/// Most bytes of fenced values the whole table holds.
+pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The current holder of a lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {
     owner: String,
+    token: LeaseToken,
     stamp: Stamp,
     expires_at: u64,
 }
@@ -41,6 +103,7 @@ struct Holder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Waiter {
     owner: String,
+    token: LeaseToken,
     client: ClientId,
     request: u64,
     ttl_us: u64,
@@ -54,9 +117,40 @@ struct Lease {
     value: Option<Bytes>,
 }
 
+impl Lease {
+    /// Nobody holds it and nobody waits: it (and its value) is dropped.
+    fn is_idle(&self) -> bool {
+        self.holder.is_none() && self.waiters.is_empty()
+    }
+
+    /// What the table's indexes record about this lease.
+    fn marks(&self) -> Marks {
+        Marks {
+            expires_at: self.holder.as_ref().map(|h| h.expires_at),
+            awaited: self.holder.is_some() && !self.waiters.is_empty(),
+            value_bytes: self.value.as_ref().map_or(0, |v| v.len() as u64),
+            waiters: self.waiters.len(),
+        }
+    }
+}
+
+/// The parts of a lease the table indexes: kept in step by
+/// [`LeaseTable::update`].
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Marks {
+    expires_at: Option<u64>,
+    awaited: bool,
+    value_bytes: u64,
+    waiters: usize,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Session {
-    last_seen: u64,
+    /// The highest `acked_below` seen: every request below it was answered.
+    acked_below: u64,
+    /// Table time at which the session is forgotten.
+    expires_at: u64,
+    /// Outcomes of requests at or above `acked_below`, without values.
     outcomes: BTreeMap<u64, Outcome>,
 }
 
@@ -95,7 +189,7 @@ pub enum Event {
         /// Lease name.
         name: String,
     },
-    /// A lease was released.
+    /// A lease was released (by its holder, or forced by an operator).
     Released {
         /// Lease name.
         name: String,
@@ -111,7 +205,8 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
-/// The replicated lease table. See the module docs for how time works.
+/// The replicated lease table. See the module docs for how time works,
+/// why a request runs at most once and how the table is bounded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseTable {
     now: u64,
@@ -119,8 +214,20 @@ pub struct LeaseTable {
     epoch_base: u64,
     next_stamp: u64,
     leases: BTreeMap<String, Lease>,
+    /// Every holder's expiry.
     expiries: BTreeSet<(u64, String)>,
+    /// The expiries of holders someone waits behind: the only deadlines
+    /// the leader must propose a tick for.
+    awaited: BTreeSet<(u64, String)>,
+    /// Bytes of all stored values.
+    value_bytes: u64,
+    /// Waiters in all lines.
+    waiters: usize,
+    /// Remembered outcomes of all sessions.
+    outcomes: usize,
     sessions: BTreeMap<ClientId, Session>,
+    /// Every session's `expires_at`.
+    session_expiries: BTreeSet<(u64, ClientId)>,
 }
 
 impl LeaseTable {
@@ -144,14 +251,19 @@ impl LeaseTable {
         self.epoch_base
     }
 
-    /// How many leases have a holder, waiters or a value.
+    /// How many leases are held or awaited.
     pub fn len(&self) -> usize {
         self.leases.len()
     }
 
-    /// True when no lease is tracked.
+    /// True when no lease is held or awaited.
     pub fn is_empty(&self) -> bool {
         self.leases.is_empty()
+    }
+
+    /// How many client sessions the table remembers.
+    pub fn sessions_len(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The current holder of `name`, as of the last applied command.
@@ -161,12 +273,17 @@ impl LeaseTable {
 
     /// The earliest table time at which a lease that someone waits for
     /// runs out: the leader proposes a tick then, so expiry is decided by
-    /// a command, never by a timer on one node.
+    /// a command, never by a timer on one node. Cheap: leases nobody
+    /// waits for are not looked at.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        self.expiries
-            .iter()
-            .find(|(_, name)| self.leases.get(name).is_some_and(|l| !l.waiters.is_empty()))
-            .map(|(at, _)| *at)
+        self.awaited.first().map(|(at, _)| *at)
+    }
+
+    /// The earliest table time at which a session is forgotten. Any
+    /// command applied at or after it (a periodic tick will do) forgets
+    /// it; nothing is lost by proposing that tick late.
+    pub fn next_session_expiry_us(&self) -> Option<u64> {
+        self.session_expiries.first().map(|(at, _)| *at)
     }
 
     /// Applies one command. Deterministic: the result depends only on the
@@ -175,26 +292,14 @@ impl LeaseTable {
         let mut out = Applied::default();
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
-        match &command.body {
-            Body::Tick => self.forget_idle_sessions(),
-            Body::Request(req) => {
-                let session = self.sessions.entry(req.client).or_default();
-                session.last_seen = self.now;
-                session.outcomes = session.outcomes.split_off(&req.acked_below);
-                let outcome = match session.outcomes.get(&req.request) {
-                    Some(done) => done.clone(),
-                    None => {
-                        let outcome = self.execute(req.client, req.request, &req.op, &mut out);
-                        self.remember(req.client, req.request, &outcome);
-                        outcome
-                    }
-                };
-                out.responses.push(Response {
-                    client: req.client,
-                    request: req.request,
-                    outcome,
-                });
-            }
+        self.forget_idle_sessions();
+        if let Body::Request(req) = &command.body {
+            let outcome = self.answer(req, &mut out);
+            out.responses.push(Response {
+                client: req.client,
+                request: req.request,
+                outcome,
+            });
         }
         out
     }
@@ -222,16 +327,18 @@ impl LeaseTable {
         }
     }
 
+    /// Ends every lease whose time is up, handing each to its next waiter.
     fn expire_due(&mut self, out: &mut Applied) {
         while let Some((at, name)) = self.expiries.first().cloned() {
             if at > self.now {
                 break;
             }
+            // Popped before the update, so the loop ends whatever the
+            // lease looks like; and a holder is only ever taken when its
+            // own expiry is due, never on the index's word alone.
             self.expiries.pop_first();
-            let Some(lease) = self.leases.get_mut(&name) else {
-                continue;
-            };
-            if let Some(h) = lease.holder.take() {
+            let now = self.now;
+            if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
                 out.events.push(Event::Expired {
                     name: name.clone(),
                     stamp: h.stamp,
@@ -241,15 +348,118 @@ impl LeaseTable {
         }
     }
 
+    /// Forgets sessions whose time is up: O(log n) per session forgotten,
+    /// so it runs on every command.
     fn forget_idle_sessions(&mut self) {
-        let now = self.now;
-        self.sessions
-            .retain(|_, s| s.last_seen.saturating_add(SESSION_IDLE_US) > now);
+        while let Some(&(at, client)) = self.session_expiries.first() {
+            if at > self.now {
+                break;
+            }
+            self.session_expiries.pop_first();
+            if let Some(forgotten) = self.sessions.remove(&client) {
+                self.outcomes = self.outcomes.saturating_sub(forgotten.outcomes.len());
+            }
+        }
     }
 
+    /// The session's entry, created if new, kept at least until `until`.
+    fn touch_session(&mut self, client: ClientId, until: u64) -> &mut Session {
+        let session = self.sessions.entry(client).or_default();
+        if until > session.expires_at {
+            self.session_expiries.remove(&(session.expires_at, client));
+            session.expires_at = until;
+            self.session_expiries.insert((until, client));
+        }
+        session
+    }
+
+    /// Answers one request: refused, answered from its session, or
+    /// executed (and remembered).
+    fn answer(&mut self, req: &Request, out: &mut Applied) -> Outcome {
+        // Defence in depth: the node admits requests before proposing
+        // them, but the log is the table's only input it can trust to be
+        // the same everywhere, so it checks again.
+        if let Err(refusal) = validate(&req.op) {
+            return Outcome::Refused(refusal);
+        }
+        let is_read = matches!(req.op, Op::Read { .. });
+        let known = self.sessions.contains_key(&req.client);
+        if is_read && !known {
+            // A read changes nothing, so it needs no session: one-off
+            // readers do not fill the table.
+            return self.execute(req, out);
+        }
+        if !known && self.sessions.len() >= MAX_SESSIONS {
+            return Outcome::Refused(Refusal::TooManySessions);
+        }
+        let until = self.now.saturating_add(SESSION_IDLE_US);
+        let session = self.touch_session(req.client, until);
+        let mut forgotten = 0;
+        if req.acked_below > session.acked_below {
+            session.acked_below = req.acked_below;
+            let before = session.outcomes.len();
+            session.outcomes = session.outcomes.split_off(&req.acked_below);
+            forgotten = before - session.outcomes.len();
+        }
+        let answered = req.request < session.acked_below;
+        let done = session.outcomes.get(&req.request).cloned();
+        let session_full = session.outcomes.len() >= MAX_OUTCOMES_PER_SESSION;
+        self.outcomes = self.outcomes.saturating_sub(forgotten);
+        if answered {
+            return Outcome::AlreadyAnswered;
+        }
+        if let Some(done) = done {
+            return self.replay(done, &req.op);
+        }
+        if is_read {
+            return self.execute(req, out);
+        }
+        if session_full {
+            return Outcome::Refused(Refusal::TooManyPendingRequests);
+        }
+        if self.outcomes >= MAX_REMEMBERED_OUTCOMES {
+            return Outcome::Refused(Refusal::TooManyPendingRequestsInAll);
+        }
+        let outcome = self.execute(req, out);
+        self.remember(req.client, req.request, &outcome);
+        outcome
+    }
+
+    /// Records the answer to a request of a session still remembered and
+    /// not yet acknowledged, without the lease's value (see
+    /// [`LeaseTable::replay`]).
     fn remember(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
-        if let Some(s) = self.sessions.get_mut(&client) {
-            s.outcomes.insert(request, outcome.clone());
+        let Some(s) = self.sessions.get_mut(&client) else {
+            return;
+        };
+        if request < s.acked_below {
+            return;
+        }
+        let kept = match outcome {
+            Outcome::Granted { stamp, .. } => Outcome::Granted {
+                stamp: *stamp,
+                value: None,
+            },
+            other => other.clone(),
+        };
+        if s.outcomes.insert(request, kept).is_none() {
+            self.outcomes += 1;
+        }
+    }
+
+    /// A remembered outcome, as sent again: a grant still current carries
+    /// the lease's value now.
+    fn replay(&self, outcome: Outcome, op: &Op) -> Outcome {
+        match outcome {
+            Outcome::Granted { stamp, .. } => Outcome::Granted {
+                stamp,
+                value: self
+                    .leases
+                    .get(op.name())
+                    .filter(|l| l.holder.as_ref().is_some_and(|h| h.stamp == stamp))
+                    .and_then(|l| l.value.clone()),
+            },
+            other => other,
         }
     }
 
@@ -261,90 +471,89 @@ impl LeaseTable {
         })
     }
 
-    fn execute(&mut self, client: ClientId, request: u64, op: &Op, out: &mut Applied) -> Outcome {
-        if let Err(why) = validate(op) {
-            return Outcome::Invalid(why);
-        }
+    fn execute(&mut self, req: &Request, out: &mut Applied) -> Outcome {
         let now = self.now;
-        let name = op.name().to_owned();
-        match op {
+        let name = req.op.name().to_owned();
+        match &req.op {
             Op::Acquire {
                 owner,
+                token,
                 ttl_ms,
                 wait_ms,
                 ..
             } => {
-                let held_by = self
-                    .leases
-                    .get(&name)
-                    .and_then(|l| l.holder.as_ref())
-                    .map(|h| (h.owner == *owner, h.stamp));
+                let ttl_us = ttl_ms.saturating_mul(1000);
+                let held_by = self.leases.get(&name).and_then(|l| {
+                    let h = l.holder.as_ref()?;
+                    Some((h.owner == *owner && h.token == *token, self.info(l)?))
+                });
                 match held_by {
-                    Some((true, stamp)) => {
-                        self.set_expiry(&name, now + ttl_ms * 1000);
+                    Some((true, holder)) => {
+                        self.extend(&name, now.saturating_add(ttl_us));
                         out.events.push(Event::Renewed { name: name.clone() });
                         Outcome::Granted {
-                            stamp,
-                            value: self.leases[&name].value.clone(),
+                            stamp: holder.stamp,
+                            value: self.leases.get(&name).and_then(|l| l.value.clone()),
                         }
                     }
                     Some((false, _)) if *wait_ms > 0 => {
-                        let lease = self.leases.get_mut(&name).expect("held");
-                        if !lease.waiters.iter().any(|w| w.owner == *owner) {
-                            lease.waiters.push_back(Waiter {
-                                owner: owner.clone(),
-                                client,
-                                request,
-                                ttl_us: ttl_ms * 1000,
-                                give_up_at: now + wait_ms * 1000,
-                            });
-                        }
-                        Outcome::Queued
+                        let waiter = Waiter {
+                            owner: owner.clone(),
+                            token: *token,
+                            client: req.client,
+                            request: req.request,
+                            ttl_us,
+                            give_up_at: now.saturating_add(wait_ms.saturating_mul(1000)),
+                        };
+                        self.queue(&name, waiter, out)
                     }
-                    Some((false, _)) => Outcome::Held(self.holder(&name).expect("held")),
+                    Some((false, holder)) => Outcome::Held(holder),
+                    None if self.leases.len() >= MAX_LEASES => {
+                        Outcome::Refused(Refusal::TooManyLeases)
+                    }
                     None => {
-                        let stamp = self.grant(&name, owner.clone(), ttl_ms * 1000);
+                        let stamp = self.grant(&name, owner.clone(), *token, ttl_us);
                         out.events.push(Event::Granted {
                             name: name.clone(),
                             stamp,
                             waited: false,
                         });
-                        Outcome::Granted {
-                            stamp,
-                            value: self.leases[&name].value.clone(),
-                        }
+                        Outcome::Granted { stamp, value: None }
                     }
                 }
             }
             Op::Renew {
                 owner,
                 stamp,
+                token,
                 ttl_ms,
                 ..
             } => {
-                if !self.holds(&name, owner, *stamp) {
+                if !self.holds(&name, owner, *stamp, *token) {
                     return self.not_holder(&name);
                 }
-                self.set_expiry(&name, now + ttl_ms * 1000);
+                self.extend(&name, now.saturating_add(ttl_ms.saturating_mul(1000)));
                 out.events.push(Event::Renewed { name });
                 Outcome::Renewed
             }
-            Op::Release { owner, stamp, .. } => {
-                if !self.holds(&name, owner, *stamp) {
+            Op::Release {
+                owner,
+                stamp,
+                token,
+                ..
+            } => {
+                if !self.holds(&name, owner, *stamp, *token) {
                     return self.not_holder(&name);
                 }
-                let lease = self.leases.get_mut(&name).expect("held");
-                if let Some(h) = lease.holder.take() {
-                    self.expiries.remove(&(h.expires_at, name.clone()));
-                }
-                out.events.push(Event::Released { name: name.clone() });
-                self.grant_next(&name, out);
-                Outcome::Released
+                self.release(&name, out)
             }
-            Op::Cancel { owner, .. } => {
-                if let Some(lease) = self.leases.get_mut(&name) {
-                    lease.waiters.retain(|w| w.owner != *owner);
-                    self.drop_if_idle(&name);
+            Op::ForceRelease { .. } => self.release(&name, out),
+            Op::Cancel { owner, token, .. } => {
+                if self.leases.contains_key(&name) {
+                    self.update(&name, |l| {
+                        l.waiters
+                            .retain(|w| !(w.owner == *owner && w.token == *token));
+                    });
                 }
                 Outcome::Cancelled
             }
@@ -358,23 +567,110 @@ impl LeaseTable {
             Op::Write {
                 owner,
                 stamp,
+                token,
                 value,
                 ..
             } => {
-                if !self.holds(&name, owner, *stamp) {
+                if !self.holds(&name, owner, *stamp, *token) {
                     return self.not_holder(&name);
                 }
-                self.leases.get_mut(&name).expect("held").value = Some(value.clone());
+                let old = self
+                    .leases
+                    .get(&name)
+                    .and_then(|l| l.value.as_ref())
+                    .map_or(0, |v| v.len() as u64);
+                let total = self
+                    .value_bytes
+                    .saturating_sub(old)
+                    .saturating_add(value.len() as u64);
+                if total > MAX_TOTAL_VALUE_BYTES as u64 {
+                    return Outcome::Refused(Refusal::ValueSpaceFull);
+                }
+                self.update(&name, |l| l.value = Some(value.clone()));
                 Outcome::Written
             }
         }
     }
 
-    fn holds(&self, name: &str, owner: &str, stamp: Stamp) -> bool {
+    /// Puts `waiter` in line for the held lease `name`, first answering
+    /// (and dropping) the waiters whose wait ran out, so that they never
+    /// take up room in the line.
+    fn queue(&mut self, name: &str, waiter: Waiter, out: &mut Applied) -> Outcome {
+        let now = self.now;
+        let keep_until = waiter.give_up_at.saturating_add(SESSION_IDLE_US);
+        let client = waiter.client;
+        let elsewhere = self
+            .waiters
+            .saturating_sub(self.leases.get(name).map_or(0, |l| l.waiters.len()));
+        let (gone, outcome) = self.update(name, |lease| {
+            let (live, gone): (VecDeque<_>, VecDeque<_>) =
+                lease.waiters.drain(..).partition(|w| w.give_up_at >= now);
+            lease.waiters = live;
+            let outcome = if lease
+                .waiters
+                .iter()
+                .any(|w| w.owner == waiter.owner && w.token == waiter.token)
+            {
+                Outcome::Queued
+            } else if lease.waiters.len() >= MAX_WAITERS_PER_LEASE {
+                Outcome::Refused(Refusal::TooManyWaiters)
+            } else if elsewhere + lease.waiters.len() >= MAX_WAITERS {
+                Outcome::Refused(Refusal::TooManyWaitersInAll)
+            } else {
+                lease.waiters.push_back(waiter);
+                Outcome::Queued
+            };
+            (gone, outcome)
+        });
+        for w in gone {
+            self.answer_waiter(w.client, w.request, Outcome::TimedOut, out);
+        }
+        if outcome == Outcome::Queued {
+            // Its answer may come as late as the end of its wait: the
+            // session (and so its mark and that answer) must outlive it.
+            self.touch_session(client, keep_until);
+        }
+        outcome
+    }
+
+    /// Remembers and sends an answer to a request that waited in line.
+    fn answer_waiter(
+        &mut self,
+        client: ClientId,
+        request: u64,
+        outcome: Outcome,
+        out: &mut Applied,
+    ) {
+        self.remember(client, request, &outcome);
+        out.responses.push(Response {
+            client,
+            request,
+            outcome,
+        });
+    }
+
+    /// Ends the holder's lease `name` and hands it to the next waiter.
+    fn release(&mut self, name: &str, out: &mut Applied) -> Outcome {
+        if !self.leases.contains_key(name) {
+            return Outcome::NotHolder { current: None };
+        }
+        match self.update(name, |l| l.holder.take()) {
+            Some(_) => {
+                out.events.push(Event::Released {
+                    name: name.to_owned(),
+                });
+                self.grant_next(name, out);
+                Outcome::Released
+            }
+            None => Outcome::NotHolder { current: None },
+        }
+    }
+
+    fn holds(&self, name: &str, owner: &str, stamp: Stamp, token: LeaseToken) -> bool {
         self.leases
             .get(name)
             .and_then(|l| l.holder.as_ref())
-            .is_some_and(|h| h.owner == owner && h.stamp == stamp)
+            .is_some_and(|h| h.owner == owner && h.stamp == stamp && h.token == token)
     }
 
     fn not_holder(&self, name: &str) -> Outcome {
@@ -383,84 +679,124 @@ impl LeaseTable {
         }
     }
 
-    /// Makes `owner` the holder with a fresh stamp.
-    fn grant(&mut self, name: &str, owner: String, ttl_us: u64) -> Stamp {
+    /// Makes `owner` the holder of the free lease `name`, with a fresh stamp.
+    fn grant(&mut self, name: &str, owner: String, token: LeaseToken, ttl_us: u64) -> Stamp {
         self.next_stamp += 1;
         let stamp = Stamp(self.next_stamp);
-        let expires_at = self.now + ttl_us;
-        let lease = self.leases.entry(name.to_owned()).or_default();
-        lease.holder = Some(Holder {
-            owner,
-            stamp,
-            expires_at,
+        let expires_at = self.now.saturating_add(ttl_us);
+        self.update(name, |l| {
+            l.holder = Some(Holder {
+                owner,
+                token,
+                stamp,
+                expires_at,
+            });
         });
-        self.expiries.insert((expires_at, name.to_owned()));
         stamp
     }
 
-    fn set_expiry(&mut self, name: &str, expires_at: u64) {
-        let lease = self.leases.get_mut(name).expect("held");
-        let holder = lease.holder.as_mut().expect("held");
-        self.expiries.remove(&(holder.expires_at, name.to_owned()));
-        holder.expires_at = expires_at;
-        self.expiries.insert((expires_at, name.to_owned()));
+    /// Moves the holder's expiry to `until` unless it already ends later:
+    /// the cluster never takes back time it promised a holder.
+    fn extend(&mut self, name: &str, until: u64) {
+        self.update(name, |l| {
+            if let Some(h) = l.holder.as_mut() {
+                h.expires_at = h.expires_at.max(until);
+            }
+        });
+    }
+
+    /// Changes the lease `name` (created if absent) through `change`, then
+    /// brings every index in step with it and drops it if nobody holds or
+    /// waits for it any more (its value with it). Every change of a lease
+    /// goes through here, so the indexes cannot drift from the leases.
+    fn update<R>(&mut self, name: &str, change: impl FnOnce(&mut Lease) -> R) -> R {
+        let lease = self.leases.entry(name.to_owned()).or_default();
+        let before = lease.marks();
+        let result = change(lease);
+        let after = if lease.is_idle() {
+            self.leases.remove(name);
+            Marks::default()
+        } else {
+            lease.marks()
+        };
+        if (before.expires_at, before.awaited) != (after.expires_at, after.awaited) {
+            if let Some(at) = before.expires_at {
+                self.expiries.remove(&(at, name.to_owned()));
+                self.awaited.remove(&(at, name.to_owned()));
+            }
+            if let Some(at) = after.expires_at {
+                self.expiries.insert((at, name.to_owned()));
+                if after.awaited {
+                    self.awaited.insert((at, name.to_owned()));
+                }
+            }
+        }
+        self.value_bytes = self
+            .value_bytes
+            .saturating_sub(before.value_bytes)
+            .saturating_add(after.value_bytes);
+        self.waiters = self
+            .waiters
+            .saturating_sub(before.waiters)
+            .saturating_add(after.waiters);
+        result
     }
 
     /// The lease came free: hand it to the first waiter still willing to
     /// wait (validity is checked again now, at grant time).
     fn grant_next(&mut self, name: &str, out: &mut Applied) {
-        while let Some(waiter) = self
-            .leases
-            .get_mut(name)
-            .and_then(|l| l.waiters.pop_front())
-        {
-            if waiter.give_up_at < self.now {
-                self.remember(waiter.client, waiter.request, &Outcome::TimedOut);
-                out.responses.push(Response {
-                    client: waiter.client,
-                    request: waiter.request,
-                    outcome: Outcome::TimedOut,
-                });
-                continue;
+        if !self.leases.contains_key(name) {
+            return;
+        }
+        let now = self.now;
+        let stamp = Stamp(self.next_stamp + 1);
+        let (gone, granted) = self.update(name, |lease| {
+            let mut gone = Vec::new();
+            if lease.holder.is_some() {
+                return (gone, None);
             }
-            let stamp = self.grant(name, waiter.owner, waiter.ttl_us);
-            let value = self.leases[name].value.clone();
-            let outcome = Outcome::Granted { stamp, value };
-            self.remember(waiter.client, waiter.request, &outcome);
-            out.responses.push(Response {
-                client: waiter.client,
-                request: waiter.request,
-                outcome,
-            });
+            while let Some(w) = lease.waiters.pop_front() {
+                if w.give_up_at < now {
+                    gone.push(w);
+                    continue;
+                }
+                lease.holder = Some(Holder {
+                    owner: w.owner,
+                    token: w.token,
+                    stamp,
+                    expires_at: now.saturating_add(w.ttl_us),
+                });
+                return (gone, Some((w.client, w.request, lease.value.clone())));
+            }
+            (gone, None)
+        });
+        for w in gone {
+            self.answer_waiter(w.client, w.request, Outcome::TimedOut, out);
+        }
+        if let Some((client, request, value)) = granted {
+            self.next_stamp = stamp.0;
+            self.answer_waiter(client, request, Outcome::Granted { stamp, value }, out);
             out.events.push(Event::Granted {
                 name: name.to_owned(),
                 stamp,
                 waited: true,
             });
-            return;
-        }
-        self.drop_if_idle(name);
-    }
-
-    fn drop_if_idle(&mut self, name: &str) {
-        if self
-            .leases
-            .get(name)
-            .is_some_and(|l| l.holder.is_none() && l.waiters.is_empty() && l.value.is_none())
-        {
-            self.leases.remove(name);
         }
     }
 }
 
-/// Checks the limits every request must respect.
-pub fn validate(op: &Op) -> Result<(), String> {
+/// Checks the limits every operation must respect. Pure: the same answer
+/// on every node, before proposing and when applying.
+///
+/// # Errors
+/// The [`Refusal`] naming the first limit broken.
+pub fn validate(op: &Op) -> Result<(), Refusal> {
     let name = op.name();
     if name.is_empty() {
-        return Err("lease name is empty".into());
+        return Err(Refusal::EmptyName);
     }
     if name.len() > MAX_NAME_BYTES {
-        return Err(format!("lease name is longer than {MAX_NAME_BYTES} bytes"));
+        return Err(Refusal::NameTooLong);
     }
     let (owner, ttl_ms, wait_ms) = match op {
         Op::Acquire {
@@ -473,27 +809,50 @@ pub fn validate(op: &Op) -> Result<(), String> {
         Op::Release { owner, .. } | Op::Cancel { owner, .. } => (Some(owner), None, 0),
         Op::Write { owner, value, .. } => {
             if value.len() > MAX_VALUE_BYTES {
-                return Err(format!("value is larger than {MAX_VALUE_BYTES} bytes"));
+                return Err(Refusal::ValueTooLarge);
             }
             (Some(owner), None, 0)
         }
-        Op::Read { .. } => (None, None, 0),
+        Op::Read { .. } | Op::ForceRelease { .. } => (None, None, 0),
     };
     if let Some(owner) = owner {
         if owner.is_empty() {
-            return Err("owner is empty".into());
+            return Err(Refusal::EmptyOwner);
         }
         if owner.len() > MAX_OWNER_BYTES {
-            return Err(format!("owner is longer than {MAX_OWNER_BYTES} bytes"));
+            return Err(Refusal::OwnerTooLong);
         }
     }
     if let Some(ttl) = ttl_ms
         && !(1..=MAX_TTL_MS).contains(&ttl)
     {
-        return Err(format!("ttl must be between 1 ms and {MAX_TTL_MS} ms"));
+        return Err(Refusal::TtlOutOfRange);
     }
     if wait_ms > MAX_WAIT_MS {
-        return Err(format!("wait must be at most {MAX_WAIT_MS} ms"));
+        return Err(Refusal::WaitTooLong);
+    }
+    Ok(())
+}
+
+/// Admission: what a node checks before it proposes a client's request,
+/// so that nothing out of bounds is written to every journal. Pure, and
+/// the table applies the same limits again when the request is applied.
+///
+/// It does not check who sent the request: that [`Op::ForceRelease`]
+/// comes from an administrator is for the node to enforce before calling
+/// this, from the identity of the connection it came on.
+///
+/// # Errors
+/// The [`Refusal`] naming the first limit broken: [`validate`]'s, then
+/// [`Refusal::RequestTooLarge`] when the encoded request is larger than
+/// [`MAX_REQUEST_BYTES`] (implied by the field limits today; checked so
+/// that a field added later without a limit cannot slip past).
+pub fn admit(request: &Request) -> Result<(), Refusal> {
+    validate(&request.op)?;
+    let size =
+        postcard::experimental::serialized_size(request).map_err(|_| Refusal::RequestTooLarge)?;
+    if size > MAX_REQUEST_BYTES {
+        return Err(Refusal::RequestTooLarge);
     }
     Ok(())
 }

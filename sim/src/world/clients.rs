@@ -41,6 +41,7 @@ impl World {
             let op = Op::Acquire {
                 name,
                 owner,
+                token: self.clients[c].token,
                 ttl_ms: TTL_US / 1_000,
                 wait_ms,
             };
@@ -81,13 +82,20 @@ impl World {
         }
         let (name, stamp, clock) = (holding.name.clone(), holding.stamp, client.clock);
         let owner = client.core.owner().to_owned();
+        let token = client.token;
         let idle = client.waiting.is_none();
         let left = deadline - local_us;
         let (renew, release) = (holding.renewals_left > 0, holding.release_when_done);
         if idle && !renew && release && left < TTL_US / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
-            self.start_request(c, Op::Release { name, owner, stamp });
+            let op = Op::Release {
+                name,
+                owner,
+                stamp,
+                token,
+            };
+            self.start_request(c, op);
             return;
         }
         let pause = if self.rng.f64() < 0.05 {
@@ -110,6 +118,7 @@ impl World {
             let op = Op::Acquire {
                 name,
                 owner,
+                token,
                 ttl_ms: TTL_US / 3_000,
                 wait_ms: 0,
             };
@@ -122,6 +131,7 @@ impl World {
                 name,
                 owner,
                 stamp,
+                token,
                 ttl_ms: TTL_US / 1_000,
             };
             self.start_request(c, op);

@@ -5,7 +5,7 @@ use super::{Effect, NodeCore};
 use crate::command::{Body, ClientId, Command, Op, Outcome, Request};
 use crate::error::NodeError;
 use crate::network::PeerMessage;
-use crate::table::validate;
+use crate::table::admit;
 use std::time::Duration;
 use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 
@@ -36,14 +36,15 @@ fn wait_of(request: &Request) -> Duration {
 }
 
 impl NodeCore {
-    /// Validates a client's request, then routes it. An invalid request
-    /// is answered at once: it never reaches the log.
+    /// Admits a client's request (its fields and its encoded size within
+    /// the table's limits), then routes it. A request refused here is
+    /// answered at once: it never reaches the log.
     pub(super) fn admit(&mut self, request: Request) {
-        if let Err(why) = validate(&request.op) {
+        if let Err(refusal) = admit(&request) {
             self.effects.push(Effect::Answer {
                 client: request.client,
                 request: request.request,
-                outcome: Outcome::Invalid(why),
+                outcome: Outcome::Refused(refusal),
             });
             return;
         }
@@ -88,7 +89,7 @@ impl NodeCore {
     pub(super) fn on_forward(&mut self, from: NodeId, requests: Vec<Request>) {
         let requests: Vec<Request> = requests
             .into_iter()
-            .filter(|r| validate(&r.op).is_ok())
+            .filter(|r| admit(r).is_ok())
             .collect();
         if requests.is_empty() {
             return;

@@ -199,7 +199,7 @@ fn a_request_outside_the_limits_is_answered_at_once_and_never_proposed() {
     assert!(matches!(
         effects.as_slice(),
         [Effect::Answer {
-            outcome: Outcome::Invalid(_),
+            outcome: Outcome::Refused(_),
             ..
         }]
     ));
@@ -326,6 +326,7 @@ fn acquire(client: u64, request: u64, owner: &str) -> Request {
         op: Op::Acquire {
             name: "x".into(),
             owner: owner.into(),
+            token: crate::command::LeaseToken(u128::from(client)),
             ttl_ms: 3_600_000,
             wait_ms: 1_000,
         },
