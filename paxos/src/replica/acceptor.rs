@@ -1,6 +1,6 @@
 //! The acceptor and learner side: answering prepares, accepts and commits.
 
-use super::{Replica, Role};
+use super::{Refusal, Replica, Role};
 use crate::error::PaxosError;
 use crate::message::Message;
 use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
@@ -69,6 +69,14 @@ impl Replica {
         if ballot < self.promised && !sabotaged!(self, AcceptLowerBallot) {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });
+            return Ok(());
+        }
+        let horizon = self.vote_horizon();
+        if let Some((slot, _)) = entries.last().filter(|(s, _)| *s > horizon) {
+            self.refuse(Refusal::AcceptTooFarAhead {
+                slot: *slot,
+                horizon,
+            });
             return Ok(());
         }
         if ballot > self.promised {

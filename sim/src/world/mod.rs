@@ -344,7 +344,7 @@ impl World {
                 self.schedule(MS / 2, Event::Forward(j, cmd));
             }
             Err(ProposeError::NotLeader { .. }) => {}
-            Err(ProposeError::Stopped) => {}
+            Err(ProposeError::CommandTooLarge { .. } | ProposeError::Stopped) => {}
         }
     }
 

@@ -317,6 +317,9 @@ impl NodeTask {
             Ok(ready) => self.perform(ready),
             // Lost leadership meanwhile: origins retry with the new leader.
             Err(ProposeError::NotLeader { .. }) => Ok(()),
+            // Requests are validated against the slot limit before they are
+            // queued; like a lost leadership, origins retry.
+            Err(ProposeError::CommandTooLarge { .. }) => Ok(()),
             Err(ProposeError::Stopped) => Err(trexlock_paxos::PaxosError::Stopped.into()),
         }
     }
