@@ -95,4 +95,5 @@ mod acceptor;
 mod catchup;
 mod hostile;
 mod leader;
+mod limits;
 mod rejoin;
