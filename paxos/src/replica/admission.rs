@@ -64,8 +64,8 @@ pub enum Refusal {
         ballot: Ballot,
     },
     /// A slot or commit index outside what the protocol uses (slot 0, or
-    /// above [`MAX_SLOT`]).
-    #[error("{kind}: slot {slot} is outside 1..={MAX_SLOT}")]
+    /// above [`MAX_SLOT`]; a first missing slot may be `MAX_SLOT + 1`).
+    #[error("{kind}: slot {slot} is out of range (0 or above {MAX_SLOT})")]
     SlotOutOfRange {
         /// The message kind.
         kind: &'static str,
@@ -97,12 +97,14 @@ pub enum Refusal {
         from: NodeId,
     },
     /// A snapshot beyond the highest commit index any leader or promise has
-    /// reported here.
-    #[error("snapshot at slot {slot} is ahead of the highest commit index heard, {known}")]
+    /// reported here, by more than a window of slots.
+    #[error(
+        "snapshot at slot {slot} is ahead of the highest commit index heard plus a window, {known}"
+    )]
     SnapshotAhead {
         /// The snapshot's slot.
         slot: Slot,
-        /// The highest commit index heard.
+        /// The highest commit index heard, plus the window.
         known: Slot,
     },
     /// A catch-up value for a slot this replica knows chosen with another
@@ -145,6 +147,11 @@ pub enum Refusal {
 /// `Replica::on_promise`).
 pub(super) const MAX_RECOVERY_SLOTS: u64 = 1 << 16;
 
+/// The most slots one snapshot may move a replica's commit index. A real
+/// lag is far shorter; a bound keeps forged snapshots from walking a
+/// replica to the top of the slot space (see `check_catchup_response`).
+pub(super) const MAX_SNAPSHOT_LEAD: u64 = 1 << 32;
+
 impl Replica {
     /// The highest slot this replica votes for now. A leader proposes at
     /// most [`MAX_RECOVERY_SLOTS`] re-proposals and then a window past its
@@ -160,6 +167,15 @@ impl Replica {
 
 fn slot_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
     if (1..=MAX_SLOT).contains(&slot) {
+        Ok(())
+    } else {
+        Err(Refusal::SlotOutOfRange { kind, slot })
+    }
+}
+
+/// The first slot a replica lacks (its commit index plus one).
+fn first_missing_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
+    if (1..=MAX_SLOT + 1).contains(&slot) {
         Ok(())
     } else {
         Err(Refusal::SlotOutOfRange { kind, slot })
@@ -241,7 +257,7 @@ impl Replica {
         match message {
             Message::Prepare { ballot, from: slot } => {
                 owned_by_sender(*ballot)?;
-                slot_in_range(kind, *slot)
+                first_missing_in_range(kind, *slot)
             }
             Message::Promise {
                 ballot,
@@ -290,7 +306,7 @@ impl Replica {
                     })
                 }
             }
-            Message::CatchupRequest { from: slot } => slot_in_range(kind, *slot),
+            Message::CatchupRequest { from: slot } => first_missing_in_range(kind, *slot),
             Message::CatchupResponse { snapshot, entries } => {
                 if let Some(s) = snapshot {
                     slot_in_range(kind, s.slot)?;

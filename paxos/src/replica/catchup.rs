@@ -1,6 +1,7 @@
 //! Catch-up: a replica that is behind fetches chosen values (or a snapshot
 //! when they were compacted away) from a peer that has them.
 
+use super::admission::MAX_SNAPSHOT_LEAD;
 use super::{Refusal, Replica, Role};
 use crate::message::Message;
 use crate::types::{
@@ -139,7 +140,16 @@ impl Replica {
         if !answers_request {
             return Err(Refusal::UnaskedCatchup { from: peer });
         }
-        let known = self.leader_committed.max(self.committed);
+        // The sender's commit index may have moved on since it was last
+        // heard; a window's worth of slack covers the usual lag. The jump
+        // from our own commit index is bounded too, since commit indexes
+        // heard come from peers as well: a forger needs 2^31 answered
+        // requests to push a replica to the top of the slot space.
+        let known = self
+            .leader_committed
+            .max(self.committed)
+            .saturating_add(self.cfg.window as u64)
+            .min(self.committed.saturating_add(MAX_SNAPSHOT_LEAD));
         if let Some(s) = snapshot.filter(|s| s.slot > known) {
             return Err(Refusal::SnapshotAhead {
                 slot: s.slot,

@@ -108,8 +108,11 @@ fn catch_up_responses_are_taken_only_as_answers_to_the_request_outstanding() {
         ),
         (
             N1,
-            response(Some(snapshot(8)), vec![]),
-            Refusal::SnapshotAhead { slot: 8, known: 7 },
+            response(Some(snapshot(72)), vec![]),
+            Refusal::SnapshotAhead {
+                slot: 72,
+                known: 71,
+            },
         ),
         (
             N1,
