@@ -163,6 +163,32 @@ fn a_promise_reporting_votes_far_past_anything_chosen_is_refused() {
     assert!(!r.is_leader(), "leading would mean proposing 2^40 slots");
 }
 
+#[test]
+fn a_forged_probe_reply_cannot_keep_a_learner_from_voting() {
+    let mut r = replica_with(N1, JournalState::default());
+    let forged = Message::ProbeReply {
+        promised: Ballot::ZERO,
+        last_slot: 1 << 40,
+    };
+    let honest = Message::ProbeReply {
+        promised: Ballot::ZERO,
+        last_slot: 0,
+    };
+    let _ = r.handle(T0, env(N2, N1, forged)).unwrap();
+    let _ = r.handle(T0, env(N3, N1, honest.clone())).unwrap();
+    assert!(r.is_learner(), "it would have to learn 2^40 slots first");
+    let ready = r.tick(ms(1_000)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.to == N2 && e.message == Message::Probe),
+        "members that answered are probed again"
+    );
+    let _ = r.handle(ms(1_001), env(N2, N1, honest)).unwrap();
+    assert!(!r.is_learner(), "the later reply replaced the forged one");
+}
+
 // ------------------------------------------------------------- Property
 
 fn node() -> impl Strategy<Value = NodeId> {
