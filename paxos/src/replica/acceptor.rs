@@ -53,7 +53,9 @@ impl Replica {
 
     /// Phase 2b. Votes for every proposal of a ballot at least as high as
     /// the promise, except proposals of another value for a slot already
-    /// known chosen.
+    /// known chosen. An Accept reaching past the vote horizon is refused
+    /// whole, before it can raise the promise: this replica lags (and
+    /// catches up from the leader's heartbeats) or the Accept is forged.
     pub(super) fn on_accept(
         &mut self,
         now: Duration,
