@@ -1,6 +1,6 @@
 //! Static settings of a replica.
 
-use crate::types::NodeId;
+use crate::types::{ENTRY_OVERHEAD_BYTES, MESSAGE_OVERHEAD_BYTES, NodeId};
 use std::time::Duration;
 
 /// A replica's settings. Build one with [`Config::new`] and adjust fields;
@@ -19,6 +19,16 @@ pub struct Config {
     pub election_timeout: Duration,
     /// Most client commands in one slot.
     pub max_batch: usize,
+    /// Most bytes of commands in one slot, each command counted as its
+    /// length plus [`crate::COMMAND_OVERHEAD_BYTES`]. A command larger than
+    /// this on its own is refused by [`crate::Replica::propose`].
+    pub max_batch_bytes: usize,
+    /// Most estimated bytes in one outgoing Accept or catch-up response
+    /// (see [`crate::Value::entry_bytes`]); larger ones are split. Keep it
+    /// well under the transport's frame limit: the estimate is an upper
+    /// bound of the encoding, but a snapshot is sent whole (see
+    /// [`Config::validate`]).
+    pub max_message_bytes: usize,
     /// Most slots a leader has in flight (proposed, not yet chosen).
     pub window: usize,
     /// Most chosen values in one catch-up response.
@@ -53,6 +63,13 @@ pub enum Sabotage {
     VoteAfterDiskLoss,
 }
 
+/// The default [`Config::max_batch_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// The default [`Config::max_message_bytes`]: 4 MiB, a quarter of the
+/// transport's default 16 MiB frame limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 impl Config {
     /// Defaults suited to a LAN or loopback cluster: 50 ms heartbeats and a
     /// 300 ms election timeout.
@@ -63,6 +80,8 @@ impl Config {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout: Duration::from_millis(300),
             max_batch: 256,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             window: 64,
             catchup_batch: 512,
             keep_after_snapshot: 1024,
@@ -77,7 +96,17 @@ impl Config {
         self.members.len() / 2 + 1
     }
 
-    /// Checks the settings.
+    /// Checks the settings. A full slot must fit in one message: so that
+    /// every Accept and catch-up response the replica builds from its own
+    /// proposals stays within [`Config::max_message_bytes`], it needs
+    /// `max_batch_bytes + ENTRY_OVERHEAD_BYTES + MESSAGE_OVERHEAD_BYTES <=
+    /// max_message_bytes`.
+    ///
+    /// Not covered: a snapshot is sent whole in one catch-up response
+    /// whatever its size, and a Promise carries every vote the acceptor
+    /// holds from the candidate's first unchosen slot on; the caller must
+    /// keep both under its frame limit (snapshot often enough, bound the
+    /// application state).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut members = self.members.clone();
         members.sort();
@@ -93,6 +122,17 @@ impl Config {
         }
         if self.max_batch == 0 || self.window == 0 || self.catchup_batch == 0 {
             return Err(ConfigError::ZeroLimit);
+        }
+        let slot_fits = self
+            .max_batch_bytes
+            .checked_add(ENTRY_OVERHEAD_BYTES + MESSAGE_OVERHEAD_BYTES)
+            .is_some_and(|n| n <= self.max_message_bytes);
+        if self.max_batch_bytes == 0 || !slot_fits {
+            return Err(ConfigError::ByteLimits {
+                max_batch_bytes: self.max_batch_bytes,
+                max_message_bytes: self.max_message_bytes,
+                overhead: ENTRY_OVERHEAD_BYTES + MESSAGE_OVERHEAD_BYTES,
+            });
         }
         Ok(())
     }
@@ -113,4 +153,17 @@ pub enum ConfigError {
     /// A batch, window or catch-up limit is zero.
     #[error("max_batch, window and catchup_batch must be at least 1")]
     ZeroLimit,
+    /// A full slot would not fit in one message.
+    #[error(
+        "max_batch_bytes ({max_batch_bytes}) must be non-zero and, plus {overhead} bytes of \
+         overhead, at most max_message_bytes ({max_message_bytes})"
+    )]
+    ByteLimits {
+        /// The configured per-slot limit.
+        max_batch_bytes: usize,
+        /// The configured per-message limit.
+        max_message_bytes: usize,
+        /// Bytes of one entry's and one message's overhead.
+        overhead: usize,
+    },
 }

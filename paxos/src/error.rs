@@ -14,14 +14,6 @@ pub enum PaxosError {
     /// The journal's recovered state contradicts itself.
     #[error("recovered journal state is inconsistent: {0}")]
     InconsistentJournal(String),
-    /// A peer asserted a different value for a slot this replica knows to
-    /// be chosen. Two values chosen for one slot means the cluster's safety
-    /// was broken (a corrupt or reset journal somewhere).
-    #[error("slot {slot} is chosen here with another value than a peer sent")]
-    ChosenValueConflict {
-        /// The slot in question.
-        slot: Slot,
-    },
     /// A snapshot was offered for a slot that is not yet chosen here.
     #[error("cannot snapshot slot {slot}: only {committed} is chosen")]
     SnapshotBeyondCommitted {
@@ -51,6 +43,20 @@ pub enum ProposeError {
     NotLeader {
         /// The node this replica last heard leading, if any.
         leader: Option<crate::types::NodeId>,
+    },
+    /// A command is larger than one slot may hold
+    /// ([`crate::Config::max_batch_bytes`]); no command of the call was
+    /// taken.
+    #[error(
+        "command {index} of the proposal takes {bytes} bytes, more than the {limit} one slot holds"
+    )]
+    CommandTooLarge {
+        /// Its position among the proposed commands.
+        index: usize,
+        /// Its length plus [`crate::COMMAND_OVERHEAD_BYTES`].
+        bytes: usize,
+        /// [`crate::Config::max_batch_bytes`].
+        limit: usize,
     },
     /// The replica is stopped.
     #[error("replica stopped")]

@@ -69,9 +69,12 @@ mod types;
 
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
 pub use error::{PaxosError, ProposeError};
 pub use journal::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
 pub use message::{Envelope, Message};
-pub use replica::{Leadership, Ready, Replica};
-pub use types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
+pub use replica::{Leadership, Ready, Refusal, Replica};
+pub use types::{
+    Ballot, COMMAND_OVERHEAD_BYTES, ENTRY_OVERHEAD_BYTES, LogEntry, MAX_SLOT,
+    MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Snapshot, Value, command_bytes,
+};

@@ -97,7 +97,12 @@ impl LeaseClient {
     /// timeout (a session of its own for request ids).
     pub fn with_call_timeout(self, timeout: Duration) -> LeaseClient {
         let inner = &self.inner;
-        LeaseClient::session(inner.node.clone(), inner.owner.clone(), inner.token, timeout)
+        LeaseClient::session(
+            inner.node.clone(),
+            inner.owner.clone(),
+            inner.token,
+            timeout,
+        )
     }
 
     /// The session's secret.

@@ -47,6 +47,11 @@ pub struct NodeConfig {
     pub max_batch: usize,
     /// Most slots in flight at the leader.
     pub window: usize,
+    /// Most bytes of commands in one slot.
+    pub max_batch_bytes: usize,
+    /// Most bytes of one consensus message (an Accept or a catch-up
+    /// answer); keep it well under the transport's peer frame limit.
+    pub max_message_bytes: usize,
     /// A deliberately broken runtime, for proving the simulator's checks
     /// (feature `sabotage` only).
     #[cfg(feature = "sabotage")]
@@ -55,7 +60,9 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults: 50 ms heartbeats, 300 ms election timeout, 1000 ppm drift
-    /// bound, 5 ms ticks, 500 ms retries, a snapshot every 10 000 slots.
+    /// bound, 5 ms ticks, 500 ms retries, a snapshot every 10 000 slots,
+    /// slots of at most 256 commands and 1 MiB, consensus messages of at
+    /// most 4 MiB.
     pub fn new(node: NodeId, members: Vec<NodeId>) -> Self {
         NodeConfig {
             node,
@@ -68,6 +75,8 @@ impl NodeConfig {
             snapshot_every: 10_000,
             max_batch: 256,
             window: 64,
+            max_batch_bytes: trexlock_paxos::DEFAULT_MAX_BATCH_BYTES,
+            max_message_bytes: trexlock_paxos::DEFAULT_MAX_MESSAGE_BYTES,
             #[cfg(feature = "sabotage")]
             sabotage: None,
         }
@@ -82,6 +91,8 @@ impl NodeConfig {
         cfg.election_timeout = self.election_timeout;
         cfg.max_batch = self.max_batch;
         cfg.window = self.window;
+        cfg.max_batch_bytes = self.max_batch_bytes;
+        cfg.max_message_bytes = self.max_message_bytes;
         cfg.seed = seed;
         cfg
     }

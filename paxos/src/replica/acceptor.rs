@@ -1,6 +1,6 @@
 //! The acceptor and learner side: answering prepares, accepts and commits.
 
-use super::{Replica, Role};
+use super::{Refusal, Replica, Role};
 use crate::error::PaxosError;
 use crate::message::Message;
 use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
@@ -53,7 +53,9 @@ impl Replica {
 
     /// Phase 2b. Votes for every proposal of a ballot at least as high as
     /// the promise, except proposals of another value for a slot already
-    /// known chosen.
+    /// known chosen. An Accept reaching past the vote horizon is refused
+    /// whole, before it can raise the promise: this replica lags (and
+    /// catches up from the leader's heartbeats) or the Accept is forged.
     pub(super) fn on_accept(
         &mut self,
         now: Duration,
@@ -69,6 +71,14 @@ impl Replica {
         if ballot < self.promised && !sabotaged!(self, AcceptLowerBallot) {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });
+            return Ok(());
+        }
+        let horizon = self.vote_horizon();
+        if let Some((slot, _)) = entries.last().filter(|(s, _)| *s > horizon) {
+            self.refuse(Refusal::AcceptTooFarAhead {
+                slot: *slot,
+                horizon,
+            });
             return Ok(());
         }
         if ballot > self.promised {

@@ -1,9 +1,12 @@
 //! Candidate and leader: phase 1 over every unchosen slot, then pipelined
 //! phase 2 with batching, heartbeats, retransmission and quorum checks.
 
-use super::{CommandQueue, Leadership, Replica, Role};
+use super::admission::MAX_RECOVERY_SLOTS;
+use super::{CommandQueue, Leadership, Refusal, Replica, Role};
 use crate::message::Message;
-use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use crate::types::{
+    Ballot, LogEntry, MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Value, command_bytes, split_by_bytes,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -45,9 +48,14 @@ pub(crate) struct Leader {
 }
 
 impl Replica {
-    /// Starts phase 1 with a ballot above every ballot seen.
+    /// Starts phase 1 with a ballot above every ballot seen. When the
+    /// ballot space above them is exhausted (admission keeps peers from
+    /// getting there), it stays a follower rather than reuse a ballot.
     pub(super) fn start_election(&mut self, now: Duration) {
-        let ballot = self.promised.max(self.max_seen).next_for(self.cfg.node);
+        let Some(ballot) = self.promised.max(self.max_seen).next_for(self.cfg.node) else {
+            self.reset_election_deadline(now);
+            return;
+        };
         // Cannot fail: the new ballot is above the promise.
         let _ = self.set_promised(ballot);
         let queue = match std::mem::replace(&mut self.role, Role::Follower) {
@@ -109,8 +117,12 @@ impl Replica {
     }
 
     /// Collects a promise; with a quorum, becomes leader. A promise from a
-    /// peer that compacted slots we still need means we are too far behind
-    /// to lead: we fall back to follower and catch up from that peer.
+    /// peer that compacted slots we still need, or that knows chosen slots
+    /// more than [`MAX_RECOVERY_SLOTS`] past our first unchosen one, means
+    /// we are too far behind to lead: we fall back to follower and catch up
+    /// from that peer. A promise reporting votes that far ahead while
+    /// knowing none of them chosen is refused: leading on it would mean
+    /// proposing that many slots at once.
     pub(super) fn on_promise(
         &mut self,
         now: Duration,
@@ -127,7 +139,18 @@ impl Replica {
         if c.ballot != ballot {
             return;
         }
-        if truncated >= c.from {
+        let horizon = c.from.saturating_add(MAX_RECOVERY_SLOTS);
+        let last = entries.last().map_or(0, |(s, _)| *s);
+        if last > horizon && committed < c.from {
+            let refusal = Refusal::RecoveryTooLong {
+                from: c.from,
+                last,
+                span: MAX_RECOVERY_SLOTS,
+            };
+            self.refuse(refusal);
+            return;
+        }
+        if truncated >= c.from || last > horizon {
             self.step_down(now);
             self.leader_committed = self.leader_committed.max(committed);
             self.request_catchup(now, from);
@@ -211,13 +234,24 @@ impl Replica {
     }
 
     /// Moves queued commands into new slots while the window has room,
-    /// at most `max_batch` commands per slot.
+    /// at most `max_batch` commands and `max_batch_bytes` bytes per slot
+    /// (every queued command fits a slot alone: `propose` refuses others).
     pub(super) fn fill_window(&mut self, now: Duration) {
         let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
             return;
         };
         while leader.in_flight.len() < self.cfg.window && !leader.queue.is_empty() {
-            let n = leader.queue.len().min(self.cfg.max_batch);
+            let mut bytes = 0usize;
+            let n = leader
+                .queue
+                .iter()
+                .take(self.cfg.max_batch)
+                .take_while(|c| {
+                    bytes = bytes.saturating_add(command_bytes(c));
+                    bytes <= self.cfg.max_batch_bytes
+                })
+                .count()
+                .max(1);
             let batch: Vec<_> = leader.queue.drain(..n).collect();
             let slot = leader.next_slot;
             self.propose_in_slot(&mut leader, now, slot, Value::Batch(batch));
@@ -321,13 +355,16 @@ impl Replica {
             }
         }
         let due = now >= leader.last_heartbeat + self.cfg.heartbeat_interval;
+        let budget = self.accept_budget();
         for (peer, entries) in resend {
-            let message = Message::Accept {
-                ballot,
-                committed,
-                entries,
-            };
-            self.send(peer, message);
+            for entries in split_by_bytes(entries, budget, Value::entry_bytes) {
+                let message = Message::Accept {
+                    ballot,
+                    committed,
+                    entries,
+                };
+                self.send(peer, message);
+            }
         }
         if due {
             self.send_heartbeats(now);
@@ -347,27 +384,41 @@ impl Replica {
         self.broadcast(&message);
     }
 
-    /// Sends this step's proposals as one Accept per peer, or, when there
-    /// are none but the commit index moved, a Commit so followers apply
-    /// promptly.
+    /// Room for entries in one Accept.
+    fn accept_budget(&self) -> usize {
+        self.cfg
+            .max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD_BYTES)
+    }
+
+    /// Sends this step's proposals to every peer, in as few Accepts as
+    /// [`crate::Config::max_message_bytes`] allows, or, when there are none
+    /// but the commit index moved, a Commit so followers apply promptly.
     pub(super) fn flush_leader_messages(&mut self) {
+        let budget = self.accept_budget();
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
         let ballot = leader.ballot;
         let committed = self.committed;
-        let message = if !leader.unsent.is_empty() {
-            Message::Accept {
-                ballot,
-                committed,
-                entries: std::mem::take(&mut leader.unsent),
-            }
+        let messages: Vec<Message> = if !leader.unsent.is_empty() {
+            let unsent = std::mem::take(&mut leader.unsent);
+            split_by_bytes(unsent, budget, Value::entry_bytes)
+                .into_iter()
+                .map(|entries| Message::Accept {
+                    ballot,
+                    committed,
+                    entries,
+                })
+                .collect()
         } else if leader.announced < committed {
-            Message::Commit { ballot, committed }
+            vec![Message::Commit { ballot, committed }]
         } else {
             return;
         };
         leader.announced = committed;
-        self.broadcast(&message);
+        for message in &messages {
+            self.broadcast(message);
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! sends `ready.messages`, then applies `ready.install` and `ready.chosen`.
 
 mod acceptor;
+mod admission;
 mod catchup;
 mod leader;
 mod rejoin;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+pub use admission::Refusal;
 pub(crate) use leader::{Candidate, Leader};
 
 /// What one step produced. Perform it in field order: **persist `write`
@@ -46,6 +48,9 @@ pub struct Ready {
     /// Commands this replica had queued but never proposed before it lost
     /// leadership. They were not chosen; the caller may forward them.
     pub unproposed: Vec<Bytes>,
+    /// Set when the handled message was dropped unread, with the reason
+    /// (for the caller's logs and metrics; nothing else needs doing).
+    pub refused: Option<Refusal>,
 }
 
 impl Ready {
@@ -57,6 +62,7 @@ impl Ready {
             && self.chosen.is_empty()
             && self.leadership.is_none()
             && self.unproposed.is_empty()
+            && self.refused.is_none()
     }
 }
 
@@ -102,6 +108,11 @@ pub struct Replica {
     /// Highest commit index a leader has told us about.
     leader_committed: Slot,
     catchup_sent_at: Option<Duration>,
+    /// The peer last asked for catch-up and the first slot asked for; only
+    /// its answer to that request is accepted.
+    catchup_asked: Option<(NodeId, Slot)>,
+    /// Peer messages dropped by admission checks so far.
+    refused: u64,
     /// Ballot of the leader last heard from (followers only).
     leader_ballot: Option<Ballot>,
     /// Set while this replica started empty and may not vote yet.
@@ -141,6 +152,8 @@ impl Replica {
             election_deadline: now,
             leader_committed: state.committed,
             catchup_sent_at: None,
+            catchup_asked: None,
+            refused: 0,
             leader_ballot: None,
             rejoin,
             stopped: false,
@@ -195,23 +208,32 @@ impl Replica {
         self.rejoin.is_some()
     }
 
+    /// How many peer messages this replica dropped as malformed, forged,
+    /// stale or unasked for (each reported in its step's
+    /// [`Ready::refused`]).
+    pub fn refused_messages(&self) -> u64 {
+        self.refused
+    }
+
     /// True once an error stopped this replica.
     pub fn is_stopped(&self) -> bool {
         self.stopped
     }
 
-    /// Handles one message from a peer. Messages from non-members or for
-    /// another node are ignored.
+    /// Handles one message from a peer. No message can stop, panic or
+    /// wedge the replica: one that fails the admission checks (addressing,
+    /// membership, ballots that cannot be exceeded or are not the sender's,
+    /// slots out of range, answers nobody asked for) is dropped and
+    /// reported in [`Ready::refused`].
     ///
     /// # Errors
-    /// A [`PaxosError`] stops the replica.
+    /// A [`PaxosError`] stops the replica; none is caused by the message's
+    /// content.
     pub fn handle(&mut self, now: Duration, envelope: Envelope) -> Result<Ready, PaxosError> {
         self.guard()?;
-        if envelope.to != self.cfg.node
-            || envelope.from == self.cfg.node
-            || !self.cfg.members.contains(&envelope.from)
-        {
-            return Ok(Ready::default());
+        if let Err(refusal) = self.admit(&envelope) {
+            self.refuse(refusal);
+            return self.finish(Ok(()));
         }
         let from = envelope.from;
         let result = match envelope.message {
@@ -254,7 +276,8 @@ impl Replica {
                 Ok(())
             }
             Message::CatchupResponse { snapshot, entries } => {
-                self.on_catchup_response(now, from, snapshot, entries)
+                self.on_catchup_response(now, from, snapshot, entries);
+                Ok(())
             }
             Message::Probe => {
                 self.on_probe(from);
@@ -272,14 +295,30 @@ impl Replica {
         self.finish(result)
     }
 
-    /// Proposes client commands. A leader assigns them to slots (batched,
-    /// within its window); a candidate holds them until elected.
+    /// Proposes client commands. A leader assigns them to slots (batched
+    /// by count and bytes, within its window); a candidate holds them until
+    /// elected. Either takes all the commands or none.
     ///
     /// # Errors
-    /// [`ProposeError::NotLeader`] on a follower, with its leader hint.
+    /// [`ProposeError::NotLeader`] on a follower, with its leader hint;
+    /// [`ProposeError::CommandTooLarge`] when a command would not fit in a
+    /// slot ([`Config::max_batch_bytes`]).
     pub fn propose(&mut self, now: Duration, commands: Vec<Bytes>) -> Result<Ready, ProposeError> {
         if self.stopped {
             return Err(ProposeError::Stopped);
+        }
+        let limit = self.cfg.max_batch_bytes;
+        if let Some((index, bytes)) = commands
+            .iter()
+            .map(crate::types::command_bytes)
+            .enumerate()
+            .find(|(_, bytes)| *bytes > limit)
+        {
+            return Err(ProposeError::CommandTooLarge {
+                index,
+                bytes,
+                limit,
+            });
         }
         match &mut self.role {
             Role::Follower => {

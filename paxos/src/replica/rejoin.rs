@@ -78,7 +78,12 @@ impl Replica {
         }
     }
 
-    /// A learner probes silent members every two heartbeats.
+    /// A learner probes every other member every two heartbeats, and a
+    /// member's later reply replaces its earlier one: so one forged or
+    /// corrupt reply (a last slot nobody reached) cannot hold the learner
+    /// back for good. Any reply is sound to use, since every probe was
+    /// sent after the journal was lost: a reply reflects every promise and
+    /// vote the learner forgot.
     pub(super) fn rejoin_tick(&mut self, now: Duration) {
         let retry = self.cfg.heartbeat_interval * 2;
         let peers: Vec<NodeId> = self.peers().collect();
@@ -89,11 +94,7 @@ impl Replica {
             return;
         }
         rejoin.probe_sent_at = Some(now);
-        let silent: Vec<NodeId> = peers
-            .into_iter()
-            .filter(|p| !rejoin.replies.contains_key(p))
-            .collect();
-        for peer in silent {
+        for peer in peers {
             self.send(peer, Message::Probe);
         }
         if self.committed < self.leader_committed

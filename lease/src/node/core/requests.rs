@@ -87,10 +87,7 @@ impl NodeCore {
     /// passed on once to the leader it knows (never back to the sender).
     /// Each is validated again: a peer is not trusted to have done it.
     pub(super) fn on_forward(&mut self, from: NodeId, requests: Vec<Request>) {
-        let requests: Vec<Request> = requests
-            .into_iter()
-            .filter(|r| admit(r).is_ok())
-            .collect();
+        let requests: Vec<Request> = requests.into_iter().filter(|r| admit(r).is_ok()).collect();
         if requests.is_empty() {
             return;
         }
@@ -176,11 +173,26 @@ impl NodeCore {
         if self.to_propose.is_empty() {
             return Ok(());
         }
-        let commands = std::mem::take(&mut self.to_propose);
+        let mut commands = std::mem::take(&mut self.to_propose);
+        // Admission keeps every request far below a slot; a command that
+        // still would not fit is dropped here, so that it cannot take the
+        // rest of the round's batch down with it.
+        let slot_bytes = self.replica.config().max_batch_bytes;
+        commands.retain(|c| {
+            let fits = c.len() + trexlock_paxos::COMMAND_OVERHEAD_BYTES <= slot_bytes;
+            if !fits {
+                tracing::warn!(node = %self.cfg.node, bytes = c.len(), "command larger than a slot dropped");
+            }
+            fits
+        });
         match self.replica.propose(self.now, commands) {
             Ok(ready) => self.perform(ready),
             // Lost leadership meanwhile: origins retry with the new leader.
             Err(ProposeError::NotLeader { .. }) => Ok(()),
+            Err(e @ ProposeError::CommandTooLarge { .. }) => {
+                tracing::warn!(node = %self.cfg.node, error = %e, "proposal refused");
+                Ok(())
+            }
             Err(ProposeError::Stopped) => Err(PaxosError::Stopped.into()),
         }
     }

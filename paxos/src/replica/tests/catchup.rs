@@ -51,23 +51,95 @@ fn catchup_sends_chosen_values_and_a_snapshot_for_compacted_slots() {
     );
 }
 
+/// A follower told by leader N1 that slots up to `committed` are chosen,
+/// and so asking N1 for catch-up from slot 1.
+fn follower_asking_n1(committed: Slot) -> Replica {
+    let mut r = fresh(N2);
+    let commit = Message::Commit {
+        ballot: b(1, N1),
+        committed,
+    };
+    let ready = r.handle(ms(1), env(N1, N2, commit)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.to == N1 && e.message == Message::CatchupRequest { from: 1 })
+    );
+    r
+}
+
 #[test]
 fn a_follower_installs_a_snapshot_then_applies_what_follows() {
-    let mut r = fresh(N2);
+    let mut r = follower_asking_n1(7);
     let snapshot = Snapshot {
         slot: 4,
         data: Bytes::from_static(b"s"),
     };
     let response = Message::CatchupResponse {
         snapshot: Some(snapshot.clone()),
-        entries: vec![(5, batch("5")), (7, batch("gap"))],
+        entries: vec![(5, batch("5"))],
     };
-    let ready = r.handle(ms(1), env(N1, N2, response)).unwrap();
+    let ready = r.handle(ms(2), env(N1, N2, response)).unwrap();
     assert_eq!(ready.install, Some(snapshot.clone()));
-    assert_eq!(ready.chosen, vec![(5, batch("5"))], "stops at the gap");
+    assert_eq!(ready.chosen, vec![(5, batch("5"))]);
     assert_eq!(ready.write.snapshot, Some(snapshot));
     assert_eq!(ready.write.truncate, Some(4));
     assert_eq!(ready.write.committed, Some(5));
+}
+
+#[test]
+fn catch_up_responses_are_taken_only_as_answers_to_the_request_outstanding() {
+    let snapshot = |slot| Snapshot {
+        slot,
+        data: Bytes::from_static(b"s"),
+    };
+    let response = |snapshot, entries| Message::CatchupResponse { snapshot, entries };
+    let cases = [
+        (
+            N3,
+            response(None, vec![(1, batch("1"))]),
+            Refusal::UnaskedCatchup { from: N3 },
+        ),
+        (
+            N1,
+            response(None, vec![(2, batch("2"))]),
+            Refusal::UnaskedCatchup { from: N1 },
+        ),
+        (
+            N1,
+            response(Some(snapshot(72)), vec![]),
+            Refusal::SnapshotAhead {
+                slot: 72,
+                known: 71,
+            },
+        ),
+        (
+            N1,
+            response(None, vec![(1, batch("1")), (3, batch("3"))]),
+            Refusal::SlotsOutOfOrder {
+                kind: "catchup_response",
+                slot: 3,
+            },
+        ),
+    ];
+    for (from, message, refusal) in cases {
+        let mut r = follower_asking_n1(7);
+        let ready = r.handle(ms(2), env(from, N2, message)).unwrap();
+        assert_eq!(ready.refused, Some(refusal));
+        assert!(ready.write.is_empty() && ready.chosen.is_empty() && ready.install.is_none());
+        assert_eq!(r.committed(), 0);
+    }
+    let mut r = follower_asking_n1(7);
+    let answer = response(None, vec![(1, batch("1"))]);
+    let ready = r.handle(ms(2), env(N1, N2, answer.clone())).unwrap();
+    assert_eq!(ready.chosen, vec![(1, batch("1"))]);
+    let again = r.handle(ms(3), env(N1, N2, answer)).unwrap();
+    assert_eq!(
+        again.refused,
+        Some(Refusal::UnaskedCatchup { from: N1 }),
+        "a duplicate answers nothing outstanding"
+    );
 }
 
 // ------------------------------------------------------ Snapshot, restart
@@ -187,8 +259,22 @@ fn messages_from_strangers_or_for_others_are_ignored() {
         from: 1,
     };
     let stranger = r.handle(T0, env(NodeId(9), N1, prepare.clone())).unwrap();
-    let misrouted = r.handle(T0, env(N2, N3, prepare)).unwrap();
-    assert!(stranger.is_empty() && misrouted.is_empty());
+    let misrouted = r.handle(T0, env(N2, N3, prepare.clone())).unwrap();
+    let itself = r.handle(T0, env(N1, N1, prepare)).unwrap();
+    for (ready, refusal) in [
+        (stranger, Refusal::SenderNotAMember(NodeId(9))),
+        (misrouted, Refusal::NotForThisNode(N3)),
+        (itself, Refusal::FromItself),
+    ] {
+        assert_eq!(
+            ready,
+            Ready {
+                refused: Some(refusal),
+                ..Ready::default()
+            }
+        );
+    }
+    assert_eq!(r.refused_messages(), 3);
 }
 
 #[test]

@@ -93,5 +93,7 @@ fn elect_n1(entries_from_n2: Vec<(Slot, LogEntry)>, n2_committed: Slot) -> (Repl
 
 mod acceptor;
 mod catchup;
+mod hostile;
 mod leader;
+mod limits;
 mod rejoin;

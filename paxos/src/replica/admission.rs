@@ -1,0 +1,333 @@
+//! Admission: the checks every peer message passes before any handler
+//! reads it. A message that fails them is dropped and reported as a
+//! [`Refusal`]; it never changes the replica's state and never stops it, so
+//! no sequence of forged, corrupt or stale messages can panic a replica,
+//! overflow its arithmetic or wedge its elections.
+//!
+//! What a peer can still do is limited by what the protocol trusts it with:
+//! a member that sends well-formed messages in its own name is believed
+//! (Paxos does not tolerate lying members; peer authentication keeps
+//! strangers out). The checks here make sure that such trust is only ever
+//! extended to messages the protocol could have produced.
+
+use super::Replica;
+use crate::message::{Envelope, Message};
+use crate::types::{Ballot, MAX_SLOT, NodeId, Slot};
+
+/// Why a peer message was dropped without effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The message is addressed to another node.
+    #[error("addressed to {0}, not to this node")]
+    NotForThisNode(NodeId),
+    /// The sender claims to be this node.
+    #[error("the sender claims to be this node")]
+    FromItself,
+    /// The sender is not a member of the cluster.
+    #[error("sender {0} is not a member")]
+    SenderNotAMember(NodeId),
+    /// A ballot whose counter cannot be exceeded: promising it would end
+    /// every later election.
+    #[error("{kind}: ballot {ballot} has a counter that cannot be exceeded")]
+    UnusableBallot {
+        /// The message kind.
+        kind: &'static str,
+        /// The offending ballot.
+        ballot: Ballot,
+    },
+    /// A ballot owned by a node that is not a member.
+    #[error("{kind}: ballot {ballot} is owned by a non-member")]
+    BallotOfNonMember {
+        /// The message kind.
+        kind: &'static str,
+        /// The offending ballot.
+        ballot: Ballot,
+    },
+    /// A Prepare, Accept or Commit comes only from the node whose ballot it
+    /// carries.
+    #[error("{kind} in ballot {ballot} came from {from}, not from the ballot's owner")]
+    NotFromBallotOwner {
+        /// The message kind.
+        kind: &'static str,
+        /// The ballot carried.
+        ballot: Ballot,
+        /// The sender.
+        from: NodeId,
+    },
+    /// A Promise, Accepted, CommitAck or Nack answers a ballot of this
+    /// node; this one names another node's ballot.
+    #[error("{kind} answers ballot {ballot}, which this node did not create")]
+    NotThisNodesBallot {
+        /// The message kind.
+        kind: &'static str,
+        /// The ballot answered.
+        ballot: Ballot,
+    },
+    /// A slot or commit index outside what the protocol uses (slot 0, or
+    /// above [`MAX_SLOT`]; a first missing slot may be `MAX_SLOT + 1`).
+    #[error("{kind}: slot {slot} is out of range (0 or above {MAX_SLOT})")]
+    SlotOutOfRange {
+        /// The message kind.
+        kind: &'static str,
+        /// The offending slot.
+        slot: Slot,
+    },
+    /// Slots of one message are not in increasing order (or, for a
+    /// catch-up response, not contiguous).
+    #[error("{kind}: slots out of order at {slot}")]
+    SlotsOutOfOrder {
+        /// The message kind.
+        kind: &'static str,
+        /// The first slot out of order.
+        slot: Slot,
+    },
+    /// A NACK whose promised ballot is not above the ballot it refuses.
+    #[error("nack of {ballot} claims the promise {promised}, which is not higher")]
+    NackNotHigher {
+        /// The refused ballot.
+        ballot: Ballot,
+        /// The claimed promise.
+        promised: Ballot,
+    },
+    /// A catch-up response that answers no request outstanding to its
+    /// sender (a duplicate, a late answer, or one never asked for).
+    #[error("catch-up response from {from} answers no outstanding request")]
+    UnaskedCatchup {
+        /// The sender.
+        from: NodeId,
+    },
+    /// A snapshot beyond the highest commit index any leader or promise has
+    /// reported here, by more than a window of slots.
+    #[error(
+        "snapshot at slot {slot} is ahead of the highest commit index heard plus a window, {known}"
+    )]
+    SnapshotAhead {
+        /// The snapshot's slot.
+        slot: Slot,
+        /// The highest commit index heard, plus the window.
+        known: Slot,
+    },
+    /// A catch-up value for a slot this replica knows chosen with another
+    /// value. Two values chosen for one slot would mean the sender's journal
+    /// is corrupt or reset; believing it could only spread the damage.
+    #[error("catch-up value for slot {slot} differs from the value chosen here")]
+    ChosenValueConflict {
+        /// The slot in question.
+        slot: Slot,
+    },
+    /// An Accept for a slot so far past this replica's commit index that no
+    /// leader could have proposed it yet unless this replica lags; a lagging
+    /// replica catches up before it votes that far ahead.
+    #[error(
+        "accept for slot {slot}, beyond {horizon}, the highest slot this replica votes for now"
+    )]
+    AcceptTooFarAhead {
+        /// The slot proposed.
+        slot: Slot,
+        /// This replica's commit index plus the recovery span and window.
+        horizon: Slot,
+    },
+    /// A promise reporting votes so far past the candidate's first unchosen
+    /// slot that leading would mean proposing that many slots at once,
+    /// while the sender knows none of them chosen (so catching up from it
+    /// would not help either).
+    #[error("promise reports a vote at slot {last}, more than {span} slots past {from}")]
+    RecoveryTooLong {
+        /// The candidate's first unchosen slot.
+        from: Slot,
+        /// The highest slot reported.
+        last: Slot,
+        /// The most slots a leader re-proposes when elected.
+        span: u64,
+    },
+}
+
+/// The most slots a new leader re-proposes at once. Beyond it, a candidate
+/// that lags a peer's chosen prefix catches up first (see
+/// `Replica::on_promise`).
+pub(super) const MAX_RECOVERY_SLOTS: u64 = 1 << 16;
+
+/// The most slots one snapshot may move a replica's commit index. A real
+/// lag is far shorter; a bound keeps forged snapshots from walking a
+/// replica to the top of the slot space (see `check_catchup_response`).
+pub(super) const MAX_SNAPSHOT_LEAD: u64 = 1 << 32;
+
+impl Replica {
+    /// The highest slot this replica votes for now. A leader proposes at
+    /// most [`MAX_RECOVERY_SLOTS`] re-proposals and then a window past its
+    /// commit index, so an honest replica that is not lagging never sees
+    /// an Accept beyond this; and because votes never lie beyond it, a
+    /// replica's own promise never spans more than that when it campaigns.
+    pub(super) fn vote_horizon(&self) -> Slot {
+        self.committed
+            .saturating_add(MAX_RECOVERY_SLOTS)
+            .saturating_add(self.cfg.window as u64)
+    }
+}
+
+fn slot_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
+    if (1..=MAX_SLOT).contains(&slot) {
+        Ok(())
+    } else {
+        Err(Refusal::SlotOutOfRange { kind, slot })
+    }
+}
+
+/// The first slot a replica lacks (its commit index plus one).
+fn first_missing_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
+    if (1..=MAX_SLOT + 1).contains(&slot) {
+        Ok(())
+    } else {
+        Err(Refusal::SlotOutOfRange { kind, slot })
+    }
+}
+
+/// A commit index or truncation point: 0 ("nothing") is allowed.
+fn index_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
+    if slot <= MAX_SLOT {
+        Ok(())
+    } else {
+        Err(Refusal::SlotOutOfRange { kind, slot })
+    }
+}
+
+fn increasing(
+    kind: &'static str,
+    slots: impl IntoIterator<Item = Slot>,
+    contiguous: bool,
+) -> Result<(), Refusal> {
+    let mut previous: Option<Slot> = None;
+    for slot in slots {
+        slot_in_range(kind, slot)?;
+        if let Some(p) = previous {
+            let in_order = if contiguous { slot == p + 1 } else { slot > p };
+            if !in_order {
+                return Err(Refusal::SlotsOutOfOrder { kind, slot });
+            }
+        }
+        previous = Some(slot);
+    }
+    Ok(())
+}
+
+impl Replica {
+    /// Checks everything about `envelope` that does not depend on the
+    /// replica's role: addressing, ballots and slot numbers. Handlers check
+    /// what depends on their state (an outstanding catch-up request, a
+    /// candidate's first slot) and refuse through [`Replica::refuse`].
+    pub(super) fn admit(&self, envelope: &Envelope) -> Result<(), Refusal> {
+        let me = self.cfg.node;
+        let from = envelope.from;
+        if envelope.to != me {
+            return Err(Refusal::NotForThisNode(envelope.to));
+        }
+        if from == me {
+            return Err(Refusal::FromItself);
+        }
+        if !self.cfg.members.contains(&from) {
+            return Err(Refusal::SenderNotAMember(from));
+        }
+        let message = &envelope.message;
+        let kind = message.kind();
+        let usable = |ballot: Ballot| {
+            if !ballot.is_usable() {
+                Err(Refusal::UnusableBallot { kind, ballot })
+            } else if ballot != Ballot::ZERO && !self.cfg.members.contains(&ballot.node) {
+                Err(Refusal::BallotOfNonMember { kind, ballot })
+            } else {
+                Ok(())
+            }
+        };
+        let owned_by_sender = |ballot: Ballot| {
+            usable(ballot)?;
+            if ballot.node == from {
+                Ok(())
+            } else {
+                Err(Refusal::NotFromBallotOwner { kind, ballot, from })
+            }
+        };
+        let mine = |ballot: Ballot| {
+            usable(ballot)?;
+            if ballot.node == me {
+                Ok(())
+            } else {
+                Err(Refusal::NotThisNodesBallot { kind, ballot })
+            }
+        };
+        match message {
+            Message::Prepare { ballot, from: slot } => {
+                owned_by_sender(*ballot)?;
+                first_missing_in_range(kind, *slot)
+            }
+            Message::Promise {
+                ballot,
+                committed,
+                truncated,
+                entries,
+            } => {
+                mine(*ballot)?;
+                index_in_range(kind, *committed)?;
+                index_in_range(kind, *truncated)?;
+                increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                entries
+                    .iter()
+                    .try_for_each(|(_, entry)| usable(entry.ballot))
+            }
+            Message::Accept {
+                ballot,
+                committed,
+                entries,
+            } => {
+                owned_by_sender(*ballot)?;
+                index_in_range(kind, *committed)?;
+                increasing(kind, entries.iter().map(|(s, _)| *s), false)
+            }
+            Message::Accepted { ballot, slots } => {
+                mine(*ballot)?;
+                increasing(kind, slots.iter().copied(), false)
+            }
+            Message::Commit { ballot, committed } => {
+                owned_by_sender(*ballot)?;
+                index_in_range(kind, *committed)
+            }
+            Message::CommitAck { ballot, committed } => {
+                mine(*ballot)?;
+                index_in_range(kind, *committed)
+            }
+            Message::Nack { ballot, promised } => {
+                mine(*ballot)?;
+                usable(*promised)?;
+                if promised > ballot {
+                    Ok(())
+                } else {
+                    Err(Refusal::NackNotHigher {
+                        ballot: *ballot,
+                        promised: *promised,
+                    })
+                }
+            }
+            Message::CatchupRequest { from: slot } => first_missing_in_range(kind, *slot),
+            Message::CatchupResponse { snapshot, entries } => {
+                if let Some(s) = snapshot {
+                    slot_in_range(kind, s.slot)?;
+                }
+                increasing(kind, entries.iter().map(|(s, _)| *s), true)
+            }
+            Message::Probe => Ok(()),
+            Message::ProbeReply {
+                promised,
+                last_slot,
+            } => {
+                usable(*promised)?;
+                index_in_range(kind, *last_slot)
+            }
+        }
+    }
+
+    /// Drops a message: counts it and reports why in this step's
+    /// [`super::Ready::refused`].
+    pub(super) fn refuse(&mut self, refusal: Refusal) {
+        self.refused = self.refused.saturating_add(1);
+        self.out.refused = Some(refusal);
+    }
+}
