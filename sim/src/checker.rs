@@ -40,18 +40,19 @@ impl Checker {
         }
     }
 
-    /// Records what a message reveals: a leader's proposal, a promise.
+    /// Records what a message reveals: a leader's proposal. (A Promise
+    /// message may leave after the acceptor promised more, once the write
+    /// it waited for is synced; promises are checked where they are
+    /// durable, in [`Checker::on_durable`] and at restarts.)
     pub fn on_send(&mut self, from: NodeId, message: &Message) {
-        match message {
-            Message::Accept {
-                ballot, entries, ..
-            } if ballot.node == from => {
-                for (slot, value) in entries {
-                    self.propose(*slot, *ballot, value, from);
-                }
+        if let Message::Accept {
+            ballot, entries, ..
+        } = message
+            && ballot.node == from
+        {
+            for (slot, value) in entries {
+                self.propose(*slot, *ballot, value, from);
             }
-            Message::Promise { ballot, .. } => self.saw_promise(from, *ballot),
-            _ => {}
         }
     }
 
@@ -67,11 +68,31 @@ impl Checker {
         }
     }
 
-    /// `node`'s journal made `write` durable: its votes now count.
+    /// `node`'s journal made `write` durable: its votes now count, and its
+    /// promise is one it can never go back on.
+    ///
+    /// An entry is a vote when its value is what the ballot's leader
+    /// proposed (the leader's own entry is its proposal). A replica that
+    /// learns a chosen value by catch-up writes it over its old vote and
+    /// keeps that vote's ballot; such an entry is no vote, and its value
+    /// must be the chosen one.
     pub fn on_durable(&mut self, node: NodeId, write: &JournalWrite) {
+        if let Some(ballot) = write.promised {
+            self.saw_promise(node, ballot);
+        }
         for (slot, entry) in &write.entries {
-            self.propose(*slot, entry.ballot, &entry.value, node);
-            self.vote(*slot, entry.ballot, node);
+            let (slot, ballot, value) = (*slot, entry.ballot, &entry.value);
+            match self.proposals.get(&(slot, ballot)) {
+                Some(proposed) if proposed == value => self.vote(slot, ballot, node),
+                None if ballot.node == node => {
+                    self.proposals.insert((slot, ballot), value.clone());
+                    self.vote(slot, ballot, node);
+                }
+                _ if self.chosen.get(&slot) == Some(value) => {}
+                _ => self.violations.push(format!(
+                    "{node} holds a value for slot {slot} in ballot {ballot} that its leader never proposed and no quorum chose"
+                )),
+            }
         }
         if let Some(snapshot) = &write.snapshot {
             match self.snapshots.get(&snapshot.slot) {
@@ -157,8 +178,25 @@ impl Checker {
     }
 
     /// A client received `outcome` for its request: a final answer must be
-    /// the one the log gave (requests refused before proposal aside).
-    pub fn on_client_answer(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+    /// the one the log gave (requests refused before proposal aside), and
+    /// a request the client still waits for is never one the table calls
+    /// already answered.
+    pub fn on_client_answer(
+        &mut self,
+        client: ClientId,
+        request: u64,
+        outcome: &Outcome,
+        waiting: bool,
+    ) {
+        if is_replay_refusal(outcome) {
+            if waiting {
+                self.violations.push(format!(
+                    "session {} still waits for request {request}, which the table calls already answered",
+                    client.0
+                ));
+            }
+            return;
+        }
         if !is_final(outcome) || matches!(outcome, Outcome::Refused(r) if r.is_invalid()) {
             return;
         }

@@ -160,7 +160,12 @@ impl World {
 
     pub(super) fn client_answer(&mut self, c: usize, request: u64, outcome: Outcome) {
         let session = self.clients[c].core.id();
-        self.checker.on_client_answer(session, request, &outcome);
+        let waiting = self.clients[c]
+            .waiting
+            .as_ref()
+            .is_some_and(|w| w.id == request);
+        self.checker
+            .on_client_answer(session, request, &outcome, waiting);
         let now = self.client_local(c);
         let client = &mut self.clients[c];
         let Some(w) = client.waiting.as_mut().filter(|w| w.id == request) else {

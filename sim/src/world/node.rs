@@ -207,9 +207,7 @@ impl World {
             self.outcome.elections += 1;
         }
         let effects = core.take_effects();
-        let promised = core.replica().promised();
         let id = self.nodes[i].id;
-        self.checker.saw_promise(id, promised);
         if let Err(e) = result {
             self.checker.violations.push(format!("{id} stopped: {e}"));
             self.nodes[i].core = None;

@@ -54,7 +54,7 @@ use crate::time::LeaderClock;
 use bytes::Bytes;
 use pipeline::Pipeline;
 use requests::Pending;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use trexlock_paxos::{Config, JournalState, JournalWrite, NodeId, Replica, Slot, Value};
@@ -123,7 +123,9 @@ pub struct NodeCore {
     metrics: Arc<Metrics>,
     leader_clock: Option<LeaderClock>,
     known_leader: Option<NodeId>,
-    pending: HashMap<(ClientId, u64), Pending>,
+    /// Ordered, so that the same inputs give the same effects in the same
+    /// order (retries and re-routing walk it).
+    pending: BTreeMap<(ClientId, u64), Pending>,
     to_propose: Vec<Bytes>,
     /// Table time for which a tick was last proposed.
     tick_proposed_for: Option<u64>,
@@ -164,7 +166,7 @@ impl NodeCore {
             metrics: Arc::new(Metrics::default()),
             leader_clock: None,
             known_leader: None,
-            pending: HashMap::new(),
+            pending: BTreeMap::new(),
             to_propose: Vec::new(),
             tick_proposed_for: None,
             pipeline: Pipeline::new(replicated),
