@@ -113,12 +113,18 @@ impl NodeCore {
     }
 
     /// The leader proposes a bare tick when a lease someone waits for runs
-    /// out by its clock: expiry is decided by a command in the log.
+    /// out by its clock, or a session is due to be forgotten: expiry is
+    /// decided by a command in the log, and an idle cluster still sheds
+    /// the sessions its clients left behind.
     pub(super) fn tick_if_a_lease_is_due(&mut self) {
         let Some(clock) = self.leader_clock else {
             return;
         };
-        let Some(deadline) = self.table.next_deadline_us() else {
+        let due = [
+            self.table.next_deadline_us(),
+            self.table.next_session_expiry_us(),
+        ];
+        let Some(deadline) = due.into_iter().flatten().min() else {
             return;
         };
         if self.tick_proposed_for.is_some_and(|t| t >= deadline) {

@@ -382,3 +382,30 @@ fn a_request_nobody_will_collect_is_forgotten() {
         .count();
     assert_eq!(abandoned, 2);
 }
+
+#[test]
+fn an_idle_leader_proposes_a_tick_when_a_session_is_due_to_be_forgotten() {
+    let mut core = leader();
+    core.request(ms(20_000), acquire(8, 1, "holder"));
+    choose_all(&mut core, ms(20_000));
+    assert_eq!(core.table().sessions_len(), 1);
+    let expiry = Duration::from_micros(core.table().next_session_expiry_us().unwrap());
+    // Nothing happens but heartbeats, answered by n2, until well past the
+    // session's expiry (table time runs from the takeover, before 20 s).
+    let ballot = core.replica().promised();
+    let mut now = ms(20_000);
+    while now < expiry + ms(40_000) {
+        now += ms(100);
+        core.tick(now).unwrap();
+        let committed = core.replica().committed();
+        let ack = Message::CommitAck { ballot, committed };
+        core.peer(now, N2, PeerMessage::Paxos(ack)).unwrap();
+        choose_all(&mut core, now);
+    }
+    assert!(core.status().is_leader);
+    assert_eq!(
+        core.table().sessions_len(),
+        0,
+        "the session outlived its idle time"
+    );
+}
