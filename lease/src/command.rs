@@ -328,6 +328,11 @@ pub enum Refusal {
         crate::table::MAX_TOTAL_VALUE_BYTES
     )]
     ValueSpaceFull,
+    /// The sender may not ask for this: a forced release comes only from
+    /// a client in a node's own process (an operator's), never over the
+    /// network.
+    #[error("only a client in a node's own process may force a release")]
+    NotPermitted,
 }
 
 impl Refusal {

@@ -2,6 +2,7 @@
 //! clients, started and stopped together.
 
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
+use crate::command::{Op, Outcome, Refusal};
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::sync::Arc;
@@ -123,6 +124,16 @@ async fn serve_clients(
                     applied: status.applied,
                     metrics: node.metrics(),
                 });
+                let _ = transport.reply(conn, reply);
+            }
+            ClientMessage::Lease(request) if matches!(request.op, Op::ForceRelease { .. }) => {
+                // A remote connection carries no operator identity yet, so
+                // it may not take anyone's lease away.
+                let reply = NodeReply::Outcome {
+                    client: request.client,
+                    request: request.request,
+                    outcome: Outcome::Refused(Refusal::NotPermitted),
+                };
                 let _ = transport.reply(conn, reply);
             }
             ClientMessage::Lease(request) => {
