@@ -40,19 +40,47 @@ impl Checker {
         }
     }
 
-    /// Records what a message reveals: a leader's proposal. (A Promise
-    /// message may leave after the acceptor promised more, once the write
-    /// it waited for is synced; promises are checked where they are
-    /// durable, in [`Checker::on_durable`] and at restarts.)
+    /// Records what a message reveals, a leader's proposal, and checks
+    /// that a vote or a promise it announces is already durable at its
+    /// sender. (A Promise message may leave after the acceptor promised
+    /// more, once the write it waited for is synced: it is only checked
+    /// against what is durable.)
     pub fn on_send(&mut self, from: NodeId, message: &Message) {
-        if let Message::Accept {
-            ballot, entries, ..
-        } = message
-            && ballot.node == from
-        {
-            for (slot, value) in entries {
-                self.propose(*slot, *ballot, value, from);
+        match message {
+            Message::Accept {
+                ballot, entries, ..
+            } if ballot.node == from => {
+                for (slot, value) in entries {
+                    self.propose(*slot, *ballot, value, from);
+                }
             }
+            Message::Accepted { ballot, slots } => {
+                for slot in slots {
+                    let durable = self
+                        .votes
+                        .get(&(*slot, *ballot))
+                        .is_some_and(|v| v.contains(&from));
+                    // An acceptor that knows the slot chosen acknowledges
+                    // the same value again without a new vote: harmless.
+                    let already_chosen = self.chosen.get(slot).is_some_and(|chosen| {
+                        self.proposals.get(&(*slot, *ballot)) == Some(chosen)
+                    });
+                    if !durable && !already_chosen {
+                        self.violations.push(format!(
+                            "{from} announced its vote for slot {slot} in ballot {ballot} before it was durable"
+                        ));
+                    }
+                }
+            }
+            Message::Promise { ballot, .. } => {
+                let durable = self.max_promised.get(&from).copied().unwrap_or_default();
+                if durable < *ballot {
+                    self.violations.push(format!(
+                        "{from} sent a promise of {ballot} while only {durable} is durable"
+                    ));
+                }
+            }
+            _ => {}
         }
     }
 

@@ -142,11 +142,6 @@ impl ClientCore {
         })
     }
 
-    /// Ids of the requests still waiting for their final answer.
-    pub fn unanswered(&self) -> impl Iterator<Item = u64> + '_ {
-        self.in_flight.keys().copied()
-    }
-
     fn acked_below(&self) -> u64 {
         self.in_flight
             .keys()
@@ -258,7 +253,9 @@ impl ClientCore {
                 lease.ttl = ttl;
                 lease.value = value;
             }
-            Some(lease) if lease.stamp > stamp => {}
+            // An older grant, or this one answered again after it ended
+            // (a new grant always has a fresh stamp): stale.
+            Some(lease) if lease.stamp >= stamp => {}
             _ => {
                 self.prune_ended();
                 self.leases.insert(
@@ -363,6 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_answered_after_its_release_does_not_revive_the_lease() {
+        let mut c = core();
+        let first = acquire(&mut c, 10_000, MS);
+        c.answered(first, &granted(1), 2 * MS);
+        // A reentrant acquire and a release race; the release's answer
+        // is handled first.
+        let again = acquire(&mut c, 10_000, 3 * MS);
+        let release = Op::Release {
+            name: "a".into(),
+            owner: "me".into(),
+            stamp: Stamp(1),
+            token: LeaseToken(7),
+        };
+        let release = c.start(release, 3 * MS).request;
+        c.answered(release, &Outcome::Released, 4 * MS);
+        c.answered(again, &granted(1), 5 * MS);
+        let lease = c.lease("a").unwrap();
+        assert!(lease.ended);
+        assert_eq!(lease.deadline, 4 * MS);
+    }
+
+    #[test]
     fn acked_below_never_passes_an_unanswered_request() {
         let mut c = core();
         let one = acquire(&mut c, 1_000, MS);
@@ -380,7 +399,7 @@ mod tests {
         let mut c = core();
         let id = acquire(&mut c, 1_000, MS);
         assert_eq!(c.answered(id, &Outcome::Queued, 2 * MS), None);
-        assert_eq!(c.unanswered().collect::<Vec<_>>(), vec![id]);
+        assert!(c.request(id).is_some(), "still open");
         assert_eq!(c.answered(id, &granted(4), 3 * MS), Some(MS));
         assert_eq!(c.answered(id, &granted(4), 3 * MS), None);
     }

@@ -86,7 +86,10 @@ impl NodeTask {
             tokio::select! {
                 biased;
                 done = self.io.worker.done.recv() => match done {
-                    Some((id, Ok(()))) => self.core.synced(self.origin.elapsed(), id)?,
+                    Some((id, Ok(()))) => {
+                        let synced = self.core.synced(self.now(), id);
+                        self.perform(synced)?;
+                    }
                     Some((_, Err(e))) => return Err(e.into()),
                     None => return Err(NodeError::JournalThreadEnded),
                 },
@@ -96,10 +99,14 @@ impl NodeTask {
                 },
                 msg = self.io.inbox.recv() => {
                     if let Some((from, msg)) = msg {
-                        self.core.peer(self.origin.elapsed(), from, msg)?;
+                        let handled = self.core.peer(self.now(), from, msg);
+                        self.perform(handled)?;
                     }
                 },
-                _ = ticker.tick() => self.core.tick(self.origin.elapsed())?,
+                _ = ticker.tick() => {
+                    let ticked = self.core.tick(self.now());
+                    self.perform(ticked)?;
+                }
             }
             // Take whatever else is already waiting, so it shares this
             // round's proposal and journal sync.
@@ -111,15 +118,18 @@ impl NodeTask {
             }
             for _ in 0..ROUND_INPUTS {
                 match self.io.inbox.try_recv() {
-                    Ok((from, msg)) => self.core.peer(self.now(), from, msg)?,
+                    Ok((from, msg)) => {
+                        let handled = self.core.peer(self.now(), from, msg);
+                        self.perform(handled)?;
+                    }
                     Err(_) => break,
                 }
             }
             if self.shutdown.is_some() {
                 return self.drain().await;
             }
-            self.core.end_round(self.now())?;
-            self.perform();
+            let ended = self.core.end_round(self.now());
+            self.perform(ended)?;
             let status = self.core.status();
             self.io.status.send_if_modified(|s| {
                 let changed = *s != status;
@@ -137,6 +147,8 @@ impl NodeTask {
                 self.replies
                     .insert((request.client, request.request), reply);
                 self.core.request(self.now(), request);
+                // A request refused at admission is answered at once.
+                let _ = self.perform(Ok(()));
             }
             Call::Forget { client, request } => {
                 self.replies.remove(&(client, request));
@@ -146,8 +158,11 @@ impl NodeTask {
         }
     }
 
-    /// Performs the core's effects, in order.
-    fn perform(&mut self) {
+    /// Performs the core's effects, in order, as soon as an input produced
+    /// them (a journal write waits for no other input), then passes on the
+    /// input's result: even a step that stopped the node delivers what it
+    /// had already decided.
+    fn perform(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
         for effect in self.core.take_effects() {
             match effect {
                 Effect::Persist { id, write } => self.io.worker.submit(id, write),
@@ -163,6 +178,7 @@ impl NodeTask {
                 Effect::Applied { .. } | Effect::Installed { .. } => {}
             }
         }
+        result
     }
 
     fn deliver(&mut self, client: ClientId, request: u64, outcome: Outcome) {
@@ -186,12 +202,15 @@ impl NodeTask {
     async fn drain(&mut self) -> Result<(), NodeError> {
         loop {
             self.core.drain(self.now());
-            self.perform();
+            self.perform(Ok(()))?;
             if self.core.is_drained() {
                 return Ok(());
             }
             match self.io.worker.done.recv().await {
-                Some((id, Ok(()))) => self.core.synced(self.now(), id)?,
+                Some((id, Ok(()))) => {
+                    let synced = self.core.synced(self.now(), id);
+                    self.perform(synced)?;
+                }
                 Some((_, Err(e))) => return Err(e.into()),
                 None => return Ok(()),
             }

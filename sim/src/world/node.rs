@@ -191,18 +191,11 @@ impl World {
         input: impl FnOnce(&mut NodeCore, std::time::Duration) -> Result<(), NodeError>,
     ) {
         let now = self.local(i);
-        let stopping = self.nodes[i].stopping;
         let Some(core) = self.nodes[i].core.as_mut() else {
             return;
         };
         let was_leading = core.status().is_leader;
-        let result = input(core, now).and_then(|()| {
-            if stopping {
-                Ok(())
-            } else {
-                core.end_round(now)
-            }
-        });
+        let result = input(core, now).and_then(|()| core.end_round(now));
         if core.status().is_leader && !was_leading {
             self.outcome.elections += 1;
         }

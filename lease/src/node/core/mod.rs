@@ -132,6 +132,8 @@ pub struct NodeCore {
     pipeline: Pipeline,
     /// The time of the input being handled.
     now: Duration,
+    /// A clean stop has begun (see [`NodeCore::drain`]).
+    draining: bool,
     effects: Vec<Effect>,
 }
 
@@ -171,6 +173,7 @@ impl NodeCore {
             tick_proposed_for: None,
             pipeline: Pipeline::new(replicated),
             now,
+            draining: false,
             effects: Vec::new(),
         })
     }
@@ -181,8 +184,8 @@ impl NodeCore {
         std::mem::take(&mut self.effects)
     }
 
-    /// A client request arrived at this node. It is validated first (a
-    /// request outside the limits is answered [`Outcome::Invalid`] and
+    /// A client request arrived at this node. It is admitted first (a
+    /// request outside the limits is answered [`Outcome::Refused`] and
     /// never proposed), then proposed here if this node leads, or sent to
     /// the leader, and retried until answered.
     pub fn request(&mut self, now: Duration, request: Request) {
@@ -249,16 +252,25 @@ impl NodeCore {
     /// As [`NodeCore::peer`].
     pub fn end_round(&mut self, now: Duration) -> Result<(), NodeError> {
         self.now = now;
+        if self.draining {
+            self.flush_outbox();
+            return Ok(());
+        }
         self.propose_queued()?;
         self.flush_outbox();
         self.follow_leader_change();
         Ok(())
     }
 
-    /// Prepares a clean stop: sends what is queued and syncs what waits.
-    /// Keep feeding [`NodeCore::synced`] until [`NodeCore::is_drained`].
+    /// Prepares a clean stop: sends the messages already decided and syncs
+    /// what waits for the journal; nothing new is proposed any more (a
+    /// request not yet proposed stays unanswered). Keep feeding
+    /// [`NodeCore::synced`] until [`NodeCore::is_drained`]; from the first
+    /// call on, [`NodeCore::end_round`] does nothing.
     pub fn drain(&mut self, now: Duration) {
         self.now = now;
+        self.draining = true;
+        self.to_propose.clear();
         self.flush_outbox();
         self.flush_hint(true);
     }

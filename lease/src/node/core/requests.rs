@@ -9,12 +9,13 @@ use crate::table::admit;
 use std::time::Duration;
 use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 
-/// How long past its own wait a request may stay pending here. Every
-/// caller has given up well before (a client's call times out after its
-/// wait plus [`crate::client::DEFAULT_CALL_TIMEOUT`]), so an entry this old
-/// is one nobody will collect: a duplicate acquire of a waiting owner
-/// that the table answers only with `Queued`, or a remote caller gone
-/// silently.
+/// How long past its own wait a request may stay pending here. A caller
+/// with the default call timeout ([`crate::client::DEFAULT_CALL_TIMEOUT`])
+/// gave up long before; an entry this old is one nobody is likely to
+/// collect: a duplicate acquire of a waiting owner that the table answers
+/// only with `Queued`, or a remote caller gone silently. A caller whose own
+/// call timeout is longer than this sees its call end with
+/// [`crate::LeaseError::Stopped`].
 pub(super) const PENDING_GRACE: Duration = Duration::from_secs(60);
 
 /// A request that arrived at this node and awaits its final answer.
