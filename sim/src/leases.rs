@@ -18,6 +18,9 @@ use trexlock_lease::{ClientId, DriftBound, LeaseToken, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
+/// The TTL of some leases: longer than a change of leader takes, so that a
+/// holder still believes while a new leader takes over.
+pub(crate) const LONG_TTL_US: u64 = 2_000_000;
 /// How long one action on the resource lasts, on the client's clock.
 pub(crate) const ACTION_US: u64 = 2_000;
 /// The lease names clients compete for.

@@ -5,7 +5,7 @@
 //! a remote client does when its connection fails: late duplicates.
 
 use super::{Event, MS, World};
-use crate::leases::{ACTION_US, Holding, NAMES, TTL_US, Waiting};
+use crate::leases::{ACTION_US, Holding, LONG_TTL_US, NAMES, TTL_US, Waiting};
 use std::time::Duration;
 use trexlock_lease::command::{Op, Outcome};
 
@@ -38,11 +38,16 @@ impl World {
             let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
             let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
             let owner = self.clients[c].core.owner().to_owned();
+            let ttl_us = if self.rng.f64() < 0.3 {
+                LONG_TTL_US
+            } else {
+                TTL_US
+            };
             let op = Op::Acquire {
                 name,
                 owner,
                 token: self.clients[c].token,
-                ttl_ms: TTL_US / 1_000,
+                ttl_ms: ttl_us / 1_000,
                 wait_ms,
             };
             self.start_request(c, op);
@@ -76,6 +81,10 @@ impl World {
             .core
             .deadline(&holding.name, holding.stamp)
             .map_or(0, |d| d.as_micros() as u64);
+        let ttl_us = client
+            .core
+            .lease(&holding.name)
+            .map_or(TTL_US, |l| l.ttl.as_micros() as u64);
         if local_us + gap_us >= deadline {
             self.clients[c].holding = None;
             return;
@@ -86,7 +95,7 @@ impl World {
         let idle = client.waiting.is_none();
         let left = deadline - local_us;
         let (renew, release) = (holding.renewals_left > 0, holding.release_when_done);
-        if idle && !renew && release && left < TTL_US / 2 {
+        if idle && !renew && release && left < ttl_us / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
             let op = Op::Release {
@@ -119,11 +128,11 @@ impl World {
                 name,
                 owner,
                 token,
-                ttl_ms: TTL_US / 3_000,
+                ttl_ms: ttl_us / 3_000,
                 wait_ms: 0,
             };
             self.start_request(c, op);
-        } else if renew && left < TTL_US / 2 {
+        } else if renew && left < ttl_us / 2 {
             if let Some(h) = self.clients[c].holding.as_mut() {
                 h.renewals_left -= 1;
             }
@@ -132,7 +141,7 @@ impl World {
                 owner,
                 stamp,
                 token,
-                ttl_ms: TTL_US / 1_000,
+                ttl_ms: ttl_us / 1_000,
             };
             self.start_request(c, op);
         }
