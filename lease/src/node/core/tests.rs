@@ -60,6 +60,20 @@ fn sent(effects: &[Effect], kind: &str) -> Vec<NodeId> {
         .collect()
 }
 
+/// The highest slot the effects' Accepts propose.
+fn last_accept_slot(effects: &[Effect]) -> Option<Slot> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                message: PeerMessage::Paxos(Message::Accept { entries, .. }),
+                ..
+            } => entries.last().map(|(s, _)| *s),
+            _ => None,
+        })
+        .max()
+}
+
 /// Elects n1 with n2's promise; returns n1 with its effects drained and
 /// every write synced.
 fn leader() -> NodeCore {
@@ -151,15 +165,7 @@ fn a_followers_vote_counts_only_once_the_leaders_own_vote_is_durable() {
     core.end_round(ms(20_000)).unwrap();
     let effects = core.take_effects();
     let write = persisted(&effects)[0];
-    let Some(slot) = effects.iter().find_map(|e| match e {
-        Effect::Send {
-            message: PeerMessage::Paxos(Message::Accept { entries, .. }),
-            ..
-        } => entries.last().map(|(s, _)| *s),
-        _ => None,
-    }) else {
-        panic!("no accept");
-    };
+    let slot = last_accept_slot(&effects).expect("an accept");
     let accepted = Message::Accepted {
         ballot: core.replica().promised(),
         slots: (1..=slot).collect(),
@@ -266,16 +272,7 @@ fn a_drain_syncs_the_commit_index_that_waited_alone() {
     let mut core = leader();
     core.request(ms(20_000), read(9, "x"));
     let effects = sync_all(&mut core, ms(20_000));
-    let slot = effects
-        .iter()
-        .find_map(|e| match e {
-            Effect::Send {
-                message: PeerMessage::Paxos(Message::Accept { entries, .. }),
-                ..
-            } => entries.last().map(|(s, _)| *s),
-            _ => None,
-        })
-        .unwrap();
+    let slot = last_accept_slot(&effects).expect("an accept");
     let accepted = Message::Accepted {
         ballot: core.replica().promised(),
         slots: (1..=slot).collect(),
@@ -298,17 +295,7 @@ fn a_drain_syncs_the_commit_index_that_waited_alone() {
 /// Runs rounds until every proposal is chosen with n2's vote.
 fn choose_all(core: &mut NodeCore, now: Duration) -> Vec<Effect> {
     let mut all = sync_all(core, now);
-    let last = all
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Send {
-                message: PeerMessage::Paxos(Message::Accept { entries, .. }),
-                ..
-            } => entries.last().map(|(s, _)| *s),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
+    let last = last_accept_slot(&all).unwrap_or(0);
     let accepted = Message::Accepted {
         ballot: core.replica().promised(),
         slots: (1..=last).collect(),
