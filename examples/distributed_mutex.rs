@@ -2,11 +2,13 @@
 //!
 //! A lease can carry a small value (up to 64 KiB) that is replicated with
 //! it: the holder stores it with `LeaseHandle::write_value` (fenced by its
-//! stamp), and the next holder receives it in `LeaseHandle::value()` with
-//! its grant. No other store is needed. Here one worker on each node
-//! increments a shared counter; they take turns, first come first served,
-//! and no increment is lost. A holder that writes after giving the lock
-//! away is refused.
+//! stamp), and the next holder in line receives it in `LeaseHandle::value()`
+//! with its grant. The value lives as long as the lease: once nobody holds
+//! or waits for the name, it is gone, so the worker that makes the last
+//! increment keeps the lock while the total is read. Here one worker on
+//! each node increments a shared counter; they take turns, first come
+//! first served, and no increment is lost. A holder that writes after
+//! giving the lock away is refused.
 //!
 //! Run it with `cargo run --release --example distributed_mutex`.
 
@@ -16,7 +18,7 @@ mod cluster;
 use bytes::Bytes;
 use cluster::BoxError;
 use std::time::Duration;
-use trexlock::{LeaseClient, LeaseError};
+use trexlock::{LeaseClient, LeaseError, LeaseHandle};
 
 const MUTEX: &str = "counter";
 const TTL: Duration = Duration::from_secs(2);
@@ -31,8 +33,9 @@ fn counter(value: Option<&Bytes>) -> Result<u64, BoxError> {
     }
 }
 
-/// Takes the mutex, increments the counter it carries, gives it back.
-async fn worker(name: String, client: LeaseClient) -> Result<(), BoxError> {
+/// Takes the mutex, increments the counter it carries, gives it back;
+/// the worker that makes the last increment returns the lock still held.
+async fn worker(name: String, client: LeaseClient) -> Result<Option<LeaseHandle>, BoxError> {
     for _ in 0..INCREMENTS {
         let lock = client.acquire(MUTEX, TTL, WAIT).await?;
         let seen = counter(lock.value().as_ref())?;
@@ -40,9 +43,12 @@ async fn worker(name: String, client: LeaseClient) -> Result<(), BoxError> {
         let next = seen + 1;
         lock.write_value(Bytes::from(next.to_string())).await?;
         println!("{name} (stamp {}): counter {seen} -> {next}", lock.stamp());
+        if next == 3 * INCREMENTS {
+            return Ok(Some(lock));
+        }
         lock.release().await?;
     }
-    Ok(())
+    Ok(None)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -54,15 +60,19 @@ async fn main() -> Result<(), BoxError> {
         let name = format!("worker@node-{}", i + 1);
         workers.push(tokio::spawn(worker(name.clone(), node.client(name))));
     }
+    let mut last = None;
     for w in workers {
-        w.await??;
+        last = last.or(w.await??);
     }
+    let last = last.ok_or("no worker made the last increment")?;
 
-    // Anyone can read the value (a linearizable read through the log).
+    // Anyone can read the value (a linearizable read through the log)
+    // while the lease lives.
     let (_, value) = cluster.nodes[0].client("reader").read(MUTEX).await?;
     let total = counter(value.as_ref())?;
     println!("final counter: {total} (3 workers x {INCREMENTS} increments)");
     assert_eq!(total, 3 * INCREMENTS);
+    last.release().await?;
 
     // A holder that already gave the mutex away cannot write any more.
     let late = cluster.nodes[2].client("late");
