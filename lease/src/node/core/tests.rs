@@ -74,6 +74,16 @@ fn last_accept_slot(effects: &[Effect]) -> Option<Slot> {
         .max()
 }
 
+/// n2 tells the leader it voted for every slot up to `slot` in the
+/// leader's ballot.
+fn n2_votes_up_to(core: &mut NodeCore, now: Duration, slot: Slot) {
+    let accepted = Message::Accepted {
+        ballot: core.replica().promised(),
+        slots: (1..=slot).collect(),
+    };
+    core.peer(now, N2, PeerMessage::Paxos(accepted)).unwrap();
+}
+
 /// Elects n1 with n2's promise; returns n1 with its effects drained and
 /// every write synced.
 fn leader() -> NodeCore {
@@ -166,12 +176,7 @@ fn a_followers_vote_counts_only_once_the_leaders_own_vote_is_durable() {
     let effects = core.take_effects();
     let write = persisted(&effects)[0];
     let slot = last_accept_slot(&effects).expect("an accept");
-    let accepted = Message::Accepted {
-        ballot: core.replica().promised(),
-        slots: (1..=slot).collect(),
-    };
-    core.peer(ms(20_001), N2, PeerMessage::Paxos(accepted))
-        .unwrap();
+    n2_votes_up_to(&mut core, ms(20_001), slot);
     core.end_round(ms(20_001)).unwrap();
     let early = core.take_effects();
     assert!(
@@ -273,12 +278,7 @@ fn a_drain_syncs_the_commit_index_that_waited_alone() {
     core.request(ms(20_000), read(9, "x"));
     let effects = sync_all(&mut core, ms(20_000));
     let slot = last_accept_slot(&effects).expect("an accept");
-    let accepted = Message::Accepted {
-        ballot: core.replica().promised(),
-        slots: (1..=slot).collect(),
-    };
-    core.peer(ms(20_001), N2, PeerMessage::Paxos(accepted))
-        .unwrap();
+    n2_votes_up_to(&mut core, ms(20_001), slot);
     core.end_round(ms(20_001)).unwrap();
     assert!(
         persisted(&core.take_effects()).is_empty(),
@@ -296,11 +296,7 @@ fn a_drain_syncs_the_commit_index_that_waited_alone() {
 fn choose_all(core: &mut NodeCore, now: Duration) -> Vec<Effect> {
     let mut all = sync_all(core, now);
     let last = last_accept_slot(&all).unwrap_or(0);
-    let accepted = Message::Accepted {
-        ballot: core.replica().promised(),
-        slots: (1..=last).collect(),
-    };
-    core.peer(now, N2, PeerMessage::Paxos(accepted)).unwrap();
+    n2_votes_up_to(core, now, last);
     all.extend(sync_all(core, now));
     all
 }
