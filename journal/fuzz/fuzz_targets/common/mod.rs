@@ -45,6 +45,8 @@ pub fn clear(path: &Path) {
         mark_of(path),
         sibling(path, ".creating"),
         sibling(path, ".compacting"),
+        sibling(path, ".wal"),
+        sibling(path, ".wal.creating"),
     ] {
         let _ = fs::remove_file(file);
     }
