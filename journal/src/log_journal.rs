@@ -1,11 +1,10 @@
 //! The append-only journal: one file of checksummed records, one record and
 //! one `fdatasync` per commit.
 //!
-//! Why it exists beside redb: a redb commit rewrites the B-tree pages on the
-//! path to every changed key, about seven scattered 4 KiB pages plus its
-//! header, while this journal appends one record of a few hundred bytes.
-//! On the same disk its sync costs about a third of redb's (`cargo bench
-//! --bench journal`), and a sync is on the path of every acquire.
+//! Why it exists beside redb: a journal without redb, whose whole state is
+//! one file of records; a sync appends one record of a few hundred bytes,
+//! as the redb journal's write-ahead log does, and compaction rewrites the
+//! state into a new file where the redb journal folds its log into redb.
 //!
 //! Layout: the magic bytes, then records, each `[length u32 LE][CRC-32 of
 //! the payload u32 LE][frame check u32 LE][payload]`, the payload a
