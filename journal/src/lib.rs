@@ -43,6 +43,7 @@
 #![deny(missing_docs)]
 
 mod ack_mark;
+mod framing;
 mod log_journal;
 mod record;
 mod redb_journal;

@@ -11,23 +11,28 @@
 //! into the redb file in one transaction once the log is full (a
 //! checkpoint); the log then starts over.
 //!
-//! Layout: a header of [`HEADER_LEN`] bytes, then records. The header holds
-//! the magic bytes, the format version, the salt of the records, the
+//! Layout: a header of [`HEADER_LEN`] bytes, then records framed as the
+//! log journal frames them (`crate::framing`), each payload a
+//! postcard-encoded `(sequence, write)`. The header holds the magic
+//! bytes, the format version, the salt of the records' frame checks, the
 //! owner's check (CRC-32 of the journal's identity) and the base: the redb
-//! commit sequence the log starts after. A record is `[length u32 LE][CRC-32
-//! of the salt, the length and the payload u32 LE][payload]`, the payload a
-//! postcard-encoded `(sequence, write)`. A new salt at every restart of the
-//! log makes the records of earlier rounds, still in the file behind the
-//! new ones, unreadable as records of this round, and a client's value
-//! that holds the bytes of a record cannot pass for one.
+//! commit sequence the log starts after. The log is written whole (zeros)
+//! when created, and when it starts over its header takes a new salt and
+//! is synced before the old records are zeroed, so that past its records
+//! the log is zeros, as the log journal's file is.
 //!
-//! Reading stops at the first record that is cut short or fails its check:
-//! that is the trace of a write cut short by a crash, which was never
-//! acknowledged. A record lost any other way is one that was acknowledged,
-//! and the acknowledgement mark refuses the journal as rolled back. The
-//! header is one small write at the start of the file, which no crash
-//! tears: a header that fails its check is damage, refused as corrupt.
+//! Reading follows the log journal's rule: an unreadable record counts as
+//! a write cut short by a crash (never acknowledged: if the mark says it
+//! was, the journal is refused as rolled back) only if no whole record
+//! follows it anywhere in the log and, if its length is intact, nothing
+//! was written past the end that length gives; anything else is damage,
+//! refused as corrupt with the log left as it is. So a damaged record that
+//! was acknowledged is never dropped silently, even when the mark lags
+//! behind after a power cut. The header is one small write at the start of
+//! the file, which no crash tears: a header that fails its check is
+//! damage too.
 
+use crate::framing::{frame, next_record, torn_or_damaged, written_len};
 use crate::record::{corrupt, decode, storage};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
@@ -41,8 +46,6 @@ const MAGIC: &[u8; 8] = b"TRXWAL\r\n";
 const WAL_VERSION: u32 = 1;
 /// Magic, version, salt, owner, base, and the header's own check.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 4 + 8 + 4;
-/// A record's length and check.
-const FRAME: usize = 8;
 /// The log's size, written whole when it is created so that an appended
 /// record never has to extend the file (and its sync never has to flush
 /// the file's size or allocate blocks). A fuzzing build, which creates
@@ -90,6 +93,8 @@ pub(crate) struct Replayed {
     pub(crate) pending: JournalWrite,
     /// The sequence of the newest of them, or the redb file's own if none.
     pub(crate) sequence: u64,
+    /// Where the log's non-zero bytes end: what starting it over zeroes.
+    pub(crate) written: usize,
 }
 
 impl Wal {
@@ -119,6 +124,7 @@ impl Wal {
         let mut replayed = Replayed {
             pending: JournalWrite::default(),
             sequence: committed,
+            written: written_len(&bytes),
         };
         if bytes.is_empty() {
             return Ok(replayed);
@@ -143,13 +149,7 @@ impl Wal {
         while let Some((payload, next)) = next_record(&bytes, at, header.salt) {
             let (sequence, write): (u64, WriteOwned) =
                 decode(&path, payload, &format!("the record at byte {at}"))?;
-            // Only a record of an earlier round whose salt the new round
-            // drew again can be older; nothing but damage or forgery can be
-            // newer.
-            if sequence < expected {
-                break;
-            }
-            if sequence > expected {
+            if sequence != expected {
                 return Err(corrupt(
                     &path,
                     format!("the record at byte {at} is commit {sequence}, not {expected}"),
@@ -168,16 +168,23 @@ impl Wal {
             expected += 1;
             at = next;
         }
+        if replayed.written > at
+            && let Some(damage) = torn_or_damaged(&bytes, at, replayed.written, header.salt)
+        {
+            return Err(corrupt(&path, damage));
+        }
         Ok(replayed)
     }
 
     /// Starts the log of the journal at `journal` anew, empty after commit
-    /// `base` of the redb file (which must be durable), creating the file
-    /// if it is absent.
+    /// `base` of the redb file (which must be durable and hold everything
+    /// the log held), creating the file if it is absent; `written` is
+    /// where the non-zero bytes of the log as read end.
     pub(crate) fn start(
         journal: &Path,
         identity: &JournalIdentity,
         base: u64,
+        written: usize,
     ) -> Result<Self, JournalError> {
         let path = Self::path_for(journal);
         let io = |e| storage(&path, e);
@@ -213,14 +220,20 @@ impl Wal {
             path,
             owner: owner_check(identity),
             salt: 0,
-            end: HEADER_LEN as u64,
+            end: (written as u64).clamp(HEADER_LEN as u64, CAPACITY),
         };
         wal.restart(base)?;
         Ok(wal)
     }
 
     /// Empties the log: from now on it holds the writes after commit
-    /// `base` of the redb file, which must be durable.
+    /// `base` of the redb file, which must be durable and hold everything
+    /// the log held.
+    ///
+    /// The new header (a new salt) is synced before the old records are
+    /// zeroed: whatever part of the zeroing a crash loses, what is left
+    /// can no longer pass for records. The zeros need no sync of their
+    /// own: the sync of the next record appended covers them.
     pub(crate) fn restart(&mut self, base: u64) -> Result<(), JournalError> {
         let mut salt = fastrand::u32(..);
         if salt == self.salt {
@@ -231,18 +244,20 @@ impl Wal {
             owner: self.owner,
             base,
         };
+        let used = (self.end as usize).saturating_sub(HEADER_LEN);
         self.file
             .write_all_at(&header.encode(), 0)
             .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.write_all_at(&vec![0; used], HEADER_LEN as u64))
             .map_err(|e| storage(&self.path, e))?;
         self.salt = salt;
         self.end = HEADER_LEN as u64;
         Ok(())
     }
 
-    /// The record of `write` as commit `sequence`, its frame not yet
-    /// filled in: [`Wal::append`] does that with the salt of the round it
-    /// joins.
+    /// The record of `write` as commit `sequence`, framed for the log's
+    /// current round (a record framed before the log starts over must be
+    /// framed again).
     pub(crate) fn record(
         &self,
         sequence: u64,
@@ -255,12 +270,7 @@ impl Wal {
             snapshot: &write.snapshot,
             truncate: &write.truncate,
         };
-        postcard::to_extend(&(sequence, record), vec![0; FRAME]).map_err(|e| {
-            JournalError::Storage {
-                path: self.path.clone(),
-                source: Box::new(e),
-            }
-        })
+        frame(&self.path, self.salt, &(sequence, record))
     }
 
     /// Whether a record of `len` bytes fits behind the records already in
@@ -269,10 +279,10 @@ impl Wal {
         self.end + len as u64 <= CAPACITY
     }
 
-    /// Frames `record` (from [`Wal::record`]), appends it and
+    /// Appends `record` (from [`Wal::record`], framed for this round) and
     /// syncs it: when this returns, the write it holds is durable.
-    pub(crate) fn append(&mut self, record: &mut [u8]) -> Result<(), JournalError> {
-        if !self.fits(record.len()) || record.len() <= FRAME {
+    pub(crate) fn append(&mut self, record: &[u8]) -> Result<(), JournalError> {
+        if !self.fits(record.len()) {
             return Err(storage(
                 &self.path,
                 std::io::Error::other(format!(
@@ -281,11 +291,6 @@ impl Wal {
                 )),
             ));
         }
-        let (frame, payload) = record.split_at_mut(FRAME);
-        // Below the log's capacity, so below u32::MAX.
-        let len = payload.len() as u32;
-        frame[..4].copy_from_slice(&len.to_le_bytes());
-        frame[4..].copy_from_slice(&record_check(self.salt, len, payload).to_le_bytes());
         self.file
             .write_all_at(record, self.end)
             .and_then(|()| self.file.sync_data())
@@ -356,26 +361,4 @@ impl Header {
 /// Tells a log of this node's journal from another's.
 fn owner_check(identity: &JournalIdentity) -> u32 {
     crc32fast::hash(identity.to_string().as_bytes())
-}
-
-fn record_check(salt: u32, len: u32, payload: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&salt.to_le_bytes());
-    hasher.update(&len.to_le_bytes());
-    hasher.update(payload);
-    hasher.finalize()
-}
-
-/// The payload of the record at `at` and where the next one starts, if a
-/// whole record of this round (its check passes with `salt`) is there.
-fn next_record(bytes: &[u8], at: usize, salt: u32) -> Option<(&[u8], usize)> {
-    let frame = bytes.get(at..at.checked_add(FRAME)?)?;
-    let len = u32::from_le_bytes(frame[..4].try_into().ok()?);
-    let check = u32::from_le_bytes(frame[4..].try_into().ok()?);
-    if len == 0 {
-        return None;
-    }
-    let start = at + FRAME;
-    let payload = bytes.get(start..start.checked_add(len as usize)?)?;
-    (record_check(salt, len, payload) == check).then_some((payload, start + len as usize))
 }

@@ -72,6 +72,23 @@ fn records_end(wal: &[u8]) -> usize {
     wal.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
+/// Where each record of a log written once starts: after the 32-byte
+/// header, each record is a 12-byte frame, its length first, then its
+/// payload.
+fn record_starts(wal: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 32;
+    while at + 12 <= wal.len() {
+        let len = u32::from_le_bytes(wal[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        starts.push(at);
+        at += 12 + len;
+    }
+    starts
+}
+
 #[test]
 fn writes_only_in_the_log_are_part_of_the_journal_and_folded_in_on_open() {
     let dir = tempfile::tempdir().unwrap();
@@ -148,14 +165,20 @@ fn an_acknowledged_record_lost_from_the_log_is_a_rollback() {
 #[test]
 fn a_flipped_byte_in_the_log_is_refused_or_harmless() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, state) = dropped_journal(dir.path(), 8);
+    let (path, state) = dropped_journal(dir.path(), 4);
     let original = fs::read(wal_of(&path)).unwrap();
     let end = records_end(&original);
     let saved = fs::read(&path).unwrap();
     let mark = fs::read(sibling(&path, ".acked")).unwrap();
     let (mut refused, mut harmless) = (0, 0);
-    // Every byte of the header and the records, and some of the rest.
-    for at in (0..end).chain((end..original.len()).step_by(4099)) {
+    // Every byte of the header, every third of the records, and some of
+    // the rest.
+    let flips: Vec<usize> = (0..32)
+        .chain((32..end).step_by(3))
+        .chain((end..original.len()).step_by(4099))
+        .collect();
+    let in_records = flips.iter().filter(|&&at| at < end).count();
+    for at in flips {
         let mut damaged = original.clone();
         damaged[at] ^= 0x10;
         fs::write(&path, &saved).unwrap();
@@ -171,8 +194,8 @@ fn a_flipped_byte_in_the_log_is_refused_or_harmless() {
         }
     }
     assert!(
-        refused >= end,
-        "only {refused} of {end} flips in the records were refused"
+        refused >= in_records,
+        "only {refused} of {in_records} flips in the records were refused"
     );
     assert!(harmless > 0, "no flip past the records was harmless");
 }
@@ -231,6 +254,93 @@ fn a_log_newer_than_the_file_beside_it_is_a_rollback() {
             JournalError::RolledBack {
                 acknowledged: 4,
                 found: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn damage_with_records_after_it_in_the_log_is_corrupt_with_or_without_the_mark() {
+    for mark in ["lagging", "absent"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = dropped_journal(dir.path(), 8);
+        let mut wal = fs::read(wal_of(&path)).unwrap();
+        let starts = record_starts(&wal);
+        assert_eq!(starts.len(), 8);
+        // In the payload of commit 4: acknowledged, with four after it.
+        wal[starts[3] + 20] ^= 0x40;
+        fs::write(wal_of(&path), &wal).unwrap();
+        match mark {
+            "lagging" => set_mark(&path, 2),
+            _ => fs::remove_file(sibling(&path, ".acked")).unwrap(),
+        }
+        let error = RedbJournal::open(&path, me()).unwrap_err();
+        assert!(
+            matches!(error, JournalError::Corrupt { .. }),
+            "{mark}: {error:?}"
+        );
+        assert!(error.to_string().contains("follow"), "{mark}: {error}");
+        assert_eq!(
+            fs::read(wal_of(&path)).unwrap(),
+            wal,
+            "{mark}: the refused log was changed"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_a_log_record_length_with_records_after_it_is_corrupt_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = dropped_journal(dir.path(), 10);
+    let mut wal = fs::read(wal_of(&path)).unwrap();
+    let starts = record_starts(&wal);
+    // Bit 5 of the length's second byte of commit 6: 8 KiB more, past all
+    // the records after it. The mark lags at commit 5, as a power cut can
+    // leave it.
+    wal[starts[5] + 1] ^= 0x20;
+    fs::write(wal_of(&path), &wal).unwrap();
+    set_mark(&path, 5);
+    let error = match RedbJournal::open(&path, me()).and_then(|mut j| j.load()) {
+        Ok(state) => panic!(
+            "opened, committed up to slot {}: the records after the damage were dropped",
+            state.committed
+        ),
+        Err(error) => error,
+    };
+    assert!(matches!(error, JournalError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("follow"), "{error}");
+    assert_eq!(
+        fs::read(wal_of(&path)).unwrap(),
+        wal,
+        "acknowledged records were erased"
+    );
+}
+
+#[test]
+fn a_log_started_over_holds_no_old_records_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = dropped_journal(dir.path(), 10);
+    // The open folds the ten into the file and starts the log over.
+    let mut journal = RedbJournal::open(&path, me()).unwrap();
+    journal.persist(&entry_write(11)).unwrap();
+    drop(journal);
+    let wal = fs::read(wal_of(&path)).unwrap();
+    let starts = record_starts(&wal);
+    assert_eq!(starts.len(), 1, "old records are left behind the new one");
+    // So damage to the one record is a write cut short, not damage
+    // followed by records: refused only by the mark.
+    let mut damaged = wal.clone();
+    damaged[starts[0] + 20] ^= 0x40;
+    fs::write(wal_of(&path), &damaged).unwrap();
+    let error = RedbJournal::open(&path, me()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JournalError::RolledBack {
+                acknowledged: 11,
+                found: 10,
                 ..
             }
         ),
