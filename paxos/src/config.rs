@@ -24,7 +24,8 @@ pub struct Config {
     /// this on its own is refused by [`crate::Replica::propose`].
     pub max_batch_bytes: usize,
     /// Most estimated bytes in one outgoing Accept or catch-up response
-    /// (see [`crate::Value::entry_bytes`]); larger ones are split. Keep it
+    /// (see [`crate::Value::entry_bytes`]); larger ones are split, and so
+    /// are promises (see [`crate::Message::Promise`]). Keep it
     /// well under the transport's frame limit: the estimate is an upper
     /// bound of the encoding, but a snapshot is sent whole (see
     /// [`Config::validate`]).
@@ -55,6 +56,9 @@ pub enum Sabotage {
     MinorityQuorum,
     /// Promises omit the acceptor's votes.
     ForgetVotesInPromise,
+    /// Candidates count a promise that comes in parts as soon as one part
+    /// arrived, without the votes of the parts still missing.
+    CountPartialPromise,
     /// Followers treat every vote up to the leader's commit index as chosen,
     /// without checking that it was cast in the leader's ballot.
     CommitIgnoresBallot,
@@ -103,10 +107,9 @@ impl Config {
     /// max_message_bytes`.
     ///
     /// Not covered: a snapshot is sent whole in one catch-up response
-    /// whatever its size, and a Promise carries every vote the acceptor
-    /// holds from the candidate's first unchosen slot on; the caller must
-    /// keep both under its frame limit (snapshot often enough, bound the
-    /// application state).
+    /// whatever its size; the caller must keep it under its frame limit
+    /// (snapshot often enough, bound the application state). A Promise is
+    /// split into parts within the limit like an Accept.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut members = self.members.clone();
         members.sort();
