@@ -34,8 +34,10 @@ use trexlock_paxos::NodeId;
 
 /// The protocol version this build speaks. Nodes only talk to nodes and
 /// clients of the same version. Version 2 binds roles to certificate
-/// identities and added refusal reasons that version 1 cannot decode;
-/// version 3 sends a Paxos promise in parts, each naming its slot range.
+/// identities and added refusal reasons that version 1 cannot decode.
+/// Version 3 sends snapshots in chunks (`SnapshotRequest`,
+/// `SnapshotChunk`) instead of whole inside a catch-up response, and a
+/// Paxos promise in parts, each naming its slot range.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).

@@ -100,3 +100,4 @@ mod hostile;
 mod leader;
 mod limits;
 mod rejoin;
+mod transfer;
