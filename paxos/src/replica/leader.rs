@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// What a promise told a candidate.
+#[derive(Clone, Debug)]
 pub(crate) struct PromiseInfo {
     committed: Slot,
     entries: Vec<(Slot, LogEntry)>,
 }
 
 /// A replica running phase 1 for its own ballot.
+#[derive(Clone, Debug)]
 pub(crate) struct Candidate {
     pub(crate) ballot: Ballot,
     /// First slot not known chosen when the election started.
@@ -27,6 +29,7 @@ pub(crate) struct Candidate {
 }
 
 /// A slot proposed by the leader and not yet chosen.
+#[derive(Clone, Debug)]
 struct InFlight {
     value: Value,
     acks: BTreeSet<NodeId>,
@@ -34,6 +37,7 @@ struct InFlight {
 }
 
 /// A replica that won phase 1 and proposes in its ballot.
+#[derive(Clone, Debug)]
 pub(crate) struct Leader {
     pub(crate) ballot: Ballot,
     next_slot: Slot,
