@@ -40,8 +40,8 @@ struct Args {
     /// Of those, steps with faults and unbounded message delays.
     #[arg(long, default_value_t = 2)]
     fault_time: u32,
-    /// Most steps in one path after the startup (default 8; 0: no limit).
-    #[arg(long, default_value_t = 8)]
+    /// Most steps in one path after the startup (0: no limit).
+    #[arg(long, default_value_t = 6)]
     depth: usize,
     /// Checker threads (default: every core).
     #[arg(long)]

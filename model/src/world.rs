@@ -86,9 +86,10 @@ pub struct State {
     pub(crate) now: u32,
     pub(crate) nodes: Vec<Node>,
     pub(crate) clients: Vec<Client>,
-    /// The network: a multiset, kept sorted by each packet's full `Debug`
-    /// text so that the order of sending does not make two states differ.
-    pub(crate) network: Vec<(String, Packet)>,
+    /// The network: a multiset, kept sorted by a hash of each packet's
+    /// full `Debug` text so that the order of sending does not make two
+    /// states differ.
+    pub(crate) network: Vec<(u64, Packet)>,
     pub(crate) crashes_left: usize,
     pub(crate) disk_losses_left: usize,
     pub(crate) drops_left: usize,
@@ -124,7 +125,7 @@ impl State {
             let _ = write!(view, "{client:?}");
         }
         for (key, _) in &self.network {
-            view.push_str(key);
+            let _ = write!(view, " {key:x}");
         }
         let _ = write!(view, "{:?}", self.ghost);
         view
@@ -394,7 +395,9 @@ impl State {
     }
 
     pub(crate) fn send(&mut self, packet: Packet) {
-        let key = format!("{packet:?}");
+        let mut sip = std::hash::DefaultHasher::new();
+        format!("{packet:?}").hash(&mut sip);
+        let key = sip.finish();
         let at = self.network.partition_point(|(k, _)| *k <= key);
         self.network.insert(at, (key, packet));
     }

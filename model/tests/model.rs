@@ -96,3 +96,21 @@ fn leader_unsynced_vote_applies_a_value_no_quorum_holds() {
     );
     assert_eq!(property, Property::ApplyChosenInOrder);
 }
+
+#[test]
+fn deadline_from_reply_lets_two_clients_believe_they_hold_the_lease() {
+    // One node: a grant's reply that arrives late is all it takes, and the
+    // smaller cluster keeps the search short.
+    let bounds = Bounds {
+        nodes: 1,
+        crashes: 0,
+        resends: 0,
+        time_steps: 4,
+        fault_steps: 4,
+        max_depth: Some(11),
+        ..Bounds::default()
+    };
+    let (property, _) =
+        counterexample(runtime(trexlock_lease::Sabotage::DeadlineFromReply), bounds);
+    assert_eq!(property, Property::OneHolderAtATime);
+}
