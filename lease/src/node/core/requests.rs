@@ -19,6 +19,7 @@ use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 pub(super) const PENDING_GRACE: Duration = Duration::from_secs(60);
 
 /// A request that arrived at this node and awaits its final answer.
+#[derive(Clone, Debug)]
 pub(super) struct Pending {
     pub(super) request: Request,
     pub(super) arrived: Duration,
