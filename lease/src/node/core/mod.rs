@@ -324,6 +324,8 @@ impl NodeCore {
 }
 
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
 mod tests;
