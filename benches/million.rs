@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use trexlock::lease::command::{Body, ClientId, LeaseToken, Op, Outcome, Request};
 use trexlock::lease::remote::{self, RemoteConfig, RemoteStatus};
-use trexlock::lease::{LeaseTable, NodeHandle, TryAcquire};
+use trexlock::lease::{LeaseClient, LeaseError, LeaseTable, NodeHandle, TryAcquire};
 
 const CLUSTER: &str = "million";
 const TTL: Duration = Duration::from_secs(3600);
@@ -204,10 +204,7 @@ async fn grant(nodes: &Nodes, order: &[usize], o: &Options) -> Result<(), String
                 let client = node.client(format!("owner-{s:05}"));
                 let mut i = s;
                 while i < leases {
-                    match client.try_acquire(&format!("m-{i:07}"), TTL).await {
-                        Ok(TryAcquire::Acquired(_)) => {}
-                        other => return Err(format!("acquire m-{i:07}: {other:?}")),
-                    }
+                    acquire_with_retries(&client, &format!("m-{i:07}")).await?;
                     i += sessions;
                 }
             }
@@ -221,6 +218,22 @@ async fn grant(nodes: &Nodes, order: &[usize], o: &Options) -> Result<(), String
             Ok(())
         })
         .await
+}
+
+/// Acquires `name`, trying again after a timeout: the same session asking
+/// again is answered exactly once (a reentrant acquire), so a retry cannot
+/// grant twice. Under full load on a shared machine a call now and then
+/// outlasts the client's timeout.
+async fn acquire_with_retries(client: &LeaseClient, name: &str) -> Result<(), String> {
+    let mut last = None;
+    for _ in 0..5 {
+        match client.try_acquire(name, TTL).await {
+            Ok(TryAcquire::Acquired(_)) => return Ok(()),
+            Err(e @ (LeaseError::Timeout | LeaseError::NoLeader)) => last = Some(e),
+            other => return Err(format!("acquire {name}: {other:?}")),
+        }
+    }
+    Err(format!("acquire {name}: {last:?} five times"))
 }
 
 /// Encodes a table of the shape the cluster holds: `leases` leases over
@@ -390,10 +403,12 @@ impl Nodes {
                 return Ok(statuses);
             }
             for _ in 0..200 {
-                client
-                    .read("filler")
-                    .await
-                    .map_err(|e| format!("filler read: {e}"))?;
+                // A node writing a snapshot of the whole table to its
+                // journal may hold a slot up past the client's timeout.
+                match client.read("filler").await {
+                    Ok(_) | Err(LeaseError::Timeout | LeaseError::NoLeader) => {}
+                    Err(e) => return Err(format!("filler read: {e}")),
+                }
             }
         }
         Err("no snapshot with every lease within 300 s".into())
