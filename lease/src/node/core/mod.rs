@@ -349,6 +349,8 @@ impl NodeCore {
 }
 
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
 mod tests;
