@@ -8,7 +8,8 @@
 //! - [`time`]: why leases are safe with unsynchronised clocks (read it);
 //! - [`Node`]: the runtime (the Paxos core, the table and the journal on
 //!   tokio);
-//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API.
+//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
+//! - [`FencedMutex`]: a local mutex that only locks while its lease is safe.
 //!
 //! ```
 //! use std::time::Duration;
@@ -55,6 +56,7 @@ pub mod client;
 pub mod command;
 pub mod election;
 pub mod error;
+pub mod guard;
 mod journal_worker;
 pub mod keepalive;
 mod metrics;
@@ -72,6 +74,7 @@ pub use command::{
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{LeaseError, NodeError};
+pub use guard::{FencedGuard, FencedMutex, GuardError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
