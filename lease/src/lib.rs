@@ -68,9 +68,10 @@ mod sabotage;
 pub mod table;
 pub mod time;
 
-pub use client::{LeaseClient, LeaseHandle, TryAcquire};
+pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
 pub use command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Op, Outcome, Refusal, Request,
+    Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{LeaseError, NodeError};

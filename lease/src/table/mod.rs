@@ -55,6 +55,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use trexlock_paxos::Ballot;
 
+mod list;
+pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
+
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest lease owner, in bytes.
@@ -382,7 +385,7 @@ impl LeaseTable {
         if let Err(refusal) = validate(&req.op) {
             return Outcome::Refused(refusal);
         }
-        let is_read = matches!(req.op, Op::Read { .. });
+        let is_read = matches!(req.op, Op::Read { .. } | Op::List { .. });
         let known = self.sessions.contains_key(&req.client);
         if is_read && !known {
             // A read changes nothing, so it needs no session: one-off
@@ -557,6 +560,11 @@ impl LeaseTable {
                 }
                 Outcome::Cancelled
             }
+            Op::List {
+                prefix,
+                after,
+                limit,
+            } => self.list(prefix, after.as_deref(), *limit),
             Op::Read { .. } => {
                 let lease = self.leases.get(&name);
                 Outcome::Holder {
@@ -791,6 +799,9 @@ impl LeaseTable {
 /// # Errors
 /// The [`Refusal`] naming the first limit broken.
 pub fn validate(op: &Op) -> Result<(), Refusal> {
+    if let Op::List { .. } = op {
+        return list::validate(op);
+    }
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -813,7 +824,7 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             }
             (Some(owner), None, 0)
         }
-        Op::Read { .. } | Op::ForceRelease { .. } => (None, None, 0),
+        Op::Read { .. } | Op::ForceRelease { .. } | Op::List { .. } => (None, None, 0),
     };
     if let Some(owner) = owner {
         if owner.is_empty() {

@@ -11,6 +11,7 @@ mod node;
 use crate::SimOptions;
 use crate::checker::Checker;
 use crate::leases::{LeaseChecker, SimClient};
+use crate::lists::ListChecker;
 use node::SimNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub struct Outcome {
     pub disk_losses: u64,
     /// Requests clients sent again to another node.
     pub resends: u64,
+    /// Lists answered to clients (each checked against the grants
+    /// acknowledged before it was sent).
+    pub lists: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +119,7 @@ pub struct World {
     checker: Checker,
     clients: Vec<SimClient>,
     leases: LeaseChecker,
+    lists: ListChecker,
     outcome: Outcome,
 }
 
@@ -154,6 +159,7 @@ impl World {
             checker: Checker::new(opts.nodes / 2 + 1),
             clients,
             leases: LeaseChecker::default(),
+            lists: ListChecker::default(),
             outcome: Outcome::default(),
         }
     }
@@ -197,6 +203,7 @@ impl World {
         self.outcome.violations = std::mem::take(&mut self.checker.violations);
         self.outcome.acknowledged = self.checker.acknowledged().count() as u64;
         self.outcome.lease_actions = self.leases.actions;
+        self.outcome.lists = self.lists.answered;
         self.outcome
     }
 
