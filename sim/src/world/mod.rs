@@ -158,7 +158,7 @@ impl World {
             probe_slots: BTreeMap::new(),
             checker: Checker::new(opts.nodes / 2 + 1),
             clients,
-            leases: LeaseChecker::new(opts.max_drift_ppm),
+            leases: LeaseChecker::default(),
             lists: ListChecker::default(),
             outcome: Outcome::default(),
         }

@@ -40,7 +40,7 @@ impl NodeCore {
     /// Admits a client's request (its fields and its encoded size within
     /// the table's limits), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
-    pub(super) fn admit(&mut self, #[allow(unused_mut)] mut request: Request) {
+    pub(super) fn admit(&mut self, request: Request) {
         if let Err(refusal) = admit(&request) {
             self.effects.push(Effect::Answer {
                 client: request.client,
@@ -63,12 +63,6 @@ impl NodeCore {
                 outcome,
             });
             return;
-        }
-        #[cfg(feature = "sabotage")]
-        if sabotaged!(self, LockDelayDropped)
-            && let Op::SetLockDelay { lock_delay_ms, .. } = &mut request.op
-        {
-            *lock_delay_ms = 0;
         }
         let key = (request.client, request.request);
         let expires = self.now + wait_of(&request) + PENDING_GRACE;
