@@ -205,8 +205,7 @@ impl ClientCore {
             (
                 Op::Renew { name, stamp, .. }
                 | Op::Release { name, stamp, .. }
-                | Op::Write { name, stamp, .. }
-                | Op::SetLockDelay { name, stamp, .. },
+                | Op::Write { name, stamp, .. },
                 Outcome::NotHolder { .. },
             ) => self.end(&name, stamp, now),
             _ => {}

@@ -56,9 +56,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use trexlock_paxos::Ballot;
 
 mod list;
-mod lock_delay;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
-pub use lock_delay::MAX_LOCK_DELAY_MS;
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -233,12 +231,6 @@ pub struct LeaseTable {
     sessions: BTreeMap<ClientId, Session>,
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
-    /// The lock-delay of a grant, by name: (its stamp, delay in µs).
-    lock_delays: BTreeMap<String, (Stamp, u64)>,
-    /// Names not to be granted before a table time (a lock-delay).
-    blocked: BTreeMap<String, u64>,
-    /// `blocked`, ordered by when each block ends.
-    unblocks: BTreeSet<(u64, String)>,
 }
 
 impl LeaseTable {
@@ -287,11 +279,7 @@ impl LeaseTable {
     /// a command, never by a timer on one node. Cheap: leases nobody
     /// waits for are not looked at.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        let expiry = self.awaited.first().map(|(at, _)| *at);
-        match (expiry, self.next_unblock_us()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.awaited.first().map(|(at, _)| *at)
     }
 
     /// The earliest table time at which a session is forgotten. Any
@@ -307,7 +295,6 @@ impl LeaseTable {
         let mut out = Applied::default();
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
-        self.unblock_due(&mut out);
         self.forget_idle_sessions();
         if let Body::Request(req) = &command.body {
             let outcome = self.answer(req, &mut out);
@@ -355,7 +342,6 @@ impl LeaseTable {
             self.expiries.pop_first();
             let now = self.now;
             if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
-                self.grant_ended(&name, h.stamp, Some(h.expires_at));
                 out.events.push(Event::Expired {
                     name: name.clone(),
                     stamp: h.stamp,
@@ -525,19 +511,7 @@ impl LeaseTable {
                         self.queue(&name, waiter, out)
                     }
                     Some((false, holder)) => Outcome::Held(holder),
-                    None if self.is_blocked(&name) && *wait_ms == 0 => self.blocked_answer(&name),
-                    None if self.is_blocked(&name) => {
-                        let waiter = Waiter {
-                            owner: owner.clone(),
-                            token: *token,
-                            client: req.client,
-                            request: req.request,
-                            ttl_us,
-                            give_up_at: now.saturating_add(wait_ms.saturating_mul(1000)),
-                        };
-                        self.queue(&name, waiter, out)
-                    }
-                    None if self.leases.len() + self.blocked_len() >= MAX_LEASES => {
+                    None if self.leases.len() >= MAX_LEASES => {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
@@ -577,18 +551,6 @@ impl LeaseTable {
                 self.release(&name, out)
             }
             Op::ForceRelease { .. } => self.release(&name, out),
-            Op::SetLockDelay {
-                owner,
-                stamp,
-                token,
-                lock_delay_ms,
-                ..
-            } => {
-                if !self.holds(&name, owner, *stamp, *token) {
-                    return self.not_holder(&name);
-                }
-                self.set_lock_delay(&name, *stamp, *lock_delay_ms)
-            }
             Op::Cancel { owner, token, .. } => {
                 if self.leases.contains_key(&name) {
                     self.update(&name, |l| {
@@ -701,8 +663,7 @@ impl LeaseTable {
             return Outcome::NotHolder { current: None };
         }
         match self.update(name, |l| l.holder.take()) {
-            Some(h) => {
-                self.grant_ended(name, h.stamp, None);
+            Some(_) => {
                 out.events.push(Event::Released {
                     name: name.to_owned(),
                 });
@@ -792,7 +753,7 @@ impl LeaseTable {
     /// The lease came free: hand it to the first waiter still willing to
     /// wait (validity is checked again now, at grant time).
     fn grant_next(&mut self, name: &str, out: &mut Applied) {
-        if !self.leases.contains_key(name) || self.is_blocked(name) {
+        if !self.leases.contains_key(name) {
             return;
         }
         let now = self.now;
@@ -841,7 +802,6 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     if let Op::List { .. } = op {
         return list::validate(op);
     }
-    lock_delay::validate(op)?;
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -857,9 +817,7 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             ..
         } => (Some(owner), Some(*ttl_ms), *wait_ms),
         Op::Renew { owner, ttl_ms, .. } => (Some(owner), Some(*ttl_ms), 0),
-        Op::Release { owner, .. } | Op::Cancel { owner, .. } | Op::SetLockDelay { owner, .. } => {
-            (Some(owner), None, 0)
-        }
+        Op::Release { owner, .. } | Op::Cancel { owner, .. } => (Some(owner), None, 0),
         Op::Write { owner, value, .. } => {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(Refusal::ValueTooLarge);
