@@ -53,7 +53,7 @@ impl LeaseTable {
             looked_at += 1;
             bytes += size;
             leases.push(ListedLease {
-                name: name.clone(),
+                name: name.to_string(),
                 holder,
                 waiters: u32::try_from(lease.waiters.len()).unwrap_or(u32::MAX),
             });

@@ -53,6 +53,10 @@ pub struct Outcome {
     pub disk_losses: u64,
     /// Requests clients sent again to another node.
     pub resends: u64,
+    /// Snapshots a node installed from a peer's chunks.
+    pub snapshot_installs: u64,
+    /// The largest of those snapshots, in bytes.
+    pub largest_install_bytes: u64,
     /// Lists answered to clients (each checked against the grants
     /// acknowledged before it was sent).
     pub lists: u64,
