@@ -101,8 +101,9 @@ pub use trexlock_transport as transport;
 
 pub use trexlock_journal::{JournalIdentity, LogJournal, RedbJournal};
 pub use trexlock_lease::{
-    DriftBound, Elected, Election, HolderInfo, InProcessNetwork, KeepAlive, LeaseClient,
-    LeaseError, LeaseHandle, MetricsSnapshot, Network, Node, NodeConfig, NodeError, NodeHandle,
-    NodeStatus, Observed, Stamp, TryAcquire,
+    DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError, HolderInfo,
+    InProcessNetwork, KeepAlive, LeaseClient, LeaseError, LeaseHandle, ListPage, ListedLease,
+    MetricsSnapshot, Network, Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Stamp,
+    TryAcquire,
 };
 pub use trexlock_paxos::{Journal, JournalError, MemJournal, NodeId};

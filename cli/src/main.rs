@@ -5,6 +5,7 @@
 //! trexlock acquire job-42 --cluster orders --servers 127.0.0.1:7001,127.0.0.1:7002 --ttl 30s
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
+//! trexlock list jobs/ --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001
 //! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
@@ -12,6 +13,7 @@
 
 mod config;
 mod force_release;
+mod list;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -81,6 +83,16 @@ enum Command {
     Holder {
         /// Lease name.
         name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print the held leases (all, or those whose names start with PREFIX), one per line.
+    List {
+        /// Only names that start with this.
+        prefix: Option<String>,
+        /// Leases read per request (1 to 1000; each page is a read of its own).
+        #[arg(long, default_value_t = 100)]
+        page: u32,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -302,6 +314,14 @@ async fn run(command: Command) -> Result<(), String> {
                 None => println!("{name} is free"),
             }
             Ok(())
+        }
+        Command::List {
+            prefix,
+            page,
+            cluster,
+        } => {
+            let client = cluster.client(cluster.default_owner()?).await?;
+            list::print(&client, prefix.as_deref().unwrap_or(""), page).await
         }
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
         Command::Status { cluster } => {

@@ -202,6 +202,67 @@ async fn killing_the_leader_process_loses_no_lease_and_grants_none_twice() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_stamp() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let ttl = Duration::from_secs(30);
+    let alice = cluster.client(&[0], "alice").await;
+    let bob = cluster.client(&[1], "bob").await;
+    let a = held(alice.try_acquire("jobs/a", ttl).await.unwrap());
+    let b = held(bob.try_acquire("jobs/b", ttl).await.unwrap());
+    held(bob.try_acquire("other", ttl).await.unwrap());
+
+    let page = cluster
+        .client(&[2], "reader")
+        .await
+        .list("jobs/")
+        .await
+        .unwrap();
+    let seen: Vec<_> = page
+        .leases
+        .iter()
+        .map(|l| (l.name.as_str(), l.holder.owner.as_str(), l.holder.stamp))
+        .collect();
+    assert_eq!(
+        seen,
+        [("jobs/a", "alice", a.stamp()), ("jobs/b", "bob", b.stamp())]
+    );
+    assert!(page.leases.iter().all(|l| l.holder.remaining_ms <= 30_000));
+    assert_eq!(page.next, None);
+
+    // One lease per page: the command follows the continuation.
+    let out = Command::new(BIN)
+        .args([
+            "list",
+            "jobs/",
+            "--page",
+            "1",
+            "--cluster",
+            CLUSTER,
+            "--servers",
+        ])
+        .arg(cluster.addrs[2].to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with(&format!("jobs/a owner=alice stamp={} ", a.stamp())),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("jobs/b owner=bob stamp={} ", b.stamp())),
+        "{stdout}"
+    );
+}
+
 fn run_with_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
@@ -266,7 +327,9 @@ fn bad_configurations_are_refused_with_a_clear_message() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["node", "acquire", "release", "holder", "status", "certs"] {
+    for sub in [
+        "node", "acquire", "release", "holder", "list", "status", "certs",
+    ] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));

@@ -147,10 +147,22 @@ pub enum Op {
         /// The value.
         value: Bytes,
     },
+    /// List the held leases whose names start with `prefix`, in name
+    /// order, after the name `after` (a continuation), at most `limit` of
+    /// them (linearizable: it goes through the log).
+    List {
+        /// Names start with this (empty: every name).
+        prefix: String,
+        /// Only names after this one: the `next` of the previous page.
+        after: Option<String>,
+        /// Most entries in the answer, from 1 to
+        /// [`crate::table::MAX_LIST_ENTRIES`].
+        limit: u32,
+    },
 }
 
 impl Op {
-    /// The lease the operation is about.
+    /// The lease the operation is about (for [`Op::List`], the prefix).
     pub fn name(&self) -> &str {
         match self {
             Op::Acquire { name, .. }
@@ -160,6 +172,7 @@ impl Op {
             | Op::Cancel { name, .. }
             | Op::Read { name }
             | Op::Write { name, .. } => name,
+            Op::List { prefix, .. } => prefix,
         }
     }
 }
@@ -261,6 +274,26 @@ pub enum Outcome {
     /// again. An honest client never receives this for a call it still
     /// waits on.
     AlreadyAnswered,
+    /// One page of held leases, in name order (the answer to
+    /// [`Op::List`]).
+    Listed {
+        /// The held leases of this page.
+        leases: Vec<ListedLease>,
+        /// Where the next page starts (pass it as `after`); `None` when
+        /// this page ends the list.
+        next: Option<String>,
+    },
+}
+
+/// A held lease, as [`Op::List`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedLease {
+    /// Lease name.
+    pub name: String,
+    /// Holder, stamp and time left.
+    pub holder: HolderInfo,
+    /// How many wait in line for it.
+    pub waiters: u32,
 }
 
 /// Why the table, or the node admitting a request for it, refused it. The
@@ -343,6 +376,9 @@ pub enum Refusal {
         "the owner is not one the client's certificate may act for (its name, or a name starting with `<name>/`)"
     )]
     OwnerNotCertified,
+    /// A list's limit is zero or above [`crate::table::MAX_LIST_ENTRIES`].
+    #[error("list limit must be between 1 and {}", crate::table::MAX_LIST_ENTRIES)]
+    ListLimitOutOfRange,
 }
 
 impl Refusal {
@@ -360,6 +396,7 @@ impl Refusal {
                 | Refusal::WaitTooLong
                 | Refusal::ValueTooLarge
                 | Refusal::RequestTooLarge
+                | Refusal::ListLimitOutOfRange
         )
     }
 }

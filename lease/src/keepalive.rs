@@ -56,6 +56,12 @@ impl KeepAlive {
         self.lost.borrow().is_some()
     }
 
+    /// The signal [`KeepAlive::lost`] waits on: `Some` once the lease is
+    /// lost, and kept after the keep-alive is dropped.
+    pub(crate) fn lost_signal(&self) -> watch::Receiver<Option<LeaseError>> {
+        self.lost.clone()
+    }
+
     /// Resolves when the lease is lost, with the reason. The application
     /// must stop acting as the holder at once.
     pub async fn lost(&mut self) -> LeaseError {

@@ -8,7 +8,8 @@
 //! - [`time`]: why leases are safe with unsynchronised clocks (read it);
 //! - [`Node`]: the runtime (the Paxos core, the table and the journal on
 //!   tokio);
-//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API.
+//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
+//! - [`FencedMutex`]: a local mutex that only locks while its lease is safe.
 //!
 //! ```
 //! use std::time::Duration;
@@ -55,6 +56,7 @@ pub mod client;
 pub mod command;
 pub mod election;
 pub mod error;
+pub mod guard;
 mod journal_worker;
 pub mod keepalive;
 mod metrics;
@@ -66,12 +68,14 @@ mod sabotage;
 pub mod table;
 pub mod time;
 
-pub use client::{LeaseClient, LeaseHandle, TryAcquire};
+pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
 pub use command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Op, Outcome, Refusal, Request,
+    Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{LeaseError, NodeError};
+pub use guard::{FencedGuard, FencedMutex, GuardError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};

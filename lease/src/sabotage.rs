@@ -16,4 +16,8 @@ pub enum Sabotage {
     /// A new leader counts its epoch from its own start instead of its
     /// takeover, so outstanding leases lose remaining time.
     NoTakeoverExtension,
+    /// A node answers a list from its own table at once instead of
+    /// through the log (a tempting shortcut for a read): a lagging
+    /// follower or a deposed leader answers stale holders.
+    ListFromLocalTable,
 }

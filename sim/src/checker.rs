@@ -243,8 +243,14 @@ impl Checker {
     }
 }
 
+/// A final answer that is an execution: reads (a list, a holder) are
+/// executed again for every copy in the log, each answering as of its
+/// own slot, so two answers to one read may differ.
 fn is_final(outcome: &Outcome) -> bool {
-    *outcome != Outcome::Queued
+    !matches!(
+        outcome,
+        Outcome::Queued | Outcome::Listed { .. } | Outcome::Holder { .. }
+    )
 }
 
 /// The table's answer to a duplicate of a request it already answered and

@@ -16,7 +16,9 @@
 //! applies exactly the chosen values in slot order, that no promise goes
 //! backwards, that snapshots of one slot are identical, that stamps grow,
 //! that no request is executed twice and every answer a client gets is the
-//! log's, and that no two holders act on a lease at the same real instant.
+//! log's, that no two holders act on a lease at the same real instant, and
+//! that a list never shows a holder older than a grant acknowledged before
+//! the list was sent.
 //! After the faults stop, a new request must be applied on every node
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
@@ -24,6 +26,7 @@
 mod checker;
 mod clock;
 mod leases;
+mod lists;
 mod machine;
 mod world;
 
@@ -141,7 +144,7 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
                   forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
                   vote-after-disk-loss, unchecked-snapshot-chunks
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
-                  deadline-from-reply, no-takeover-extension";
+                  deadline-from-reply, no-takeover-extension, list-from-local-table";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -160,6 +163,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
         "no-takeover-extension" => Sabotage::Runtime(R::NoTakeoverExtension),
+        "list-from-local-table" => Sabotage::Runtime(R::ListFromLocalTable),
         _ => return None,
     })
 }
@@ -250,7 +254,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -264,7 +268,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.lease_actions,
                 outcome.resends,
                 outcome.snapshot_installs,
-                outcome.largest_install_bytes
+                outcome.largest_install_bytes,
+                outcome.lists
             );
         }
     }

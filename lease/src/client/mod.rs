@@ -5,9 +5,11 @@
 //! [`ClientCore`] it keeps, the same one the simulator's clients use.
 
 mod handle;
+mod list;
 mod session;
 
 pub use handle::LeaseHandle;
+pub use list::ListPage;
 pub use session::{ClientCore, LeaseState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};

@@ -96,7 +96,7 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
                 _ => Err(Refusal::NotPermitted),
             };
         }
-        Op::Read { .. } => return Ok(()),
+        Op::Read { .. } | Op::List { .. } => return Ok(()),
         Op::Acquire { owner, .. }
         | Op::Renew { owner, .. }
         | Op::Release { owner, .. }

@@ -62,6 +62,8 @@ mod owners;
 mod snapshot;
 
 pub use snapshot::SnapshotError;
+mod list;
+pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -390,7 +392,7 @@ impl LeaseTable {
         if let Err(refusal) = validate(&req.op) {
             return Outcome::Refused(refusal);
         }
-        let is_read = matches!(req.op, Op::Read { .. });
+        let is_read = matches!(req.op, Op::Read { .. } | Op::List { .. });
         let known = self.sessions.contains_key(&req.client);
         if is_read && !known {
             // A read changes nothing, so it needs no session: one-off
@@ -569,6 +571,11 @@ impl LeaseTable {
                 }
                 Outcome::Cancelled
             }
+            Op::List {
+                prefix,
+                after,
+                limit,
+            } => self.list(prefix, after.as_deref(), *limit),
             Op::Read { .. } => {
                 let lease = self.leases.get(name.as_str());
                 Outcome::Holder {
@@ -814,6 +821,9 @@ impl LeaseTable {
 /// # Errors
 /// The [`Refusal`] naming the first limit broken.
 pub fn validate(op: &Op) -> Result<(), Refusal> {
+    if let Op::List { .. } = op {
+        return list::validate(op);
+    }
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -836,7 +846,7 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             }
             (Some(owner), None, 0)
         }
-        Op::Read { .. } | Op::ForceRelease { .. } => (None, None, 0),
+        Op::Read { .. } | Op::ForceRelease { .. } | Op::List { .. } => (None, None, 0),
     };
     if let Some(owner) = owner {
         if owner.is_empty() {

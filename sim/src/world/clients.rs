@@ -34,6 +34,8 @@ impl World {
         }
         if self.clients[c].holding.is_some() {
             self.act_or_let_go(c, local_us);
+        } else if self.clients[c].waiting.is_none() && self.rng.f64() < 0.1 {
+            self.start_list(c);
         } else if self.clients[c].waiting.is_none() {
             let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
             let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
@@ -147,7 +149,19 @@ impl World {
         }
     }
 
-    fn start_request(&mut self, c: usize, op: Op) {
+    /// Lists every held lease, one page of up to two (the names clients
+    /// compete for), so a continuation is exercised too.
+    fn start_list(&mut self, c: usize) {
+        let op = Op::List {
+            prefix: String::new(),
+            after: None,
+            limit: 1 + self.rng.u32(0..2),
+        };
+        let id = self.start_request(c, op);
+        self.lists.on_sent(self.clients[c].core.id(), id);
+    }
+
+    fn start_request(&mut self, c: usize, op: Op) -> u64 {
         let now = self.client_local(c);
         let request = self.clients[c].core.start(op, now);
         self.clients[c].waiting = Some(Waiting {
@@ -155,8 +169,10 @@ impl World {
             last_sent_local: now.as_micros() as u64,
             queued: false,
         });
+        let id = request.request;
         let home = self.clients[c].home;
         self.send_request(home, request);
+        id
     }
 
     fn send_request(&mut self, node: usize, request: trexlock_lease::Request) {
@@ -188,7 +204,12 @@ impl World {
         let op = client.core.request(request).map(|r| r.op);
         client.core.answered(request, &outcome, now);
         match (outcome, op) {
+            (Outcome::Listed { leases, .. }, _) => {
+                let found = self.lists.on_listed(session, request, &leases);
+                self.checker.violations.extend(found);
+            }
             (Outcome::Granted { stamp, .. }, Some(Op::Acquire { name, .. })) => {
+                self.lists.on_granted(&name, stamp);
                 if client.holding.as_ref().is_some_and(|h| h.stamp == stamp) {
                     return;
                 }

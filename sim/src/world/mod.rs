@@ -11,6 +11,7 @@ mod node;
 use crate::SimOptions;
 use crate::checker::Checker;
 use crate::leases::{LeaseChecker, SimClient};
+use crate::lists::ListChecker;
 use node::SimNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -56,6 +57,9 @@ pub struct Outcome {
     pub snapshot_installs: u64,
     /// The largest of those snapshots, in bytes.
     pub largest_install_bytes: u64,
+    /// Lists answered to clients (each checked against the grants
+    /// acknowledged before it was sent).
+    pub lists: u64,
 }
 
 #[derive(Debug)]
@@ -119,6 +123,7 @@ pub struct World {
     checker: Checker,
     clients: Vec<SimClient>,
     leases: LeaseChecker,
+    lists: ListChecker,
     outcome: Outcome,
 }
 
@@ -158,6 +163,7 @@ impl World {
             checker: Checker::new(opts.nodes / 2 + 1),
             clients,
             leases: LeaseChecker::default(),
+            lists: ListChecker::default(),
             outcome: Outcome::default(),
         }
     }
@@ -201,6 +207,7 @@ impl World {
         self.outcome.violations = std::mem::take(&mut self.checker.violations);
         self.outcome.acknowledged = self.checker.acknowledged().count() as u64;
         self.outcome.lease_actions = self.leases.actions;
+        self.outcome.lists = self.lists.answered;
         self.outcome
     }
 

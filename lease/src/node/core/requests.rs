@@ -58,6 +58,21 @@ impl NodeCore {
             });
             return;
         }
+        if sabotaged!(self, ListFromLocalTable)
+            && let Op::List {
+                prefix,
+                after,
+                limit,
+            } = &request.op
+        {
+            let outcome = self.table.list(prefix, after.as_deref(), *limit);
+            self.effects.push(Effect::Answer {
+                client: request.client,
+                request: request.request,
+                outcome,
+            });
+            return;
+        }
         let key = (request.client, request.request);
         let expires = self.now + wait_of(&request) + PENDING_GRACE;
         self.pending.insert(

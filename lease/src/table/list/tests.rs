@@ -1,0 +1,199 @@
+//! Specifications of listing leases.
+
+use super::*;
+use crate::command::{Body, ClientId, Command, LeaseToken, Request, Stamp};
+use crate::table::{MAX_VALUE_BYTES, admit};
+use trexlock_paxos::{Ballot, NodeId};
+
+const EPOCH: Ballot = Ballot {
+    counter: 1,
+    node: NodeId(1),
+};
+
+struct Log {
+    table: LeaseTable,
+    request: u64,
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            table: LeaseTable::new(),
+            request: 0,
+        }
+    }
+
+    fn run(&mut self, at_ms: u64, client: u64, op: Op) -> Outcome {
+        self.request += 1;
+        let request = Request {
+            client: ClientId(client),
+            request: self.request,
+            acked_below: self.request,
+            op,
+        };
+        admit(&request).expect("admitted");
+        let applied = self.table.apply(&Command {
+            epoch: EPOCH,
+            elapsed_us: at_ms * 1000,
+            body: Body::Request(request),
+        });
+        applied.responses.last().expect("an answer").outcome.clone()
+    }
+
+    fn acquire(
+        &mut self,
+        at_ms: u64,
+        name: &str,
+        owner: &str,
+        ttl_ms: u64,
+        wait_ms: u64,
+    ) -> Outcome {
+        let client = owner.bytes().map(u64::from).sum();
+        let op = Op::Acquire {
+            name: name.into(),
+            owner: owner.into(),
+            token: LeaseToken(u128::from(client)),
+            ttl_ms,
+            wait_ms,
+        };
+        self.run(at_ms, client, op)
+    }
+
+    fn list(
+        &mut self,
+        at_ms: u64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> (Vec<ListedLease>, Option<String>) {
+        let op = Op::List {
+            prefix: prefix.into(),
+            after: after.map(str::to_owned),
+            limit,
+        };
+        match self.run(at_ms, 999, op) {
+            Outcome::Listed { leases, next } => (leases, next),
+            other => panic!("not a list: {other:?}"),
+        }
+    }
+}
+
+fn names(leases: &[ListedLease]) -> Vec<&str> {
+    leases.iter().map(|l| l.name.as_str()).collect()
+}
+
+#[test]
+fn a_list_reports_the_held_leases_under_a_prefix_in_name_order_with_holder_stamp_time_left_and_waiters()
+ {
+    let mut log = Log::new();
+    log.acquire(0, "jobs/b", "alice", 10_000, 0);
+    log.acquire(1, "jobs/a", "bob", 5_000, 0);
+    log.acquire(2, "other", "carol", 10_000, 0);
+    log.acquire(3, "jobs/a", "dave", 10_000, 60_000);
+    log.acquire(4, "jobs", "erin", 10_000, 0);
+    let (leases, next) = log.list(1_001, "jobs/", None, 100);
+    assert_eq!(names(&leases), ["jobs/a", "jobs/b"]);
+    assert_eq!(next, None);
+    let a = &leases[0];
+    assert_eq!((a.holder.owner.as_str(), a.holder.stamp), ("bob", Stamp(2)));
+    assert_eq!(a.holder.remaining_ms, 4_000);
+    assert_eq!(a.waiters, 1);
+    assert_eq!((leases[1].holder.stamp, leases[1].waiters), (Stamp(1), 0));
+    let (all, _) = log.list(1_001, "", None, 100);
+    assert_eq!(names(&all), ["jobs", "jobs/a", "jobs/b", "other"]);
+}
+
+#[test]
+fn an_expired_lease_is_not_listed_and_a_waiter_that_took_over_is() {
+    let mut log = Log::new();
+    log.acquire(0, "a", "alice", 1_000, 0);
+    log.acquire(0, "b", "bob", 1_000, 0);
+    log.acquire(1, "b", "carol", 1_000, 60_000);
+    let (leases, _) = log.list(1_500, "", None, 10);
+    assert_eq!(names(&leases), ["b"]);
+    assert_eq!(leases[0].holder.owner, "carol");
+}
+
+#[test]
+fn pages_follow_the_limit_and_the_continuation_resumes_without_gaps_or_repeats() {
+    let mut log = Log::new();
+    let mut expected: Vec<String> = (0..25).map(|i| format!("n{i:02}")).collect();
+    for name in &expected {
+        log.acquire(0, name, "alice", 60_000, 0);
+    }
+    log.acquire(0, "z", "alice", 60_000, 0);
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let (leases, next) = log.list(1, "n", after.as_deref(), 10);
+        assert!(leases.len() <= 10);
+        seen.extend(leases.into_iter().map(|l| l.name));
+        pages += 1;
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3);
+}
+
+#[test]
+fn a_page_of_the_longest_names_and_owners_stays_within_its_byte_bound() {
+    let mut log = Log::new();
+    let owner = "o".repeat(crate::table::MAX_OWNER_BYTES);
+    for i in 0..300 {
+        let name = format!("{i:03}{}", "n".repeat(MAX_NAME_BYTES - 3));
+        log.acquire(0, &name, &owner, 60_000, 0);
+    }
+    let (leases, next) = log.list(1, "", None, MAX_LIST_ENTRIES);
+    assert!(next.is_some(), "the rest is on later pages");
+    assert!(!leases.is_empty());
+    let answer = Outcome::Listed { leases, next };
+    let size = postcard::to_stdvec(&answer).unwrap().len();
+    assert!(size <= MAX_LIST_PAGE_BYTES, "{size} bytes");
+    assert!(size <= MAX_VALUE_BYTES, "no larger than a read's value");
+}
+
+#[test]
+fn a_list_with_a_limit_out_of_range_or_an_overlong_prefix_is_refused_before_it_is_proposed() {
+    let long = "x".repeat(MAX_NAME_BYTES + 1);
+    let cases = [
+        (String::new(), None, 0, Refusal::ListLimitOutOfRange),
+        (
+            String::new(),
+            None,
+            MAX_LIST_ENTRIES + 1,
+            Refusal::ListLimitOutOfRange,
+        ),
+        (long.clone(), None, 1, Refusal::NameTooLong),
+        ("a".into(), Some(long), 1, Refusal::NameTooLong),
+    ];
+    for (prefix, after, limit, refusal) in cases {
+        let request = Request {
+            client: ClientId(1),
+            request: 1,
+            acked_below: 0,
+            op: Op::List {
+                prefix,
+                after,
+                limit,
+            },
+        };
+        assert_eq!(admit(&request), Err(refusal));
+        assert!(refusal.is_invalid());
+    }
+}
+
+#[test]
+fn a_list_needs_no_session_and_leaves_the_table_unchanged() {
+    let mut log = Log::new();
+    log.acquire(0, "a", "alice", 60_000, 0);
+    let before = log.table.sessions_len();
+    let snapshot = log.table.clone();
+    log.list(0, "", None, 10);
+    assert_eq!(log.table.sessions_len(), before);
+    assert_eq!(log.table, snapshot);
+}
