@@ -75,7 +75,9 @@ pub use error::{LeaseError, NodeError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
-pub use node::{Effect, JournalFile, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus};
+pub use node::{
+    Effect, JournalFile, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus, Role,
+};
 #[cfg(feature = "sabotage")]
 pub use sabotage::Sabotage;
 pub use table::LeaseTable;

@@ -84,6 +84,9 @@ pub struct SimOptions {
     /// Longest pause of a holder right after it checked its lease (the
     /// safety gap must cover it).
     pub max_check_pause: Duration,
+    /// Change the membership during the run: grow, shrink, replace,
+    /// remove the leader.
+    pub reconfig: bool,
 }
 
 impl Default for SimOptions {
@@ -98,6 +101,7 @@ impl Default for SimOptions {
             disk_loss: true,
             safety_gap: Duration::from_millis(25),
             max_check_pause: Duration::from_millis(20),
+            reconfig: false,
         }
     }
 }
@@ -132,13 +136,17 @@ pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outc
 }
 
 const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sabotage NAME]
-                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--verbose]
+                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--reconfig]
+                [--verbose]
+  --reconfig        change the membership during runs (grow, shrink, replace,
+                    remove the leader)
   --drift-ppm       largest clock rate error of nodes and clients (default 1000,
                     the configured bound; above it leases may break)
   --safety-gap-ms   gap holders keep before their deadline (default 25)
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss
+                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss,
+                  old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension";
 
@@ -153,6 +161,8 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "forget-votes-in-promise" => Sabotage::Core(C::ForgetVotesInPromise),
         "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
         "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
+        "old-config-quorum" => Sabotage::Core(C::OldConfigQuorum),
+        "concurrent-changes" => Sabotage::Core(C::ConcurrentChanges),
         "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
@@ -219,6 +229,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                     opts.max_check_pause = Duration::from_millis(ms);
                 }
                 "--verbose" => verbose = true,
+                "--reconfig" => opts.reconfig = true,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -247,7 +258,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} changes {} removals {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -259,7 +270,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.elections,
                 outcome.lease_grants,
                 outcome.lease_actions,
-                outcome.resends
+                outcome.resends,
+                outcome.changes,
+                outcome.removals
             );
         }
     }

@@ -11,8 +11,9 @@
 //! extended to messages the protocol could have produced.
 
 use super::Replica;
+use super::members::Standing;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, MAX_SLOT, NodeId, Slot};
+use crate::types::{Ballot, MAX_SLOT, NodeId, Slot, Value};
 
 /// Why a peer message was dropped without effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +27,15 @@ pub enum Refusal {
     /// The sender is not a member of the cluster.
     #[error("sender {0} is not a member")]
     SenderNotAMember(NodeId),
+    /// A membership carried in a value or a snapshot breaks the bounds
+    /// every membership keeps (see `Membership::check`).
+    #[error("{kind}: a membership at slot {slot} is invalid")]
+    BadMembership {
+        /// The message kind.
+        kind: &'static str,
+        /// Where it was carried.
+        slot: Slot,
+    },
     /// A ballot whose counter cannot be exceeded: promising it would end
     /// every later election.
     #[error("{kind}: ballot {ballot} has a counter that cannot be exceeded")]
@@ -191,6 +201,16 @@ fn index_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
     }
 }
 
+fn memberships_valid<'a>(
+    kind: &'static str,
+    mut values: impl Iterator<Item = (Slot, &'a Value)>,
+) -> Result<(), Refusal> {
+    match values.find(|(_, v)| matches!(v, Value::Reconfig(m) if m.check().is_err())) {
+        Some((slot, _)) => Err(Refusal::BadMembership { kind, slot }),
+        None => Ok(()),
+    }
+}
+
 fn increasing(
     kind: &'static str,
     slots: impl IntoIterator<Item = Slot>,
@@ -224,15 +244,38 @@ impl Replica {
         if from == me {
             return Err(Refusal::FromItself);
         }
-        if !self.cfg.members.contains(&from) {
+        let message = &envelope.message;
+        // Members change at runtime, so a node may hear from a member it
+        // has not learned of yet (a new leader, or the peer it catches up
+        // from): what lets it follow and learn is taken from any node it
+        // does not know removed. What engages it (a promise, or counting a
+        // vote or an answer for its own ballot) needs a member it knows.
+        let learning = matches!(
+            message,
+            Message::Accept { .. }
+                | Message::Commit { .. }
+                | Message::CatchupRequest { .. }
+                | Message::CatchupResponse { .. }
+                | Message::Probe
+                | Message::ProbeReply { .. }
+                | Message::Nack { .. }
+        );
+        let admitted = |node: NodeId| match self.standing(node) {
+            Standing::Member => true,
+            Standing::Unknown => learning,
+            // A removed node may still ask, so that it learns its removal.
+            Standing::Removed => {
+                matches!(message, Message::CatchupRequest { .. } | Message::Probe)
+            }
+        };
+        if !admitted(from) {
             return Err(Refusal::SenderNotAMember(from));
         }
-        let message = &envelope.message;
         let kind = message.kind();
         let usable = |ballot: Ballot| {
             if !ballot.is_usable() {
                 Err(Refusal::UnusableBallot { kind, ballot })
-            } else if ballot != Ballot::ZERO && !self.cfg.members.contains(&ballot.node) {
+            } else if ballot != Ballot::ZERO && !admitted(ballot.node) {
                 Err(Refusal::BallotOfNonMember { kind, ballot })
             } else {
                 Ok(())
@@ -269,6 +312,7 @@ impl Replica {
                 index_in_range(kind, *committed)?;
                 index_in_range(kind, *truncated)?;
                 increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                memberships_valid(kind, entries.iter().map(|(s, e)| (*s, &e.value)))?;
                 entries
                     .iter()
                     .try_for_each(|(_, entry)| usable(entry.ballot))
@@ -280,7 +324,8 @@ impl Replica {
             } => {
                 owned_by_sender(*ballot)?;
                 index_in_range(kind, *committed)?;
-                increasing(kind, entries.iter().map(|(s, _)| *s), false)
+                increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
             }
             Message::Accepted { ballot, slots } => {
                 mine(*ballot)?;
@@ -310,8 +355,12 @@ impl Replica {
             Message::CatchupResponse { snapshot, entries } => {
                 if let Some(s) = snapshot {
                     slot_in_range(kind, s.slot)?;
+                    if crate::membership::unframe(&s.data).is_err() {
+                        return Err(Refusal::BadMembership { kind, slot: s.slot });
+                    }
                 }
-                increasing(kind, entries.iter().map(|(s, _)| *s), true)
+                increasing(kind, entries.iter().map(|(s, _)| *s), true)?;
+                memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
             }
             Message::Probe => Ok(()),
             Message::ProbeReply {

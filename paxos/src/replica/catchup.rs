@@ -94,6 +94,12 @@ impl Replica {
         self.catchup_sent_at = None;
         self.catchup_asked = None;
         if let Some(snapshot) = snapshot.filter(|s| s.slot > self.committed) {
+            // Admission checked that the frame decodes.
+            let history = crate::membership::unframe(&snapshot.data)
+                .ok()
+                .flatten()
+                .map(|(history, _)| history);
+            self.install_history(history, snapshot.slot);
             self.committed = snapshot.slot;
             self.delivered = snapshot.slot;
             self.install_pending = true;

@@ -96,4 +96,5 @@ mod catchup;
 mod hostile;
 mod leader;
 mod limits;
+mod members;
 mod rejoin;
