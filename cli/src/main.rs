@@ -6,10 +6,12 @@
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001
-//! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --out ./certs
+//! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
+//! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
 //! ```
 
 mod config;
+mod force_release;
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -82,14 +84,23 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Take a lease away from whoever holds it (for a stuck lease; the next
+    /// waiter gets it). Needs an admin certificate (`certs --admins`).
+    ForceRelease {
+        /// Lease name.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Print a node's status and counters.
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Write a cluster CA and certificates naming each node and client
-    /// (URI SANs trexlock://<cluster>/node/<id> and
-    /// trexlock://<cluster>/client/<name>) into a folder. An existing
+    /// Write a cluster CA and certificates naming each node, client and
+    /// administrator (URI SANs trexlock://<cluster>/node/<id>,
+    /// trexlock://<cluster>/client/<name> and
+    /// trexlock://<cluster>/admin/<name>) into a folder. An existing
     /// ca.pem and ca.key there are reused; no file is ever overwritten.
     Certs {
         /// The cluster id the certificates are for.
@@ -101,6 +112,10 @@ enum Command {
         /// Comma-separated client names to issue client certificates for.
         #[arg(long, value_delimiter = ',')]
         clients: Vec<String>,
+        /// Comma-separated administrator names to issue admin certificates
+        /// for (they alone may force-release a lease).
+        #[arg(long, value_delimiter = ',')]
+        admins: Vec<String>,
         /// The folder to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -138,6 +153,16 @@ impl ClusterArgs {
             config.tls = Some(TlsConfig::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?);
         }
         Ok(config)
+    }
+
+    /// The owner a command acts as when none is given: with a certificate,
+    /// a name under the certificate's principal (the only owners the node
+    /// lets it use); without, one of this process's own.
+    fn default_owner(&self) -> Result<String, String> {
+        Ok(match self.remote()?.tls {
+            Some(tls) => format!("{}/{}", remote::principal(tls.identity()), process_owner()),
+            None => process_owner(),
+        })
     }
 
     async fn client(&self, owner: String) -> Result<LeaseClient, String> {
@@ -196,7 +221,10 @@ async fn run(command: Command) -> Result<(), String> {
             hold,
             cluster,
         } => {
-            let owner = owner.unwrap_or_else(default_owner);
+            let owner = match owner {
+                Some(owner) => owner,
+                None => cluster.default_owner()?,
+            };
             let client = cluster.client(owner.clone()).await?;
             let lease = if wait.is_zero() {
                 match client
@@ -261,7 +289,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::Holder { name, cluster } => {
-            let client = cluster.client(default_owner()).await?;
+            let client = cluster.client(cluster.default_owner()?).await?;
             match client
                 .holder(&name)
                 .await
@@ -275,6 +303,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
         Command::Status { cluster } => {
             let status = remote::status(&cluster.remote()?)
                 .await
@@ -293,10 +322,11 @@ async fn run(command: Command) -> Result<(), String> {
             cluster,
             nodes,
             clients,
+            admins,
             out,
         } => {
             let nodes: Vec<NodeId> = nodes.into_iter().map(NodeId).collect();
-            let written = certs::write_cluster_certs(&out, &cluster, &nodes, &clients)
+            let written = certs::write_cluster_certs(&out, &cluster, &nodes, &clients, &admins)
                 .map_err(|e| e.to_string())?;
             for path in written {
                 println!("wrote {}", path.display());
@@ -312,7 +342,7 @@ fn parse_token(hex: &str) -> Result<LeaseToken, String> {
         .map_err(|e| format!("a token is 32 hex digits: {e}"))
 }
 
-fn default_owner() -> String {
+fn process_owner() -> String {
     format!("cli-{}", std::process::id())
 }
 

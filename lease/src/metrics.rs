@@ -20,11 +20,17 @@ pub(crate) struct Metrics {
     pub(crate) journal_syncs: AtomicU64,
     pub(crate) commit_latency_us_total: AtomicU64,
     pub(crate) commit_latency_count: AtomicU64,
+    pub(crate) snapshot_bytes: AtomicU64,
+    pub(crate) leases: AtomicU64,
 }
 
 impl Metrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self, is_leader: bool) -> MetricsSnapshot {
@@ -42,6 +48,8 @@ impl Metrics {
             journal_syncs: get(&self.journal_syncs),
             commit_latency_us_total: get(&self.commit_latency_us_total),
             commit_latency_count: get(&self.commit_latency_count),
+            snapshot_bytes: get(&self.snapshot_bytes),
+            leases: get(&self.leases),
         }
     }
 }
@@ -73,4 +81,8 @@ pub struct MetricsSnapshot {
     pub commit_latency_us_total: u64,
     /// Requests counted in `commit_latency_us_total`.
     pub commit_latency_count: u64,
+    /// Size of the latest snapshot this node took or installed, in bytes.
+    pub snapshot_bytes: u64,
+    /// Leases held or awaited, as of the last snapshot taken or installed.
+    pub leases: u64,
 }

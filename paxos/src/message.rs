@@ -1,7 +1,8 @@
 //! The messages replicas exchange. Every message is idempotent: delivering
 //! it twice, late, or not at all never breaks safety.
 
-use crate::types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A message with its sender and addressee.
@@ -29,6 +30,13 @@ pub enum Message {
     /// Phase 1b: the acceptor promised `ballot` and reports every vote it
     /// holds from the requested slot on. Votes at slots up to `committed`
     /// are known chosen.
+    ///
+    /// A promise whose votes do not fit in one message
+    /// ([`crate::Config::max_message_bytes`]) comes in parts: each reports
+    /// every vote in its slot range `first..=through`, the ranges follow
+    /// one another from the requested slot, and the last one runs through
+    /// [`crate::MAX_SLOT`]. A candidate counts the promise only once it
+    /// holds parts covering every slot from its first unchosen one on.
     Promise {
         /// The ballot promised.
         ballot: Ballot,
@@ -36,8 +44,13 @@ pub enum Message {
         committed: Slot,
         /// Slots up to here were compacted away and cannot be reported.
         truncated: Slot,
-        /// The acceptor's votes from the requested slot on.
+        /// The acceptor's votes in `first..=through`, in slot order.
         entries: Vec<(Slot, LogEntry)>,
+        /// The first slot this part reports on.
+        first: Slot,
+        /// The last slot this part reports on ([`crate::MAX_SLOT`]: the
+        /// promise's last part).
+        through: Slot,
     },
     /// Phase 2a: the leader asks acceptors to accept values for slots.
     Accept {
@@ -86,14 +99,36 @@ pub enum Message {
         /// The first slot the requester lacks.
         from: Slot,
     },
-    /// Chosen values (and a snapshot when the requested slots were
-    /// compacted away).
+    /// Chosen values, from the requested slot on. When the requested slots
+    /// were compacted away the answer is a [`Message::SnapshotChunk`]
+    /// instead.
     CatchupResponse {
-        /// Present when the requested slots are no longer in the log.
-        snapshot: Option<Snapshot>,
-        /// Chosen values, contiguous, following the snapshot or the
-        /// requested slot.
+        /// Chosen values, contiguous, from the requested slot on.
         entries: Vec<(Slot, Value)>,
+    },
+    /// A node assembling a snapshot asks for the part from `offset` on.
+    SnapshotRequest {
+        /// The slot of the snapshot being assembled.
+        slot: Slot,
+        /// How many of its bytes the requester holds.
+        offset: u64,
+    },
+    /// One piece of the sender's snapshot, at most
+    /// [`crate::Config::snapshot_chunk_bytes`] long, so that a snapshot of
+    /// any size reaches a lagging node in messages under the frame limit.
+    /// The receiver installs it only once every byte arrived in order and
+    /// the whole matches `total_len` and `checksum`.
+    SnapshotChunk {
+        /// The last slot the snapshot covers.
+        slot: Slot,
+        /// The whole snapshot's length, in bytes.
+        total_len: u64,
+        /// CRC-32 (IEEE) of the whole snapshot.
+        checksum: u32,
+        /// Where `data` starts within the snapshot.
+        offset: u64,
+        /// The bytes from `offset` on.
+        data: Bytes,
     },
     /// Sent by a replica that starts with an empty journal: before it may
     /// vote, it must learn what every other member has promised and voted
@@ -121,6 +156,8 @@ impl Message {
             Message::Nack { .. } => "nack",
             Message::CatchupRequest { .. } => "catchup_request",
             Message::CatchupResponse { .. } => "catchup_response",
+            Message::SnapshotRequest { .. } => "snapshot_request",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
             Message::Probe => "probe",
             Message::ProbeReply { .. } => "probe_reply",
         }

@@ -145,7 +145,8 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
   --safety-gap-ms   gap holders keep before their deadline (default 25)
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss,
+                  forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
+                  vote-after-disk-loss, unchecked-snapshot-chunks,
                   old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension";
@@ -159,10 +160,12 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "accept-lower-ballot" => Sabotage::Core(C::AcceptLowerBallot),
         "minority-quorum" => Sabotage::Core(C::MinorityQuorum),
         "forget-votes-in-promise" => Sabotage::Core(C::ForgetVotesInPromise),
+        "count-partial-promise" => Sabotage::Core(C::CountPartialPromise),
         "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
         "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
         "old-config-quorum" => Sabotage::Core(C::OldConfigQuorum),
         "concurrent-changes" => Sabotage::Core(C::ConcurrentChanges),
+        "unchecked-snapshot-chunks" => Sabotage::Core(C::UncheckedSnapshotChunks),
         "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
@@ -258,7 +261,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} changes {} removals {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {} changes {} removals {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -271,6 +274,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.lease_grants,
                 outcome.lease_actions,
                 outcome.resends,
+                outcome.snapshot_installs,
+                outcome.largest_install_bytes,
                 outcome.changes,
                 outcome.removals
             );

@@ -38,7 +38,6 @@ impl History {
         self.base = slot;
         self.values.clear();
     }
-
 }
 
 #[cfg(test)]

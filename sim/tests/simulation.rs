@@ -136,6 +136,11 @@ fn a_promise_that_forgets_its_votes_is_caught() {
 }
 
 #[test]
+fn a_candidate_counting_a_promise_before_all_its_parts_arrived_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Core(Core::CountPartialPromise)).is_some());
+}
+
+#[test]
 fn learning_a_commit_without_the_ballot_check_is_caught() {
     assert!(seeds_to_catch(Sabotage::Core(Core::CommitIgnoresBallot)).is_some());
 }
@@ -143,6 +148,36 @@ fn learning_a_commit_without_the_ballot_check_is_caught() {
 #[test]
 fn a_replica_that_votes_again_right_after_losing_its_disk_is_caught() {
     assert!(seeds_to_catch(Sabotage::Core(Core::VoteAfterDiskLoss)).is_some());
+}
+
+#[test]
+fn snapshot_chunks_taken_out_of_order_or_unchecked_are_caught() {
+    assert!(seeds_to_catch(Sabotage::Core(Core::UncheckedSnapshotChunks)).is_some());
+}
+
+/// The simulator's nodes send snapshots in chunks of 64 bytes: lagging and
+/// wiped nodes catch up by assembling snapshots of many chunks through
+/// loss, duplication and reordering, and stay safe.
+#[test]
+fn nodes_far_behind_catch_up_from_snapshots_many_chunks_long() {
+    let outcomes = simulate_many(0, 200, SimOptions::default());
+    let found: Vec<String> = outcomes
+        .iter()
+        .flat_map(|(seed, o)| {
+            o.violations
+                .iter()
+                .map(move |v| format!("seed {seed}: {v}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    let installs: u64 = outcomes.iter().map(|(_, o)| o.snapshot_installs).sum();
+    let largest = outcomes
+        .iter()
+        .map(|(_, o)| o.largest_install_bytes)
+        .max()
+        .unwrap_or(0);
+    assert!(installs >= 10, "{installs} installs");
+    assert!(largest >= 4 * 64, "largest install {largest} bytes");
 }
 
 #[test]

@@ -10,10 +10,12 @@
 //! resends what is unanswered, under the same request ids, so nothing runs
 //! twice.
 
+mod authz;
 mod client;
 mod server;
 
 pub use crate::node::JournalFile;
+pub use authz::{authorize, principal};
 pub use client::{RemoteConfig, connect, status};
 pub use server::{TcpNode, TcpNodeConfig};
 

@@ -1,8 +1,9 @@
 //! A node on TCP: transport, node runtime and the service for remote
 //! clients, started and stopped together.
 
+use super::authz::authorize;
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
-use crate::command::{Op, Outcome, Refusal};
+use crate::command::Outcome;
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ impl TcpNode {
     /// invalid.
     pub async fn start(config: TcpNodeConfig) -> Result<TcpNode, NodeError> {
         let cluster = config.transport.cluster_id.clone();
+        let tls = config.transport.tls.is_some();
         let (transport, inbound) = NodeTransport::start(config.transport).await?;
         let network = Arc::new(TcpNetwork::new(transport.clone()));
         let started = Node::start_with_journal(
@@ -57,6 +59,7 @@ impl TcpNode {
             node.handle(),
             transport.clone(),
             inbound.clients,
+            tls,
         ));
         Ok(TcpNode {
             node,
@@ -106,12 +109,14 @@ impl TcpNode {
     }
 }
 
-/// Answers remote clients: each request becomes a call on the local node,
-/// and its answers go back on the client's connection.
+/// Answers remote clients: each request the connection's identity allows
+/// (see [`authorize`]) becomes a call on the local node, and its answers go
+/// back on the client's connection.
 async fn serve_clients(
     node: NodeHandle,
     transport: NodeTransport,
     mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
+    tls: bool,
 ) {
     while let Some((conn, message)) = clients.recv().await {
         match message {
@@ -126,17 +131,24 @@ async fn serve_clients(
                 });
                 let _ = transport.reply(conn, reply);
             }
-            ClientMessage::Lease(request) if matches!(request.op, Op::ForceRelease { .. }) => {
-                // A remote connection carries no operator identity yet, so
-                // it may not take anyone's lease away.
-                let reply = NodeReply::Outcome {
-                    client: request.client,
-                    request: request.request,
-                    outcome: Outcome::Refused(Refusal::NotPermitted),
-                };
-                let _ = transport.reply(conn, reply);
-            }
             ClientMessage::Lease(request) => {
+                // Over TLS a connection without an identity has closed:
+                // nobody is left to answer.
+                let Some(identity) = transport.client_identity(conn) else {
+                    continue;
+                };
+                if tls && identity.is_none() {
+                    continue;
+                }
+                if let Err(refusal) = authorize(identity.as_ref(), &request.op) {
+                    let reply = NodeReply::Outcome {
+                        client: request.client,
+                        request: request.request,
+                        outcome: Outcome::Refused(refusal),
+                    };
+                    let _ = transport.reply(conn, reply);
+                    continue;
+                }
                 let (client, id) = (request.client, request.request);
                 let transport = transport.clone();
                 // Answers go straight from the node task onto the client's

@@ -14,6 +14,7 @@ mod members;
 mod rejoin;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use crate::config::Config;
 #[cfg(test)]
@@ -28,13 +29,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use admission::Refusal;
-pub(crate) use leader::{Candidate, Leader};
+pub(crate) use leader::{Candidate, Leader, PromisePart};
 pub use members::REMOVAL_GRACE_TIMEOUTS;
 
 /// What one step produced. Perform it in field order: **persist `write`
 /// (one sync) before sending any of `messages`**, then apply `install` and
 /// `chosen` to the state machine.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "a step's effects must be persisted, sent and applied"]
 pub struct Ready {
     /// Durable effects of the step; empty when nothing changed.
@@ -82,6 +83,7 @@ pub enum Leadership {
     Lost,
 }
 
+#[derive(Clone, Debug)]
 pub(crate) enum Role {
     Follower,
     Candidate(Candidate),
@@ -91,6 +93,11 @@ pub(crate) enum Role {
 /// One multi-Paxos replica. Pure: it reads no clock (time is passed in as
 /// `now`, a monotonic duration since any fixed origin), performs no I/O and
 /// draws randomness only from a generator seeded by [`Config::seed`].
+///
+/// `Clone` copies the whole state, the election randomness included, so
+/// that a model checker can branch from any point; `Debug` shows every
+/// field, so that it can tell two states apart.
+#[derive(Clone, Debug)]
 pub struct Replica {
     cfg: Config,
     rng: fastrand::Rng,
@@ -105,6 +112,9 @@ pub struct Replica {
     role: Role,
     /// Highest ballot seen anywhere; new ballots go above it.
     max_seen: Ballot,
+    /// The highest ballot counter a peer has shown, and when it first did
+    /// (see `Replica::ballot_limit`).
+    ballot_anchor: (u64, Duration),
     leader_hint: Option<NodeId>,
     last_heard_leader: Option<Duration>,
     election_deadline: Duration,
@@ -114,6 +124,10 @@ pub struct Replica {
     /// The peer last asked for catch-up and the first slot asked for; only
     /// its answer to that request is accepted.
     catchup_asked: Option<(NodeId, Slot)>,
+    /// A snapshot being received from a peer, chunk by chunk.
+    assembly: Option<transfer::Assembly>,
+    /// The checksum of our own snapshot, as served to peers: (slot, CRC).
+    snapshot_checksum: Option<(Slot, u32)>,
     /// Peer messages dropped by admission checks so far.
     refused: u64,
     /// Ballot of the leader last heard from (followers only).
@@ -172,12 +186,15 @@ impl Replica {
             delivered,
             role: Role::Follower,
             max_seen: state.promised,
+            ballot_anchor: (state.promised.counter, now),
             leader_hint: None,
             last_heard_leader: None,
             election_deadline: now,
             leader_committed: state.committed,
             catchup_sent_at: None,
             catchup_asked: None,
+            assembly: None,
+            snapshot_checksum: None,
             refused: 0,
             leader_ballot: None,
             rejoin,
@@ -261,10 +278,11 @@ impl Replica {
     /// content.
     pub fn handle(&mut self, now: Duration, envelope: Envelope) -> Result<Ready, PaxosError> {
         self.guard()?;
-        if let Err(refusal) = self.admit(&envelope) {
+        if let Err(refusal) = self.admit(now, &envelope) {
             self.refuse(refusal);
             return self.finish(Ok(()));
         }
+        self.note_peer_ballots(now, &envelope.message);
         let from = envelope.from;
         let result = match envelope.message {
             Message::Prepare { ballot, from: slot } => {
@@ -276,8 +294,18 @@ impl Replica {
                 committed,
                 truncated,
                 entries,
+                first,
+                through,
             } => {
-                self.on_promise(now, from, ballot, committed, truncated, entries);
+                let part = PromisePart {
+                    ballot,
+                    committed,
+                    truncated,
+                    entries,
+                    first,
+                    through,
+                };
+                self.on_promise(now, from, part);
                 Ok(())
             }
             Message::Accept {
@@ -305,8 +333,29 @@ impl Replica {
                 self.on_catchup_request(from, slot);
                 Ok(())
             }
-            Message::CatchupResponse { snapshot, entries } => {
-                self.on_catchup_response(now, from, snapshot, entries);
+            Message::CatchupResponse { entries } => {
+                self.on_catchup_response(now, from, entries);
+                Ok(())
+            }
+            Message::SnapshotRequest { slot, offset } => {
+                self.on_snapshot_request(from, slot, offset);
+                Ok(())
+            }
+            Message::SnapshotChunk {
+                slot,
+                total_len,
+                checksum,
+                offset,
+                data,
+            } => {
+                let chunk = transfer::Chunk {
+                    slot,
+                    total_len,
+                    checksum,
+                    offset,
+                    data,
+                };
+                self.on_snapshot_chunk(now, from, chunk);
                 Ok(())
             }
             Message::Probe => {
@@ -580,23 +629,6 @@ fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
         ));
     }
     Ok(())
-}
-
-impl std::fmt::Debug for Replica {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let role = match self.role {
-            Role::Follower => "follower",
-            Role::Candidate(_) => "candidate",
-            Role::Leader(_) => "leader",
-        };
-        f.debug_struct("Replica")
-            .field("node", &self.cfg.node)
-            .field("role", &role)
-            .field("promised", &self.promised)
-            .field("committed", &self.committed)
-            .field("truncated", &self.truncated)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Client commands waiting for a slot.

@@ -57,6 +57,10 @@ pub struct Outcome {
     pub changes: u64,
     /// Nodes that stopped because they were removed.
     pub removals: u64,
+    /// Snapshots a node installed from a peer's chunks.
+    pub snapshot_installs: u64,
+    /// The largest of those snapshots, in bytes.
+    pub largest_install_bytes: u64,
 }
 
 #[derive(Debug)]
