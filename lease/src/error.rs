@@ -95,6 +95,15 @@ pub enum NodeError {
         /// The other engine's journal found beside it.
         found: std::path::PathBuf,
     },
+    /// The node was removed from the membership: it serves nothing more.
+    /// Wipe its data directory before adding it back as a learner.
+    #[error("{node} was removed from the membership (in effect by slot {slot}); it stops serving")]
+    Removed {
+        /// This node.
+        node: trexlock_paxos::NodeId,
+        /// The node's commit index when it saw the removal in effect.
+        slot: u64,
+    },
     /// A chosen command or a snapshot could not be decoded: this build
     /// cannot read the cluster's log.
     #[error("slot {slot}: undecodable {what}: {reason}")]

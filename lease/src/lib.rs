@@ -79,7 +79,9 @@ pub use guard::{FencedGuard, FencedMutex, GuardError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
-pub use node::{Effect, JournalFile, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus};
+pub use node::{
+    Effect, JournalFile, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus, Role,
+};
 #[cfg(feature = "sabotage")]
 pub use sabotage::Sabotage;
 pub use table::LeaseTable;

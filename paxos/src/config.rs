@@ -9,7 +9,12 @@ use std::time::Duration;
 pub struct Config {
     /// This node.
     pub node: NodeId,
-    /// Every member of the cluster, this node included.
+    /// The bootstrap voters: the membership until the log (or a snapshot)
+    /// says otherwise; read once, when the journal holds no membership. A
+    /// node not among them joins as a learner: it has never voted under
+    /// its id, so it needs no other member's answer to start (see
+    /// `Replica::is_learner`), and it votes once a chosen membership makes
+    /// it a voter.
     pub members: Vec<NodeId>,
     /// How often a leader sends a commit heartbeat when idle.
     pub heartbeat_interval: Duration,
@@ -73,6 +78,12 @@ pub enum Sabotage {
     /// A replica that lost its journal votes again at once instead of
     /// learning first.
     VoteAfterDiskLoss,
+    /// A leader keeps counting the quorum of the membership before a
+    /// change for slots the new membership governs.
+    OldConfigQuorum,
+    /// A leader proposes a second membership change before the first is
+    /// in effect.
+    ConcurrentChanges,
     /// Snapshot chunks are appended in whatever order they arrive and the
     /// assembled snapshot is installed without checking its checksum.
     UncheckedSnapshotChunks,
@@ -142,8 +153,8 @@ impl Config {
         if members.len() != self.members.len() {
             return Err(ConfigError::DuplicateMember);
         }
-        if !members.contains(&self.node) {
-            return Err(ConfigError::NotAMember(self.node));
+        if members.is_empty() {
+            return Err(ConfigError::NoMembers);
         }
         if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval {
             return Err(ConfigError::Timing);
@@ -176,9 +187,9 @@ pub enum ConfigError {
     /// A node id appears twice among the members.
     #[error("a node id appears twice among the members")]
     DuplicateMember,
-    /// The node is not in its own member list.
-    #[error("node {0} is not among the members")]
-    NotAMember(NodeId),
+    /// The bootstrap member list is empty.
+    #[error("the bootstrap member list is empty")]
+    NoMembers,
     /// Heartbeats must be non-zero and shorter than the election timeout.
     #[error("heartbeat interval must be non-zero and shorter than the election timeout")]
     Timing,

@@ -63,6 +63,7 @@ macro_rules! sabotaged {
 mod config;
 mod error;
 mod journal;
+mod membership;
 mod message;
 mod replica;
 mod types;
@@ -75,8 +76,11 @@ pub use config::{
 };
 pub use error::{PaxosError, ProposeError};
 pub use journal::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
+pub use membership::{
+    CONFIG_DELAY, Change, ChangeError, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_VOTERS, Membership,
+};
 pub use message::{Envelope, Message};
-pub use replica::{Leadership, Ready, Refusal, Replica};
+pub use replica::{Leadership, REMOVAL_GRACE_TIMEOUTS, Ready, Refusal, Replica};
 pub use types::{
     Ballot, COMMAND_OVERHEAD_BYTES, ENTRY_OVERHEAD_BYTES, LogEntry, MAX_SLOT,
     MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Snapshot, Value, command_bytes,

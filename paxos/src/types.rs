@@ -87,6 +87,10 @@ pub enum Value {
     Noop,
     /// A batch of opaque client commands, applied in order.
     Batch(Vec<Bytes>),
+    /// A new membership, governing from this slot plus
+    /// [`crate::CONFIG_DELAY`] on (see the `membership` module).
+    /// Applications ignore it; it carries no commands.
+    Reconfig(crate::Membership),
 }
 
 /// Bytes the size estimates add to each command's length: postcard
@@ -110,7 +114,7 @@ impl Value {
     /// The commands this value carries (none for [`Value::Noop`]).
     pub fn commands(&self) -> &[Bytes] {
         match self {
-            Value::Noop => &[],
+            Value::Noop | Value::Reconfig(_) => &[],
             Value::Batch(cmds) => cmds,
         }
     }
@@ -119,9 +123,13 @@ impl Value {
     /// entry: [`ENTRY_OVERHEAD_BYTES`] plus each command's length and
     /// [`COMMAND_OVERHEAD_BYTES`].
     pub fn entry_bytes(&self) -> usize {
-        self.commands().iter().fold(ENTRY_OVERHEAD_BYTES, |n, c| {
-            n.saturating_add(command_bytes(c))
-        })
+        let base = match self {
+            Value::Reconfig(m) => ENTRY_OVERHEAD_BYTES.saturating_add(m.encoded_bytes()),
+            _ => ENTRY_OVERHEAD_BYTES,
+        };
+        self.commands()
+            .iter()
+            .fold(base, |n, c| n.saturating_add(command_bytes(c)))
     }
 }
 

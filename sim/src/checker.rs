@@ -7,12 +7,18 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 use trexlock_lease::command::{ClientId, Outcome};
 use trexlock_lease::table::Applied;
-use trexlock_paxos::{Ballot, JournalWrite, Message, NodeId, Slot, Value};
+use trexlock_paxos::{
+    Ballot, CONFIG_DELAY, JournalWrite, Membership, Message, NodeId, Slot, Value,
+};
 
 /// Records violations of the safety properties.
 #[derive(Default)]
 pub struct Checker {
-    quorum: usize,
+    /// The memberships chosen so far, by the first slot each governs,
+    /// with the slot each was chosen at (0 for the bootstrap one).
+    memberships: BTreeMap<Slot, (Slot, Membership)>,
+    /// Who sent a promise of each ballot (its owner promised it too).
+    promisers: BTreeMap<Ballot, BTreeSet<NodeId>>,
     /// What the leader of a ballot proposed for a slot (one value each).
     proposals: BTreeMap<(Slot, Ballot), Value>,
     /// Who holds a durable vote for the value at (slot, ballot).
@@ -32,11 +38,63 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker for a cluster with this quorum size.
-    pub fn new(quorum: usize) -> Self {
+    /// A checker for a cluster that starts with this membership.
+    pub fn new(bootstrap: Membership) -> Self {
         Checker {
-            quorum,
+            memberships: BTreeMap::from([(1, (0, bootstrap))]),
             ..Checker::default()
+        }
+    }
+
+    /// The membership governing `slot`, by the values chosen so far (a
+    /// leader proposes at a slot only once it knows every slot up to
+    /// `slot - CONFIG_DELAY` chosen, so those are known here by then).
+    fn governing(&self, slot: Slot) -> &Membership {
+        self.memberships
+            .range(..=slot)
+            .next_back()
+            .map(|(_, (_, m))| m)
+            .expect("the bootstrap membership governs from slot 1")
+    }
+
+    /// A membership chosen at `slot`: it must differ from the one before
+    /// by at most one voter, and that one must be in effect (one change at
+    /// a time, the rule the single-change argument rests on).
+    fn membership_chosen(&mut self, slot: Slot, next: &Membership) {
+        let before = self
+            .memberships
+            .values()
+            .filter(|(chosen_at, _)| *chosen_at < slot)
+            .max_by_key(|(chosen_at, _)| *chosen_at);
+        if let Some((chosen_at, previous)) = before {
+            let effective = chosen_at + CONFIG_DELAY;
+            if *chosen_at > 0 && slot < effective {
+                self.violations.push(format!(
+                    "membership change chosen at slot {slot} while the one chosen at slot {chosen_at} was not in effect (from slot {effective})"
+                ));
+            }
+            let changed = previous.voters.symmetric_difference(&next.voters).count();
+            if changed > 1 {
+                self.violations.push(format!(
+                    "membership change chosen at slot {slot} changes {changed} voters at once"
+                ));
+            }
+        }
+        self.memberships
+            .insert(slot + CONFIG_DELAY, (slot, next.clone()));
+    }
+
+    /// A leader proposes at a slot only with promises that meet every
+    /// majority of the membership governing it.
+    fn check_phase_one(&mut self, slot: Slot, ballot: Ballot) {
+        let mut promisers = self.promisers.get(&ballot).cloned().unwrap_or_default();
+        promisers.insert(ballot.node);
+        let governing = self.governing(slot);
+        if !governing.is_met_by(promisers.iter()) {
+            let voters = governing.voters.clone();
+            self.violations.push(format!(
+                "leader of {ballot} proposed at slot {slot} with promises from {promisers:?}, which miss a majority of {voters:?}, the voters governing it"
+            ));
         }
     }
 
@@ -54,6 +112,9 @@ impl Checker {
                     self.propose(*slot, *ballot, value, from);
                 }
             }
+            Message::Accept { ballot, .. } => self.violations.push(format!(
+                "{from} sent an Accept in ballot {ballot}, which another node leads"
+            )),
             Message::Accepted { ballot, slots } => {
                 for slot in slots {
                     let durable = self
@@ -73,6 +134,7 @@ impl Checker {
                 }
             }
             Message::Promise { ballot, .. } => {
+                self.promisers.entry(*ballot).or_default().insert(from);
                 let durable = self.max_promised.get(&from).copied().unwrap_or_default();
                 if durable < *ballot {
                     self.violations.push(format!(
@@ -92,6 +154,7 @@ impl Checker {
             Some(_) => {}
             None => {
                 self.proposals.insert((slot, ballot), value.clone());
+                self.check_phase_one(slot, ballot);
             }
         }
     }
@@ -139,7 +202,8 @@ impl Checker {
     fn vote(&mut self, slot: Slot, ballot: Ballot, voter: NodeId) {
         let voters = self.votes.entry((slot, ballot)).or_default();
         voters.insert(voter);
-        if voters.len() < self.quorum {
+        let voters = voters.clone();
+        if !self.governing(slot).is_quorum(voters.iter()) {
             return;
         }
         let value = self.proposals[&(slot, ballot)].clone();
@@ -149,6 +213,9 @@ impl Checker {
             )),
             Some(_) => {}
             None => {
+                if let Value::Reconfig(next) = &value {
+                    self.membership_chosen(slot, next);
+                }
                 self.chosen.insert(slot, value);
             }
         }

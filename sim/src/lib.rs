@@ -87,6 +87,9 @@ pub struct SimOptions {
     /// Longest pause of a holder right after it checked its lease (the
     /// safety gap must cover it).
     pub max_check_pause: Duration,
+    /// Change the membership during the run: grow, shrink, replace,
+    /// remove the leader.
+    pub reconfig: bool,
 }
 
 impl Default for SimOptions {
@@ -101,6 +104,7 @@ impl Default for SimOptions {
             disk_loss: true,
             safety_gap: Duration::from_millis(25),
             max_check_pause: Duration::from_millis(20),
+            reconfig: false,
         }
     }
 }
@@ -135,14 +139,18 @@ pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outc
 }
 
 const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sabotage NAME]
-                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--verbose]
+                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--reconfig]
+                [--verbose]
+  --reconfig        change the membership during runs (grow, shrink, replace,
+                    remove the leader)
   --drift-ppm       largest clock rate error of nodes and clients (default 1000,
                     the configured bound; above it leases may break)
   --safety-gap-ms   gap holders keep before their deadline (default 25)
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
                   forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
-                  vote-after-disk-loss, unchecked-snapshot-chunks
+                  vote-after-disk-loss, unchecked-snapshot-chunks,
+                  old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension, list-from-local-table";
 
@@ -158,6 +166,8 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "count-partial-promise" => Sabotage::Core(C::CountPartialPromise),
         "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
         "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
+        "old-config-quorum" => Sabotage::Core(C::OldConfigQuorum),
+        "concurrent-changes" => Sabotage::Core(C::ConcurrentChanges),
         "unchecked-snapshot-chunks" => Sabotage::Core(C::UncheckedSnapshotChunks),
         "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
@@ -226,6 +236,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                     opts.max_check_pause = Duration::from_millis(ms);
                 }
                 "--verbose" => verbose = true,
+                "--reconfig" => opts.reconfig = true,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -254,7 +265,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {} changes {} removals {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -269,7 +280,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.resends,
                 outcome.snapshot_installs,
                 outcome.largest_install_bytes,
-                outcome.lists
+                outcome.lists,
+                outcome.changes,
+                outcome.removals
             );
         }
     }

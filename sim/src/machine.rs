@@ -38,15 +38,6 @@ impl History {
         self.base = slot;
         self.values.clear();
     }
-
-    /// Every (slot, value) this history saw, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (Slot, &Value)> {
-        let base = self.base;
-        self.values
-            .iter()
-            .enumerate()
-            .map(move |(i, v)| (base + i as Slot + 1, v))
-    }
 }
 
 #[cfg(test)]
@@ -67,6 +58,5 @@ mod tests {
             h.get(11),
             Some(&Value::Batch(vec![Bytes::from_static(b"a")]))
         );
-        assert_eq!(h.iter().map(|(s, _)| s).collect::<Vec<_>>(), vec![11]);
     }
 }

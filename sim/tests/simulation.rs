@@ -55,13 +55,64 @@ fn a_seed_replays_exactly() {
 
 /// Runs seeds until one catches the sabotage; returns how many it took.
 fn seeds_to_catch(sabotage: Sabotage) -> Option<u64> {
+    seeds_to_catch_with(sabotage, SimOptions::default())
+}
+
+fn seeds_to_catch_with(sabotage: Sabotage, opts: SimOptions) -> Option<u64> {
     let opts = SimOptions {
         sabotage: Some(sabotage),
-        ..SimOptions::default()
+        ..opts
     };
     (0..1000)
         .find(|seed| !simulate(*seed, opts).violations.is_empty())
         .map(|s| s + 1)
+}
+
+fn reconfig() -> SimOptions {
+    SimOptions {
+        reconfig: true,
+        ..SimOptions::default()
+    }
+}
+
+#[test]
+fn three_nodes_stay_safe_and_live_while_members_change_over_100_seeds() {
+    let outcomes = simulate_many(0, 100, reconfig());
+    let changes: u64 = outcomes.iter().map(|(_, o)| o.changes).sum();
+    let found: Vec<String> = outcomes
+        .into_iter()
+        .flat_map(|(seed, o)| {
+            o.violations
+                .into_iter()
+                .map(move |v| format!("seed {seed}: {v}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    // Each run changes the membership a few times (removed nodes mostly
+    // outlive the run: they answer for ten election timeouts first).
+    assert!(changes >= 100, "{changes} changes");
+}
+
+#[test]
+fn five_nodes_stay_safe_and_live_while_members_change_over_50_seeds() {
+    let opts = SimOptions {
+        nodes: 5,
+        ..reconfig()
+    };
+    let found = violations(20_000, 50, opts);
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn a_leader_counting_the_old_memberships_quorum_is_caught() {
+    let caught = seeds_to_catch_with(Sabotage::Core(Core::OldConfigQuorum), reconfig());
+    assert!(caught.is_some());
+}
+
+#[test]
+fn a_membership_change_proposed_before_the_previous_one_is_in_effect_is_caught() {
+    let caught = seeds_to_catch_with(Sabotage::Core(Core::ConcurrentChanges), reconfig());
+    assert!(caught.is_some());
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod core;
 mod journal_file;
 mod task;
 
-pub use self::core::{Effect, NodeCore};
+pub use self::core::{Effect, MemberInfo, NodeCore, Role};
 use crate::client::LeaseClient;
 use crate::command::{ClientId, Outcome, Request};
 use crate::error::NodeError;

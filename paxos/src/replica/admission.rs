@@ -11,8 +11,9 @@
 //! extended to messages the protocol could have produced.
 
 use super::Replica;
+use super::members::Standing;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, MAX_SLOT, NodeId, Slot};
+use crate::types::{Ballot, MAX_SLOT, NodeId, Slot, Value};
 use std::time::Duration;
 
 /// Why a peer message was dropped without effect.
@@ -27,6 +28,15 @@ pub enum Refusal {
     /// The sender is not a member of the cluster.
     #[error("sender {0} is not a member")]
     SenderNotAMember(NodeId),
+    /// A membership carried in a value or a snapshot breaks the bounds
+    /// every membership keeps (see `Membership::check`).
+    #[error("{kind}: a membership at slot {slot} is invalid")]
+    BadMembership {
+        /// The message kind.
+        kind: &'static str,
+        /// Where it was carried.
+        slot: Slot,
+    },
     /// A ballot whose counter cannot be exceeded: promising it would end
     /// every later election.
     #[error("{kind}: ballot {ballot} has a counter that cannot be exceeded")]
@@ -304,6 +314,16 @@ fn index_in_range(kind: &'static str, slot: Slot) -> Result<(), Refusal> {
     }
 }
 
+fn memberships_valid<'a>(
+    kind: &'static str,
+    mut values: impl Iterator<Item = (Slot, &'a Value)>,
+) -> Result<(), Refusal> {
+    match values.find(|(_, v)| matches!(v, Value::Reconfig(m) if m.check().is_err())) {
+        Some((slot, _)) => Err(Refusal::BadMembership { kind, slot }),
+        None => Ok(()),
+    }
+}
+
 fn increasing(
     kind: &'static str,
     slots: impl IntoIterator<Item = Slot>,
@@ -337,16 +357,39 @@ impl Replica {
         if from == me {
             return Err(Refusal::FromItself);
         }
-        if !self.cfg.members.contains(&from) {
+        let message = &envelope.message;
+        // Members change at runtime, so a node may hear from a member it
+        // has not learned of yet (a new leader, or the peer it catches up
+        // from): what lets it follow and learn is taken from any node it
+        // does not know removed. What engages it (a promise, or counting a
+        // vote or an answer for its own ballot) needs a member it knows.
+        let learning = matches!(
+            message,
+            Message::Accept { .. }
+                | Message::Commit { .. }
+                | Message::CatchupRequest { .. }
+                | Message::CatchupResponse { .. }
+                | Message::Probe
+                | Message::ProbeReply { .. }
+                | Message::Nack { .. }
+        );
+        let admitted = |node: NodeId| match self.standing(node) {
+            Standing::Member => true,
+            Standing::Unknown => learning,
+            // A removed node may still ask, so that it learns its removal.
+            Standing::Removed => {
+                matches!(message, Message::CatchupRequest { .. } | Message::Probe)
+            }
+        };
+        if !admitted(from) {
             return Err(Refusal::SenderNotAMember(from));
         }
-        let message = &envelope.message;
         let kind = message.kind();
         let limit = self.ballot_limit(now);
         let usable = |ballot: Ballot| {
             if !ballot.is_usable() {
                 Err(Refusal::UnusableBallot { kind, ballot })
-            } else if ballot != Ballot::ZERO && !self.cfg.members.contains(&ballot.node) {
+            } else if ballot != Ballot::ZERO && !admitted(ballot.node) {
                 Err(Refusal::BallotOfNonMember { kind, ballot })
             } else if limit.is_some_and(|limit| ballot.counter > limit) {
                 Err(Refusal::BallotTooFarAhead {
@@ -393,6 +436,7 @@ impl Replica {
                 first_missing_in_range(kind, *first)?;
                 index_in_range(kind, *through)?;
                 increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                memberships_valid(kind, entries.iter().map(|(s, e)| (*s, &e.value)))?;
                 let outside = entries
                     .iter()
                     .map(|(s, _)| *s)
@@ -415,7 +459,8 @@ impl Replica {
             } => {
                 owned_by_sender(*ballot)?;
                 index_in_range(kind, *committed)?;
-                increasing(kind, entries.iter().map(|(s, _)| *s), false)
+                increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
             }
             Message::Accepted { ballot, slots } => {
                 mine(*ballot)?;
@@ -443,7 +488,8 @@ impl Replica {
             }
             Message::CatchupRequest { from: slot } => first_missing_in_range(kind, *slot),
             Message::CatchupResponse { entries } => {
-                increasing(kind, entries.iter().map(|(s, _)| *s), true)
+                increasing(kind, entries.iter().map(|(s, _)| *s), true)?;
+                memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
             }
             Message::SnapshotRequest { slot, .. } | Message::SnapshotChunk { slot, .. } => {
                 slot_in_range(kind, *slot)

@@ -111,6 +111,18 @@ impl Replica {
     /// Replaces everything held up to `snapshot.slot` with the snapshot,
     /// which the state machine loads before applying anything after it.
     pub(super) fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let history = match crate::membership::unframe(&snapshot.data) {
+            Ok(framed) => framed.map(|(history, _)| history),
+            Err(_) => {
+                let slot = snapshot.slot;
+                self.refuse(Refusal::BadMembership {
+                    kind: "snapshot",
+                    slot,
+                });
+                return;
+            }
+        };
+        self.install_history(history, snapshot.slot);
         self.committed = snapshot.slot;
         self.delivered = snapshot.slot;
         self.install_pending = true;

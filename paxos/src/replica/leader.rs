@@ -3,12 +3,13 @@
 
 use super::admission::MAX_RECOVERY_SLOTS;
 use super::{CommandQueue, Leadership, Refusal, Replica, Role};
+use crate::membership::{CONFIG_DELAY, Membership};
 use crate::message::Message;
 use crate::types::{
     Ballot, LogEntry, MAX_SLOT, MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Value, command_bytes,
     split_by_bytes,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// One part of a promise, as received (see [`Message::Promise`]).
@@ -79,8 +80,8 @@ pub(crate) struct Candidate {
 
 /// A slot proposed by the leader and not yet chosen.
 #[derive(Clone, Debug)]
-struct InFlight {
-    value: Value,
+pub(super) struct InFlight {
+    pub(super) value: Value,
     acks: BTreeSet<NodeId>,
     sent_at: Duration,
 }
@@ -90,14 +91,39 @@ struct InFlight {
 pub(crate) struct Leader {
     pub(crate) ballot: Ballot,
     next_slot: Slot,
-    in_flight: BTreeMap<Slot, InFlight>,
+    pub(super) in_flight: BTreeMap<Slot, InFlight>,
     pub(crate) queue: CommandQueue,
+    /// Who promised this ballot: before proposing at a slot, they must
+    /// meet every majority of the membership governing it.
+    promisers: BTreeSet<NodeId>,
+    /// The membership governing the first unchosen slot at election.
+    elected_with: Membership,
+    /// Values phase 1 found for slots up to `recover_until`, proposed
+    /// again as the window reaches them (a gap gets a no-op).
+    pub(super) recovered: BTreeMap<Slot, Value>,
+    recover_until: Slot,
+    /// Membership changes waiting for a slot, each a whole membership.
+    pub(super) changes: VecDeque<Membership>,
+    /// The highest slot each peer is known to hold.
+    pub(super) progress: BTreeMap<NodeId, Slot>,
     /// Proposals made during this step, sent as one Accept per peer.
     unsent: Vec<(Slot, Value)>,
     announced: Slot,
     last_heartbeat: Duration,
     elected_at: Duration,
-    last_heard: BTreeMap<NodeId, Duration>,
+    pub(super) last_heard: BTreeMap<NodeId, Duration>,
+}
+
+/// What a leader may do at its next slot.
+enum NextSlot {
+    Propose,
+    /// The window or the configuration delay is full.
+    Wait,
+    /// Its promisers do not meet the majorities of the membership there:
+    /// phase 1 again, with a new ballot.
+    Reelect,
+    /// It is no voter there: it hands over.
+    StepDown,
 }
 
 impl Replica {
@@ -105,6 +131,10 @@ impl Replica {
     /// ballot space above them is exhausted (admission keeps peers from
     /// getting there), it stays a follower rather than reuse a ballot.
     pub(super) fn start_election(&mut self, now: Duration) {
+        if !self.may_campaign() {
+            self.reset_election_deadline(now);
+            return;
+        }
         let Some(ballot) = self.promised.max(self.max_seen).next_for(self.cfg.node) else {
             self.reset_election_deadline(now);
             return;
@@ -113,7 +143,11 @@ impl Replica {
         let _ = self.set_promised(ballot);
         let queue = match std::mem::replace(&mut self.role, Role::Follower) {
             Role::Candidate(c) => c.queue,
-            _ => CommandQueue::new(),
+            Role::Leader(l) => {
+                self.out.leadership = Some(Leadership::Lost);
+                l.queue
+            }
+            Role::Follower => CommandQueue::new(),
         };
         let from = self.committed + 1;
         let own = PromiseInfo {
@@ -139,7 +173,7 @@ impl Replica {
         self.last_heard_leader = None;
         self.reset_election_deadline(now);
         self.broadcast(&Message::Prepare { ballot, from });
-        if self.cfg.quorum() == 1 {
+        if self.governing(from).membership.is_quorum([&self.cfg.node]) {
             self.become_leader(now);
         }
     }
@@ -152,7 +186,7 @@ impl Replica {
             return;
         }
         let retry = self.cfg.heartbeat_interval * 2;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
@@ -182,7 +216,10 @@ impl Replica {
     /// from our first unchosen one on: a vote in a part still missing could
     /// be a chosen value, which we must re-propose.
     pub(super) fn on_promise(&mut self, now: Duration, from: NodeId, part: PromisePart) {
-        let quorum = self.cfg.quorum();
+        let electorate = match &self.role {
+            Role::Candidate(c) => self.governing(c.from).membership.clone(),
+            _ => return,
+        };
         let partial_counts = sabotaged!(self, CountPartialPromise);
         let Role::Candidate(c) = &mut self.role else {
             return;
@@ -217,7 +254,23 @@ impl Replica {
                 complete: false,
             })
             .take(start, part, partial_counts);
-        if c.promises.values().filter(|p| p.complete).count() >= quorum {
+        let whole: Vec<NodeId> = c
+            .promises
+            .iter()
+            .filter(|(_, p)| p.complete)
+            .map(|(n, _)| *n)
+            .collect();
+        // A majority of the membership governing the first unchosen slot,
+        // meeting every majority of those governing the slots it may
+        // propose before it learns more (one change at a time makes the
+        // second part follow from the first; it is checked all the same).
+        let horizon = c.from.saturating_add(CONFIG_DELAY);
+        let covered = self
+            .history
+            .governing_from(c.from)
+            .take_while(|e| e.effective <= horizon)
+            .all(|e| e.membership.is_met_by(whole.iter()));
+        if electorate.is_quorum(whole.iter()) && covered {
             self.become_leader(now);
         }
     }
@@ -225,7 +278,8 @@ impl Replica {
     /// Phase 1 complete: re-propose, in our ballot, every slot from the
     /// first unchosen one up to the highest vote any promise reported. Each
     /// slot gets the value known chosen, else the highest-ballot vote, else
-    /// a no-op.
+    /// a no-op. They are proposed as the window reaches them, each only
+    /// once the membership governing it is known (see `fill_window`).
     fn become_leader(&mut self, now: Duration) {
         let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
             return;
@@ -239,25 +293,31 @@ impl Replica {
             }
         }
         let last = picked.keys().next_back().copied().unwrap_or(c.from - 1);
-        let mut leader = Leader {
+        let leader = Leader {
             ballot: c.ballot,
             next_slot: c.from,
             in_flight: BTreeMap::new(),
             queue: c.queue,
+            promisers: c
+                .promises
+                .iter()
+                .filter(|(_, p)| p.complete)
+                .map(|(n, _)| *n)
+                .collect(),
+            elected_with: self.governing(c.from).membership.clone(),
+            recovered: picked.into_iter().map(|(s, (_, e))| (s, e.value)).collect(),
+            recover_until: last,
+            changes: VecDeque::new(),
+            progress: BTreeMap::new(),
             unsent: Vec::new(),
             announced: 0,
             last_heartbeat: now,
             elected_at: now,
-            last_heard: self.peers().map(|p| (p, now)).collect(),
+            last_heard: self.peers().into_iter().map(|p| (p, now)).collect(),
         };
-        for slot in c.from..=last {
-            let value = picked.remove(&slot).map_or(Value::Noop, |(_, e)| e.value);
-            self.propose_in_slot(&mut leader, now, slot, value);
-        }
-        self.role = Role::Leader(leader);
+        self.role = Role::Leader(Box::new(leader));
         self.leader_hint = Some(self.cfg.node);
         self.out.leadership = Some(Leadership::Elected { ballot: c.ballot });
-        self.advance_commit(now);
         self.fill_window(now);
         self.send_heartbeats(now);
     }
@@ -285,14 +345,51 @@ impl Replica {
         leader.next_slot = slot + 1;
     }
 
-    /// Moves queued commands into new slots while the window has room,
-    /// at most `max_batch` commands and `max_batch_bytes` bytes per slot
-    /// (every queued command fits a slot alone: `propose` refuses others).
+    /// Fills the window: recovered values first, then a membership
+    /// change, then queued commands (at most `max_batch` commands and
+    /// `max_batch_bytes` bytes per slot; every queued command fits a slot
+    /// alone: `propose` refuses others), then, while a chosen membership
+    /// is not yet in effect, no-ops that bring it into effect.
     pub(super) fn fill_window(&mut self, now: Duration) {
-        let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
-            return;
-        };
-        while leader.in_flight.len() < self.cfg.window && !leader.queue.is_empty() {
+        loop {
+            match self.next_slot_rule() {
+                NextSlot::Propose => {}
+                NextSlot::Wait => break,
+                NextSlot::Reelect => {
+                    self.start_election(now);
+                    return;
+                }
+                NextSlot::StepDown => {
+                    self.step_down(now);
+                    return;
+                }
+            }
+            let pending_until = self.history.latest().effective;
+            let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
+                return;
+            };
+            let slot = leader.next_slot;
+            let value = self.next_value(&mut leader, slot, pending_until);
+            let proposed = value.is_some();
+            if let Some(value) = value {
+                self.propose_in_slot(&mut leader, now, slot, value);
+            }
+            self.role = Role::Leader(leader);
+            if !proposed {
+                break;
+            }
+        }
+        self.advance_commit(now);
+    }
+
+    fn next_value(&self, leader: &mut Leader, slot: Slot, pending_until: Slot) -> Option<Value> {
+        if slot <= leader.recover_until {
+            return Some(leader.recovered.remove(&slot).unwrap_or(Value::Noop));
+        }
+        if let Some(membership) = leader.changes.pop_front() {
+            return Some(Value::Reconfig(membership));
+        }
+        if !leader.queue.is_empty() {
             let mut bytes = 0usize;
             let n = leader
                 .queue
@@ -304,12 +401,49 @@ impl Replica {
                 })
                 .count()
                 .max(1);
-            let batch: Vec<_> = leader.queue.drain(..n).collect();
-            let slot = leader.next_slot;
-            self.propose_in_slot(&mut leader, now, slot, Value::Batch(batch));
+            return Some(Value::Batch(leader.queue.drain(..n).collect()));
         }
-        self.role = Role::Leader(leader);
-        self.advance_commit(now);
+        (slot < pending_until).then_some(Value::Noop)
+    }
+
+    /// Whether the leader may propose at its next slot (see the
+    /// `membership` module for why each rule keeps a slot safe).
+    fn next_slot_rule(&self) -> NextSlot {
+        let Role::Leader(leader) = &self.role else {
+            return NextSlot::Wait;
+        };
+        let slot = leader.next_slot;
+        if leader.in_flight.len() >= self.cfg.window
+            || slot > self.committed.saturating_add(CONFIG_DELAY)
+        {
+            return NextSlot::Wait;
+        }
+        let governing = &self.governing(slot).membership;
+        let drained = leader.in_flight.is_empty();
+        if !governing.voters.contains(&self.cfg.node) {
+            // It hands over once a majority of the voters that follow know
+            // every slot it led chosen (its heartbeats tell them), so they
+            // can elect a leader among themselves without it.
+            let told: Vec<NodeId> = leader
+                .progress
+                .iter()
+                .filter(|(_, at)| **at >= self.committed)
+                .map(|(n, _)| *n)
+                .collect();
+            return if drained && governing.is_quorum(told.iter()) {
+                NextSlot::StepDown
+            } else {
+                NextSlot::Wait
+            };
+        }
+        if !governing.is_met_by(leader.promisers.iter()) {
+            return if drained {
+                NextSlot::Reelect
+            } else {
+                NextSlot::Wait
+            };
+        }
+        NextSlot::Propose
     }
 
     /// Counts votes for our proposals.
@@ -327,6 +461,10 @@ impl Replica {
             return;
         }
         leader.last_heard.insert(from, now);
+        if let Some(last) = slots.last() {
+            let at = leader.progress.entry(from).or_default();
+            *at = (*at).max(*last);
+        }
         for slot in slots {
             if let Some(f) = leader.in_flight.get_mut(slot) {
                 f.acks.insert(from);
@@ -342,32 +480,48 @@ impl Replica {
         now: Duration,
         from: NodeId,
         ballot: Ballot,
-        _committed: Slot,
+        committed: Slot,
     ) {
         if let Role::Leader(leader) = &mut self.role
             && leader.ballot == ballot
         {
             leader.last_heard.insert(from, now);
+            let at = leader.progress.entry(from).or_default();
+            *at = (*at).max(committed);
+            self.fill_window(now);
         }
     }
 
     /// Advances the commit index over the contiguous prefix of slots voted
-    /// for by a quorum in our ballot.
+    /// for in our ballot by a majority of the membership governing each.
     fn advance_commit(&mut self, _now: Duration) {
-        let quorum = if sabotaged!(self, MinorityQuorum) {
-            (self.cfg.members.len() / 2).max(1)
-        } else {
-            self.cfg.quorum()
-        };
-        let Role::Leader(leader) = &mut self.role else {
-            return;
-        };
-        while let Some(entry) = leader.in_flight.first_entry() {
-            if *entry.key() != self.committed + 1 || entry.get().acks.len() < quorum {
+        loop {
+            let Role::Leader(leader) = &self.role else {
+                return;
+            };
+            let next = self.committed + 1;
+            let Some(f) = leader.in_flight.get(&next) else {
+                break;
+            };
+            let electorate = if sabotaged!(self, OldConfigQuorum) {
+                &leader.elected_with
+            } else {
+                &self.governing(next).membership
+            };
+            let chosen = if sabotaged!(self, MinorityQuorum) {
+                let votes = f.acks.iter().filter(|n| electorate.voters.contains(n));
+                votes.count() >= (electorate.voters.len() / 2).max(1)
+            } else {
+                electorate.is_quorum(f.acks.iter())
+            };
+            if !chosen {
                 break;
             }
-            entry.remove();
-            self.committed += 1;
+            if let Role::Leader(leader) = &mut self.role {
+                leader.in_flight.remove(&next);
+            }
+            self.committed = next;
+            self.sync_configs();
         }
     }
 
@@ -375,19 +529,21 @@ impl Replica {
     /// for, and stepping down when no quorum has answered for an election
     /// timeout (so a leader cut off from the majority stops leading).
     pub(super) fn leader_tick(&mut self, now: Duration) {
-        let quorum = self.cfg.quorum();
         let timeout = self.cfg.election_timeout;
         let retry = self.cfg.heartbeat_interval * 2;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
+        let electorate = self.membership_in_effect().clone();
+        let me = self.cfg.node;
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        let heard = leader
-            .last_heard
-            .values()
-            .filter(|t| now < **t + timeout)
-            .count();
-        if heard + 1 < quorum && now >= leader.elected_at + timeout {
+        let heard: Vec<NodeId> = electorate
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v == me || leader.last_heard.get(v).is_some_and(|t| now < *t + timeout))
+            .collect();
+        if !electorate.is_quorum(heard.iter()) && now >= leader.elected_at + timeout {
             self.step_down(now);
             return;
         }

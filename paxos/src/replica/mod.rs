@@ -10,6 +10,7 @@ mod acceptor;
 mod admission;
 mod catchup;
 mod leader;
+mod members;
 mod rejoin;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::config::ConfigError;
 use crate::error::{PaxosError, ProposeError};
 use crate::journal::{JournalState, JournalWrite};
+use crate::membership::{History, Membership};
 use crate::message::{Envelope, Message};
 use crate::types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
 use bytes::Bytes;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 pub use admission::Refusal;
 pub(crate) use leader::{Candidate, Leader, PromisePart};
+pub use members::REMOVAL_GRACE_TIMEOUTS;
 
 /// What one step produced. Perform it in field order: **persist `write`
 /// (one sync) before sending any of `messages`**, then apply `install` and
@@ -84,7 +87,7 @@ pub enum Leadership {
 pub(crate) enum Role {
     Follower,
     Candidate(Candidate),
-    Leader(Leader),
+    Leader(Box<Leader>),
 }
 
 /// One multi-Paxos replica. Pure: it reads no clock (time is passed in as
@@ -131,6 +134,16 @@ pub struct Replica {
     leader_ballot: Option<Ballot>,
     /// Set while this replica started empty and may not vote yet.
     rejoin: Option<rejoin::Rejoin>,
+    /// The memberships governing the slots this replica may still act on.
+    history: History,
+    /// Reconfigs chosen up to here are recorded in `history`.
+    configs_through: Slot,
+    /// This node has been in a membership it knew (so leaving one later
+    /// means it was removed, not that it has yet to join).
+    joined: bool,
+    /// Since when this node has been out of the membership in effect, and
+    /// the latest time it was seen out.
+    removed_at: Option<(Duration, Duration)>,
     stopped: bool,
     out: Ready,
 }
@@ -145,7 +158,19 @@ impl Replica {
         cfg.validate()?;
         check_recovered(&state)?;
         let delivered = state.snapshot.as_ref().map_or(0, |s| s.slot);
-        let empty = state == JournalState::default() && cfg.members.len() > 1;
+        let bootstrap = Membership::of_voters(cfg.members.iter().copied());
+        let joining = !cfg.members.contains(&cfg.node);
+        let history = match &state.snapshot {
+            Some(s) => members::snapshot_history(s)?
+                .unwrap_or_else(|| History::bootstrap(bootstrap.clone(), joining)),
+            None => History::bootstrap(bootstrap, joining),
+        };
+        let joined = history.knows(cfg.node);
+        // A node outside the bootstrap members joins as a learner: it
+        // never voted under its id, so an empty journal hides nothing.
+        let empty = state == JournalState::default()
+            && cfg.members.len() > 1
+            && cfg.members.contains(&cfg.node);
         #[cfg(feature = "sabotage")]
         let empty = empty && cfg.sabotage != Some(crate::config::Sabotage::VoteAfterDiskLoss);
         let rejoin = empty.then(rejoin::Rejoin::new);
@@ -173,10 +198,15 @@ impl Replica {
             refused: 0,
             leader_ballot: None,
             rejoin,
+            history,
+            configs_through: delivered,
+            joined,
+            removed_at: None,
             stopped: false,
             out: Ready::default(),
             cfg,
         };
+        replica.sync_configs();
         replica.reset_election_deadline(now);
         Ok(replica)
     }
@@ -390,6 +420,7 @@ impl Replica {
     /// A [`PaxosError`] stops the replica.
     pub fn tick(&mut self, now: Duration) -> Result<Ready, PaxosError> {
         self.guard()?;
+        self.note_removal(now);
         if self.rejoin.is_some() {
             self.rejoin_tick(now);
             self.maybe_finish_rejoin(now);
@@ -435,6 +466,11 @@ impl Replica {
             return Ok(Ready::default());
         }
         let upto = snapshot.slot.saturating_sub(self.cfg.keep_after_snapshot);
+        let Some(snapshot) = self.framed(snapshot) else {
+            // A joining node that has not yet learned which membership
+            // governs past this slot cannot describe it: no snapshot yet.
+            return Ok(Ready::default());
+        };
         self.out.write.snapshot = Some(snapshot.clone());
         self.snapshot = Some(snapshot);
         if upto > self.truncated {
@@ -465,14 +501,8 @@ impl Replica {
         });
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        let me = self.cfg.node;
-        self.cfg.members.iter().copied().filter(move |m| *m != me)
-    }
-
     fn broadcast(&mut self, message: &Message) {
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
+        for peer in self.peers() {
             self.send(peer, message.clone());
         }
     }
@@ -531,8 +561,9 @@ impl Replica {
         self.flush_leader_messages();
         if self.install_pending {
             self.install_pending = false;
-            self.out.install = self.snapshot.clone();
+            self.out.install = self.snapshot.as_ref().map(members::application_snapshot);
         }
+        self.sync_configs();
         while self.delivered < self.committed {
             self.delivered += 1;
             let value = self

@@ -21,8 +21,15 @@
 //!   through the highest reported slot teaches it every such value as
 //!   chosen.
 //!
-//! The price: a node with an empty journal needs every other member to
-//! answer once before it votes.
+//! "Every other member" means every other voter of the memberships this
+//! replica knows to govern its next slots (the bootstrap voters until it
+//! learns a chosen membership, which catch-up teaches it). The price: a
+//! voter with an empty journal needs every other voter to answer once
+//! before it votes. A node that joins under a new id skips all this (it
+//! never voted, so it forgot nothing: see `Replica::new`), and so does a
+//! node removed, wiped and added back as a learner: every slot it ever
+//! voted for was chosen before its removal took effect (changes are one at
+//! a time), and a chosen value stays chosen whatever it votes later.
 
 use super::{Replica, Role};
 use crate::message::Message;
@@ -87,7 +94,7 @@ impl Replica {
     /// vote the learner forgot.
     pub(super) fn rejoin_tick(&mut self, now: Duration) {
         let retry = self.cfg.heartbeat_interval * 2;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.peers();
         let Some(rejoin) = &mut self.rejoin else {
             return;
         };
@@ -110,7 +117,13 @@ impl Replica {
         let Some(rejoin) = &self.rejoin else {
             return;
         };
-        if rejoin.replies.len() + 1 < self.cfg.members.len() {
+        let me = self.cfg.node;
+        let all_answered = self
+            .history
+            .governing_from(self.committed.saturating_add(1))
+            .flat_map(|e| e.membership.voters.iter())
+            .all(|v| *v == me || rejoin.replies.contains_key(v));
+        if !all_answered {
             return;
         }
         let promised = rejoin

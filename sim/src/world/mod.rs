@@ -7,6 +7,7 @@
 
 mod clients;
 mod node;
+mod reconfig;
 
 use crate::SimOptions;
 use crate::checker::Checker;
@@ -17,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use trexlock_lease::PeerMessage;
 use trexlock_lease::command::{ClientId, Op, Outcome as LeaseOutcome, Request};
-use trexlock_paxos::Slot;
+use trexlock_paxos::{Membership, NodeId, Slot};
 
 const MS: u64 = 1_000_000;
 const TICK: u64 = 10 * MS;
@@ -53,6 +54,10 @@ pub struct Outcome {
     pub disk_losses: u64,
     /// Requests clients sent again to another node.
     pub resends: u64,
+    /// Membership changes the leader took (`--reconfig`).
+    pub changes: u64,
+    /// Nodes that stopped because they were removed.
+    pub removals: u64,
     /// Snapshots a node installed from a peer's chunks.
     pub snapshot_installs: u64,
     /// The largest of those snapshots, in bytes.
@@ -97,6 +102,7 @@ enum Event {
     Restart(usize),
     Heal,
     Probe,
+    Reconfig,
 }
 
 /// The simulated world for one seed.
@@ -131,8 +137,14 @@ impl World {
     /// Builds the world for `seed`.
     pub fn new(seed: u64, opts: SimOptions) -> World {
         let mut rng = fastrand::Rng::with_seed(seed);
-        let nodes = (1..=opts.nodes as u16)
-            .map(|id| SimNode::new(id, &mut rng, opts.max_drift_ppm))
+        let extra = if opts.reconfig {
+            reconfig::EXTRA_NODES
+        } else {
+            0
+        };
+        let genesis: Vec<NodeId> = (1..=opts.nodes as u16).map(NodeId).collect();
+        let nodes = (1..=(opts.nodes + extra) as u16)
+            .map(|id| SimNode::new(id, &genesis, &mut rng, opts.max_drift_ppm))
             .collect();
         let clients = (0..opts.clients)
             .map(|c| SimClient::new(c, &mut rng, &opts))
@@ -160,7 +172,7 @@ impl World {
             next_background: 0,
             probes: Vec::new(),
             probe_slots: BTreeMap::new(),
-            checker: Checker::new(opts.nodes / 2 + 1),
+            checker: Checker::new(Membership::of_voters(genesis)),
             clients,
             leases: LeaseChecker::default(),
             lists: ListChecker::default(),
@@ -173,9 +185,15 @@ impl World {
     /// liveness bound.
     pub fn run(mut self) -> Outcome {
         for i in 0..self.nodes.len() {
-            self.start_node(i);
+            if self.nodes[i].born {
+                self.start_node(i);
+            }
             let jitter = self.rng.u64(0..TICK);
             self.schedule(jitter, Event::Tick(i));
+        }
+        if self.opts.reconfig {
+            let first = self.rng.u64(100 * MS..400 * MS);
+            self.schedule(first, Event::Reconfig);
         }
         self.schedule(MS, Event::Background);
         for c in 0..self.clients.len() {
@@ -255,11 +273,12 @@ impl World {
             } => self.sync_notify(node, incarnation, id),
             Event::Fault => self.inject_fault(),
             Event::Restart(i) => {
-                if self.nodes[i].core.is_none() {
+                if self.nodes[i].core.is_none() && !self.nodes[i].removed {
                     self.start_node(i);
                 }
             }
             Event::Heal => self.heal(),
+            Event::Reconfig => self.reconfigure(),
             Event::Probe => {
                 let session = ClientId(u64::MAX - self.probes.len() as u64);
                 self.probes.push(session);
@@ -415,7 +434,7 @@ impl World {
         self.duplicate = 0.0;
         for i in 0..self.nodes.len() {
             self.nodes[i].paused_until = self.nodes[i].paused_until.min(self.now);
-            if self.nodes[i].core.is_none() {
+            if self.nodes[i].core.is_none() && self.nodes[i].born && !self.nodes[i].removed {
                 self.start_node(i);
             }
         }
@@ -425,9 +444,13 @@ impl World {
     /// Some probe was applied by every node (or reached it inside a
     /// snapshot it installed).
     fn probe_done(&self) -> bool {
+        let membership = self.current_membership();
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.is_live_member(*i, membership.as_ref()))
+            .collect();
         self.probes.iter().any(|probe| {
-            self.nodes.iter().all(|n| {
-                let seen = n.history.iter().any(|(_, v)| node::carries(v, *probe));
+            live.iter().map(|i| &self.nodes[*i]).all(|n| {
+                let seen = n.probes_seen.contains(probe);
                 seen || self
                     .probe_slots
                     .get(probe)
@@ -441,8 +464,12 @@ impl World {
     /// the node saw that slot applied rather than installed).
     fn check_final(&mut self) {
         let mut missing = Vec::new();
+        let membership = self.current_membership();
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.is_live_member(*i, membership.as_ref()))
+            .collect();
         for (cmd, slot) in self.checker.acknowledged() {
-            for node in &self.nodes {
+            for node in live.iter().map(|i| &self.nodes[*i]) {
                 let held = node
                     .history
                     .get(slot)

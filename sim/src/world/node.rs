@@ -29,6 +29,9 @@ pub(super) struct SimNode {
     /// before it completes).
     writing: Option<(u64, JournalWrite)>,
     pub(super) history: History,
+    /// Probe sessions whose request is in `history` (kept beside it so the
+    /// liveness check need not decode the history at every step).
+    pub(super) probes_seen: std::collections::BTreeSet<ClientId>,
     /// Last stamp granted per lease, as applied here (stamps must grow).
     granted: BTreeMap<String, Stamp>,
     pub(super) clock: Clock,
@@ -37,16 +40,29 @@ pub(super) struct SimNode {
     /// journal has nothing in flight, as the shell's drain does.
     pub(super) stopping: bool,
     incarnation: u64,
+    /// Started at least once (nodes that join later are not, at first).
+    pub(super) born: bool,
+    /// It stopped because it was removed from the membership.
+    pub(super) removed: bool,
+    /// The member list of its configuration file.
+    pub(super) bootstrap: Vec<NodeId>,
 }
 
 impl SimNode {
-    pub(super) fn new(id: u16, rng: &mut fastrand::Rng, max_drift_ppm: i64) -> SimNode {
+    pub(super) fn new(
+        id: u16,
+        genesis: &[NodeId],
+        rng: &mut fastrand::Rng,
+        max_drift_ppm: i64,
+    ) -> SimNode {
+        let born = genesis.contains(&NodeId(id));
         SimNode {
             id: NodeId(id),
             core: None,
             journal: MemJournal::new(),
             writing: None,
             history: History::default(),
+            probes_seen: std::collections::BTreeSet::new(),
             granted: BTreeMap::new(),
             clock: Clock {
                 offset: rng.u64(0..1_000 * MS),
@@ -55,6 +71,9 @@ impl SimNode {
             paused_until: 0,
             stopping: false,
             incarnation: 0,
+            born,
+            removed: false,
+            bootstrap: genesis.to_vec(),
         }
     }
 }
@@ -69,7 +88,7 @@ pub(super) fn carries(value: &Value, client: ClientId) -> bool {
 
 impl World {
     fn node_config(&self, i: usize) -> NodeConfig {
-        let members = self.nodes.iter().map(|n| n.id).collect();
+        let members = self.nodes[i].bootstrap.clone();
         let mut cfg = NodeConfig::new(self.nodes[i].id, members);
         cfg.snapshot_every = SNAPSHOT_EVERY;
         cfg.max_batch = 8;
@@ -106,6 +125,7 @@ impl World {
             }
         };
         node.history = History::default();
+        node.probes_seen.clear();
         node.granted.clear();
         node.writing = None;
         node.stopping = false;
@@ -167,8 +187,15 @@ impl World {
         }
         // Sometimes the disk is lost too (one node at a time: losing a
         // majority's disks loses chosen values by definition). It restarts
-        // empty, as a learner.
-        if self.opts.disk_loss && self.rng.f64() < 0.25 && self.no_node_is_relearning() {
+        // empty, as a learner. Only a node whose configuration file lists
+        // it (a bootstrap member) may come back this way: one that joined
+        // later follows the procedure instead (remove, wipe, add back).
+        let bootstrap_member = self.nodes[i].bootstrap.contains(&self.nodes[i].id);
+        if self.opts.disk_loss
+            && bootstrap_member
+            && self.rng.f64() < 0.25
+            && self.no_node_is_relearning()
+        {
             self.outcome.disk_losses += 1;
             self.nodes[i].journal = MemJournal::new();
             let id = self.nodes[i].id;
@@ -181,7 +208,7 @@ impl World {
     /// True when every node's journal is intact or it has finished
     /// learning after a disk loss.
     fn no_node_is_relearning(&self) -> bool {
-        self.nodes.iter().all(|n| {
+        self.nodes.iter().filter(|n| n.born && !n.removed).all(|n| {
             let emptied = n.journal.state() == &trexlock_paxos::JournalState::default();
             match &n.core {
                 Some(core) => !core.replica().is_learner(),
@@ -213,8 +240,19 @@ impl World {
         let effects = core.take_effects();
         let id = self.nodes[i].id;
         if let Err(e) = result {
-            self.checker.violations.push(format!("{id} stopped: {e}"));
-            self.nodes[i].core = None;
+            if matches!(e, NodeError::Removed { .. }) {
+                // As the shell does, a step that stopped the node still
+                // delivers what it decided.
+                self.outcome.removals += 1;
+                self.nodes[i].removed = true;
+                self.nodes[i].core = None;
+                for effect in effects {
+                    self.perform(i, effect);
+                }
+            } else {
+                self.checker.violations.push(format!("{id} stopped: {e}"));
+                self.nodes[i].core = None;
+            }
             return;
         }
         for effect in effects {
@@ -293,6 +331,7 @@ impl World {
                 for probe in &self.probes {
                     if carries(&value, *probe) {
                         self.probe_slots.entry(*probe).or_insert(slot);
+                        self.nodes[i].probes_seen.insert(*probe);
                     }
                 }
                 for event in results.iter().flat_map(|r| &r.events) {
@@ -309,6 +348,7 @@ impl World {
                         self.outcome.largest_install_bytes.max(bytes);
                 }
                 self.nodes[i].history.install(slot);
+                self.nodes[i].probes_seen.clear();
                 self.nodes[i].granted.clear();
             }
         }

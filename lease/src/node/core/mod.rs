@@ -41,6 +41,7 @@
 //! ```
 
 mod apply;
+mod members;
 mod pipeline;
 mod requests;
 
@@ -57,7 +58,11 @@ use requests::Pending;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use trexlock_paxos::{Config, JournalState, JournalWrite, NodeId, Replica, Slot, Value};
+use trexlock_paxos::{
+    Config, JournalState, JournalWrite, Membership, NodeId, Replica, Slot, Value,
+};
+
+pub use members::{MemberInfo, Role};
 
 /// Something the driver of a [`NodeCore`] must do, in the order given.
 #[derive(Clone, Debug)]
@@ -139,6 +144,8 @@ pub struct NodeCore {
     now: Duration,
     /// A clean stop has begun (see [`NodeCore::drain`]).
     draining: bool,
+    /// The membership last logged as followed.
+    followed: Option<Membership>,
     effects: Vec<Effect>,
 }
 
@@ -199,6 +206,7 @@ impl NodeCore {
             pipeline: Pipeline::new(replicated),
             now,
             draining: false,
+            followed: None,
             effects: Vec::new(),
         })
     }
@@ -284,7 +292,7 @@ impl NodeCore {
         self.propose_queued()?;
         self.flush_outbox();
         self.follow_leader_change();
-        Ok(())
+        self.follow_membership()
     }
 
     /// Prepares a clean stop: sends the messages already decided and syncs

@@ -99,5 +99,6 @@ mod catchup;
 mod hostile;
 mod leader;
 mod limits;
+mod members;
 mod rejoin;
 mod transfer;

@@ -1,0 +1,236 @@
+//! Membership changes: a learner joins on the leader alone and is promoted
+//! once caught up, one change at a time, never one that loses the quorum,
+//! each slot chosen by the majority of the membership governing it, and a
+//! removed leader hands over.
+
+use super::*;
+use crate::membership::{CONFIG_DELAY, Change, ChangeError};
+use std::collections::BTreeSet;
+
+const N4: NodeId = NodeId(4);
+
+/// Replicas that deliver every message at once, except to or from nodes
+/// that are down.
+struct Cluster {
+    replicas: BTreeMap<NodeId, Replica>,
+    down: BTreeSet<NodeId>,
+    now: Duration,
+}
+
+impl Cluster {
+    /// A brand-new three-node cluster with a leader.
+    fn three() -> Cluster {
+        let replicas = [N1, N2, N3]
+            .into_iter()
+            .map(|n| {
+                (
+                    n,
+                    Replica::new(config(n), JournalState::default(), T0).unwrap(),
+                )
+            })
+            .collect();
+        let mut c = Cluster {
+            replicas,
+            down: BTreeSet::new(),
+            now: T0,
+        };
+        c.run(2_000);
+        assert!(c.leader().is_some(), "a leader was elected");
+        c
+    }
+
+    fn run(&mut self, ms_total: u64) {
+        let end = self.now + ms(ms_total);
+        while self.now < end {
+            self.now += ms(5);
+            let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+            let mut queue = VecDeque::new();
+            for id in ids.iter().filter(|id| !self.down.contains(id)) {
+                let ready = self.replicas.get_mut(id).unwrap().tick(self.now).unwrap();
+                queue.extend(ready.messages);
+            }
+            self.deliver(queue);
+        }
+    }
+
+    fn deliver(&mut self, mut queue: VecDeque<Envelope>) {
+        while let Some(envelope) = queue.pop_front() {
+            if self.down.contains(&envelope.from) || self.down.contains(&envelope.to) {
+                continue;
+            }
+            let Some(replica) = self.replicas.get_mut(&envelope.to) else {
+                continue;
+            };
+            queue.extend(replica.handle(self.now, envelope).unwrap().messages);
+        }
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.replicas
+            .iter()
+            .find(|(id, r)| r.is_leader() && !self.down.contains(id))
+            .map(|(id, _)| *id)
+    }
+
+    fn change(&mut self, change: Change) -> Result<(), ChangeError> {
+        let leader = self.leader().expect("a leader");
+        let now = self.now;
+        let ready = self
+            .replicas
+            .get_mut(&leader)
+            .unwrap()
+            .change_membership(now, change)?;
+        self.deliver(ready.messages.into());
+        Ok(())
+    }
+
+    /// Starts node `node` as a joiner: its configuration lists the
+    /// bootstrap voters, not itself.
+    fn join(&mut self, node: NodeId) {
+        let replica = Replica::new(config(node), JournalState::default(), self.now).unwrap();
+        assert!(
+            !replica.is_learner(),
+            "a joiner needs no other member's answer"
+        );
+        self.replicas.insert(node, replica);
+    }
+
+    fn in_effect(&self, node: NodeId) -> &Membership {
+        self.replicas[&node].membership_in_effect()
+    }
+}
+
+fn add(node: NodeId) -> Change {
+    Change::AddLearner {
+        node,
+        address: format!("host-{}:7000", node.0),
+    }
+}
+
+#[test]
+fn a_joiner_learns_from_the_leader_and_is_promoted_only_once_caught_up() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    c.down.insert(N4);
+    c.change(add(N4)).unwrap();
+    c.run(500);
+    let leader = c.leader().unwrap();
+    assert!(c.in_effect(leader).learners.contains(&N4));
+    assert!(matches!(
+        c.change(Change::Promote { node: N4 }),
+        Err(ChangeError::LearnerBehind { node: N4, .. })
+    ));
+    c.down.remove(&N4);
+    c.run(1_000);
+    assert!(c.replicas[&N4].committed() >= CONFIG_DELAY, "it caught up");
+    c.change(Change::Promote { node: N4 }).unwrap();
+    c.run(1_000);
+    for node in [N1, N2, N3, N4] {
+        let voters = &c.in_effect(node).voters;
+        assert_eq!(voters, &BTreeSet::from([N1, N2, N3, N4]), "at {node}");
+    }
+}
+
+#[test]
+fn a_second_change_before_the_first_is_in_effect_is_refused() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    let leader = c.leader().unwrap();
+    // The followers hold their answers, so the first change stays in flight.
+    let followers: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != leader).collect();
+    c.down.extend(followers.iter().copied());
+    c.change(add(N4)).unwrap();
+    let second = c.change(Change::Remove { node: N3 });
+    assert!(
+        matches!(second, Err(ChangeError::ChangePending { .. })),
+        "{second:?}"
+    );
+    for f in followers {
+        c.down.remove(&f);
+    }
+    c.run(1_000);
+    c.change(Change::Remove { node: N4 }).unwrap();
+}
+
+#[test]
+fn a_change_that_would_leave_no_reachable_majority_is_refused() {
+    let mut c = Cluster::three();
+    let leader = c.leader().unwrap();
+    let others: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != leader).collect();
+    // One follower goes silent; removing the other would leave the leader
+    // and the silent one, of which only the leader answers.
+    c.down.insert(others[0]);
+    c.run(1_000);
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(
+        c.change(Change::Remove { node: others[1] }),
+        Err(ChangeError::WouldLoseQuorum {
+            reachable: 1,
+            needed: 2
+        })
+    );
+    c.change(Change::Remove { node: others[0] }).unwrap();
+}
+
+#[test]
+fn slots_governed_by_a_grown_membership_need_its_majority() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    c.change(add(N4)).unwrap();
+    c.run(1_000);
+    c.change(Change::Promote { node: N4 }).unwrap();
+    c.run(1_000);
+    let leader = c.leader().unwrap();
+    // N4 first: the one follower left answering is then an old voter, so
+    // counting the old membership's majority would choose.
+    let others: Vec<NodeId> = [N4, N1, N2, N3]
+        .into_iter()
+        .filter(|n| *n != leader)
+        .collect();
+    // Two of four voters answer: a majority of the old three, not of the
+    // four that govern now.
+    c.down.insert(others[0]);
+    c.down.insert(others[1]);
+    let before = c.replicas[&leader].committed();
+    let now = c.now;
+    let ready = c
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .propose(now, vec![cmd("x")])
+        .unwrap();
+    c.deliver(ready.messages.into());
+    assert_eq!(
+        c.replicas[&leader].committed(),
+        before,
+        "not chosen by 2 of 4"
+    );
+    c.down.remove(&others[0]);
+    c.run(200);
+    assert!(c.replicas[&leader].committed() > before, "chosen by 3 of 4");
+}
+
+#[test]
+fn a_removed_leader_hands_over_and_knows_it_was_removed() {
+    let mut c = Cluster::three();
+    let old = c.leader().unwrap();
+    c.change(Change::Remove { node: old }).unwrap();
+    // It answers for a while after the change (see `is_removed`).
+    c.run(8_000);
+    let removed = &c.replicas[&old];
+    assert!(!removed.is_leader());
+    assert!(removed.is_removed());
+    let new = c.leader().expect("the others elected a leader");
+    assert_ne!(new, old);
+    assert_eq!(c.in_effect(new).voters.len(), 2);
+    let now = c.now;
+    let ready = c
+        .replicas
+        .get_mut(&new)
+        .unwrap()
+        .propose(now, vec![cmd("after")])
+        .unwrap();
+    let before = c.replicas[&new].committed();
+    c.deliver(ready.messages.into());
+    assert!(c.replicas[&new].committed() > before, "two voters choose");
+}
