@@ -60,6 +60,7 @@ pub mod keepalive;
 mod metrics;
 pub mod network;
 pub mod node;
+pub mod observe;
 pub mod remote;
 #[cfg(feature = "sabotage")]
 mod sabotage;
@@ -71,7 +72,7 @@ pub use command::{
     Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
 };
 pub use election::{Elected, Election, Observed};
-pub use error::{LeaseError, NodeError};
+pub use error::{ConnectFailure, LeaseError, NodeError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};

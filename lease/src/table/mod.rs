@@ -261,6 +261,16 @@ impl LeaseTable {
         self.leases.is_empty()
     }
 
+    /// How many leases have a holder.
+    pub fn held_len(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// How many waiters wait in all lines.
+    pub fn waiters_len(&self) -> usize {
+        self.waiters
+    }
+
     /// How many client sessions the table remembers.
     pub fn sessions_len(&self) -> usize {
         self.sessions.len()

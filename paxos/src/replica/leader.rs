@@ -45,6 +45,9 @@ pub(crate) struct Leader {
     last_heartbeat: Duration,
     elected_at: Duration,
     last_heard: BTreeMap<NodeId, Duration>,
+    /// Each peer's commit index as its last heartbeat answer gave it (for
+    /// operators: how far behind each follower is).
+    peer_committed: BTreeMap<NodeId, Slot>,
 }
 
 impl Replica {
@@ -197,6 +200,7 @@ impl Replica {
             last_heartbeat: now,
             elected_at: now,
             last_heard: self.peers().map(|p| (p, now)).collect(),
+            peer_committed: BTreeMap::new(),
         };
         for slot in c.from..=last {
             let value = picked.remove(&slot).map_or(Value::Noop, |(_, _, v)| v);
@@ -290,13 +294,28 @@ impl Replica {
         now: Duration,
         from: NodeId,
         ballot: Ballot,
-        _committed: Slot,
+        committed: Slot,
     ) {
         if let Role::Leader(leader) = &mut self.role
             && leader.ballot == ballot
         {
             leader.last_heard.insert(from, now);
+            leader.peer_committed.insert(from, committed);
         }
+    }
+
+    /// While leading: how many slots each peer that answered a heartbeat
+    /// is behind this replica's commit index, as of its last answer.
+    /// Empty on a follower. Read-only, for monitoring.
+    pub fn peer_lag(&self) -> Vec<(NodeId, Slot)> {
+        let Role::Leader(leader) = &self.role else {
+            return Vec::new();
+        };
+        leader
+            .peer_committed
+            .iter()
+            .map(|(peer, c)| (*peer, self.committed.saturating_sub(*c)))
+            .collect()
     }
 
     /// Advances the commit index over the contiguous prefix of slots voted
