@@ -8,7 +8,10 @@
 //! - [`time`]: why leases are safe with unsynchronised clocks (read it);
 //! - [`Node`]: the runtime (the Paxos core, the table and the journal on
 //!   tokio);
-//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API.
+//! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
+//! - [`remote`]: nodes over TCP and mutual TLS, and clients in processes
+//!   that run no node;
+//! - [`observe`]: a node's figures for Prometheus, and readiness.
 //!
 //! ```
 //! use std::time::Duration;
