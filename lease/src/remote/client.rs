@@ -423,3 +423,61 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trexlock_transport::Refusal;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:7001".parse().unwrap()
+    }
+
+    #[test]
+    fn a_node_of_another_protocol_version_is_named_as_the_cause() {
+        let refusal = Refusal::IncompatibleVersion {
+            supported: 3,
+            offered: 2,
+        };
+        let error = TransportError::Handshake {
+            addr: addr(),
+            source: HandshakeError::RefusedByRemote(refusal.clone()),
+        };
+        let failure = failure(addr(), error);
+        assert_eq!(
+            failure,
+            ConnectFailure::Refused {
+                addr: addr(),
+                refusal
+            }
+        );
+        let message = LeaseError::Connect(vec![failure]).to_string();
+        assert!(
+            message.contains("protocol version 2 is not supported (this node speaks 3)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_tls_alert_from_the_node_is_a_rejected_certificate() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let error = TransportError::Handshake {
+            addr: addr(),
+            source: HandshakeError::Codec(CodecError::Io(io)),
+        };
+        assert!(matches!(
+            failure(addr(), error),
+            ConnectFailure::CertificateRejected { alert, .. } if alert == "UnknownCA"
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = TransportError::Connect {
+            addr: addr(),
+            source: refused,
+        };
+        assert!(matches!(
+            failure(addr(), error),
+            ConnectFailure::Unreachable { .. }
+        ));
+    }
+}
