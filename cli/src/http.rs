@@ -6,8 +6,8 @@
 //!
 //! HTTP parsing is hyper's. Anyone who reaches the port may connect, so
 //! the server bounds what a client can make it hold: a few connections at
-//! once, headers within a few seconds, small request heads, and bodies are
-//! never read.
+//! once, one request each, headers within a few seconds, small request
+//! heads, and bodies are never read.
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -142,6 +142,9 @@ pub async fn serve(listener: TcpListener, endpoints: Endpoints) {
             });
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
+                // One request per connection: an idle kept-alive connection
+                // would hold one of the few slots.
+                .keep_alive(false)
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
