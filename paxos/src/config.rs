@@ -26,9 +26,17 @@ pub struct Config {
     /// Most estimated bytes in one outgoing Accept or catch-up response
     /// (see [`crate::Value::entry_bytes`]); larger ones are split. Keep it
     /// well under the transport's frame limit: the estimate is an upper
-    /// bound of the encoding, but a snapshot is sent whole (see
-    /// [`Config::validate`]).
+    /// bound of the encoding.
     pub max_message_bytes: usize,
+    /// Most snapshot bytes in one [`crate::Message::SnapshotChunk`]. A
+    /// chunk never holds more than `max_message_bytes -
+    /// MESSAGE_OVERHEAD_BYTES` whatever this says, so a snapshot of any
+    /// size travels in messages within [`Config::max_message_bytes`].
+    pub snapshot_chunk_bytes: usize,
+    /// The largest snapshot this replica assembles from a peer's chunks:
+    /// the memory a peer can make it hold for one transfer. A snapshot
+    /// announced larger is refused.
+    pub max_snapshot_bytes: u64,
     /// Most slots a leader has in flight (proposed, not yet chosen).
     pub window: usize,
     /// Most chosen values in one catch-up response.
@@ -61,6 +69,9 @@ pub enum Sabotage {
     /// A replica that lost its journal votes again at once instead of
     /// learning first.
     VoteAfterDiskLoss,
+    /// Snapshot chunks are appended in whatever order they arrive and the
+    /// assembled snapshot is installed without checking its checksum.
+    UncheckedSnapshotChunks,
 }
 
 /// The default [`Config::max_batch_bytes`]: 1 MiB.
@@ -69,6 +80,9 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// The default [`Config::max_message_bytes`]: 4 MiB, a quarter of the
 /// transport's default 16 MiB frame limit.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The default [`Config::max_snapshot_bytes`]: 4 GiB.
+pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 impl Config {
     /// Defaults suited to a LAN or loopback cluster: 50 ms heartbeats and a
@@ -82,6 +96,8 @@ impl Config {
             max_batch: 256,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            snapshot_chunk_bytes: DEFAULT_MAX_MESSAGE_BYTES - MESSAGE_OVERHEAD_BYTES,
+            max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             window: 64,
             catchup_batch: 512,
             keep_after_snapshot: 1024,
@@ -96,17 +112,26 @@ impl Config {
         self.members.len() / 2 + 1
     }
 
+    /// Most snapshot bytes one chunk carries: [`Config::snapshot_chunk_bytes`]
+    /// within what one message may hold.
+    pub fn chunk_bytes(&self) -> usize {
+        self.snapshot_chunk_bytes
+            .min(
+                self.max_message_bytes
+                    .saturating_sub(MESSAGE_OVERHEAD_BYTES),
+            )
+            .max(1)
+    }
+
     /// Checks the settings. A full slot must fit in one message: so that
     /// every Accept and catch-up response the replica builds from its own
     /// proposals stays within [`Config::max_message_bytes`], it needs
     /// `max_batch_bytes + ENTRY_OVERHEAD_BYTES + MESSAGE_OVERHEAD_BYTES <=
     /// max_message_bytes`.
     ///
-    /// Not covered: a snapshot is sent whole in one catch-up response
-    /// whatever its size, and a Promise carries every vote the acceptor
-    /// holds from the candidate's first unchosen slot on; the caller must
-    /// keep both under its frame limit (snapshot often enough, bound the
-    /// application state).
+    /// Not covered: a Promise carries every vote the acceptor holds from
+    /// the candidate's first unchosen slot on; the caller must keep it
+    /// under its frame limit (snapshot often enough).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut members = self.members.clone();
         members.sort();
@@ -120,7 +145,11 @@ impl Config {
         if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval {
             return Err(ConfigError::Timing);
         }
-        if self.max_batch == 0 || self.window == 0 || self.catchup_batch == 0 {
+        if self.max_batch == 0
+            || self.window == 0
+            || self.catchup_batch == 0
+            || self.snapshot_chunk_bytes == 0
+        {
             return Err(ConfigError::ZeroLimit);
         }
         let slot_fits = self
@@ -150,8 +179,8 @@ pub enum ConfigError {
     /// Heartbeats must be non-zero and shorter than the election timeout.
     #[error("heartbeat interval must be non-zero and shorter than the election timeout")]
     Timing,
-    /// A batch, window or catch-up limit is zero.
-    #[error("max_batch, window and catchup_batch must be at least 1")]
+    /// A batch, window, catch-up or chunk limit is zero.
+    #[error("max_batch, window, catchup_batch and snapshot_chunk_bytes must be at least 1")]
     ZeroLimit,
     /// A full slot would not fit in one message.
     #[error(

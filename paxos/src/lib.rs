@@ -69,7 +69,10 @@ mod types;
 
 #[cfg(feature = "sabotage")]
 pub use config::Sabotage;
-pub use config::{Config, ConfigError, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_MESSAGE_BYTES};
+pub use config::{
+    Config, ConfigError, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+};
 pub use error::{PaxosError, ProposeError};
 pub use journal::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
 pub use message::{Envelope, Message};

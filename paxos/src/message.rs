@@ -1,7 +1,8 @@
 //! The messages replicas exchange. Every message is idempotent: delivering
 //! it twice, late, or not at all never breaks safety.
 
-use crate::types::{Ballot, LogEntry, NodeId, Slot, Snapshot, Value};
+use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// A message with its sender and addressee.
@@ -86,14 +87,36 @@ pub enum Message {
         /// The first slot the requester lacks.
         from: Slot,
     },
-    /// Chosen values (and a snapshot when the requested slots were
-    /// compacted away).
+    /// Chosen values, from the requested slot on. When the requested slots
+    /// were compacted away the answer is a [`Message::SnapshotChunk`]
+    /// instead.
     CatchupResponse {
-        /// Present when the requested slots are no longer in the log.
-        snapshot: Option<Snapshot>,
-        /// Chosen values, contiguous, following the snapshot or the
-        /// requested slot.
+        /// Chosen values, contiguous, from the requested slot on.
         entries: Vec<(Slot, Value)>,
+    },
+    /// A node assembling a snapshot asks for the part from `offset` on.
+    SnapshotRequest {
+        /// The slot of the snapshot being assembled.
+        slot: Slot,
+        /// How many of its bytes the requester holds.
+        offset: u64,
+    },
+    /// One piece of the sender's snapshot, at most
+    /// [`crate::Config::snapshot_chunk_bytes`] long, so that a snapshot of
+    /// any size reaches a lagging node in messages under the frame limit.
+    /// The receiver installs it only once every byte arrived in order and
+    /// the whole matches `total_len` and `checksum`.
+    SnapshotChunk {
+        /// The last slot the snapshot covers.
+        slot: Slot,
+        /// The whole snapshot's length, in bytes.
+        total_len: u64,
+        /// CRC-32 (IEEE) of the whole snapshot.
+        checksum: u32,
+        /// Where `data` starts within the snapshot.
+        offset: u64,
+        /// The bytes from `offset` on.
+        data: Bytes,
     },
     /// Sent by a replica that starts with an empty journal: before it may
     /// vote, it must learn what every other member has promised and voted
@@ -121,6 +144,8 @@ impl Message {
             Message::Nack { .. } => "nack",
             Message::CatchupRequest { .. } => "catchup_request",
             Message::CatchupResponse { .. } => "catchup_response",
+            Message::SnapshotRequest { .. } => "snapshot_request",
+            Message::SnapshotChunk { .. } => "snapshot_chunk",
             Message::Probe => "probe",
             Message::ProbeReply { .. } => "probe_reply",
         }

@@ -138,7 +138,8 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
   --safety-gap-ms   gap holders keep before their deadline (default 25)
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss
+                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss,
+                  unchecked-snapshot-chunks
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension";
 
@@ -153,6 +154,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "forget-votes-in-promise" => Sabotage::Core(C::ForgetVotesInPromise),
         "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
         "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
+        "unchecked-snapshot-chunks" => Sabotage::Core(C::UncheckedSnapshotChunks),
         "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
@@ -247,7 +249,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -259,7 +261,9 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.elections,
                 outcome.lease_grants,
                 outcome.lease_actions,
-                outcome.resends
+                outcome.resends,
+                outcome.snapshot_installs,
+                outcome.largest_install_bytes
             );
         }
     }

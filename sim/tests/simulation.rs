@@ -95,6 +95,36 @@ fn a_replica_that_votes_again_right_after_losing_its_disk_is_caught() {
 }
 
 #[test]
+fn snapshot_chunks_taken_out_of_order_or_unchecked_are_caught() {
+    assert!(seeds_to_catch(Sabotage::Core(Core::UncheckedSnapshotChunks)).is_some());
+}
+
+/// The simulator's nodes send snapshots in chunks of 64 bytes: lagging and
+/// wiped nodes catch up by assembling snapshots of many chunks through
+/// loss, duplication and reordering, and stay safe.
+#[test]
+fn nodes_far_behind_catch_up_from_snapshots_many_chunks_long() {
+    let outcomes = simulate_many(0, 200, SimOptions::default());
+    let found: Vec<String> = outcomes
+        .iter()
+        .flat_map(|(seed, o)| {
+            o.violations
+                .iter()
+                .map(move |v| format!("seed {seed}: {v}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    let installs: u64 = outcomes.iter().map(|(_, o)| o.snapshot_installs).sum();
+    let largest = outcomes
+        .iter()
+        .map(|(_, o)| o.largest_install_bytes)
+        .max()
+        .unwrap_or(0);
+    assert!(installs >= 10, "{installs} installs");
+    assert!(largest >= 4 * 64, "largest install {largest} bytes");
+}
+
+#[test]
 fn a_followers_vote_announced_before_it_is_synced_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::EarlyAccepted)).is_some());
 }

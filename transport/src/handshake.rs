@@ -34,7 +34,9 @@ use trexlock_paxos::NodeId;
 /// The protocol version this build speaks. Nodes only talk to nodes and
 /// clients of the same version. Version 2 binds roles to certificate
 /// identities and added refusal reasons that version 1 cannot decode.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3 sends snapshots in chunks (`SnapshotRequest`,
+/// `SnapshotChunk`) instead of whole inside a catch-up response.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4096;

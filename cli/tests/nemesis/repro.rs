@@ -159,7 +159,6 @@ fn a_learner_that_crashes_while_catching_up_is_still_a_learner_after_restart() {
         (
             2,
             Message::CatchupResponse {
-                snapshot: None,
                 entries: vec![(1, Value::Noop), (2, Value::Noop)],
             },
         ),

@@ -94,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
         0 => check(open, NAME, body, custom_mark, true),
         1 => check(open, NAME, &framed(body), custom_mark, true),
         _ => {
-            let (file, real_mark) = WRITTEN.get_or_init(|| written(open, NAME), true);
+            let (file, real_mark) = WRITTEN.get_or_init(|| written(open, NAME));
             let mark = custom_mark.or((selector % 2 == 0).then_some(real_mark.as_slice()));
             check(open, NAME, &edited(file, body), mark, true);
         }

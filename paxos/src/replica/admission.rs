@@ -107,6 +107,31 @@ pub enum Refusal {
         /// The highest commit index heard, plus the window.
         known: Slot,
     },
+    /// A snapshot announced larger than [`crate::Config::max_snapshot_bytes`].
+    #[error("snapshot of {total_len} bytes is larger than the limit of {max} bytes")]
+    SnapshotTooLarge {
+        /// The announced length.
+        total_len: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A snapshot chunk that does not continue the snapshot being
+    /// assembled (a duplicate, a reordered or a stale chunk, or one that
+    /// runs past the announced length).
+    #[error("snapshot chunk at offset {offset} does not continue the {expected} bytes held")]
+    SnapshotChunkOutOfOrder {
+        /// Where the chunk starts.
+        offset: u64,
+        /// How many bytes of the snapshot are held.
+        expected: u64,
+    },
+    /// An assembled snapshot whose bytes do not match the checksum
+    /// announced with it: it is dropped, never installed.
+    #[error("snapshot at slot {slot} does not match its checksum")]
+    SnapshotChecksum {
+        /// The snapshot's slot.
+        slot: Slot,
+    },
     /// A catch-up value for a slot this replica knows chosen with another
     /// value. Two values chosen for one slot would mean the sender's journal
     /// is corrupt or reset; believing it could only spread the damage.
@@ -307,11 +332,11 @@ impl Replica {
                 }
             }
             Message::CatchupRequest { from: slot } => first_missing_in_range(kind, *slot),
-            Message::CatchupResponse { snapshot, entries } => {
-                if let Some(s) = snapshot {
-                    slot_in_range(kind, s.slot)?;
-                }
+            Message::CatchupResponse { entries } => {
                 increasing(kind, entries.iter().map(|(s, _)| *s), true)
+            }
+            Message::SnapshotRequest { slot, .. } | Message::SnapshotChunk { slot, .. } => {
+                slot_in_range(kind, *slot)
             }
             Message::Probe => Ok(()),
             Message::ProbeReply {

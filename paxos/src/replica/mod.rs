@@ -13,6 +13,7 @@ mod leader;
 mod rejoin;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use crate::config::Config;
 #[cfg(test)]
@@ -111,6 +112,10 @@ pub struct Replica {
     /// The peer last asked for catch-up and the first slot asked for; only
     /// its answer to that request is accepted.
     catchup_asked: Option<(NodeId, Slot)>,
+    /// A snapshot being received from a peer, chunk by chunk.
+    assembly: Option<transfer::Assembly>,
+    /// The checksum of our own snapshot, as served to peers: (slot, CRC).
+    snapshot_checksum: Option<(Slot, u32)>,
     /// Peer messages dropped by admission checks so far.
     refused: u64,
     /// Ballot of the leader last heard from (followers only).
@@ -153,6 +158,8 @@ impl Replica {
             leader_committed: state.committed,
             catchup_sent_at: None,
             catchup_asked: None,
+            assembly: None,
+            snapshot_checksum: None,
             refused: 0,
             leader_ballot: None,
             rejoin,
@@ -293,8 +300,29 @@ impl Replica {
                 self.on_catchup_request(from, slot);
                 Ok(())
             }
-            Message::CatchupResponse { snapshot, entries } => {
-                self.on_catchup_response(now, from, snapshot, entries);
+            Message::CatchupResponse { entries } => {
+                self.on_catchup_response(now, from, entries);
+                Ok(())
+            }
+            Message::SnapshotRequest { slot, offset } => {
+                self.on_snapshot_request(from, slot, offset);
+                Ok(())
+            }
+            Message::SnapshotChunk {
+                slot,
+                total_len,
+                checksum,
+                offset,
+                data,
+            } => {
+                let chunk = transfer::Chunk {
+                    slot,
+                    total_len,
+                    checksum,
+                    offset,
+                    data,
+                };
+                self.on_snapshot_chunk(now, from, chunk);
                 Ok(())
             }
             Message::Probe => {

@@ -52,6 +52,10 @@ pub struct Outcome {
     pub disk_losses: u64,
     /// Requests clients sent again to another node.
     pub resends: u64,
+    /// Snapshots a node installed from a peer's chunks.
+    pub snapshot_installs: u64,
+    /// The largest of those snapshots, in bytes.
+    pub largest_install_bytes: u64,
 }
 
 #[derive(Debug)]

@@ -15,6 +15,10 @@ use trexlock_paxos::{Journal, JournalWrite, MemJournal, NodeId, Value};
 
 /// Snapshot (and compact) this often, so installs happen in every run.
 const SNAPSHOT_EVERY: u64 = 20;
+/// Snapshot chunks far smaller than the simulated tables' snapshots, so
+/// that every install assembles many chunks through loss, duplication
+/// and reordering.
+const SNAPSHOT_CHUNK_BYTES: usize = 64;
 
 pub(super) struct SimNode {
     pub(super) id: NodeId,
@@ -81,6 +85,7 @@ impl World {
             cfg.paxos_config(self.seed ^ ((i as u64) << 48) ^ (self.nodes[i].incarnation << 32));
         paxos.keep_after_snapshot = 8;
         paxos.catchup_batch = 32;
+        paxos.snapshot_chunk_bytes = SNAPSHOT_CHUNK_BYTES;
         paxos.sabotage = self.opts.sabotage.and_then(|s| s.core());
         let now = self.local(i);
         let node = &mut self.nodes[i];
@@ -291,6 +296,12 @@ impl World {
             }
             Effect::Abandoned { .. } => {}
             Effect::Installed { slot } => {
+                if let Some(core) = &self.nodes[i].core {
+                    let bytes = core.table().to_snapshot().len() as u64;
+                    self.outcome.snapshot_installs += 1;
+                    self.outcome.largest_install_bytes =
+                        self.outcome.largest_install_bytes.max(bytes);
+                }
                 self.nodes[i].history.install(slot);
                 self.nodes[i].granted.clear();
             }

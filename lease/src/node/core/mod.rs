@@ -330,4 +330,6 @@ impl NodeCore {
 }
 
 #[cfg(test)]
+mod catchup_tests;
+#[cfg(test)]
 mod tests;

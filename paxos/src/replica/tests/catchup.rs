@@ -5,7 +5,7 @@ use super::*;
 // ---------------------------------------------------------------- Catch-up
 
 #[test]
-fn catchup_sends_chosen_values_and_a_snapshot_for_compacted_slots() {
+fn catchup_sends_chosen_values_or_a_snapshot_chunk_for_compacted_slots() {
     let mut entries = BTreeMap::new();
     for s in 6..=8 {
         entries.insert(
@@ -34,19 +34,21 @@ fn catchup_sends_chosen_values_and_a_snapshot_for_compacted_slots() {
         .unwrap();
     assert_eq!(
         only_message(&ready),
-        &Message::CatchupResponse {
-            snapshot: Some(snapshot),
-            entries: vec![(7, batch("7")), (8, batch("8"))],
+        &Message::SnapshotChunk {
+            slot: 6,
+            total_len: 5,
+            checksum: crc32fast::hash(b"state"),
+            offset: 0,
+            data: snapshot.data,
         }
     );
     let ready = r
-        .handle(ms(3), env(N2, N1, Message::CatchupRequest { from: 8 }))
+        .handle(ms(3), env(N2, N1, Message::CatchupRequest { from: 7 }))
         .unwrap();
     assert_eq!(
         only_message(&ready),
         &Message::CatchupResponse {
-            snapshot: None,
-            entries: vec![(8, batch("8"))]
+            entries: vec![(7, batch("7")), (8, batch("8"))]
         }
     );
 }
@@ -76,39 +78,54 @@ fn a_follower_installs_a_snapshot_then_applies_what_follows() {
         slot: 4,
         data: Bytes::from_static(b"s"),
     };
-    let response = Message::CatchupResponse {
-        snapshot: Some(snapshot.clone()),
-        entries: vec![(5, batch("5"))],
+    let chunk = Message::SnapshotChunk {
+        slot: 4,
+        total_len: 1,
+        checksum: crc32fast::hash(b"s"),
+        offset: 0,
+        data: snapshot.data.clone(),
     };
-    let ready = r.handle(ms(2), env(N1, N2, response)).unwrap();
+    let ready = r.handle(ms(2), env(N1, N2, chunk)).unwrap();
     assert_eq!(ready.install, Some(snapshot.clone()));
-    assert_eq!(ready.chosen, vec![(5, batch("5"))]);
     assert_eq!(ready.write.snapshot, Some(snapshot));
     assert_eq!(ready.write.truncate, Some(4));
+    assert_eq!(
+        only_message(&ready),
+        &Message::CatchupRequest { from: 5 },
+        "then it asks for what follows the snapshot"
+    );
+    let response = Message::CatchupResponse {
+        entries: vec![(5, batch("5"))],
+    };
+    let ready = r.handle(ms(3), env(N1, N2, response)).unwrap();
+    assert_eq!(ready.chosen, vec![(5, batch("5"))]);
     assert_eq!(ready.write.committed, Some(5));
 }
 
 #[test]
 fn catch_up_responses_are_taken_only_as_answers_to_the_request_outstanding() {
-    let snapshot = |slot| Snapshot {
+    let response = |entries| Message::CatchupResponse { entries };
+    let chunk = |slot| Message::SnapshotChunk {
         slot,
+        total_len: 1,
+        checksum: crc32fast::hash(b"s"),
+        offset: 0,
         data: Bytes::from_static(b"s"),
     };
-    let response = |snapshot, entries| Message::CatchupResponse { snapshot, entries };
     let cases = [
         (
             N3,
-            response(None, vec![(1, batch("1"))]),
+            response(vec![(1, batch("1"))]),
             Refusal::UnaskedCatchup { from: N3 },
         ),
         (
             N1,
-            response(None, vec![(2, batch("2"))]),
+            response(vec![(2, batch("2"))]),
             Refusal::UnaskedCatchup { from: N1 },
         ),
         (
             N1,
-            response(Some(snapshot(72)), vec![]),
+            chunk(72),
             Refusal::SnapshotAhead {
                 slot: 72,
                 known: 71,
@@ -116,7 +133,7 @@ fn catch_up_responses_are_taken_only_as_answers_to_the_request_outstanding() {
         ),
         (
             N1,
-            response(None, vec![(1, batch("1")), (3, batch("3"))]),
+            response(vec![(1, batch("1")), (3, batch("3"))]),
             Refusal::SlotsOutOfOrder {
                 kind: "catchup_response",
                 slot: 3,
@@ -131,7 +148,7 @@ fn catch_up_responses_are_taken_only_as_answers_to_the_request_outstanding() {
         assert_eq!(r.committed(), 0);
     }
     let mut r = follower_asking_n1(7);
-    let answer = response(None, vec![(1, batch("1"))]);
+    let answer = response(vec![(1, batch("1"))]);
     let ready = r.handle(ms(2), env(N1, N2, answer.clone())).unwrap();
     assert_eq!(ready.chosen, vec![(1, batch("1"))]);
     let again = r.handle(ms(3), env(N1, N2, answer)).unwrap();

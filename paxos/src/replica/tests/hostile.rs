@@ -229,10 +229,15 @@ fn message() -> impl Strategy<Value = Message> {
         (slot(), ballot(), value()).prop_map(|(s, ballot, value)| (s, LogEntry { ballot, value })),
         0..4,
     );
-    let snapshot = proptest::option::of(slot().prop_map(|slot| Snapshot {
-        slot,
-        data: Bytes::from_static(b"forged"),
-    }));
+    let chunk = (slot(), 0..64u64, any::<u32>(), 0..64u64).prop_map(
+        |(slot, total_len, checksum, offset)| Message::SnapshotChunk {
+            slot,
+            total_len,
+            checksum,
+            offset,
+            data: Bytes::from_static(b"forged"),
+        },
+    );
     prop_oneof![
         (ballot(), slot()).prop_map(|(ballot, from)| Message::Prepare { ballot, from }),
         (ballot(), slot(), slot(), votes).prop_map(|(ballot, committed, truncated, entries)| {
@@ -254,8 +259,9 @@ fn message() -> impl Strategy<Value = Message> {
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::CommitAck { ballot, committed }),
         (ballot(), ballot()).prop_map(|(ballot, promised)| Message::Nack { ballot, promised }),
         slot().prop_map(|from| Message::CatchupRequest { from }),
-        (snapshot, entries())
-            .prop_map(|(snapshot, entries)| Message::CatchupResponse { snapshot, entries }),
+        entries().prop_map(|entries| Message::CatchupResponse { entries }),
+        (slot(), any::<u64>()).prop_map(|(slot, offset)| Message::SnapshotRequest { slot, offset }),
+        chunk,
         Just(Message::Probe),
         (ballot(), slot()).prop_map(|(promised, last_slot)| Message::ProbeReply {
             promised,

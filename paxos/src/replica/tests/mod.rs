@@ -97,3 +97,4 @@ mod hostile;
 mod leader;
 mod limits;
 mod rejoin;
+mod transfer;

@@ -108,7 +108,6 @@ fn a_replica_with_a_lost_disk_votes_only_after_a_newer_leader_and_catching_up() 
     );
     assert!(r.is_learner(), "not caught up yet");
     let response = Message::CatchupResponse {
-        snapshot: None,
         entries: vec![(1, batch("a")), (2, batch("b"))],
     };
     let ready = r.handle(ms(3), env(N3, N1, response)).unwrap();

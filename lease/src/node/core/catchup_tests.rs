@@ -1,0 +1,173 @@
+//! A node far behind catches up from a snapshot several times the message
+//! limit: three cores on a lossless in-memory network, one of them cut
+//! off while the others grant and compact.
+
+use super::*;
+use crate::command::{LeaseToken, Op};
+use std::collections::VecDeque;
+use trexlock_paxos::Message;
+
+const MESSAGE_LIMIT: usize = 8 * 1024;
+const LEASES: u64 = 1_500;
+
+struct Cluster {
+    cores: Vec<NodeCore>,
+    connected: [bool; 3],
+    in_flight: VecDeque<(NodeId, NodeId, PeerMessage)>,
+    now: Duration,
+    /// Snapshot chunks delivered to each node.
+    chunks: [usize; 3],
+    installed: [bool; 3],
+}
+
+fn node(i: usize) -> NodeId {
+    NodeId(i as u16 + 1)
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let members: Vec<_> = (0..3).map(node).collect();
+        let cores = (0..3)
+            .map(|i| {
+                let mut cfg = NodeConfig::new(node(i), members.clone());
+                cfg.max_message_bytes = MESSAGE_LIMIT;
+                cfg.max_batch_bytes = 4 * 1024;
+                cfg.snapshot_every = 100;
+                let mut paxos = cfg.paxos_config(i as u64);
+                paxos.keep_after_snapshot = 8;
+                // A journal holding a promise: the node votes at once
+                // instead of first hearing from every member.
+                let state = JournalState {
+                    promised: trexlock_paxos::Ballot {
+                        counter: 1,
+                        node: node(1),
+                    },
+                    ..JournalState::default()
+                };
+                NodeCore::new(cfg, paxos, state, Duration::ZERO).unwrap()
+            })
+            .collect();
+        Cluster {
+            cores,
+            connected: [true, true, false],
+            in_flight: VecDeque::new(),
+            now: Duration::ZERO,
+            chunks: [0; 3],
+            installed: [false; 3],
+        }
+    }
+
+    /// Performs every effect: writes are synced at once, messages go to
+    /// connected nodes (checked against the limit), answers are counted.
+    fn settle(&mut self) -> usize {
+        let mut answers = 0;
+        for i in 0..3 {
+            loop {
+                self.cores[i].end_round(self.now).unwrap();
+                let effects = self.cores[i].take_effects();
+                if effects.is_empty() {
+                    break;
+                }
+                for effect in effects {
+                    match effect {
+                        Effect::Persist { id, .. } => self.cores[i].synced(self.now, id).unwrap(),
+                        Effect::Send { to, message } => {
+                            let bytes = postcard::to_stdvec(&message).unwrap().len();
+                            assert!(bytes <= MESSAGE_LIMIT, "a message of {bytes} bytes");
+                            self.in_flight.push_back((node(i), to, message));
+                        }
+                        Effect::Answer { outcome, .. } => {
+                            assert!(matches!(outcome, Outcome::Granted { .. }), "{outcome:?}");
+                            answers += 1;
+                        }
+                        Effect::Installed { .. } => self.installed[i] = true,
+                        Effect::Abandoned { .. } | Effect::Applied { .. } => {}
+                    }
+                }
+            }
+        }
+        answers
+    }
+
+    /// One millisecond: every node ticks, every message in flight arrives.
+    fn step(&mut self) -> usize {
+        self.now += Duration::from_millis(1);
+        for core in &mut self.cores {
+            core.tick(self.now).unwrap();
+        }
+        let mut answers = self.settle();
+        for (from, to, message) in std::mem::take(&mut self.in_flight) {
+            let (f, t) = (from.0 as usize - 1, to.0 as usize - 1);
+            if !(self.connected[f] && self.connected[t]) {
+                continue;
+            }
+            if matches!(message, PeerMessage::Paxos(Message::SnapshotChunk { .. })) {
+                self.chunks[t] += 1;
+            }
+            self.cores[t].peer(self.now, from, message).unwrap();
+        }
+        answers += self.settle();
+        answers
+    }
+
+    fn leader(&self) -> Option<usize> {
+        (0..3).find(|i| self.cores[*i].status().is_leader)
+    }
+}
+
+fn acquire(i: u64) -> Request {
+    Request {
+        client: ClientId(i % 50),
+        request: i,
+        acked_below: i,
+        op: Op::Acquire {
+            name: format!("lease-{i:06}"),
+            owner: format!("owner-{}", i % 50),
+            token: LeaseToken(u128::from(i % 50)),
+            ttl_ms: 3_600_000,
+            wait_ms: 0,
+        },
+    }
+}
+
+#[test]
+fn a_node_far_behind_catches_up_from_a_snapshot_several_times_the_message_limit() {
+    let mut c = Cluster::new();
+    let leader = (0..5_000)
+        .find_map(|_| {
+            c.step();
+            c.leader()
+        })
+        .expect("n1 and n2 elect a leader");
+    let mut granted = 0;
+    for i in 0..LEASES {
+        c.cores[leader].request(c.now, acquire(i));
+        granted += c.step();
+    }
+    while granted < LEASES as usize {
+        granted += c.step();
+    }
+    let snapshot = c.cores[leader].table().to_snapshot().len();
+    assert!(
+        snapshot > 4 * MESSAGE_LIMIT,
+        "the table's snapshot is {snapshot} bytes"
+    );
+    c.connected[2] = true;
+    let target = c.cores[leader].status().applied;
+    for _ in 0..5_000 {
+        c.step();
+        if c.cores[2].status().applied >= target {
+            break;
+        }
+    }
+    assert!(c.installed[2], "n3 installed a snapshot");
+    assert!(c.chunks[2] >= 4, "in {} chunks", c.chunks[2]);
+    assert!(c.cores[2].status().applied >= target);
+    assert_eq!(c.cores[2].table().len(), LEASES as usize);
+    let applied = c.cores[2].status().applied;
+    assert_eq!(
+        c.cores[2].table(),
+        c.cores[leader].table(),
+        "at slot {applied}"
+    );
+}
