@@ -7,10 +7,12 @@
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
-//! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --out ./certs
+//! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
+//! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
 //! ```
 
 mod config;
+mod force_release;
 mod http;
 mod status;
 
@@ -54,7 +56,9 @@ enum Command {
         /// Wait in line up to this long if someone else holds it (0s: do not wait).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
-        /// Who holds the lease (release and renew need the same owner).
+        /// Who holds the lease (renew and release take the same). With a
+        /// client certificate, an owner not under its name is put under it
+        /// (<name>/<owner>): the node lets a certificate use no other.
         #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// Keep renewing until interrupted, then release.
@@ -68,7 +72,8 @@ enum Command {
     Renew {
         /// Lease name.
         name: String,
-        /// The holder's owner name.
+        /// The holder's owner name (under the certificate's name, as for
+        /// acquire).
         #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// The holder's stamp.
@@ -87,7 +92,8 @@ enum Command {
     Release {
         /// Lease name.
         name: String,
-        /// The holder's owner name.
+        /// The holder's owner name (under the certificate's name, as for
+        /// acquire).
         #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// The holder's stamp.
@@ -106,6 +112,14 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Take a lease away from whoever holds it (for a stuck lease; the next
+    /// waiter gets it). Needs an admin certificate (`certs --admins`).
+    ForceRelease {
+        /// Lease name.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Print every member's role, leader, ballot, applied slot, lag,
     /// leases, waiters and sessions as a table.
     Status {
@@ -115,9 +129,10 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Write a cluster CA and certificates naming each node and client
-    /// (URI SANs trexlock://<cluster>/node/<id> and
-    /// trexlock://<cluster>/client/<name>) into a folder. An existing
+    /// Write a cluster CA and certificates naming each node, client and
+    /// administrator (URI SANs trexlock://<cluster>/node/<id>,
+    /// trexlock://<cluster>/client/<name> and
+    /// trexlock://<cluster>/admin/<name>) into a folder. An existing
     /// ca.pem and ca.key there are reused; no file is ever overwritten.
     Certs {
         /// The cluster id the certificates are for.
@@ -129,6 +144,10 @@ enum Command {
         /// Comma-separated client names to issue client certificates for.
         #[arg(long, value_delimiter = ',')]
         clients: Vec<String>,
+        /// Comma-separated administrator names to issue admin certificates
+        /// for (they alone may force-release a lease).
+        #[arg(long, value_delimiter = ',')]
+        admins: Vec<String>,
         /// The folder to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
@@ -170,10 +189,45 @@ impl ClusterArgs {
         servers.dedup();
         let mut config = RemoteConfig::new(self.cluster.clone(), servers);
         config.insecure = self.insecure;
-        if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
-            config.tls = Some(TlsConfig::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?);
-        }
+        config.tls = self.tls()?;
         Ok(config)
+    }
+
+    /// The client's TLS settings, if its certificate files are given.
+    fn tls(&self) -> Result<Option<TlsConfig>, String> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => TlsConfig::from_pem_files(ca, cert, key)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The owner a command acts as: `owner` as given, else
+    /// [`default_owner`], put under the certificate's principal when one
+    /// is given and the owner is not under it yet (the only owners the
+    /// node lets that certificate use).
+    fn owner(&self, owner: Option<String>) -> Result<String, String> {
+        let owner = owner.unwrap_or_else(default_owner);
+        Ok(match self.tls()? {
+            Some(tls) => {
+                let principal = remote::principal(tls.identity());
+                let under = owner
+                    .strip_prefix(principal.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+                if under {
+                    owner
+                } else {
+                    format!("{principal}/{owner}")
+                }
+            }
+            None => owner,
+        })
+    }
+
+    /// The owner of a command that names none (reads, force-release).
+    fn default_owner(&self) -> Result<String, String> {
+        self.owner(None)
     }
 
     async fn client(&self, owner: String) -> Result<LeaseClient, String> {
@@ -232,6 +286,7 @@ async fn run(command: Command) -> Result<(), String> {
             hold,
             cluster,
         } => {
+            let owner = cluster.owner(Some(owner))?;
             let client = cluster.client(owner.clone()).await?;
             let lease = if wait.is_zero() {
                 match client
@@ -280,7 +335,7 @@ async fn run(command: Command) -> Result<(), String> {
             ttl,
             cluster,
         } => {
-            let client = cluster.client(owner).await?;
+            let client = cluster.client(cluster.owner(Some(owner))?).await?;
             match client.renew_stamp(&name, Stamp(stamp), token, ttl).await {
                 Ok(()) => {
                     println!(
@@ -300,7 +355,7 @@ async fn run(command: Command) -> Result<(), String> {
             token,
             cluster,
         } => {
-            let client = cluster.client(owner).await?;
+            let client = cluster.client(cluster.owner(Some(owner))?).await?;
             match client.release_stamp(&name, Stamp(stamp), token).await {
                 Ok(()) => {
                     println!("released {name}");
@@ -311,7 +366,7 @@ async fn run(command: Command) -> Result<(), String> {
             }
         }
         Command::Holder { name, cluster } => {
-            let client = cluster.client(default_owner()).await?;
+            let client = cluster.client(cluster.default_owner()?).await?;
             match client
                 .holder(&name)
                 .await
@@ -325,15 +380,17 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
         Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
         Command::Certs {
             cluster,
             nodes,
             clients,
+            admins,
             out,
         } => {
             let nodes: Vec<NodeId> = nodes.into_iter().map(NodeId).collect();
-            let written = certs::write_cluster_certs(&out, &cluster, &nodes, &clients)
+            let written = certs::write_cluster_certs(&out, &cluster, &nodes, &clients, &admins)
                 .map_err(|e| e.to_string())?;
             for path in written {
                 println!("wrote {}", path.display());

@@ -328,11 +328,21 @@ pub enum Refusal {
         crate::table::MAX_TOTAL_VALUE_BYTES
     )]
     ValueSpaceFull,
-    /// The sender may not ask for this: a forced release comes only from
-    /// a client in a node's own process (an operator's), never over the
-    /// network.
-    #[error("only a client in a node's own process may force a release")]
+    /// The sender may not ask for this: a forced release comes only from a
+    /// connection with an administrator's certificate
+    /// (`trexlock://<cluster>/admin/<name>`) or from a client in a node's
+    /// own process (see [`crate::remote::authorize`]).
+    #[error(
+        "only an administrator's certificate (trexlock://<cluster>/admin/<name>) or a client in a node's own process may force a release"
+    )]
     NotPermitted,
+    /// The request names an owner that the client's certificate does not
+    /// speak for: the owner must be the certificate's name or start with
+    /// `<name>/` (see [`crate::remote::authorize`]).
+    #[error(
+        "the owner is not one the client's certificate may act for (its name, or a name starting with `<name>/`)"
+    )]
+    OwnerNotCertified,
 }
 
 impl Refusal {
@@ -356,11 +366,13 @@ impl Refusal {
             Refusal::TooManyPendingRequestsInAll => "too_many_pending_requests_in_all",
             Refusal::ValueSpaceFull => "value_space_full",
             Refusal::NotPermitted => "not_permitted",
+            Refusal::OwnerNotCertified => "owner_not_certified",
         }
     }
 
     /// True when the request itself is malformed (sending it again never
-    /// helps); false when the table is full (it may succeed later).
+    /// helps); false when the table is full (it may succeed later) or the
+    /// sender may not ask for it.
     pub fn is_invalid(self) -> bool {
         matches!(
             self,

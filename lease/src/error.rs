@@ -46,9 +46,10 @@ pub enum LeaseError {
     /// A TTL, wait, name, owner or value outside the limits.
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The lease table is full (too many leases, waiters, sessions,
-    /// unacknowledged requests or value bytes): the request was not
-    /// executed; it may succeed later.
+    /// The request was not executed: the lease table is full (too many
+    /// leases, waiters, sessions, unacknowledged requests or value bytes;
+    /// it may succeed later), or the sender may not ask for it
+    /// ([`Refusal::NotPermitted`], [`Refusal::OwnerNotCertified`]).
     #[error("refused: {0}")]
     Refused(Refusal),
     /// The operating system's random generator failed, so no lease token

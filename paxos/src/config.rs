@@ -24,7 +24,8 @@ pub struct Config {
     /// this on its own is refused by [`crate::Replica::propose`].
     pub max_batch_bytes: usize,
     /// Most estimated bytes in one outgoing Accept or catch-up response
-    /// (see [`crate::Value::entry_bytes`]); larger ones are split. Keep it
+    /// (see [`crate::Value::entry_bytes`]); larger ones are split, and so
+    /// are promises (see [`crate::Message::Promise`]). Keep it
     /// well under the transport's frame limit: the estimate is an upper
     /// bound of the encoding.
     pub max_message_bytes: usize,
@@ -63,6 +64,9 @@ pub enum Sabotage {
     MinorityQuorum,
     /// Promises omit the acceptor's votes.
     ForgetVotesInPromise,
+    /// Candidates count a promise that comes in parts as soon as one part
+    /// arrived, without the votes of the parts still missing.
+    CountPartialPromise,
     /// Followers treat every vote up to the leader's commit index as chosen,
     /// without checking that it was cast in the leader's ballot.
     CommitIgnoresBallot,
@@ -129,9 +133,8 @@ impl Config {
     /// `max_batch_bytes + ENTRY_OVERHEAD_BYTES + MESSAGE_OVERHEAD_BYTES <=
     /// max_message_bytes`.
     ///
-    /// Not covered: a Promise carries every vote the acceptor holds from
-    /// the candidate's first unchosen slot on; the caller must keep it
-    /// under its frame limit (snapshot often enough).
+    /// Promises are split into parts within the limit like an Accept, and
+    /// snapshots travel in chunks of at most `snapshot_chunk_bytes`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut members = self.members.clone();
         members.sort();

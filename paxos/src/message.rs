@@ -30,6 +30,13 @@ pub enum Message {
     /// Phase 1b: the acceptor promised `ballot` and reports every vote it
     /// holds from the requested slot on. Votes at slots up to `committed`
     /// are known chosen.
+    ///
+    /// A promise whose votes do not fit in one message
+    /// ([`crate::Config::max_message_bytes`]) comes in parts: each reports
+    /// every vote in its slot range `first..=through`, the ranges follow
+    /// one another from the requested slot, and the last one runs through
+    /// [`crate::MAX_SLOT`]. A candidate counts the promise only once it
+    /// holds parts covering every slot from its first unchosen one on.
     Promise {
         /// The ballot promised.
         ballot: Ballot,
@@ -37,8 +44,13 @@ pub enum Message {
         committed: Slot,
         /// Slots up to here were compacted away and cannot be reported.
         truncated: Slot,
-        /// The acceptor's votes from the requested slot on.
+        /// The acceptor's votes in `first..=through`, in slot order.
         entries: Vec<(Slot, LogEntry)>,
+        /// The first slot this part reports on.
+        first: Slot,
+        /// The last slot this part reports on ([`crate::MAX_SLOT`]: the
+        /// promise's last part).
+        through: Slot,
     },
     /// Phase 2a: the leader asks acceptors to accept values for slots.
     Accept {

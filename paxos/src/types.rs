@@ -100,7 +100,8 @@ pub const COMMAND_OVERHEAD_BYTES: usize = 10;
 pub const ENTRY_OVERHEAD_BYTES: usize = 40;
 
 /// Bytes the size estimates add once per message: envelope, message tag,
-/// ballot, commit index and entry count take at most 45 bytes encoded; the
+/// ballot, slot numbers and entry count take at most 80 bytes encoded (a
+/// Promise, with its commit index, truncation point and slot range); the
 /// rest is room for a wrapper the node layer adds and the frame's length
 /// prefix.
 pub const MESSAGE_OVERHEAD_BYTES: usize = 128;

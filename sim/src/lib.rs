@@ -138,8 +138,8 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
   --safety-gap-ms   gap holders keep before their deadline (default 25)
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, commit-ignores-ballot, vote-after-disk-loss,
-                  unchecked-snapshot-chunks
+                  forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
+                  vote-after-disk-loss, unchecked-snapshot-chunks
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension";
 
@@ -152,6 +152,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "accept-lower-ballot" => Sabotage::Core(C::AcceptLowerBallot),
         "minority-quorum" => Sabotage::Core(C::MinorityQuorum),
         "forget-votes-in-promise" => Sabotage::Core(C::ForgetVotesInPromise),
+        "count-partial-promise" => Sabotage::Core(C::CountPartialPromise),
         "vote-after-disk-loss" => Sabotage::Core(C::VoteAfterDiskLoss),
         "commit-ignores-ballot" => Sabotage::Core(C::CommitIgnoresBallot),
         "unchecked-snapshot-chunks" => Sabotage::Core(C::UncheckedSnapshotChunks),

@@ -85,6 +85,11 @@ fn a_promise_that_forgets_its_votes_is_caught() {
 }
 
 #[test]
+fn a_candidate_counting_a_promise_before_all_its_parts_arrived_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Core(Core::CountPartialPromise)).is_some());
+}
+
+#[test]
 fn learning_a_commit_without_the_ballot_check_is_caught() {
     assert!(seeds_to_catch(Sabotage::Core(Core::CommitIgnoresBallot)).is_some());
 }

@@ -123,6 +123,15 @@ impl ClusterCa {
         })
     }
 
+    /// A certificate naming administrator `name` of this CA's cluster: a
+    /// client that may also force a lease's release.
+    pub fn admin(&self, name: &str) -> Result<IssuedCert, CertError> {
+        self.issue(Identity::Admin {
+            cluster: self.cluster.clone(),
+            name: name.to_owned(),
+        })
+    }
+
     /// A certificate naming `identity`, which must belong to this CA's
     /// cluster. It is valid for both TLS server and client use, since a
     /// node both accepts and dials.
@@ -184,14 +193,15 @@ fn read_pem(path: &Path) -> Result<String, CertError> {
 /// Writes a cluster's certificates into `dir` (created if missing) and
 /// returns the files written: `ca.pem` and `ca.key` (kept and reused when
 /// both already exist, so that certificates can be added later),
-/// `node-<id>.pem`/`.key` per node and `client-<name>.pem`/`.key` per
-/// client. Keys are written readable by their owner only; no existing
+/// `node-<id>.pem`/`.key` per node, `client-<name>.pem`/`.key` per
+/// client and `admin-<name>.pem`/`.key` per administrator. Keys are written readable by their owner only; no existing
 /// certificate or key is ever overwritten.
 pub fn write_cluster_certs(
     dir: &Path,
     cluster: &str,
     nodes: &[NodeId],
     clients: &[String],
+    admins: &[String],
 ) -> Result<Vec<PathBuf>, CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.to_owned(),
@@ -215,6 +225,11 @@ pub fn write_cluster_certs(
             clients
                 .iter()
                 .map(|name| (format!("client-{name}"), ca.client(name))),
+        )
+        .chain(
+            admins
+                .iter()
+                .map(|name| (format!("admin-{name}"), ca.admin(name))),
         );
     for (stem, cert) in identities {
         let cert = cert?;
@@ -260,5 +275,8 @@ mod tests {
         let issued = ca.node(NodeId(4)).unwrap();
         let tls = issued.tls(ca.cert_pem()).unwrap();
         assert_eq!(tls.identity().uri(), "trexlock://orders/node/4");
+        let issued = ca.admin("ops").unwrap();
+        let tls = issued.tls(ca.cert_pem()).unwrap();
+        assert_eq!(tls.identity().uri(), "trexlock://orders/admin/ops");
     }
 }

@@ -6,6 +6,7 @@ use crate::codec::{FrameReader, encode_frame};
 use crate::config::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CLIENT_FRAME_BYTES};
 use crate::error::TransportError;
 use crate::handshake::{self, Hello, Role};
+use crate::identity::Identity;
 use crate::peer::{flush_and_close, report_read_error, write_batch};
 use crate::stats::bump;
 use crate::tls::{BoxIo, TlsConfig};
@@ -36,9 +37,16 @@ impl fmt::Display for ClientId {
     }
 }
 
-/// The reply queues of the open client connections.
+/// An open client connection: its reply queue, and who its verified
+/// certificate names (`None` over plain TCP).
+struct Session<Resp> {
+    replies: mpsc::Sender<Resp>,
+    identity: Option<Identity>,
+}
+
+/// The open client connections.
 pub(crate) struct ClientTable<Resp> {
-    sessions: Mutex<HashMap<ClientId, mpsc::Sender<Resp>>>,
+    sessions: Mutex<HashMap<ClientId, Session<Resp>>>,
 }
 
 impl<Resp> ClientTable<Resp> {
@@ -50,12 +58,17 @@ impl<Resp> ClientTable<Resp> {
 
     // No code holding this lock can panic, so poisoning cannot happen; it
     // is tolerated anyway rather than turned into a panic.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, mpsc::Sender<Resp>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Session<Resp>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn sender(&self, id: ClientId) -> Option<mpsc::Sender<Resp>> {
-        self.lock().get(&id).cloned()
+        self.lock().get(&id).map(|s| s.replies.clone())
+    }
+
+    /// `None` once the connection is closed; `Some(None)` over plain TCP.
+    pub(crate) fn identity(&self, id: ClientId) -> Option<Option<Identity>> {
+        self.lock().get(&id).map(|s| s.identity.clone())
     }
 }
 
@@ -69,7 +82,7 @@ pub(crate) async fn serve_client<Req, Resp>(
     shared: &Shared,
     table: &ClientTable<Resp>,
     id: ClientId,
-    instance: u64,
+    (instance, identity): (u64, Option<Identity>),
     remote: SocketAddr,
     mut conn: FrameReader<BoxIo>,
     inbound: &mpsc::Sender<(ClientId, Req)>,
@@ -78,7 +91,13 @@ pub(crate) async fn serve_client<Req, Resp>(
     Resp: Serialize,
 {
     let (tx, mut replies) = mpsc::channel(shared.queue_capacity);
-    table.lock().insert(id, tx);
+    table.lock().insert(
+        id,
+        Session {
+            replies: tx,
+            identity,
+        },
+    );
     tracing::debug!(%id, instance, %remote, "client connected");
     let limit = shared.max_client_frame_bytes;
     conn.set_max_frame_bytes(limit);

@@ -14,7 +14,8 @@
 //!
 //! Identity: over TLS the accepting side admits a hello only in the role
 //! the verified certificate names (see [`Identity`]): a node certificate for
-//! that very peer id, and any certificate of the cluster for a client. The
+//! that very peer id, and any certificate of the cluster for a client (a
+//! client or administrator certificate can never be a peer). The
 //! connecting side likewise checks that the acceptor's certificate names
 //! the node it answers as.
 
@@ -35,7 +36,8 @@ use trexlock_paxos::NodeId;
 /// clients of the same version. Version 2 binds roles to certificate
 /// identities and added refusal reasons that version 1 cannot decode.
 /// Version 3 sends snapshots in chunks (`SnapshotRequest`,
-/// `SnapshotChunk`) instead of whole inside a catch-up response.
+/// `SnapshotChunk`) instead of whole inside a catch-up response, and a
+/// Paxos promise in parts, each naming its slot range.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).
@@ -198,7 +200,9 @@ impl Membership<'_> {
                 cluster == self.cluster_id && *node == claimed
             }
             (Role::Client(_), Ok(identity)) => identity.cluster() == self.cluster_id,
-            (Role::Peer(_), Ok(Identity::Client { .. })) | (_, Err(_)) => false,
+            (Role::Peer(_), Ok(Identity::Client { .. } | Identity::Admin { .. })) | (_, Err(_)) => {
+                false
+            }
         };
         if admitted {
             Ok(())
@@ -402,15 +406,21 @@ mod tests {
             cluster: "c".into(),
             name: "alice".into(),
         }));
+        let admin = Some(Ok(Identity::Admin {
+            cluster: "c".into(),
+            name: "ops".into(),
+        }));
         let peer2 = Hello::new("c", Role::Peer(NodeId(2)));
         let a_client = Hello::new("c", Role::Client(7));
         assert_eq!(m.admit(&peer2, &node("c", 2)), Ok(()));
         assert_eq!(m.admit(&a_client, &client), Ok(()));
+        assert_eq!(m.admit(&a_client, &admin), Ok(()));
         assert_eq!(m.admit(&a_client, &node("c", 3)), Ok(()));
         for wrong in [
             node("c", 3),
             node("other", 2),
             client.clone(),
+            admin.clone(),
             Some(Err(crate::error::IdentityError::Missing)),
         ] {
             assert!(

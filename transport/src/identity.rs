@@ -2,10 +2,14 @@
 //!
 //! A certificate of a trexlock cluster names exactly one identity, as a URI
 //! subject alternative name: `trexlock://<cluster>/node/<id>` for a member
-//! and `trexlock://<cluster>/client/<name>` for a process that runs no node.
-//! The handshake admits a connection only in the role its verified
-//! certificate names, so a certificate proves who its holder is, not just
-//! that the cluster CA issued it.
+//! and `trexlock://<cluster>/client/<name>` for a process that runs no node,
+//! or `trexlock://<cluster>/admin/<name>` for an operator's client, which
+//! may also take a stuck lease away from its holder. The handshake admits a
+//! connection only in the role its verified certificate names, so a
+//! certificate proves who its holder is, not just that the cluster CA
+//! issued it; the node then learns the identity of each client connection
+//! ([`Transport::client_identity`](crate::Transport::client_identity)) to
+//! decide what it may ask.
 
 use crate::error::IdentityError;
 use std::fmt;
@@ -31,6 +35,14 @@ pub enum Identity {
         /// The client's name (letters, digits, `-`, `_`, `.`).
         name: String,
     },
+    /// An administrator of `cluster` named `name`: a client that may also
+    /// force a lease's release. Never a peer.
+    Admin {
+        /// The cluster id.
+        cluster: String,
+        /// The administrator's name (letters, digits, `-`, `_`, `.`).
+        name: String,
+    },
 }
 
 /// Checks that `label` (a cluster id or client name) can be written in an
@@ -54,7 +66,9 @@ impl Identity {
     /// The cluster the identity belongs to.
     pub fn cluster(&self) -> &str {
         match self {
-            Identity::Node { cluster, .. } | Identity::Client { cluster, .. } => cluster,
+            Identity::Node { cluster, .. }
+            | Identity::Client { cluster, .. }
+            | Identity::Admin { cluster, .. } => cluster,
         }
     }
 
@@ -63,7 +77,9 @@ impl Identity {
     pub fn validate(&self) -> Result<(), IdentityError> {
         let (cluster, name) = match self {
             Identity::Node { cluster, .. } => (cluster, None),
-            Identity::Client { cluster, name } => (cluster, Some(name)),
+            Identity::Client { cluster, name } | Identity::Admin { cluster, name } => {
+                (cluster, Some(name))
+            }
         };
         std::iter::once(cluster)
             .chain(name)
@@ -94,6 +110,10 @@ impl Identity {
                 })
             }
             "client" if valid_label(name) => Some(Identity::Client {
+                cluster,
+                name: name.to_owned(),
+            }),
+            "admin" if valid_label(name) => Some(Identity::Admin {
                 cluster,
                 name: name.to_owned(),
             }),
@@ -137,6 +157,9 @@ impl fmt::Display for Identity {
             Identity::Client { cluster, name } => {
                 write!(f, "{IDENTITY_SCHEME}{cluster}/client/{name}")
             }
+            Identity::Admin { cluster, name } => {
+                write!(f, "{IDENTITY_SCHEME}{cluster}/admin/{name}")
+            }
         }
     }
 }
@@ -156,6 +179,10 @@ mod tests {
                 cluster: "orders".into(),
                 name: "billing-1".into(),
             },
+            Identity::Admin {
+                cluster: "orders".into(),
+                name: "ops".into(),
+            },
         ] {
             assert_eq!(Identity::parse_uri(&identity.uri()), Some(identity));
         }
@@ -172,6 +199,8 @@ mod tests {
             "trexlock:///node/1",
             "trexlock://orders/client/",
             "trexlock://orders/client/a b",
+            "trexlock://orders/admin/",
+            "trexlock://orders/admin/a/b",
         ] {
             assert_eq!(Identity::parse_uri(uri), None, "{uri}");
         }

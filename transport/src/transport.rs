@@ -7,6 +7,7 @@ use crate::codec::encode_frame;
 use crate::config::TransportConfig;
 use crate::error::{HandshakeError, SendError, TransportError};
 use crate::handshake::{self, HANDSHAKE_MAX_FRAME_BYTES, HelloReply, Membership, Refusal, Role};
+use crate::identity::Identity;
 use crate::peer::{run_outgoing, serve_incoming};
 use crate::stats::{Counters, Stats, bump};
 use crate::tls::{self, TlsConfig};
@@ -404,6 +405,15 @@ impl<M, Req, Resp> Transport<M, Req, Resp> {
         }
     }
 
+    /// Who is on the other end of client connection `client`: `Some` with
+    /// the identity its verified certificate names (over TLS), `Some(None)`
+    /// over plain TCP (nothing proves who it is), or `None` once the
+    /// connection has closed. The node decides from it what a client may
+    /// ask (owners, forced releases).
+    pub fn client_identity(&self, client: ClientId) -> Option<Option<Identity>> {
+        self.inner.clients.identity(client)
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         self.inner.shared.counters.snapshot()
@@ -565,7 +575,10 @@ async fn serve_connection<M, Req, Resp>(
                     Role::Peer(peer) => shared
                         .claim_peer(peer, number, remote, authenticated)
                         .map(Link::Peer),
-                    Role::Client(instance) => Ok(Link::Client(instance)),
+                    Role::Client(instance) => Ok(Link::Client(
+                        instance,
+                        certified.as_ref().and_then(|c| c.as_ref().ok()).cloned(),
+                    )),
                 },
             )
             .await?;
@@ -604,9 +617,10 @@ async fn serve_connection<M, Req, Resp>(
             let replaced = claim.replaced.clone();
             serve_incoming(&shared, claim.peer, remote, conn, &peers, replaced).await;
         }
-        Link::Client(instance) => {
+        Link::Client(instance, identity) => {
             let id = ClientId(number);
-            serve_client(&shared, &table, id, instance, remote, conn, &clients).await;
+            let who = (instance, identity);
+            serve_client(&shared, &table, id, who, remote, conn, &clients).await;
             drop(slot);
         }
     }
@@ -616,8 +630,9 @@ async fn serve_connection<M, Req, Resp>(
 enum Link {
     /// A peer's incoming link, holding its claim on the peer id.
     Peer(PeerClaim),
-    /// A client connection, with the client's instance id.
-    Client(u64),
+    /// A client connection, with the client's instance id and the identity
+    /// its certificate names (none over plain TCP).
+    Client(u64, Option<Identity>),
 }
 
 // No code holding this lock can panic, so poisoning cannot happen; it is

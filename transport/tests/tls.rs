@@ -265,9 +265,10 @@ fn the_certs_folder_holds_a_ca_and_certificates_that_name_their_holders() {
         CLUSTER,
         &[NodeId(1), NodeId(2)],
         &["alice".to_owned()],
+        &["ops".to_owned()],
     )
     .unwrap();
-    assert_eq!(written.len(), 8, "{written:?}");
+    assert_eq!(written.len(), 10, "{written:?}");
     let ca = dir.join("ca.pem");
     let node =
         TlsConfig::from_pem_files(&ca, dir.join("node-2.pem"), dir.join("node-2.key")).unwrap();
@@ -288,6 +289,13 @@ fn the_certs_folder_holds_a_ca_and_certificates_that_name_their_holders() {
         client.identity().uri(),
         format!("trexlock://{CLUSTER}/client/alice")
     );
+    let admin =
+        TlsConfig::from_pem_files(&ca, dir.join("admin-ops.pem"), dir.join("admin-ops.key"))
+            .unwrap();
+    assert_eq!(
+        admin.identity().uri(),
+        format!("trexlock://{CLUSTER}/admin/ops")
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -299,10 +307,10 @@ fn the_certs_folder_holds_a_ca_and_certificates_that_name_their_holders() {
     }
     // A later run adds certificates signed by the same CA, and never
     // overwrites one.
-    let added = write_cluster_certs(&dir, CLUSTER, &[NodeId(3)], &[]).unwrap();
+    let added = write_cluster_certs(&dir, CLUSTER, &[NodeId(3)], &[], &[]).unwrap();
     assert_eq!(added.len(), 2, "{added:?}");
     TlsConfig::from_pem_files(&ca, dir.join("node-3.pem"), dir.join("node-3.key")).unwrap();
-    assert!(write_cluster_certs(&dir, CLUSTER, &[NodeId(3)], &[]).is_err());
+    assert!(write_cluster_certs(&dir, CLUSTER, &[NodeId(3)], &[], &[]).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

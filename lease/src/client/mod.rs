@@ -307,6 +307,48 @@ impl LeaseClient {
         }
     }
 
+    /// Takes `name` away from whoever holds it, as an operator would a
+    /// stuck lease: the next waiter in line gets it. Returns whether
+    /// someone held it. Allowed to a client in a node's own process and,
+    /// over the network, only to a connection whose certificate names an
+    /// administrator (see [`crate::remote::authorize`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trexlock_lease::{InProcessNetwork, Node, NodeConfig, TryAcquire};
+    /// use trexlock_paxos::{MemJournal, NodeId};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let network = InProcessNetwork::new();
+    /// let config = NodeConfig::new(NodeId(1), vec![NodeId(1)]);
+    /// let inbox = network.register(NodeId(1));
+    /// let node = Node::start(config, Box::new(MemJournal::new()), network, inbox).await?;
+    /// let stuck = node.client("crashed-worker");
+    /// let TryAcquire::Acquired(_) = stuck.try_acquire("invoices", Duration::from_secs(60)).await? else {
+    ///     panic!("free");
+    /// };
+    /// let operator = node.client("ops");
+    /// assert!(operator.force_release("invoices").await?);
+    /// assert!(operator.holder("invoices").await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`LeaseError::Refused`] with [`Refusal::NotPermitted`] when the
+    /// connection may not force a release; otherwise as
+    /// [`LeaseClient::try_acquire`].
+    pub async fn force_release(&self, name: &str) -> Result<bool, LeaseError> {
+        let op = Op::ForceRelease {
+            name: name.to_owned(),
+        };
+        match self.call(op, self.inner.call_timeout).await?.outcome {
+            Outcome::Released => Ok(true),
+            Outcome::NotHolder { .. } => Ok(false),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Who holds `name` now (a linearizable read through the log).
     ///
     /// # Errors

@@ -23,10 +23,12 @@
 //! # Ok(()) }
 //! ```
 
+mod authz;
 mod client;
 mod server;
 
 pub use crate::node::JournalFile;
+pub use authz::{authorize, principal};
 pub use client::{RemoteConfig, RemoteHandle, connect, status, status_of};
 pub use server::{TcpNode, TcpNodeConfig};
 

@@ -1,8 +1,9 @@
 //! A node on TCP: transport, node runtime and the service for remote
 //! clients, started and stopped together.
 
+use super::authz::authorize;
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
-use crate::command::{Op, Outcome, Refusal};
+use crate::command::Outcome;
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::net::SocketAddr;
@@ -44,6 +45,7 @@ impl TcpNode {
             .iter()
             .map(|(id, addr)| (*id, *addr))
             .collect();
+        let tls = config.transport.tls.is_some();
         let (transport, inbound) = NodeTransport::start(config.transport).await?;
         members.push((config.node.node, transport.local_addr()));
         members.sort();
@@ -68,6 +70,7 @@ impl TcpNode {
             members,
             transport.clone(),
             inbound.clients,
+            tls,
         ));
         Ok(TcpNode {
             node,
@@ -117,13 +120,15 @@ impl TcpNode {
     }
 }
 
-/// Answers remote clients: each request becomes a call on the local node,
-/// and its answers go back on the client's connection.
+/// Answers remote clients: each request the connection's identity allows
+/// (see [`authorize`]) becomes a call on the local node, and its answers go
+/// back on the client's connection.
 async fn serve_clients(
     node: NodeHandle,
     members: Vec<(NodeId, SocketAddr)>,
     transport: NodeTransport,
     mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
+    tls: bool,
 ) {
     while let Some((conn, message)) = clients.recv().await {
         match message {
@@ -131,17 +136,25 @@ async fn serve_clients(
                 let reply = NodeReply::Status(remote_status(&node, &members));
                 let _ = transport.reply(conn, reply);
             }
-            ClientMessage::Lease(request) if matches!(request.op, Op::ForceRelease { .. }) => {
-                // A remote connection carries no operator identity yet, so
-                // it may not take anyone's lease away.
-                let reply = NodeReply::Outcome {
-                    client: request.client,
-                    request: request.request,
-                    outcome: Outcome::Refused(Refusal::NotPermitted),
-                };
-                let _ = transport.reply(conn, reply);
-            }
             ClientMessage::Lease(request) => {
+                // Over TLS a connection without an identity has closed:
+                // nobody is left to answer.
+                let Some(identity) = transport.client_identity(conn) else {
+                    continue;
+                };
+                if tls && identity.is_none() {
+                    continue;
+                }
+                if let Err(refusal) = authorize(identity.as_ref(), &request.op) {
+                    node.metrics.refused(refusal);
+                    let reply = NodeReply::Outcome {
+                        client: request.client,
+                        request: request.request,
+                        outcome: Outcome::Refused(refusal),
+                    };
+                    let _ = transport.reply(conn, reply);
+                    continue;
+                }
                 let (client, id) = (request.client, request.request);
                 let transport = transport.clone();
                 // Answers go straight from the node task onto the client's

@@ -3,8 +3,39 @@
 use super::{Refusal, Replica, Role};
 use crate::error::PaxosError;
 use crate::message::Message;
-use crate::types::{Ballot, LogEntry, NodeId, Slot, Value};
+use crate::types::{
+    Ballot, LogEntry, MAX_SLOT, MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Value, split_by_bytes,
+};
 use std::time::Duration;
+
+/// One part of a promise: the first and last slot it reports on, and its
+/// votes.
+type Part = (Slot, Slot, Vec<(Slot, LogEntry)>);
+
+/// The parts of a promise reporting `votes` (every vote held from `start`
+/// on, in slot order), each within `budget` estimated bytes: the slot range
+/// each reports on (`first`, `through`) and its votes. The ranges follow
+/// one another from `start`, and the last runs through [`MAX_SLOT`], so
+/// together they report on every slot from `start` on, and a part reports
+/// every vote in its range. A single vote larger than `budget` still gets a
+/// part of its own (a slot cannot be split; the proposer's limits keep
+/// honest votes within budget).
+fn promise_parts(start: Slot, votes: Vec<(Slot, LogEntry)>, budget: usize) -> Vec<Part> {
+    let groups = split_by_bytes(votes, budget, |e: &LogEntry| e.value.entry_bytes());
+    let mut parts = Vec::with_capacity(groups.len().max(1));
+    let mut first = start;
+    let mut groups = groups.into_iter().peekable();
+    loop {
+        let entries = groups.next().unwrap_or_default();
+        // The next part starts at its first vote; this one ends before it.
+        let Some(next) = groups.peek().and_then(|g| g.first()).map(|(s, _)| *s) else {
+            parts.push((first, MAX_SLOT, entries));
+            return parts;
+        };
+        parts.push((first, next - 1, entries));
+        first = next;
+    }
+}
 
 impl Replica {
     /// Phase 1b. Grants a promise to a higher ballot unless a live leader
@@ -34,7 +65,7 @@ impl Replica {
             self.reset_election_deadline(now);
         }
         let start = slot.max(self.truncated + 1);
-        let entries = if sabotaged!(self, ForgetVotesInPromise) {
+        let votes = if sabotaged!(self, ForgetVotesInPromise) {
             Vec::new()
         } else {
             self.log
@@ -42,13 +73,22 @@ impl Replica {
                 .map(|(s, e)| (*s, e.clone()))
                 .collect()
         };
-        let message = Message::Promise {
-            ballot,
-            committed: self.committed,
-            truncated: self.truncated,
-            entries,
-        };
-        self.send(from, message);
+        let budget = self
+            .cfg
+            .max_message_bytes
+            .saturating_sub(MESSAGE_OVERHEAD_BYTES);
+        let (committed, truncated) = (self.committed, self.truncated);
+        for (first, through, entries) in promise_parts(start, votes, budget) {
+            let message = Message::Promise {
+                ballot,
+                committed,
+                truncated,
+                entries,
+                first,
+                through,
+            };
+            self.send(from, message);
+        }
     }
 
     /// Phase 2b. Votes for every proposal of a ballot at least as high as

@@ -13,6 +13,7 @@
 use super::Replica;
 use crate::message::{Envelope, Message};
 use crate::types::{Ballot, MAX_SLOT, NodeId, Slot};
+use std::time::Duration;
 
 /// Why a peer message was dropped without effect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +153,30 @@ pub enum Refusal {
         /// This replica's commit index plus the recovery span and window.
         horizon: Slot,
     },
+    /// A promise part carrying a vote outside the slot range it reports on.
+    #[error("promise part for slots {first}..={through} carries a vote at slot {slot}")]
+    VoteOutsidePart {
+        /// The vote's slot.
+        slot: Slot,
+        /// The part's first slot.
+        first: Slot,
+        /// The part's last slot.
+        through: Slot,
+    },
+    /// A ballot whose counter is further ahead of every ballot this replica
+    /// has seen from its peers than honest elections could have taken it
+    /// in the time since (see `Replica::ballot_limit`).
+    #[error(
+        "{kind}: ballot {ballot} is beyond {limit}, the highest counter honest elections can have reached"
+    )]
+    BallotTooFarAhead {
+        /// The message kind.
+        kind: &'static str,
+        /// The offending ballot.
+        ballot: Ballot,
+        /// The highest counter admitted now.
+        limit: u64,
+    },
     /// A promise reporting votes so far past the candidate's first unchosen
     /// slot that leading would mean proposing that many slots at once,
     /// while the sender knows none of them chosen (so catching up from it
@@ -177,7 +202,70 @@ pub(super) const MAX_RECOVERY_SLOTS: u64 = 1 << 16;
 /// replica to the top of the slot space (see `check_catchup_response`).
 pub(super) const MAX_SNAPSHOT_LEAD: u64 = 1 << 32;
 
+/// How far past the highest ballot counter seen from a peer a new ballot
+/// may be at once, before time can explain more (see
+/// `Replica::ballot_limit`).
+pub(super) const MAX_BALLOT_LEAD: u64 = 64;
+
 impl Replica {
+    /// The highest ballot counter this replica admits from a peer now, or
+    /// `None` while it rejoins (it must learn the cluster's ballots from
+    /// the members' probe replies, whatever they are).
+    ///
+    /// Honest replicas only ever campaign one counter past the highest
+    /// ballot they have seen, and each at most once per election timeout
+    /// (its election deadline is at least that far off). So in the time
+    /// since this replica last saw a higher counter from a peer, honest
+    /// elections anywhere can have raised the highest counter by at most
+    /// one per member per election timeout, plus the lead a peer may have
+    /// had over what it showed us. The limit allows
+    /// [`MAX_BALLOT_LEAD`] plus twice that growth (for clock rates and
+    /// rounding). A member that jumps further, towards the top of the
+    /// ballot space where no election could follow it, is refused.
+    ///
+    /// Why refusing is safe: a refused message is dropped, exactly as if
+    /// the network had lost it, and Paxos is safe under any loss. What it
+    /// can cost is liveness, and only for a replica that has not heard the
+    /// cluster for long while the cluster held elections continuously: the
+    /// limit grows twice as fast as honest counters can, so such a replica
+    /// admits the cluster's ballots again after at most half the time it
+    /// was away (a cluster that was not electing all that time is back
+    /// within the lead at once). A member that lies can raise the counter
+    /// by at most [`MAX_BALLOT_LEAD`] per admitted message: some 2^58
+    /// messages to exhaust the ballot space.
+    pub(super) fn ballot_limit(&self, now: Duration) -> Option<u64> {
+        if self.rejoin.is_some() {
+            return None;
+        }
+        let (counter, since) = self.ballot_anchor;
+        let timeouts = now.saturating_sub(since).as_nanos() / self.cfg.election_timeout.as_nanos();
+        let growth = u64::try_from(timeouts)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(2 * self.cfg.members.len() as u64);
+        Some(
+            counter
+                .saturating_add(MAX_BALLOT_LEAD)
+                .saturating_add(growth),
+        )
+    }
+
+    /// Remembers the highest ballot counter a peer has shown, and when it
+    /// first did, for [`Replica::ballot_limit`].
+    pub(super) fn note_peer_ballots(&mut self, now: Duration, message: &Message) {
+        let highest = match message {
+            Message::Prepare { ballot, .. }
+            | Message::Accept { ballot, .. }
+            | Message::Commit { ballot, .. } => ballot.counter,
+            Message::Nack { promised, .. } | Message::ProbeReply { promised, .. } => {
+                promised.counter
+            }
+            _ => return,
+        };
+        if highest > self.ballot_anchor.0 {
+            self.ballot_anchor = (highest, now);
+        }
+    }
+
     /// The highest slot this replica votes for now. A leader proposes at
     /// most [`MAX_RECOVERY_SLOTS`] re-proposals and then a window past its
     /// commit index, so an honest replica that is not lagging never sees
@@ -240,7 +328,7 @@ impl Replica {
     /// replica's role: addressing, ballots and slot numbers. Handlers check
     /// what depends on their state (an outstanding catch-up request, a
     /// candidate's first slot) and refuse through [`Replica::refuse`].
-    pub(super) fn admit(&self, envelope: &Envelope) -> Result<(), Refusal> {
+    pub(super) fn admit(&self, now: Duration, envelope: &Envelope) -> Result<(), Refusal> {
         let me = self.cfg.node;
         let from = envelope.from;
         if envelope.to != me {
@@ -254,11 +342,18 @@ impl Replica {
         }
         let message = &envelope.message;
         let kind = message.kind();
+        let limit = self.ballot_limit(now);
         let usable = |ballot: Ballot| {
             if !ballot.is_usable() {
                 Err(Refusal::UnusableBallot { kind, ballot })
             } else if ballot != Ballot::ZERO && !self.cfg.members.contains(&ballot.node) {
                 Err(Refusal::BallotOfNonMember { kind, ballot })
+            } else if limit.is_some_and(|limit| ballot.counter > limit) {
+                Err(Refusal::BallotTooFarAhead {
+                    kind,
+                    ballot,
+                    limit: limit.unwrap_or(u64::MAX),
+                })
             } else {
                 Ok(())
             }
@@ -289,11 +384,26 @@ impl Replica {
                 committed,
                 truncated,
                 entries,
+                first,
+                through,
             } => {
                 mine(*ballot)?;
                 index_in_range(kind, *committed)?;
                 index_in_range(kind, *truncated)?;
+                first_missing_in_range(kind, *first)?;
+                index_in_range(kind, *through)?;
                 increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+                let outside = entries
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .find(|s| !(*first..=*through).contains(s));
+                if let Some(slot) = outside {
+                    return Err(Refusal::VoteOutsidePart {
+                        slot,
+                        first: *first,
+                        through: *through,
+                    });
+                }
                 entries
                     .iter()
                     .try_for_each(|(_, entry)| usable(entry.ballot))

@@ -5,15 +5,64 @@ use super::admission::MAX_RECOVERY_SLOTS;
 use super::{CommandQueue, Leadership, Refusal, Replica, Role};
 use crate::message::Message;
 use crate::types::{
-    Ballot, LogEntry, MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Value, command_bytes, split_by_bytes,
+    Ballot, LogEntry, MAX_SLOT, MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Value, command_bytes,
+    split_by_bytes,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// What a promise told a candidate.
+/// One part of a promise, as received (see [`Message::Promise`]).
+pub(crate) struct PromisePart {
+    pub(crate) ballot: Ballot,
+    pub(crate) committed: Slot,
+    pub(crate) truncated: Slot,
+    pub(crate) entries: Vec<(Slot, LogEntry)>,
+    pub(crate) first: Slot,
+    pub(crate) through: Slot,
+}
+
+/// A reported vote, and whether its reporter knew it chosen.
+type Vote = (bool, LogEntry);
+
+/// Whether `vote` should replace `held` as the value to re-propose for a
+/// slot: a value known chosen wins, then the vote of the highest ballot.
+fn better(held: Option<&Vote>, vote: &Vote) -> bool {
+    match held {
+        None => true,
+        Some((was_chosen, held)) => !was_chosen && (vote.0 || vote.1.ballot > held.ballot),
+    }
+}
+
+/// What one member's promise has told a candidate so far.
 pub(crate) struct PromiseInfo {
-    committed: Slot,
-    entries: Vec<(Slot, LogEntry)>,
+    /// The votes reported, from the candidate's first unchosen slot on.
+    votes: BTreeMap<Slot, Vote>,
+    /// The first slot no part has reported on yet: parts are taken in
+    /// slot order, so every slot below it (from the candidate's first
+    /// unchosen one) is reported on.
+    next: Slot,
+    /// Parts have reported on every slot: the promise counts.
+    complete: bool,
+}
+
+impl PromiseInfo {
+    /// Takes one part in: its votes, each known chosen if at or below the
+    /// commit index the part was sent with (a later part may know more;
+    /// each vote keeps what its own part knew). A part that starts past a
+    /// slot not yet reported on is set aside: the candidate asks again.
+    fn take(&mut self, from: Slot, part: PromisePart, partial_counts: bool) {
+        if self.complete || part.first > self.next {
+            return;
+        }
+        for (slot, entry) in part.entries.into_iter().filter(|(s, _)| *s >= from) {
+            let vote = (slot <= part.committed, entry);
+            if better(self.votes.get(&slot), &vote) {
+                self.votes.insert(slot, vote);
+            }
+        }
+        self.next = self.next.max(part.through.saturating_add(1));
+        self.complete = part.through >= MAX_SLOT || partial_counts;
+    }
 }
 
 /// A replica running phase 1 for its own ballot.
@@ -67,12 +116,13 @@ impl Replica {
         };
         let from = self.committed + 1;
         let own = PromiseInfo {
-            committed: self.committed,
-            entries: self
+            votes: self
                 .log
                 .range(from..)
-                .map(|(s, e)| (*s, e.clone()))
+                .map(|(s, e)| (*s, (*s <= self.committed, e.clone())))
                 .collect(),
+            next: MAX_SLOT + 1,
+            complete: true,
         };
         let mut promises = BTreeMap::new();
         promises.insert(self.cfg.node, own);
@@ -112,38 +162,36 @@ impl Replica {
         let (ballot, from) = (c.ballot, c.from);
         let silent: Vec<NodeId> = peers
             .into_iter()
-            .filter(|p| !c.promises.contains_key(p))
+            .filter(|p| !c.promises.get(p).is_some_and(|info| info.complete))
             .collect();
         for peer in silent {
             self.send(peer, Message::Prepare { ballot, from });
         }
     }
 
-    /// Collects a promise; with a quorum, becomes leader. A promise from a
-    /// peer that compacted slots we still need, or that knows chosen slots
-    /// more than [`MAX_RECOVERY_SLOTS`] past our first unchosen one, means
-    /// we are too far behind to lead: we fall back to follower and catch up
-    /// from that peer. A promise reporting votes that far ahead while
-    /// knowing none of them chosen is refused: leading on it would mean
-    /// proposing that many slots at once.
-    pub(super) fn on_promise(
-        &mut self,
-        now: Duration,
-        from: NodeId,
-        ballot: Ballot,
-        committed: Slot,
-        truncated: Slot,
-        entries: Vec<(Slot, LogEntry)>,
-    ) {
+    /// Collects a promise, part by part; with a quorum of whole promises,
+    /// becomes leader. A promise from a peer that compacted slots we still
+    /// need, or that knows chosen slots more than [`MAX_RECOVERY_SLOTS`]
+    /// past our first unchosen one, means we are too far behind to lead: we
+    /// fall back to follower and catch up from that peer. A promise
+    /// reporting votes that far ahead while knowing none of them chosen is
+    /// refused: leading on it would mean proposing that many slots at once.
+    ///
+    /// A promise counts only once its parts have reported on every slot
+    /// from our first unchosen one on: a vote in a part still missing could
+    /// be a chosen value, which we must re-propose.
+    pub(super) fn on_promise(&mut self, now: Duration, from: NodeId, part: PromisePart) {
         let quorum = self.cfg.quorum();
+        let partial_counts = sabotaged!(self, CountPartialPromise);
         let Role::Candidate(c) = &mut self.role else {
             return;
         };
-        if c.ballot != ballot {
+        if c.ballot != part.ballot {
             return;
         }
+        let (committed, truncated) = (part.committed, part.truncated);
         let horizon = c.from.saturating_add(MAX_RECOVERY_SLOTS);
-        let last = entries.last().map_or(0, |(s, _)| *s);
+        let last = part.entries.last().map_or(0, |(s, _)| *s);
         if last > horizon && committed < c.from {
             let refusal = Refusal::RecoveryTooLong {
                 from: c.from,
@@ -159,8 +207,16 @@ impl Replica {
             self.request_catchup(now, from);
             return;
         }
-        c.promises.insert(from, PromiseInfo { committed, entries });
-        if c.promises.len() >= quorum {
+        let start = c.from;
+        c.promises
+            .entry(from)
+            .or_insert(PromiseInfo {
+                votes: BTreeMap::new(),
+                next: start,
+                complete: false,
+            })
+            .take(start, part, partial_counts);
+        if c.promises.values().filter(|p| p.complete).count() >= quorum {
             self.become_leader(now);
         }
     }
@@ -173,19 +229,11 @@ impl Replica {
         let Role::Candidate(c) = std::mem::replace(&mut self.role, Role::Follower) else {
             return;
         };
-        let mut picked: BTreeMap<Slot, (bool, Ballot, Value)> = BTreeMap::new();
-        for info in c.promises.values() {
-            for (slot, entry) in &info.entries {
-                if *slot < c.from {
-                    continue;
-                }
-                let chosen = *slot <= info.committed;
-                let better = match picked.get(slot) {
-                    None => true,
-                    Some((was_chosen, b, _)) => !was_chosen && (chosen || entry.ballot > *b),
-                };
-                if better {
-                    picked.insert(*slot, (chosen, entry.ballot, entry.value.clone()));
+        let mut picked: BTreeMap<Slot, Vote> = BTreeMap::new();
+        for info in c.promises.values().filter(|p| p.complete) {
+            for (slot, vote) in info.votes.range(c.from..) {
+                if better(picked.get(slot), vote) {
+                    picked.insert(*slot, vote.clone());
                 }
             }
         }
@@ -203,7 +251,7 @@ impl Replica {
             peer_committed: BTreeMap::new(),
         };
         for slot in c.from..=last {
-            let value = picked.remove(&slot).map_or(Value::Noop, |(_, _, v)| v);
+            let value = picked.remove(&slot).map_or(Value::Noop, |(_, e)| e.value);
             self.propose_in_slot(&mut leader, now, slot, value);
         }
         self.role = Role::Leader(leader);

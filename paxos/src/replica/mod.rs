@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use admission::Refusal;
-pub(crate) use leader::{Candidate, Leader};
+pub(crate) use leader::{Candidate, Leader, PromisePart};
 
 /// What one step produced. Perform it in field order: **persist `write`
 /// (one sync) before sending any of `messages`**, then apply `install` and
@@ -103,6 +103,9 @@ pub struct Replica {
     role: Role,
     /// Highest ballot seen anywhere; new ballots go above it.
     max_seen: Ballot,
+    /// The highest ballot counter a peer has shown, and when it first did
+    /// (see `Replica::ballot_limit`).
+    ballot_anchor: (u64, Duration),
     leader_hint: Option<NodeId>,
     last_heard_leader: Option<Duration>,
     election_deadline: Duration,
@@ -152,6 +155,7 @@ impl Replica {
             delivered,
             role: Role::Follower,
             max_seen: state.promised,
+            ballot_anchor: (state.promised.counter, now),
             leader_hint: None,
             last_heard_leader: None,
             election_deadline: now,
@@ -256,10 +260,11 @@ impl Replica {
     /// content.
     pub fn handle(&mut self, now: Duration, envelope: Envelope) -> Result<Ready, PaxosError> {
         self.guard()?;
-        if let Err(refusal) = self.admit(&envelope) {
+        if let Err(refusal) = self.admit(now, &envelope) {
             self.refuse(refusal);
             return self.finish(Ok(()));
         }
+        self.note_peer_ballots(now, &envelope.message);
         let from = envelope.from;
         let result = match envelope.message {
             Message::Prepare { ballot, from: slot } => {
@@ -271,8 +276,18 @@ impl Replica {
                 committed,
                 truncated,
                 entries,
+                first,
+                through,
             } => {
-                self.on_promise(now, from, ballot, committed, truncated, entries);
+                let part = PromisePart {
+                    ballot,
+                    committed,
+                    truncated,
+                    entries,
+                    first,
+                    through,
+                };
+                self.on_promise(now, from, part);
                 Ok(())
             }
             Message::Accept {

@@ -75,6 +75,12 @@ impl World {
         cfg.max_batch = 8;
         cfg.window = 16;
         cfg.retry_interval = duration(200 * MS);
+        // Messages of about two full slots, so that Accepts, catch-up
+        // responses and promises are split as large ones are in production.
+        cfg.max_batch_bytes = 1024;
+        cfg.max_message_bytes = 2 * 1024
+            + 2 * trexlock_paxos::ENTRY_OVERHEAD_BYTES
+            + trexlock_paxos::MESSAGE_OVERHEAD_BYTES;
         cfg.sabotage = self.opts.sabotage.and_then(|s| s.runtime());
         cfg
     }

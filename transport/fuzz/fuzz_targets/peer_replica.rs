@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use trexlock_paxos::{
-    Ballot, Config, Envelope, JournalState, LogEntry, Message, NodeId, Ready, Replica, Value,
+    Ballot, Config, Envelope, JournalState, LogEntry, MAX_SLOT, Message, NodeId, Ready, Replica,
+    Value,
 };
 use trexlock_transport::codec::FrameDecoder;
 
@@ -72,7 +73,14 @@ fn leader() -> Replica {
             _ => None,
         })
         .expect("a prepare");
-    let promise = Message::Promise { ballot, committed: 4, truncated: 0, entries: vec![] };
+    let promise = Message::Promise {
+        ballot,
+        committed: 4,
+        truncated: 0,
+        entries: vec![],
+        first: 1,
+        through: MAX_SLOT,
+    };
     let envelope = Envelope { from: NodeId(2), to: NodeId(1), message: promise };
     let _ = r.handle(ms(10_001), envelope).expect("promise");
     assert!(r.is_leader());

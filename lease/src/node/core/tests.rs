@@ -111,6 +111,8 @@ fn leader() -> NodeCore {
         ballot,
         committed: 0,
         truncated: 0,
+        first: 1,
+        through: trexlock_paxos::MAX_SLOT,
         entries: Vec::new(),
     };
     core.peer(ms(10_002), N2, PeerMessage::Paxos(promise))

@@ -57,6 +57,77 @@ fn an_accept_in_a_ballot_that_cannot_be_exceeded_is_refused_and_the_node_can_sti
 }
 
 #[test]
+fn a_ballot_far_ahead_of_every_ballot_seen_is_refused_and_the_counter_stays_usable() {
+    use super::super::admission::MAX_BALLOT_LEAD;
+    let mut r = fresh(N1);
+    for counter in [Ballot::MAX_COUNTER, MAX_BALLOT_LEAD + 1] {
+        let prepare = Message::Prepare {
+            ballot: b(counter, N2),
+            from: 1,
+        };
+        let ready = r.handle(ms(1), env(N2, N1, prepare)).unwrap();
+        assert!(
+            matches!(ready.refused, Some(Refusal::BallotTooFarAhead { limit, .. }) if limit == MAX_BALLOT_LEAD),
+            "{:?}",
+            ready.refused
+        );
+        assert_eq!(r.promised(), b(0, N1), "the promise did not move");
+    }
+    let prepare = Message::Prepare {
+        ballot: b(MAX_BALLOT_LEAD, N2),
+        from: 1,
+    };
+    let ready = r.handle(ms(2), env(N2, N1, prepare)).unwrap();
+    assert_eq!(ready.refused, None);
+    assert_eq!(r.promised(), b(MAX_BALLOT_LEAD, N2));
+    // The limit moves with what honest peers show, one lead at a time.
+    let next = Message::Prepare {
+        ballot: b(2 * MAX_BALLOT_LEAD, N3),
+        from: 1,
+    };
+    let _ = r.handle(ms(3), env(N3, N1, next)).unwrap();
+    assert_eq!(r.promised(), b(2 * MAX_BALLOT_LEAD, N3));
+    let ready = r.tick(ms(10_000)).unwrap();
+    assert_eq!(
+        ready.write.promised,
+        Some(b(2 * MAX_BALLOT_LEAD + 1, N1)),
+        "it campaigns one past the highest ballot, as usual"
+    );
+}
+
+#[test]
+fn a_replica_that_missed_many_elections_follows_the_cluster_again_after_at_most_half_that_time() {
+    use super::super::admission::MAX_BALLOT_LEAD;
+    let state = JournalState {
+        promised: b(5, N2),
+        ..Default::default()
+    };
+    let cfg = config(N1);
+    // Elections every timeout on each of the other members, for 60 s.
+    let away = Duration::from_secs(60);
+    let missed = 2 * (away.as_millis() / cfg.election_timeout.as_millis()) as u64;
+    assert!(missed > MAX_BALLOT_LEAD);
+    let mut r = Replica::new(cfg, state, T0).unwrap();
+    let commit = || Message::Commit {
+        ballot: b(5 + missed, N2),
+        committed: 0,
+    };
+    let ready = r.handle(ms(1), env(N2, N1, commit())).unwrap();
+    assert!(matches!(
+        ready.refused,
+        Some(Refusal::BallotTooFarAhead { .. })
+    ));
+    assert_eq!(r.leader(), None);
+    let ready = r.handle(away / 2, env(N2, N1, commit())).unwrap();
+    assert_eq!(ready.refused, None);
+    assert_eq!(
+        r.leader(),
+        Some(N2),
+        "it follows the cluster's leader again"
+    );
+}
+
+#[test]
 fn accepts_are_admitted_by_the_same_rules_as_prepares() {
     let cases = [
         (
@@ -147,6 +218,8 @@ fn a_promise_reporting_votes_far_past_anything_chosen_is_refused() {
         ballot,
         committed: 0,
         truncated: 0,
+        first: 1,
+        through: MAX_SLOT,
         entries: vec![(
             far,
             LogEntry {
@@ -202,7 +275,12 @@ fn node() -> impl Strategy<Value = NodeId> {
 }
 
 fn ballot() -> impl Strategy<Value = Ballot> {
-    let counter = prop_oneof![3 => 0u64..6, 1 => Just(TOP)];
+    let counter = prop_oneof![
+        3 => 0u64..6,
+        1 => Just(TOP),
+        1 => Just(Ballot::MAX_COUNTER),
+        1 => Just(1 << 40),
+    ];
     (counter, node()).prop_map(|(counter, node)| Ballot { counter, node })
 }
 
@@ -240,14 +318,16 @@ fn message() -> impl Strategy<Value = Message> {
     );
     prop_oneof![
         (ballot(), slot()).prop_map(|(ballot, from)| Message::Prepare { ballot, from }),
-        (ballot(), slot(), slot(), votes).prop_map(|(ballot, committed, truncated, entries)| {
-            Message::Promise {
+        (ballot(), slot(), slot(), votes, slot(), slot()).prop_map(
+            |(ballot, committed, truncated, entries, first, through)| Message::Promise {
                 ballot,
                 committed,
                 truncated,
                 entries,
+                first,
+                through,
             }
-        }),
+        ),
         (ballot(), slot(), entries()).prop_map(|(ballot, committed, entries)| Message::Accept {
             ballot,
             committed,

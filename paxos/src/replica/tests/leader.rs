@@ -74,6 +74,8 @@ fn a_new_leader_prefers_a_value_known_chosen_over_a_higher_ballot_vote() {
         ballot,
         committed: 1,
         truncated: 0,
+        first: 1,
+        through: MAX_SLOT,
         entries: vec![(
             1,
             LogEntry {
@@ -246,4 +248,52 @@ fn a_leader_retransmits_unvoted_proposals_only_to_silent_peers() {
     assert_eq!(resent.len(), 2, "slot 2 to both peers");
     assert!(resent.iter().all(|e| matches!(&e.message,
         Message::Accept { entries, .. } if entries.iter().all(|(s, _)| *s == 2))));
+}
+
+/// N2's promise for `ballot` in two parts: slot 1, then slot 2 on.
+fn split_promise(ballot: Ballot) -> (Message, Message) {
+    let part = |first, through, slot, value: &str| Message::Promise {
+        ballot,
+        committed: 0,
+        truncated: 0,
+        entries: vec![(
+            slot,
+            LogEntry {
+                ballot: b(0, N2),
+                value: batch(value),
+            },
+        )],
+        first,
+        through,
+    };
+    (part(1, 1, 1, "one"), part(2, MAX_SLOT, 2, "two"))
+}
+
+#[test]
+fn a_split_promise_counts_only_once_its_parts_have_reported_on_every_slot_in_order() {
+    let mut r = fresh(N1);
+    let ready = r.tick(ms(10_000)).unwrap();
+    let Message::Prepare { ballot, .. } = ready.messages[0].message else {
+        panic!("expected a prepare");
+    };
+    let (head, tail) = split_promise(ballot);
+    let _ = r.handle(ms(10_001), env(N2, N1, tail.clone())).unwrap();
+    assert!(!r.is_leader(), "the tail alone says nothing of slot 1");
+    let _ = r.handle(ms(10_002), env(N2, N1, head)).unwrap();
+    assert!(!r.is_leader(), "the head alone says nothing of slot 2 on");
+    let ready = r.tick(ms(10_200)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.to == N2 && matches!(e.message, Message::Prepare { .. })),
+        "N2's promise is not whole: it is asked again"
+    );
+    let ready = r.handle(ms(10_201), env(N2, N1, tail)).unwrap();
+    assert!(r.is_leader());
+    assert_eq!(
+        first_accept(&ready),
+        &vec![(1, batch("one")), (2, batch("two"))],
+        "both parts' votes are proposed again"
+    );
 }

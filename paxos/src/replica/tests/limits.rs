@@ -23,6 +23,8 @@ fn leader(cfg: Config) -> Replica {
         ballot,
         committed: 0,
         truncated: 0,
+        first: 1,
+        through: MAX_SLOT,
         entries: vec![],
     };
     let _ = r.handle(ms(10_001), env(N2, N1, promise)).unwrap();
@@ -166,4 +168,68 @@ fn byte_limits_under_which_a_full_slot_would_not_fit_a_message_are_refused() {
     assert_eq!(defaults.max_batch_bytes, 1024 * 1024);
     assert_eq!(defaults.max_message_bytes, 4 * 1024 * 1024);
     assert_eq!(defaults.validate(), Ok(()));
+}
+
+#[test]
+fn a_promise_too_large_for_one_message_comes_in_parts_that_report_on_every_slot() {
+    let votes: BTreeMap<Slot, LogEntry> = (1..=40u64)
+        .map(|s| {
+            let value = Value::Batch(vec![Bytes::from(vec![s as u8; 900])]);
+            (
+                s,
+                LogEntry {
+                    ballot: b(1, N1),
+                    value,
+                },
+            )
+        })
+        .collect();
+    let state = JournalState {
+        promised: b(1, N1),
+        entries: votes.clone(),
+        committed: 10,
+        ..Default::default()
+    };
+    let mut cfg = small_limits();
+    cfg.node = N2;
+    let mut r = Replica::new(cfg.clone(), state, T0).unwrap();
+    let prepare = Message::Prepare {
+        ballot: b(2, N3),
+        from: 3,
+    };
+    let ready = r.handle(ms(1), env(N3, N2, prepare)).unwrap();
+    assert!(ready.messages.len() >= 10, "{} parts", ready.messages.len());
+    let mut next = 3;
+    let mut reported = Vec::new();
+    for envelope in &ready.messages {
+        assert!(
+            encoded(envelope) <= cfg.max_message_bytes,
+            "{} bytes",
+            encoded(envelope)
+        );
+        let Message::Promise {
+            entries,
+            first,
+            through,
+            committed,
+            ..
+        } = &envelope.message
+        else {
+            panic!("only promises: {envelope:?}");
+        };
+        assert_eq!((*first, *committed), (next, 10), "parts follow one another");
+        assert!(entries.iter().all(|(s, _)| (*first..=*through).contains(s)));
+        reported.extend(entries.iter().cloned());
+        next = through + 1;
+    }
+    assert_eq!(
+        next,
+        MAX_SLOT + 1,
+        "the last part runs through the last slot"
+    );
+    let expected: Vec<(Slot, LogEntry)> = votes.range(3..).map(|(s, e)| (*s, e.clone())).collect();
+    assert_eq!(
+        reported, expected,
+        "every vote from the requested slot on, once"
+    );
 }

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::journal::JournalState;
+use crate::types::MAX_SLOT;
 use proptest::prelude::*;
 
 const N1: NodeId = NodeId(1);
@@ -84,6 +85,8 @@ fn elect_n1(entries_from_n2: Vec<(Slot, LogEntry)>, n2_committed: Slot) -> (Repl
         ballot,
         committed: n2_committed,
         truncated: 0,
+        first: 1,
+        through: MAX_SLOT,
         entries: entries_from_n2,
     };
     let ready = r.handle(ms(10_001), env(N2, N1, promise)).unwrap();
