@@ -81,6 +81,7 @@ pub struct FileConfig {
     drift_ppm: Option<u32>,
     snapshot_every: Option<u64>,
     metrics_listen: Option<SocketAddr>,
+    max_leases: Option<usize>,
 }
 
 /// The `journal` setting.
@@ -191,6 +192,9 @@ impl FileConfig {
         }
         if let Some(n) = self.snapshot_every {
             node.snapshot_every = n;
+        }
+        if let Some(n) = self.max_leases {
+            node.max_leases = n;
         }
         let mut transport = TransportConfig::new(self.cluster_id, me, self.listen, peers);
         transport.tls = self.tls.as_ref().map(TlsFiles::load).transpose()?;

@@ -47,7 +47,8 @@
 //!    A learner keeps what it learns out of its journal until it votes, so
 //!    if it is stopped before then it simply starts learning again.
 //!
-//! The data directory holds the journal and its acknowledgement mark
+//! The data directory holds the journal, the redb journal's write-ahead
+//! log (`journal.redb.wal`) and the acknowledgement mark
 //! (`journal.redb.acked`, `journal.log.acked`); move or delete them
 //! together. A journal that
 //! comes back older than the mark (redb fell back past a damaged commit

@@ -4,15 +4,17 @@
 //! implementations of [`Journal`], the contract defined (with its
 //! durability rule) in `trexlock-paxos`.
 //!
-//! - [`RedbJournal`]: the default. One redb file per node; every
-//!   [`Journal::persist`] is one write transaction committed with immediate
-//!   durability (group commit: one sync covers a whole batch of steps).
-//!   A file that comes back older than what the node acknowledged (redb
-//!   falling back past a damaged commit, an old copy restored) is refused.
+//! - [`RedbJournal`]: the default. One redb file per node and a
+//!   write-ahead log beside it; every [`Journal::persist`] is one record
+//!   appended to the log and synced (group commit: one sync covers a whole
+//!   batch of steps), and once the log is full its writes are folded into
+//!   the redb file in one transaction committed with immediate durability.
+//!   A journal that comes back older than what the node acknowledged (redb
+//!   falling back past a damaged commit, an old copy restored, a log
+//!   record lost) is refused.
 //! - [`LogJournal`]: an append-only file of checksummed records, one
-//!   record and one `fdatasync` per sync. The same guarantees; a sync costs
-//!   about a third of redb's on the same disk (`cargo bench --bench
-//!   journal`), since redb rewrites several B-tree pages per commit.
+//!   record and one `fdatasync` per sync, compacted by rewriting the whole
+//!   state into a new file. The same guarantees, without redb.
 //! - [`JournalTables`]: the same tables inside an application's own redb
 //!   database, so that an applied command and the application's own writes
 //!   commit in one transaction (see `examples/app_owned_journal.rs`).
@@ -41,9 +43,11 @@
 #![deny(missing_docs)]
 
 mod ack_mark;
+mod framing;
 mod log_journal;
 mod record;
 mod redb_journal;
+mod redb_wal;
 mod tables;
 #[cfg(feature = "testing")]
 pub mod testing;

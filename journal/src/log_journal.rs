@@ -1,11 +1,10 @@
 //! The append-only journal: one file of checksummed records, one record and
 //! one `fdatasync` per commit.
 //!
-//! Why it exists beside redb: a redb commit rewrites the B-tree pages on the
-//! path to every changed key, about seven scattered 4 KiB pages plus its
-//! header, while this journal appends one record of a few hundred bytes.
-//! On the same disk its sync costs about a third of redb's (`cargo bench
-//! --bench journal`), and a sync is on the path of every acquire.
+//! Why it exists beside redb: a journal without redb, whose whole state is
+//! one file of records; a sync appends one record of a few hundred bytes,
+//! as the redb journal's write-ahead log does, and compaction rewrites the
+//! state into a new file where the redb journal folds its log into redb.
 //!
 //! Layout: the magic bytes, then records, each `[length u32 LE][CRC-32 of
 //! the payload u32 LE][frame check u32 LE][payload]`, the payload a
@@ -44,7 +43,8 @@
 //! bytes of new records, however large the state is.
 
 use crate::ack_mark::{AckMark, refuse_rollback};
-use crate::record::{check_owner, check_version, corrupt, decode, encode, next_sequence, storage};
+use crate::framing::{MAX_RECORD, frame, next_record, torn_or_damaged, written_len};
+use crate::record::{check_owner, check_version, corrupt, decode, next_sequence, storage};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -61,8 +61,6 @@ const MAGIC: &[u8; 8] = b"TRXLOG\r\n";
 /// Version 1 checksummed only the payload; its files are refused by
 /// version.
 pub const LOG_FORMAT_VERSION: u32 = 2;
-/// The length, the payload's checksum and the frame check.
-const FRAME: usize = 12;
 /// The file grows in steps of this many bytes. A fuzzing build (which
 /// creates thousands of journals a second) uses one page.
 const GROW_BY: u64 = if cfg!(fuzzing) { 4096 } else { 4 * 1024 * 1024 };
@@ -70,10 +68,6 @@ const GROW_BY: u64 = if cfg!(fuzzing) { 4096 } else { 4 * 1024 * 1024 };
 const COMPACTING: &str = ".compacting";
 /// Appending this many bytes of records triggers a compaction.
 pub const COMPACT_AT: u64 = 8 * 1024 * 1024;
-/// No record is larger: a length beyond it is damage, not a request to
-/// allocate.
-const MAX_RECORD: usize = 1 << 30;
-
 #[derive(Serialize, Deserialize)]
 enum Record<W, S> {
     Header {
@@ -369,19 +363,6 @@ impl Journal for LogJournal {
     }
 }
 
-/// The length of `bytes` without its trailing zeros, to the next multiple
-/// of 16 (the file's unused rest is zeros).
-fn written_len(bytes: &[u8]) -> usize {
-    let (words, rest) = bytes.as_chunks::<16>();
-    if rest.iter().any(|&b| b != 0) {
-        return bytes.len();
-    }
-    words
-        .iter()
-        .rposition(|w| u128::from_ne_bytes(*w) != 0)
-        .map_or(0, |i| (i + 1) * 16)
-}
-
 /// Locks `file` for this process, or says who holds it.
 fn lock(file: &File, path: &Path) -> Result<(), JournalError> {
     match file.try_lock() {
@@ -579,48 +560,6 @@ fn read_records(
     Ok(read)
 }
 
-/// Why the unreadable record at `at`, with non-zero bytes up to `written`,
-/// cannot be a write cut short by a crash, if it cannot. A write cut short
-/// is the last write the file ever saw, so no record follows it, and if
-/// its length is intact (its frame check passes) nothing was written past
-/// the end that length gives.
-fn torn_or_damaged(bytes: &[u8], at: usize, written: usize, salt: u32) -> Option<String> {
-    if let Some(next) = (at + 1..written).find(|&p| next_record(bytes, p, salt).is_some()) {
-        return Some(format!(
-            "the record at byte {at} is unreadable and a whole record follows it at byte \
-             {next}: damage, not a write cut short by a crash"
-        ));
-    }
-    let torn_end = at + FRAME + checked_length(bytes, at, salt)?;
-    (written > torn_end.next_multiple_of(16)).then(|| {
-        format!(
-            "the record at byte {at} is unreadable and {} bytes follow the end its length \
-             gives: damage, not a write cut short by a crash",
-            written - torn_end
-        )
-    })
-}
-
-/// The payload length of the record at `at`, if its frame check passes
-/// (its length is what was written) and the length is one this journal
-/// writes.
-fn checked_length(bytes: &[u8], at: usize, salt: u32) -> Option<usize> {
-    let header = bytes.get(at..at.checked_add(FRAME)?)?;
-    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let check = u32::from_le_bytes(header[8..].try_into().ok()?);
-    (frame_check(salt, &header[..8]) == check && len > 0 && len <= MAX_RECORD).then_some(len)
-}
-
-/// The payload of the record at `at` and where the next one starts, if a
-/// whole record whose checks both pass is there.
-fn next_record(bytes: &[u8], at: usize, salt: u32) -> Option<(&[u8], usize)> {
-    let len = checked_length(bytes, at, salt)?;
-    let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().ok()?);
-    let start = at + FRAME;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    (crc32fast::hash(payload) == crc).then_some((payload, start + len))
-}
-
 /// The record at `at` as format version 1 framed it (`[length][CRC-32 of
 /// the payload][payload]`): read only to refuse such a file by its version.
 fn version_1_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
@@ -633,33 +572,4 @@ fn version_1_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let start = at + 8;
     let payload = bytes.get(start..start + len)?;
     (crc32fast::hash(payload) == crc).then_some((payload, start + len))
-}
-
-/// The check of a frame's first eight bytes (its length and its payload's
-/// checksum) under `salt`.
-fn frame_check(salt: u32, length_and_crc: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&salt.to_le_bytes());
-    hasher.update(length_and_crc);
-    hasher.finalize()
-}
-
-fn frame(path: &Path, salt: u32, record: &Encoded<'_>) -> Result<Vec<u8>, JournalError> {
-    let payload = encode(path, record)?;
-    if payload.len() > MAX_RECORD {
-        return Err(storage(
-            path,
-            std::io::Error::other(format!(
-                "a record of {} bytes exceeds the largest the journal reads back ({MAX_RECORD})",
-                payload.len()
-            )),
-        ));
-    }
-    let mut framed = Vec::with_capacity(FRAME + payload.len());
-    framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    framed.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    let check = frame_check(salt, &framed);
-    framed.extend_from_slice(&check.to_le_bytes());
-    framed.extend_from_slice(&payload);
-    Ok(framed)
 }

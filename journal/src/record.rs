@@ -10,8 +10,9 @@ use trexlock_paxos::{Ballot, JournalError};
 
 /// The on-disk format this build reads and writes. Recorded when a journal
 /// is created; a journal recording any other version is refused rather than
-/// misread.
-pub const FORMAT_VERSION: u32 = 1;
+/// misread. Version 2: a [`crate::RedbJournal`]'s newest writes may be in
+/// its write-ahead log, which a version 1 build would not read.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const FORMAT_VERSION_KEY: &str = "format_version";
 pub(crate) const CLUSTER_ID_KEY: &str = "cluster_id";

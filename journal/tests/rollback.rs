@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use trexlock_journal::{
     Journal, JournalError, JournalIdentity, JournalWrite, LogJournal, RedbJournal,
 };
-use trexlock_paxos::{Ballot, LogEntry, NodeId, Value};
+use trexlock_paxos::{Ballot, LogEntry, NodeId, Snapshot, Value};
 
 const PAGE: usize = 4096;
 
@@ -20,6 +20,31 @@ fn mark_of(journal: &Path) -> PathBuf {
     let mut name = journal.as_os_str().to_owned();
     name.push(".acked");
     PathBuf::from(name)
+}
+
+/// A copy of every file of the journal at `path` but its mark (the redb
+/// journal's write-ahead log too): what restoring a backup puts back.
+fn backup(path: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push(".wal");
+    [path.to_path_buf(), PathBuf::from(wal)]
+        .into_iter()
+        .map(|file| {
+            let bytes = fs::read(&file).ok();
+            (file, bytes)
+        })
+        .collect()
+}
+
+fn restore(backup: &[(PathBuf, Option<Vec<u8>>)]) {
+    for (file, bytes) in backup {
+        match bytes {
+            Some(bytes) => fs::write(file, bytes).unwrap(),
+            None => {
+                let _ = fs::remove_file(file);
+            }
+        }
+    }
 }
 
 fn promise(counter: u64) -> Ballot {
@@ -52,7 +77,19 @@ fn a_journal_with_a_damaged_newest_commit_is_refused_not_rolled_back() {
     let path = dir.path().join("journal.redb");
     let mut journal = RedbJournal::open(&path, me()).unwrap();
     persist_entries(&mut journal, 1..=30);
-    persist_promise(&mut journal, promise(7));
+    // A write with a snapshot is committed to the redb file itself (with
+    // the 30 before it, from the write-ahead log), so that the file's
+    // newest commit is the one holding the promise.
+    journal
+        .persist(&JournalWrite {
+            promised: Some(promise(7)),
+            snapshot: Some(Snapshot {
+                slot: 10,
+                data: bytes::Bytes::from_static(b"state at 10"),
+            }),
+            ..JournalWrite::default()
+        })
+        .unwrap();
     // As if SIGKILLed: no clean shutdown is recorded.
     std::mem::forget(journal);
     let original = fs::read(&path).unwrap();
@@ -225,7 +262,7 @@ fn a_zeroed_or_torn_mark_records_nothing_and_is_rewritten() {
             let mut journal = open(&path).unwrap();
             persist_entries(&mut *journal, 1..=2);
             drop(journal);
-            let backup = fs::read(&path).unwrap();
+            let backup = backup(&path);
             let mut journal = open(&path).unwrap();
             persist_entries(&mut *journal, 3..=3);
             drop(journal);
@@ -235,7 +272,7 @@ fn a_zeroed_or_torn_mark_records_nothing_and_is_rewritten() {
             assert_eq!(journal.load().unwrap().committed, 3, "{engine}");
             drop(journal);
             // Rewritten on open: it guards again.
-            fs::write(&path, &backup).unwrap();
+            restore(&backup);
             let error = open(&path).err().expect("a rolled-back journal opened");
             assert!(
                 matches!(

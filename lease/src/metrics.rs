@@ -111,6 +111,10 @@ pub(crate) struct Metrics {
     pub(crate) commit_latency: Histogram,
     /// Time the journal took to make one write durable.
     pub(crate) journal_sync: Histogram,
+    /// Size of the latest snapshot this node took or installed, in bytes.
+    pub(crate) snapshot_bytes: AtomicU64,
+    /// Leases held or awaited, as of the last snapshot taken or installed.
+    pub(crate) leases: AtomicU64,
     leases_held: AtomicU64,
     waiters: AtomicU64,
     sessions: AtomicU64,
@@ -138,6 +142,8 @@ impl Default for Metrics {
             acquire_wait: Histogram::new(WAIT_BOUNDS_US),
             commit_latency: Histogram::new(LATENCY_BOUNDS_US),
             journal_sync: Histogram::new(LATENCY_BOUNDS_US),
+            snapshot_bytes: AtomicU64::new(0),
+            leases: AtomicU64::new(0),
             leases_held: AtomicU64::new(0),
             waiters: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -155,6 +161,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Metrics {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
     }
 
     /// Counts one request answered with `refusal`.
@@ -204,6 +214,8 @@ impl Metrics {
             leases_held: get(&self.leases_held),
             waiters: get(&self.waiters),
             sessions: get(&self.sessions),
+            snapshot_bytes: get(&self.snapshot_bytes),
+            leases: get(&self.leases),
         }
     }
 }
@@ -245,4 +257,8 @@ pub struct MetricsSnapshot {
     pub waiters: u64,
     /// Client sessions the table remembers.
     pub sessions: u64,
+    /// Size of the latest snapshot this node took or installed, in bytes.
+    pub snapshot_bytes: u64,
+    /// Leases held or awaited, as of the last snapshot taken or installed.
+    pub leases: u64,
 }

@@ -1,14 +1,16 @@
 //! Feeds arbitrary bytes to a lease table the way a node's remote server
 //! gets them: decoded as client frames under the client frame limit, each
-//! lease request admitted (`table::admit`) and, if admitted, applied (and
-//! so executed) as the leader would propose it. Whatever the bytes, nothing
+//! lease request authorized for the connection's identity
+//! (`remote::authorize`), admitted (`table::admit`) and, if both let it
+//! through, applied (and so executed) as the leader would propose it. Whatever the bytes, nothing
 //! may panic, admission must let through only what fits the table's
 //! limits, the table must stay within its caps, and it may hold no more
 //! than a fixed amount per request it executed beyond the bytes it was
 //! sent (memory grows with what clients send, never by itself).
 //!
 //! The first input byte picks how far the leader's clock moves between
-//! requests (so leases expire and sessions are forgotten), whether a new
+//! requests (so leases expire and sessions are forgotten), who is on the
+//! other end (plain TCP, a client, an administrator or a node), whether a new
 //! leader takes over now and then, and whether the rest is a stream of
 //! length-prefixed frames, exactly as a connection delivers it, or of bare
 //! postcard messages (each framed and decoded again, so the path is the
@@ -17,14 +19,14 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use trexlock_lease::command::{Body, Command, Outcome};
-use trexlock_lease::remote::ClientMessage;
+use trexlock_lease::command::{Body, Command, Op, Outcome};
+use trexlock_lease::remote::{self, ClientMessage};
 use trexlock_lease::table::{
     self, LeaseTable, MAX_LEASES, MAX_REQUEST_BYTES, MAX_SESSIONS, MAX_VALUE_BYTES,
 };
 use trexlock_paxos::{Ballot, NodeId};
-use trexlock_transport::DEFAULT_MAX_CLIENT_FRAME_BYTES;
 use trexlock_transport::codec::{FrameDecoder, encode_frame};
+use trexlock_transport::{DEFAULT_MAX_CLIENT_FRAME_BYTES, Identity};
 
 /// Bytes a command adds around its request (epoch, elapsed time, tags).
 const COMMAND_OVERHEAD_BYTES: usize = 64;
@@ -57,6 +59,26 @@ fn bare(mut stream: &[u8]) -> Vec<ClientMessage> {
     framed(&frames)
 }
 
+/// Who is on the other end of the connection, as its certificate says.
+fn identity(pick: u8) -> Option<Identity> {
+    let cluster = "fuzz".to_owned();
+    match pick % 4 {
+        0 => None,
+        1 => Some(Identity::Client {
+            cluster,
+            name: "alice".into(),
+        }),
+        2 => Some(Identity::Admin {
+            cluster,
+            name: "ops".into(),
+        }),
+        _ => Some(Identity::Node {
+            cluster,
+            node: NodeId(1),
+        }),
+    }
+}
+
 fn check_bounds(table: &LeaseTable, outcome: &Outcome) {
     assert!(table.len() <= MAX_LEASES, "{} leases", table.len());
     assert!(
@@ -78,6 +100,7 @@ fuzz_target!(|data: &[u8]| {
     let step_us =
         [0, 1_000, 100_000, 5_000_000, 61_000_000, 601_000_000][usize::from(selector % 6)];
     let new_leaders = selector & 0x40 != 0;
+    let identity = identity(selector >> 3);
     let messages = if selector & 0x80 == 0 {
         framed(stream)
     } else {
@@ -100,7 +123,14 @@ fuzz_target!(|data: &[u8]| {
             epoch.counter += 1;
             elapsed_us = 0;
         }
-        let body = match table::admit(&request) {
+        let allowed = remote::authorize(identity.as_ref(), &request.op);
+        if allowed.is_ok() && matches!(request.op, Op::ForceRelease { .. }) {
+            assert!(
+                matches!(identity, Some(Identity::Admin { .. })),
+                "a forced release from {identity:?} was let through"
+            );
+        }
+        let body = match allowed.and_then(|()| table::admit(&request)) {
             Ok(()) => {
                 executed += 1;
                 Body::Request(request)

@@ -68,7 +68,7 @@ struct InFlight {
 
 /// The safety-relevant bookkeeping of one client session. See the module
 /// documentation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientCore {
     id: ClientId,
     owner: String,

@@ -15,11 +15,11 @@ use trexlock_journal::{Journal, JournalError, JournalIdentity, LogJournal, RedbJ
 /// journal beside the node's real one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalFile {
-    /// A redb database ([`trexlock_journal::RedbJournal`]): the default.
+    /// A redb database with a write-ahead log beside it
+    /// ([`trexlock_journal::RedbJournal`]): the default.
     Redb(PathBuf),
-    /// An append-only log ([`trexlock_journal::LogJournal`]):
-    /// one appended record per sync where redb rewrites several B-tree
-    /// pages, so a sync costs about a third on the same disk.
+    /// An append-only log ([`trexlock_journal::LogJournal`]): one appended
+    /// record per sync, like redb's write-ahead log, and no redb.
     Log(PathBuf),
 }
 

@@ -52,6 +52,12 @@ pub struct NodeConfig {
     /// Most bytes of one consensus message (an Accept or a catch-up
     /// answer); keep it well under the transport's peer frame limit.
     pub max_message_bytes: usize,
+    /// Most leases (held or awaited) this node lets clients create: an
+    /// acquire of a new name is refused with `TooManyLeases` before it is
+    /// proposed once the table holds this many. At most
+    /// [`crate::table::MAX_LEASES`], the table's own ceiling, which every
+    /// node applies alike.
+    pub max_leases: usize,
     /// A deliberately broken runtime, for proving the simulator's checks
     /// (feature `sabotage` only).
     #[cfg(feature = "sabotage")]
@@ -62,7 +68,7 @@ impl NodeConfig {
     /// Defaults: 50 ms heartbeats, 300 ms election timeout, 1000 ppm drift
     /// bound, 5 ms ticks, 500 ms retries, a snapshot every 10 000 slots,
     /// slots of at most 256 commands and 1 MiB, consensus messages of at
-    /// most 4 MiB.
+    /// most 4 MiB, at most [`crate::table::MAX_LEASES`] leases.
     pub fn new(node: NodeId, members: Vec<NodeId>) -> Self {
         NodeConfig {
             node,
@@ -77,6 +83,7 @@ impl NodeConfig {
             window: 64,
             max_batch_bytes: trexlock_paxos::DEFAULT_MAX_BATCH_BYTES,
             max_message_bytes: trexlock_paxos::DEFAULT_MAX_MESSAGE_BYTES,
+            max_leases: crate::table::MAX_LEASES,
             #[cfg(feature = "sabotage")]
             sabotage: None,
         }
@@ -105,6 +112,13 @@ impl NodeConfig {
             return Err(NodeError::Config(
                 "tick and retry intervals must be non-zero".into(),
             ));
+        }
+        if self.max_leases > crate::table::MAX_LEASES {
+            return Err(NodeError::Config(format!(
+                "max_leases ({}) is above the table's ceiling of {}",
+                self.max_leases,
+                crate::table::MAX_LEASES
+            )));
         }
         if self.snapshot_every == 0 {
             return Err(NodeError::Config(

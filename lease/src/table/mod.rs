@@ -51,9 +51,17 @@ use crate::command::{
     Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
 };
 use bytes::Bytes;
+use line::Line;
+use owners::{Owners, Shared};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use trexlock_paxos::Ballot;
+
+mod line;
+mod owners;
+mod snapshot;
+
+pub use snapshot::SnapshotError;
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -73,15 +81,17 @@ pub const MAX_REQUEST_BYTES: usize = MAX_VALUE_BYTES + 1024;
 /// A session that sends nothing for this long (table time), and waits for
 /// no lease, is forgotten.
 pub const SESSION_IDLE_US: u64 = 10 * 60 * 1_000_000;
-/// Most leases the table tracks (held, or awaited).
-pub const MAX_LEASES: usize = 10_000;
+/// Most leases the table tracks (held, or awaited): the ceiling every node
+/// applies alike. A node refuses new leases earlier, before proposing, at
+/// its configured `max_leases` (this by default).
+pub const MAX_LEASES: usize = 2_000_000;
 /// Most waiters in line for one lease.
 pub const MAX_WAITERS_PER_LEASE: usize = 64;
 /// Most waiters in line for all leases together.
 pub const MAX_WAITERS: usize = 100_000;
 /// Most sessions the table remembers at once. An idle session makes room
 /// after [`SESSION_IDLE_US`].
-pub const MAX_SESSIONS: usize = 10_000;
+pub const MAX_SESSIONS: usize = 100_000;
 /// Most unacknowledged requests one session may have: each holds a
 /// remembered outcome (a request waiting in line included).
 pub const MAX_OUTCOMES_PER_SESSION: usize = 128;
@@ -91,18 +101,18 @@ pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The current holder of a lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Holder {
-    owner: String,
+    owner: Shared,
     token: LeaseToken,
     stamp: Stamp,
     expires_at: u64,
 }
 
 /// Someone waiting in line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Waiter {
-    owner: String,
+    owner: Shared,
     token: LeaseToken,
     client: ClientId,
     request: u64,
@@ -110,11 +120,12 @@ struct Waiter {
     give_up_at: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Lease {
     holder: Option<Holder>,
-    waiters: VecDeque<Waiter>,
-    value: Option<Bytes>,
+    waiters: Line,
+    /// Boxed: most leases have none, and a box is a quarter of `Bytes`.
+    value: Option<Box<Bytes>>,
 }
 
 impl Lease {
@@ -207,18 +218,21 @@ pub struct Applied {
 
 /// The replicated lease table. See the module docs for how time works,
 /// why a request runs at most once and how the table is bounded.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each lease name is stored once (the indexes share it) and each owner
+/// once however many leases it holds or waits for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LeaseTable {
     now: u64,
     epoch: Ballot,
     epoch_base: u64,
     next_stamp: u64,
-    leases: BTreeMap<String, Lease>,
+    leases: BTreeMap<Shared, Lease>,
     /// Every holder's expiry.
-    expiries: BTreeSet<(u64, String)>,
+    expiries: BTreeSet<(u64, Shared)>,
     /// The expiries of holders someone waits behind: the only deadlines
     /// the leader must propose a tick for.
-    awaited: BTreeSet<(u64, String)>,
+    awaited: BTreeSet<(u64, Shared)>,
     /// Bytes of all stored values.
     value_bytes: u64,
     /// Waiters in all lines.
@@ -228,6 +242,7 @@ pub struct LeaseTable {
     sessions: BTreeMap<ClientId, Session>,
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
+    owners: Owners,
 }
 
 impl LeaseTable {
@@ -269,6 +284,12 @@ impl LeaseTable {
     /// How many waiters wait in all lines.
     pub fn waiters_len(&self) -> usize {
         self.waiters
+    }
+
+    /// True when `name` is held or awaited (so acquiring it creates no
+    /// lease).
+    pub fn tracks(&self, name: &str) -> bool {
+        self.leases.contains_key(name)
     }
 
     /// How many client sessions the table remembers.
@@ -314,19 +335,6 @@ impl LeaseTable {
         out
     }
 
-    /// Serialises the whole table (a snapshot).
-    pub fn to_snapshot(&self) -> Bytes {
-        Bytes::from(postcard::to_stdvec(self).expect("serialising to a Vec cannot fail"))
-    }
-
-    /// Restores a table from [`LeaseTable::to_snapshot`].
-    ///
-    /// # Errors
-    /// The bytes are not a snapshot of this format.
-    pub fn from_snapshot(bytes: &[u8]) -> Result<LeaseTable, postcard::Error> {
-        postcard::from_bytes(bytes)
-    }
-
     fn advance(&mut self, epoch: Ballot, elapsed_us: u64) {
         if epoch > self.epoch {
             self.epoch = epoch;
@@ -350,7 +358,7 @@ impl LeaseTable {
             let now = self.now;
             if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
                 out.events.push(Event::Expired {
-                    name: name.clone(),
+                    name: name.to_string(),
                     stamp: h.stamp,
                 });
             }
@@ -467,7 +475,7 @@ impl LeaseTable {
                     .leases
                     .get(op.name())
                     .filter(|l| l.holder.as_ref().is_some_and(|h| h.stamp == stamp))
-                    .and_then(|l| l.value.clone()),
+                    .and_then(|l| l.value.as_deref().cloned()),
             },
             other => other,
         }
@@ -475,7 +483,7 @@ impl LeaseTable {
 
     fn info(&self, lease: &Lease) -> Option<HolderInfo> {
         lease.holder.as_ref().map(|h| HolderInfo {
-            owner: h.owner.clone(),
+            owner: h.owner.to_string(),
             stamp: h.stamp,
             remaining_ms: h.expires_at.saturating_sub(self.now) / 1000,
         })
@@ -493,9 +501,9 @@ impl LeaseTable {
                 ..
             } => {
                 let ttl_us = ttl_ms.saturating_mul(1000);
-                let held_by = self.leases.get(&name).and_then(|l| {
+                let held_by = self.leases.get(name.as_str()).and_then(|l| {
                     let h = l.holder.as_ref()?;
-                    Some((h.owner == *owner && h.token == *token, self.info(l)?))
+                    Some((*h.owner == **owner && h.token == *token, self.info(l)?))
                 });
                 match held_by {
                     Some((true, holder)) => {
@@ -503,12 +511,15 @@ impl LeaseTable {
                         out.events.push(Event::Renewed { name: name.clone() });
                         Outcome::Granted {
                             stamp: holder.stamp,
-                            value: self.leases.get(&name).and_then(|l| l.value.clone()),
+                            value: self
+                                .leases
+                                .get(name.as_str())
+                                .and_then(|l| l.value.as_deref().cloned()),
                         }
                     }
                     Some((false, _)) if *wait_ms > 0 => {
                         let waiter = Waiter {
-                            owner: owner.clone(),
+                            owner: self.owners.intern(owner),
                             token: *token,
                             client: req.client,
                             request: req.request,
@@ -522,7 +533,8 @@ impl LeaseTable {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
-                        let stamp = self.grant(&name, owner.clone(), *token, ttl_us);
+                        let owner = self.owners.intern(owner);
+                        let stamp = self.grant(&name, owner, *token, ttl_us);
                         out.events.push(Event::Granted {
                             name: name.clone(),
                             stamp,
@@ -559,19 +571,19 @@ impl LeaseTable {
             }
             Op::ForceRelease { .. } => self.release(&name, out),
             Op::Cancel { owner, token, .. } => {
-                if self.leases.contains_key(&name) {
+                if self.leases.contains_key(name.as_str()) {
                     self.update(&name, |l| {
                         l.waiters
-                            .retain(|w| !(w.owner == *owner && w.token == *token));
+                            .retain(|w| !(*w.owner == **owner && w.token == *token));
                     });
                 }
                 Outcome::Cancelled
             }
             Op::Read { .. } => {
-                let lease = self.leases.get(&name);
+                let lease = self.leases.get(name.as_str());
                 Outcome::Holder {
                     holder: lease.and_then(|l| self.info(l)),
-                    value: lease.and_then(|l| l.value.clone()),
+                    value: lease.and_then(|l| l.value.as_deref().cloned()),
                 }
             }
             Op::Write {
@@ -586,7 +598,7 @@ impl LeaseTable {
                 }
                 let old = self
                     .leases
-                    .get(&name)
+                    .get(name.as_str())
                     .and_then(|l| l.value.as_ref())
                     .map_or(0, |v| v.len() as u64);
                 let total = self
@@ -596,7 +608,7 @@ impl LeaseTable {
                 if total > MAX_TOTAL_VALUE_BYTES as u64 {
                     return Outcome::Refused(Refusal::ValueSpaceFull);
                 }
-                self.update(&name, |l| l.value = Some(value.clone()));
+                self.update(&name, |l| l.value = Some(Box::new(value.clone())));
                 Outcome::Written
             }
         }
@@ -613,9 +625,12 @@ impl LeaseTable {
             .waiters
             .saturating_sub(self.leases.get(name).map_or(0, |l| l.waiters.len()));
         let (gone, outcome) = self.update(name, |lease| {
-            let (live, gone): (VecDeque<_>, VecDeque<_>) =
-                lease.waiters.drain(..).partition(|w| w.give_up_at >= now);
-            lease.waiters = live;
+            let (live, gone): (VecDeque<_>, VecDeque<_>) = lease
+                .waiters
+                .take()
+                .into_iter()
+                .partition(|w| w.give_up_at >= now);
+            lease.waiters = Line::from(live);
             let outcome = if lease
                 .waiters
                 .iter()
@@ -680,7 +695,7 @@ impl LeaseTable {
         self.leases
             .get(name)
             .and_then(|l| l.holder.as_ref())
-            .is_some_and(|h| h.owner == owner && h.stamp == stamp && h.token == token)
+            .is_some_and(|h| &*h.owner == owner && h.stamp == stamp && h.token == token)
     }
 
     fn not_holder(&self, name: &str) -> Outcome {
@@ -690,7 +705,7 @@ impl LeaseTable {
     }
 
     /// Makes `owner` the holder of the free lease `name`, with a fresh stamp.
-    fn grant(&mut self, name: &str, owner: String, token: LeaseToken, ttl_us: u64) -> Stamp {
+    fn grant(&mut self, name: &str, owner: Shared, token: LeaseToken, ttl_us: u64) -> Stamp {
         self.next_stamp += 1;
         let stamp = Stamp(self.next_stamp);
         let expires_at = self.now.saturating_add(ttl_us);
@@ -720,7 +735,13 @@ impl LeaseTable {
     /// waits for it any more (its value with it). Every change of a lease
     /// goes through here, so the indexes cannot drift from the leases.
     fn update<R>(&mut self, name: &str, change: impl FnOnce(&mut Lease) -> R) -> R {
-        let lease = self.leases.entry(name.to_owned()).or_default();
+        // The name is allocated once, when the lease is created; every
+        // index shares that allocation.
+        let key = self
+            .leases
+            .get_key_value(name)
+            .map_or_else(|| Shared::from(name), |(key, _)| key.clone());
+        let lease = self.leases.entry(key.clone()).or_default();
         let before = lease.marks();
         let result = change(lease);
         let after = if lease.is_idle() {
@@ -731,13 +752,14 @@ impl LeaseTable {
         };
         if (before.expires_at, before.awaited) != (after.expires_at, after.awaited) {
             if let Some(at) = before.expires_at {
-                self.expiries.remove(&(at, name.to_owned()));
-                self.awaited.remove(&(at, name.to_owned()));
+                let entry = (at, key.clone());
+                self.expiries.remove(&entry);
+                self.awaited.remove(&entry);
             }
             if let Some(at) = after.expires_at {
-                self.expiries.insert((at, name.to_owned()));
+                self.expiries.insert((at, key.clone()));
                 if after.awaited {
-                    self.awaited.insert((at, name.to_owned()));
+                    self.awaited.insert((at, key));
                 }
             }
         }
@@ -776,7 +798,8 @@ impl LeaseTable {
                     stamp,
                     expires_at: now.saturating_add(w.ttl_us),
                 });
-                return (gone, Some((w.client, w.request, lease.value.clone())));
+                let value = lease.value.as_deref().cloned();
+                return (gone, Some((w.client, w.request, value)));
             }
             (gone, None)
         });

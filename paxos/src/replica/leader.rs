@@ -34,6 +34,7 @@ fn better(held: Option<&Vote>, vote: &Vote) -> bool {
 }
 
 /// What one member's promise has told a candidate so far.
+#[derive(Clone, Debug)]
 pub(crate) struct PromiseInfo {
     /// The votes reported, from the candidate's first unchosen slot on.
     votes: BTreeMap<Slot, Vote>,
@@ -66,6 +67,7 @@ impl PromiseInfo {
 }
 
 /// A replica running phase 1 for its own ballot.
+#[derive(Clone, Debug)]
 pub(crate) struct Candidate {
     pub(crate) ballot: Ballot,
     /// First slot not known chosen when the election started.
@@ -76,6 +78,7 @@ pub(crate) struct Candidate {
 }
 
 /// A slot proposed by the leader and not yet chosen.
+#[derive(Clone, Debug)]
 struct InFlight {
     value: Value,
     acks: BTreeSet<NodeId>,
@@ -83,6 +86,7 @@ struct InFlight {
 }
 
 /// A replica that won phase 1 and proposes in its ballot.
+#[derive(Clone, Debug)]
 pub(crate) struct Leader {
     pub(crate) ballot: Ballot,
     next_slot: Slot,

@@ -32,7 +32,7 @@ pub(crate) use leader::{Candidate, Leader, PromisePart};
 /// What one step produced. Perform it in field order: **persist `write`
 /// (one sync) before sending any of `messages`**, then apply `install` and
 /// `chosen` to the state machine.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[must_use = "a step's effects must be persisted, sent and applied"]
 pub struct Ready {
     /// Durable effects of the step; empty when nothing changed.
@@ -80,6 +80,7 @@ pub enum Leadership {
     Lost,
 }
 
+#[derive(Clone, Debug)]
 pub(crate) enum Role {
     Follower,
     Candidate(Candidate),
@@ -89,6 +90,11 @@ pub(crate) enum Role {
 /// One multi-Paxos replica. Pure: it reads no clock (time is passed in as
 /// `now`, a monotonic duration since any fixed origin), performs no I/O and
 /// draws randomness only from a generator seeded by [`Config::seed`].
+///
+/// `Clone` copies the whole state, the election randomness included, so
+/// that a model checker can branch from any point; `Debug` shows every
+/// field, so that it can tell two states apart.
+#[derive(Clone, Debug)]
 pub struct Replica {
     cfg: Config,
     rng: fastrand::Rng,
@@ -610,23 +616,6 @@ fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
         ));
     }
     Ok(())
-}
-
-impl std::fmt::Debug for Replica {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let role = match self.role {
-            Role::Follower => "follower",
-            Role::Candidate(_) => "candidate",
-            Role::Leader(_) => "leader",
-        };
-        f.debug_struct("Replica")
-            .field("node", &self.cfg.node)
-            .field("role", &role)
-            .field("promised", &self.promised)
-            .field("committed", &self.committed)
-            .field("truncated", &self.truncated)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Client commands waiting for a slot.

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What a learner has found out so far.
+#[derive(Clone, Debug)]
 pub(crate) struct Rejoin {
     replies: BTreeMap<NodeId, (Ballot, Slot)>,
     probe_sent_at: Option<Duration>,

@@ -30,6 +30,7 @@ pub(super) struct Chunk {
 }
 
 /// A snapshot being received: the bytes so far, in order.
+#[derive(Clone, Debug)]
 pub(super) struct Assembly {
     slot: Slot,
     total_len: u64,

@@ -1,4 +1,4 @@
-//! What both targets check of a journal opened on arbitrary bytes: opening
+//! What the targets check of a journal opened on arbitrary bytes: opening
 //! never panics; a refused log journal is left exactly as it was (never
 //! reset); a journal that opens loads, takes a write, and reopens with that
 //! write on top of what it loaded (so whatever recovery repaired is a
@@ -45,6 +45,8 @@ pub fn clear(path: &Path) {
         mark_of(path),
         sibling(path, ".creating"),
         sibling(path, ".compacting"),
+        sibling(path, ".wal"),
+        sibling(path, ".wal.creating"),
     ] {
         let _ = fs::remove_file(file);
     }

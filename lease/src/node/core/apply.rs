@@ -25,6 +25,7 @@ impl NodeCore {
                 })?;
             self.applied = snapshot.slot;
             self.metrics.table_sizes(&self.table);
+            self.note_snapshot(snapshot.data.len());
             self.effects.push(Effect::Installed {
                 slot: snapshot.slot,
             });
@@ -66,10 +67,16 @@ impl NodeCore {
                 slot,
                 data: self.table.to_snapshot(),
             };
+            self.note_snapshot(snapshot.data.len());
             let ready = self.replica.snapshot_taken(snapshot)?;
             self.perform(ready)?;
         }
         Ok(())
+    }
+
+    fn note_snapshot(&self, bytes: usize) {
+        Metrics::set(&self.metrics.snapshot_bytes, bytes as u64);
+        Metrics::set(&self.metrics.leases, self.table.len() as u64);
     }
 
     fn count(&self, event: &Event) {

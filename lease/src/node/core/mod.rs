@@ -60,7 +60,7 @@ use std::time::Duration;
 use trexlock_paxos::{Config, JournalState, JournalWrite, NodeId, Replica, Slot, Value};
 
 /// Something the driver of a [`NodeCore`] must do, in the order given.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Effect {
     /// Make `write` durable, then report [`NodeCore::synced`] with `id`.
     /// At most one write is outstanding at a time.
@@ -115,6 +115,11 @@ pub enum Effect {
 
 /// Every decision of one lease node, with no I/O and no clock. See the
 /// module documentation for the driver's contract.
+///
+/// A clone is an independent core in the same state (a model checker
+/// branches from it) that shares the original's metrics counters; `Debug`
+/// shows every field that decisions depend on, and not the counters.
+#[derive(Clone)]
 pub struct NodeCore {
     cfg: NodeConfig,
     replica: Replica,
@@ -135,6 +140,26 @@ pub struct NodeCore {
     /// A clean stop has begun (see [`NodeCore::drain`]).
     draining: bool,
     effects: Vec<Effect>,
+}
+
+impl std::fmt::Debug for NodeCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore")
+            .field("cfg", &self.cfg)
+            .field("replica", &self.replica)
+            .field("table", &self.table)
+            .field("applied", &self.applied)
+            .field("leader_clock", &self.leader_clock)
+            .field("known_leader", &self.known_leader)
+            .field("pending", &self.pending)
+            .field("to_propose", &self.to_propose)
+            .field("tick_proposed_for", &self.tick_proposed_for)
+            .field("pipeline", &self.pipeline)
+            .field("now", &self.now)
+            .field("draining", &self.draining)
+            .field("effects", &self.effects)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeCore {
@@ -329,6 +354,8 @@ impl NodeCore {
     }
 }
 
+#[cfg(test)]
+mod cap_tests;
 #[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]

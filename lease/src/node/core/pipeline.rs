@@ -40,6 +40,7 @@ const HINT_FLUSH_AFTER: Duration = Duration::from_millis(200);
 /// Effects of one step, held until the journal write they follow is synced
 /// (`install` and `chosen` only on a single-node cluster, where this node's
 /// write IS the quorum).
+#[derive(Clone, Debug)]
 struct Held {
     after_write: u64,
     messages: Vec<Envelope>,
@@ -49,6 +50,7 @@ struct Held {
 }
 
 /// The journal writes of one node and the effects that wait for them.
+#[derive(Clone, Debug)]
 pub(super) struct Pipeline {
     next_write: JournalWrite,
     /// `next_write` holds more than a commit index, so it must be synced

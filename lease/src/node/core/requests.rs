@@ -2,7 +2,7 @@
 //! retries, and what the leader proposes.
 
 use super::{Effect, NodeCore};
-use crate::command::{Body, ClientId, Command, Op, Outcome, Request};
+use crate::command::{Body, ClientId, Command, Op, Outcome, Refusal, Request};
 use crate::error::NodeError;
 use crate::network::PeerMessage;
 use crate::table::admit;
@@ -19,6 +19,7 @@ use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 pub(super) const PENDING_GRACE: Duration = Duration::from_secs(60);
 
 /// A request that arrived at this node and awaits its final answer.
+#[derive(Clone, Debug)]
 pub(super) struct Pending {
     pub(super) request: Request,
     pub(super) arrived: Duration,
@@ -38,10 +39,18 @@ fn wait_of(request: &Request) -> Duration {
 
 impl NodeCore {
     /// Admits a client's request (its fields and its encoded size within
-    /// the table's limits), then routes it. A request refused here is
+    /// the table's limits, and a new lease within the node's
+    /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
     pub(super) fn admit(&mut self, request: Request) {
-        if let Err(refusal) = admit(&request) {
+        let full = matches!(&request.op, Op::Acquire { name, .. }
+            if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
+        let admitted = if full {
+            Err(Refusal::TooManyLeases)
+        } else {
+            admit(&request)
+        };
+        if let Err(refusal) = admitted {
             self.metrics.refused(refusal);
             self.effects.push(Effect::Answer {
                 client: request.client,

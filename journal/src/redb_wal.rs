@@ -1,0 +1,364 @@
+//! The redb journal's write-ahead log: the file (the journal's path with
+//! `.wal` appended) that makes each sync one appended record instead of one
+//! redb commit.
+//!
+//! Why: a redb commit with immediate durability rewrites the pages on the
+//! path to every changed key, its system tables (allocated and freed pages)
+//! and its header, then syncs; on this project's disk and load it costs
+//! about twice a small appended record and its sync, and most of the extra
+//! time is redb's own CPU, which no table layout removes. So every sync
+//! appends the write to this log, and the writes gathered here are folded
+//! into the redb file in one transaction once the log is full (a
+//! checkpoint); the log then starts over.
+//!
+//! Layout: a header of [`HEADER_LEN`] bytes, then records framed as the
+//! log journal frames them (`crate::framing`), each payload a
+//! postcard-encoded `(sequence, write)`. The header holds the magic
+//! bytes, the format version, the salt of the records' frame checks, the
+//! owner's check (CRC-32 of the journal's identity) and the base: the redb
+//! commit sequence the log starts after. The log is written whole (zeros)
+//! when created, and when it starts over its header takes a new salt and
+//! is synced before the old records are zeroed, so that past its records
+//! the log is zeros, as the log journal's file is.
+//!
+//! Reading follows the log journal's rule: an unreadable record counts as
+//! a write cut short by a crash (never acknowledged: if the mark says it
+//! was, the journal is refused as rolled back) only if no whole record
+//! follows it anywhere in the log and, if its length is intact, nothing
+//! was written past the end that length gives; anything else is damage,
+//! refused as corrupt with the log left as it is. So a damaged record that
+//! was acknowledged is never dropped silently, even when the mark lags
+//! behind after a power cut. The header is one small write at the start of
+//! the file, which no crash tears: a header that fails its check is
+//! damage too.
+
+use crate::framing::{frame, next_record, torn_or_damaged, written_len};
+use crate::record::{corrupt, decode, storage};
+use crate::tables::JournalIdentity;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use trexlock_paxos::{Ballot, JournalError, JournalWrite, LogEntry, Slot, Snapshot};
+
+const MAGIC: &[u8; 8] = b"TRXWAL\r\n";
+/// The header's format; a log of any other version is refused.
+const WAL_VERSION: u32 = 1;
+/// Magic, version, salt, owner, base, and the header's own check.
+pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 4 + 8 + 4;
+/// The log's size, written whole when it is created so that an appended
+/// record never has to extend the file (and its sync never has to flush
+/// the file's size or allocate blocks). A fuzzing build, which creates
+/// thousands of journals, keeps it small.
+pub(crate) const CAPACITY: u64 = if cfg!(fuzzing) {
+    16 * 1024
+} else {
+    1024 * 1024
+};
+
+/// A [`JournalWrite`] as recorded, borrowed for encoding.
+#[derive(Serialize)]
+struct WriteRef<'a> {
+    promised: &'a Option<Ballot>,
+    entries: &'a [(Slot, LogEntry)],
+    committed: &'a Option<Slot>,
+    snapshot: &'a Option<Snapshot>,
+    truncate: &'a Option<Slot>,
+}
+
+/// A [`JournalWrite`] as recorded, decoded.
+#[derive(Deserialize)]
+struct WriteOwned {
+    promised: Option<Ballot>,
+    entries: Vec<(Slot, LogEntry)>,
+    committed: Option<Slot>,
+    snapshot: Option<Snapshot>,
+    truncate: Option<Slot>,
+}
+
+/// The open log of one redb journal.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    file: File,
+    path: PathBuf,
+    owner: u32,
+    salt: u32,
+    /// Where the next record goes.
+    end: u64,
+}
+
+/// What an existing log holds beyond the redb file's newest commit.
+pub(crate) struct Replayed {
+    /// The writes after that commit, in order, merged.
+    pub(crate) pending: JournalWrite,
+    /// The sequence of the newest of them, or the redb file's own if none.
+    pub(crate) sequence: u64,
+    /// Where the log's non-zero bytes end: what starting it over zeroes.
+    pub(crate) written: usize,
+}
+
+impl Wal {
+    /// The log of the journal at `journal`.
+    pub(crate) fn path_for(journal: &Path) -> PathBuf {
+        crate::sibling(journal, ".wal")
+    }
+
+    /// Reads the log of the journal at `journal`, whose redb file's newest
+    /// commit is `committed`: the writes it holds after that commit. An
+    /// absent or empty log holds none. Fails with
+    /// [`JournalError::RolledBack`] if the log starts after `committed`
+    /// (the redb file lost a checkpoint), [`JournalError::WrongOwner`] if
+    /// it belongs to another node, [`JournalError::Corrupt`] if it is
+    /// damaged.
+    pub(crate) fn replay(
+        journal: &Path,
+        identity: &JournalIdentity,
+        committed: u64,
+    ) -> Result<Replayed, JournalError> {
+        let path = Self::path_for(journal);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(storage(&path, e)),
+        };
+        let mut replayed = Replayed {
+            pending: JournalWrite::default(),
+            sequence: committed,
+            written: written_len(&bytes),
+        };
+        if bytes.is_empty() {
+            return Ok(replayed);
+        }
+        let header = Header::read(&path, &bytes)?;
+        if header.owner != owner_check(identity) {
+            return Err(JournalError::WrongOwner {
+                path,
+                found: "another node (the owner check of its write-ahead log differs)".to_owned(),
+                expected: identity.to_string(),
+            });
+        }
+        if header.base > committed {
+            return Err(JournalError::RolledBack {
+                path: journal.to_path_buf(),
+                acknowledged: header.base,
+                found: committed,
+            });
+        }
+        let mut at = HEADER_LEN;
+        let mut expected = header.base + 1;
+        while let Some((payload, next)) = next_record(&bytes, at, header.salt) {
+            let (sequence, write): (u64, WriteOwned) =
+                decode(&path, payload, &format!("the record at byte {at}"))?;
+            if sequence != expected {
+                return Err(corrupt(
+                    &path,
+                    format!("the record at byte {at} is commit {sequence}, not {expected}"),
+                ));
+            }
+            if sequence > committed {
+                replayed.pending.merge(JournalWrite {
+                    promised: write.promised,
+                    entries: write.entries,
+                    committed: write.committed,
+                    snapshot: write.snapshot,
+                    truncate: write.truncate,
+                });
+                replayed.sequence = sequence;
+            }
+            expected += 1;
+            at = next;
+        }
+        if replayed.written > at
+            && let Some(damage) = torn_or_damaged(&bytes, at, replayed.written, header.salt)
+        {
+            return Err(corrupt(&path, damage));
+        }
+        Ok(replayed)
+    }
+
+    /// Starts the log of the journal at `journal` anew, empty after commit
+    /// `base` of the redb file (which must be durable and hold everything
+    /// the log held), creating the file if it is absent; `written` is
+    /// where the non-zero bytes of the log as read end.
+    pub(crate) fn start(
+        journal: &Path,
+        identity: &JournalIdentity,
+        base: u64,
+        written: usize,
+    ) -> Result<Self, JournalError> {
+        let path = Self::path_for(journal);
+        let io = |e| storage(&path, e);
+        let existing = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) if file.metadata().map_err(io)?.len() >= CAPACITY => Some(file),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(e)),
+        };
+        let file = match existing {
+            Some(file) => file,
+            None => {
+                // Built whole beside its name, so that the log is always
+                // either absent or of its full size.
+                let creating = crate::sibling(&path, ".creating");
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&creating)
+                    .map_err(io)?;
+                file.write_all_at(&vec![0; CAPACITY as usize], 0)
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)?;
+                std::fs::rename(&creating, &path).map_err(io)?;
+                crate::sync_directory_of(&path).map_err(io)?;
+                file
+            }
+        };
+        let mut wal = Self {
+            file,
+            path,
+            owner: owner_check(identity),
+            salt: 0,
+            end: (written as u64).clamp(HEADER_LEN as u64, CAPACITY),
+        };
+        wal.restart(base)?;
+        Ok(wal)
+    }
+
+    /// Empties the log: from now on it holds the writes after commit
+    /// `base` of the redb file, which must be durable and hold everything
+    /// the log held.
+    ///
+    /// The new header (a new salt) is synced before the old records are
+    /// zeroed: whatever part of the zeroing a crash loses, what is left
+    /// can no longer pass for records. The zeros need no sync of their
+    /// own: the sync of the next record appended covers them.
+    pub(crate) fn restart(&mut self, base: u64) -> Result<(), JournalError> {
+        let mut salt = fastrand::u32(..);
+        if salt == self.salt {
+            salt = salt.wrapping_add(1);
+        }
+        let header = Header {
+            salt,
+            owner: self.owner,
+            base,
+        };
+        let used = (self.end as usize).saturating_sub(HEADER_LEN);
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.write_all_at(&vec![0; used], HEADER_LEN as u64))
+            .map_err(|e| storage(&self.path, e))?;
+        self.salt = salt;
+        self.end = HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// The record of `write` as commit `sequence`, framed for the log's
+    /// current round (a record framed before the log starts over must be
+    /// framed again).
+    pub(crate) fn record(
+        &self,
+        sequence: u64,
+        write: &JournalWrite,
+    ) -> Result<Vec<u8>, JournalError> {
+        let record = WriteRef {
+            promised: &write.promised,
+            entries: &write.entries,
+            committed: &write.committed,
+            snapshot: &write.snapshot,
+            truncate: &write.truncate,
+        };
+        frame(&self.path, self.salt, &(sequence, record))
+    }
+
+    /// Whether a record of `len` bytes fits behind the records already in
+    /// the log.
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        self.end + len as u64 <= CAPACITY
+    }
+
+    /// Appends `record` (from [`Wal::record`], framed for this round) and
+    /// syncs it: when this returns, the write it holds is durable.
+    pub(crate) fn append(&mut self, record: &[u8]) -> Result<(), JournalError> {
+        if !self.fits(record.len()) {
+            return Err(storage(
+                &self.path,
+                std::io::Error::other(format!(
+                    "a record of {} bytes does not fit in the write-ahead log",
+                    record.len()
+                )),
+            ));
+        }
+        self.file
+            .write_all_at(record, self.end)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| storage(&self.path, e))?;
+        self.end += record.len() as u64;
+        Ok(())
+    }
+}
+
+/// The log's first bytes.
+struct Header {
+    salt: u32,
+    owner: u32,
+    base: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..12].copy_from_slice(&WAL_VERSION.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.salt.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.owner.to_le_bytes());
+        bytes[20..28].copy_from_slice(&self.base.to_le_bytes());
+        let check = crc32fast::hash(&bytes[..28]);
+        bytes[28..].copy_from_slice(&check.to_le_bytes());
+        bytes
+    }
+
+    fn read(path: &Path, bytes: &[u8]) -> Result<Self, JournalError> {
+        let damaged = |what: &str| {
+            corrupt(
+                path,
+                format!(
+                    "the write-ahead log's header {what}; the journal's newest writes are there"
+                ),
+            )
+        };
+        let Some(header) = bytes.get(..HEADER_LEN) else {
+            return Err(damaged("is cut short"));
+        };
+        if &header[..8] != MAGIC {
+            return Err(damaged("has no magic bytes"));
+        }
+        let word = |at: usize| {
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        if crc32fast::hash(&header[..28]) != word(28) {
+            return Err(damaged("fails its check"));
+        }
+        if word(8) != WAL_VERSION {
+            return Err(JournalError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: word(8),
+                supported: WAL_VERSION,
+            });
+        }
+        let mut base = [0u8; 8];
+        base.copy_from_slice(&header[20..28]);
+        Ok(Self {
+            salt: word(12),
+            owner: word(16),
+            base: u64::from_le_bytes(base),
+        })
+    }
+}
+
+/// Tells a log of this node's journal from another's.
+fn owner_check(identity: &JournalIdentity) -> u32 {
+    crc32fast::hash(identity.to_string().as_bytes())
+}

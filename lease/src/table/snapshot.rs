@@ -1,0 +1,387 @@
+//! The table's snapshot encoding: compact, streamed, and checked on load.
+//!
+//! A snapshot holds only the leases and sessions; every index (expiries,
+//! awaited leases, session expiries, counters) is rebuilt on load, so it is
+//! never stored twice nor trusted from the bytes. Owners are written once,
+//! in a table, and holders and waiters refer to them by position; tokens
+//! take their 16 bytes rather than a 19-byte varint. Leases are encoded one
+//! after another into one buffer and decoded one at a time, so neither
+//! direction builds a second copy of the table in between.
+//!
+//! Layout: the format byte, a [`Header`], `leases` lease records in name
+//! order, then `sessions` session records.
+
+use super::line::Line;
+use super::owners::Shared;
+use super::{
+    Holder, Lease, LeaseTable, MAX_LEASES, MAX_NAME_BYTES, MAX_OUTCOMES_PER_SESSION, MAX_SESSIONS,
+    MAX_TOTAL_VALUE_BYTES, MAX_WAITERS, MAX_WAITERS_PER_LEASE, Session,
+};
+use crate::command::{ClientId, LeaseToken, Stamp};
+use bytes::Bytes;
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Serialize, Serializer};
+use std::collections::{HashMap, VecDeque};
+use trexlock_paxos::Ballot;
+
+/// The encoding written by this build. A snapshot of another format is
+/// refused with [`SnapshotError::Format`].
+const FORMAT: u8 = 2;
+
+/// Why bytes could not be loaded as a table.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The first byte names another encoding.
+    #[error("snapshot format {found} is not the supported format {FORMAT}")]
+    Format {
+        /// The format byte found.
+        found: u8,
+    },
+    /// The bytes do not decode.
+    #[error("snapshot does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The bytes decode to a table no sequence of commands could build.
+    #[error("snapshot breaks a table limit or invariant: {0}")]
+    Invalid(&'static str),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header<'a> {
+    now: u64,
+    epoch: Ballot,
+    epoch_base: u64,
+    next_stamp: u64,
+    #[serde(borrow)]
+    owners: Vec<&'a str>,
+    leases: u64,
+    sessions: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HolderRecord {
+    owner: u32,
+    token: [u8; 16],
+    stamp: u64,
+    expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WaiterRecord {
+    owner: u32,
+    token: [u8; 16],
+    client: ClientId,
+    request: u64,
+    ttl_us: u64,
+    give_up_at: u64,
+}
+
+#[derive(Serialize)]
+struct LeaseOut<'a> {
+    name: &'a str,
+    holder: Option<HolderRecord>,
+    waiters: WaitersOut<'a>,
+    value: Option<&'a Bytes>,
+}
+
+#[derive(Deserialize)]
+struct LeaseIn<'a> {
+    name: &'a str,
+    holder: Option<HolderRecord>,
+    waiters: Vec<WaiterRecord>,
+    value: Option<Bytes>,
+}
+
+/// A wait line written straight from the table, owners by position.
+struct WaitersOut<'a> {
+    line: &'a Line,
+    owners: &'a HashMap<&'a str, u32>,
+}
+
+impl Serialize for WaitersOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.line.len()))?;
+        for w in self.line.iter() {
+            seq.serialize_element(&WaiterRecord {
+                owner: self.owners[&*w.owner],
+                token: w.token.0.to_le_bytes(),
+                client: w.client,
+                request: w.request,
+                ttl_us: w.ttl_us,
+                give_up_at: w.give_up_at,
+            })?;
+        }
+        seq.end()
+    }
+}
+
+impl LeaseTable {
+    /// Serialises the table (a snapshot): its leases, sessions and clock,
+    /// not its indexes.
+    pub fn to_snapshot(&self) -> Bytes {
+        let mut positions: HashMap<&str, u32> = HashMap::new();
+        let mut owners: Vec<&str> = Vec::new();
+        for lease in self.leases.values() {
+            let holder = lease.holder.iter().map(|h| &h.owner);
+            for owner in holder.chain(lease.waiters.iter().map(|w| &w.owner)) {
+                positions.entry(owner).or_insert_with(|| {
+                    owners.push(owner);
+                    owners.len() as u32 - 1
+                });
+            }
+        }
+        let header = Header {
+            now: self.now,
+            epoch: self.epoch,
+            epoch_base: self.epoch_base,
+            next_stamp: self.next_stamp,
+            owners,
+            leases: self.leases.len() as u64,
+            sessions: self.sessions.len() as u64,
+        };
+        let mut out = Vec::with_capacity(64 + self.leases.len() * 48);
+        out.push(FORMAT);
+        let mut out = encode(&header, out);
+        for (name, lease) in &self.leases {
+            let record = LeaseOut {
+                name,
+                holder: lease.holder.as_ref().map(|h| HolderRecord {
+                    owner: positions[&*h.owner],
+                    token: h.token.0.to_le_bytes(),
+                    stamp: h.stamp.0,
+                    expires_at: h.expires_at,
+                }),
+                waiters: WaitersOut {
+                    line: &lease.waiters,
+                    owners: &positions,
+                },
+                value: lease.value.as_deref(),
+            };
+            out = encode(&record, out);
+        }
+        for session in &self.sessions {
+            out = encode(&session, out);
+        }
+        Bytes::from(out)
+    }
+
+    /// Restores a table from [`LeaseTable::to_snapshot`], rebuilding its
+    /// indexes. Every limit the table keeps is checked again.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] naming what is wrong with the bytes.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<LeaseTable, SnapshotError> {
+        let Some((&format, rest)) = bytes.split_first() else {
+            return Err(SnapshotError::Invalid("empty snapshot"));
+        };
+        if format != FORMAT {
+            return Err(SnapshotError::Format { found: format });
+        }
+        let (header, mut rest) = postcard::take_from_bytes::<Header>(rest)?;
+        if header.leases > MAX_LEASES as u64 || header.sessions > MAX_SESSIONS as u64 {
+            return Err(SnapshotError::Invalid(
+                "more leases or sessions than allowed",
+            ));
+        }
+        let mut table = LeaseTable {
+            now: header.now,
+            epoch: header.epoch,
+            epoch_base: header.epoch_base,
+            next_stamp: header.next_stamp,
+            ..LeaseTable::default()
+        };
+        let owners: Vec<Shared> = header
+            .owners
+            .iter()
+            .map(|o| table.owners.intern(o))
+            .collect();
+        let owner = |i: u32| {
+            owners
+                .get(i as usize)
+                .cloned()
+                .ok_or(SnapshotError::Invalid("owner out of range"))
+        };
+        // Collected in name order and built in bulk: far faster than
+        // inserting a million leases one by one, and the trees come out
+        // full instead of half full.
+        let room = usize::try_from(header.leases)
+            .unwrap_or(usize::MAX)
+            .min(rest.len() / MIN_LEASE_RECORD_BYTES);
+        let mut leases: Vec<(Shared, Lease)> = Vec::with_capacity(room);
+        let mut expiries = Vec::with_capacity(room);
+        let mut awaited = Vec::new();
+        let mut previous: Option<&str> = None;
+        for _ in 0..header.leases {
+            let (record, after) = postcard::take_from_bytes::<LeaseIn>(rest)?;
+            rest = after;
+            if record.name.is_empty()
+                || record.name.len() > MAX_NAME_BYTES
+                || previous.is_some_and(|p| p >= record.name)
+            {
+                return Err(SnapshotError::Invalid("lease names out of order or bounds"));
+            }
+            if record.waiters.len() > MAX_WAITERS_PER_LEASE {
+                return Err(SnapshotError::Invalid("too many waiters for one lease"));
+            }
+            previous = Some(record.name);
+            let holder = match record.holder {
+                Some(h) => Some(Holder {
+                    owner: owner(h.owner)?,
+                    token: LeaseToken(u128::from_le_bytes(h.token)),
+                    stamp: Stamp(h.stamp),
+                    expires_at: h.expires_at,
+                }),
+                None => None,
+            };
+            let waiters = record
+                .waiters
+                .into_iter()
+                .map(|w| {
+                    Ok(super::Waiter {
+                        owner: owner(w.owner)?,
+                        token: LeaseToken(u128::from_le_bytes(w.token)),
+                        client: w.client,
+                        request: w.request,
+                        ttl_us: w.ttl_us,
+                        give_up_at: w.give_up_at,
+                    })
+                })
+                .collect::<Result<VecDeque<_>, SnapshotError>>()?;
+            let lease = Lease {
+                holder,
+                waiters: Line::from(waiters),
+                value: record.value.map(Box::new),
+            };
+            if lease.is_idle() {
+                return Err(SnapshotError::Invalid("a lease nobody holds or waits for"));
+            }
+            let marks = lease.marks();
+            let key = Shared::from(record.name);
+            if let Some(at) = marks.expires_at {
+                expiries.push((at, key.clone()));
+                if marks.awaited {
+                    awaited.push((at, key.clone()));
+                }
+            }
+            table.value_bytes = table.value_bytes.saturating_add(marks.value_bytes);
+            table.waiters = table.waiters.saturating_add(marks.waiters);
+            leases.push((key, lease));
+        }
+        if table.waiters > MAX_WAITERS || table.value_bytes > MAX_TOTAL_VALUE_BYTES as u64 {
+            return Err(SnapshotError::Invalid(
+                "more waiters or value bytes than allowed",
+            ));
+        }
+        table.leases = leases.into_iter().collect();
+        expiries.sort_unstable();
+        table.expiries = expiries.into_iter().collect();
+        awaited.sort_unstable();
+        table.awaited = awaited.into_iter().collect();
+        let mut previous: Option<ClientId> = None;
+        for _ in 0..header.sessions {
+            let ((client, session), after) =
+                postcard::take_from_bytes::<(ClientId, Session)>(rest)?;
+            rest = after;
+            if previous.is_some_and(|p| p >= client) {
+                return Err(SnapshotError::Invalid("sessions out of order"));
+            }
+            if session.outcomes.len() > MAX_OUTCOMES_PER_SESSION {
+                return Err(SnapshotError::Invalid("too many outcomes for one session"));
+            }
+            previous = Some(client);
+            table.outcomes += session.outcomes.len();
+            table.session_expiries.insert((session.expires_at, client));
+            table.sessions.insert(client, session);
+        }
+        if !rest.is_empty() {
+            return Err(SnapshotError::Invalid("bytes after the last session"));
+        }
+        Ok(table)
+    }
+}
+
+/// The fewest bytes a lease record takes (a one-byte name, no holder, no
+/// waiters, no value): bounds what a header's count may make us reserve.
+const MIN_LEASE_RECORD_BYTES: usize = 5;
+
+fn encode<T: Serialize>(value: &T, out: Vec<u8>) -> Vec<u8> {
+    postcard::to_extend(value, out).expect("serialising to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Body, Command, Op, Outcome, Request};
+    use trexlock_paxos::NodeId;
+
+    /// `leases` leases over `owners` owners, each its own session's.
+    fn table(leases: u64, owners: u64) -> LeaseTable {
+        let mut t = LeaseTable::new();
+        let epoch = Ballot {
+            counter: 1,
+            node: NodeId(1),
+        };
+        for i in 0..leases {
+            let o = i % owners;
+            let request = Request {
+                client: ClientId(o),
+                request: i + 1,
+                acked_below: i + 1,
+                op: Op::Acquire {
+                    name: format!("lease-{i:07}"),
+                    owner: format!("owner-{o:05}"),
+                    token: LeaseToken(u128::from(o) << 64 | 0xdead_beef),
+                    ttl_ms: 3_600_000,
+                    wait_ms: 0,
+                },
+            };
+            let command = Command {
+                epoch,
+                elapsed_us: i,
+                body: Body::Request(request),
+            };
+            let applied = t.apply(&command);
+            assert!(matches!(
+                applied.responses[0].outcome,
+                Outcome::Granted { .. }
+            ));
+        }
+        t
+    }
+
+    #[test]
+    fn a_snapshot_stores_each_owner_once_and_no_index() {
+        let t = table(10_000, 100);
+        let bytes = t.to_snapshot();
+        // A 13-byte name, a 16-byte token, an owner position, a stamp and
+        // an expiry: about 40 bytes a lease. Owners written with every
+        // holder and expiries written again with their names took 80.
+        assert!(bytes.len() < 10_000 * 45, "{} bytes", bytes.len());
+        assert_eq!(LeaseTable::from_snapshot(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn a_snapshot_of_another_format_or_damaged_is_refused_with_the_reason() {
+        let bytes = table(10, 3).to_snapshot();
+        let mut other = bytes.to_vec();
+        other[0] = FORMAT + 1;
+        assert!(matches!(
+            LeaseTable::from_snapshot(&other),
+            Err(SnapshotError::Format { found }) if found == FORMAT + 1
+        ));
+        let cut = &bytes[..bytes.len() - 1];
+        assert!(matches!(
+            LeaseTable::from_snapshot(cut),
+            Err(SnapshotError::Decode(_))
+        ));
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            LeaseTable::from_snapshot(&longer),
+            Err(SnapshotError::Invalid(_))
+        ));
+        assert!(matches!(
+            LeaseTable::from_snapshot(&[]),
+            Err(SnapshotError::Invalid(_))
+        ));
+    }
+}
