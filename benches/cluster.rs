@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use trexlock::lease::remote::{self, RemoteConfig};
-use trexlock::lease::{LeaseClient, NodeHandle, TryAcquire};
+use trexlock::lease::remote::{self, RemoteConfig, RemoteHandle};
+use trexlock::lease::{LeaseClient, TryAcquire};
 
 const CLUSTER: &str = "bench";
 const TTL: Duration = Duration::from_secs(10);
@@ -305,7 +305,7 @@ fn kill_on_signal(children: Children) {
     });
 }
 
-async fn connect(config: &RemoteConfig) -> Result<NodeHandle, String> {
+async fn connect(config: &RemoteConfig) -> Result<RemoteHandle, String> {
     for _ in 0..100 {
         if let Ok(handle) = remote::connect(config.clone()).await {
             return Ok(handle);

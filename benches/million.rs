@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use trexlock::lease::command::{Body, ClientId, LeaseToken, Op, Outcome, Request};
+use trexlock::lease::remote::RemoteHandle;
 use trexlock::lease::remote::{self, RemoteConfig, RemoteStatus};
-use trexlock::lease::{LeaseClient, LeaseError, LeaseTable, NodeHandle, TryAcquire};
+use trexlock::lease::{LeaseClient, LeaseError, LeaseTable, TryAcquire};
 
 const CLUSTER: &str = "million";
 const TTL: Duration = Duration::from_secs(3600);
@@ -162,7 +163,7 @@ async fn run(o: Options, bin: PathBuf) -> Result<String, String> {
 }
 
 /// One client's acquire latency, sequentially: acquire then release.
-async fn acquire_p50(node: &NodeHandle, tag: &str) -> Result<u64, String> {
+async fn acquire_p50(node: &RemoteHandle, tag: &str) -> Result<u64, String> {
     let client = node.client(format!("probe-{tag}"));
     let mut micros = Vec::with_capacity(PROBES);
     for k in 0..PROBES {
@@ -287,7 +288,7 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-async fn connect(config: &RemoteConfig) -> Result<NodeHandle, String> {
+async fn connect(config: &RemoteConfig) -> Result<RemoteHandle, String> {
     for _ in 0..100 {
         if let Ok(handle) = remote::connect(config.clone()).await {
             return Ok(handle);
@@ -385,7 +386,7 @@ impl Nodes {
     /// least `leases` leases; returns the nodes' statuses then.
     async fn until_snapshotted(
         &self,
-        probe: &NodeHandle,
+        probe: &RemoteHandle,
         leases: u64,
     ) -> Result<Vec<RemoteStatus>, String> {
         let client = probe.client("filler");

@@ -31,10 +31,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! For durability start nodes with [`Node::start_with_redb`]; across
-//! machines run them with [`remote::TcpNode`] (or the `trexlock` binary of
-//! the `trexlock-cli` crate), and connect processes that run no node with
-//! [`remote::connect`]: its handle offers the same [`LeaseClient`].
+//! For durability start nodes with [`Node::start_with_redb`] (or
+//! [`Node::start_with_journal`] and a [`JournalFile`]); across machines run
+//! them with [`TcpNode`] (a [`TcpNodeConfig`]: the [`NodeConfig`], a
+//! [`TransportConfig`] with its peers, limits and [`TlsConfig`], and the
+//! journal), or with the `trexlock` binary of the `trexlock-cli` crate.
+//! Processes that run no node call [`remote::connect`] with a
+//! [`RemoteConfig`]: its [`RemoteHandle`] offers the same [`LeaseClient`],
+//! and a connection that fails says why per server ([`ConnectFailure`]).
+//!
+//! ## Limits
+//!
+//! A name or owner is at most [`table::MAX_NAME_BYTES`] /
+//! [`table::MAX_OWNER_BYTES`] (256) bytes, a value at most
+//! [`table::MAX_VALUE_BYTES`] (64 KiB), a TTL or wait at most a day
+//! ([`table::MAX_TTL_MS`], [`table::MAX_WAIT_MS`]); a request beyond them
+//! is [`LeaseError::Invalid`] and never reaches the log. The table itself
+//! is bounded (leases, sessions, waiters, value bytes): beyond that,
+//! [`LeaseError::Refused`]. [`LeaseClient::acquire`] returns within its
+//! wait plus [`ACQUIRE_MARGIN`].
+//!
+//! ## Operating
+//!
+//! [`observe::register`] adds a node's figures (counters, latency
+//! histograms, table sizes, readiness) to a Prometheus registry;
+//! [`NodeStatus::is_ready`] is what a readiness probe asks.
 //!
 //! ## Waiting, renewing, electing
 //!
@@ -77,7 +98,7 @@
 //! leader stamps with its own monotonic clock, and it stands still across a
 //! change of leader (every outstanding lease keeps its full remaining time).
 //! A holder counts its lease from the moment it sent the request, shrunk by
-//! the configured clock drift bound ([`DriftBound`]); so the cluster never
+//! the configured clock drift bound ([`DriftBound`], derived in [`time`]); so the cluster never
 //! grants a lease to anyone else before the holder's
 //! [`LeaseHandle::expire_time_unsafe`], assuming only that clock *rates*
 //! stay within the bound. Pauses are covered by the safety gap you pass to
@@ -95,15 +116,24 @@
 
 pub use trexlock_journal as journal;
 pub use trexlock_lease as lease;
-pub use trexlock_lease::remote;
+pub use trexlock_lease::{observe, remote, table, time};
 pub use trexlock_paxos as paxos;
 pub use trexlock_transport as transport;
 
 pub use trexlock_journal::{JournalIdentity, LogJournal, RedbJournal};
+pub use trexlock_lease::client::ACQUIRE_MARGIN;
+pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeConfig};
 pub use trexlock_lease::{
-    DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError, HolderInfo,
-    InProcessNetwork, KeepAlive, LeaseClient, LeaseError, LeaseHandle, ListPage, ListedLease,
-    MetricsSnapshot, Network, Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Stamp,
-    TryAcquire,
+    ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
+    HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
+    LeaseToken, ListPage, ListedLease, MetricsSnapshot, Network, Node, NodeConfig, NodeError,
+    NodeHandle, NodeStatus, Observed, Refusal, Stamp, TryAcquire,
 };
 pub use trexlock_paxos::{Journal, JournalError, MemJournal, NodeId};
+pub use trexlock_transport::{TlsConfig, TransportConfig};
+
+/// The README's Rust blocks, compiled as doctests so the API tour cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -18,16 +18,12 @@ use trexlock_transport::{TlsConfig, TransportConfig};
 /// listen = "127.0.0.1:7001"
 /// data_dir = "/var/lib/trexlock/n1"
 ///
-/// [peers]
-/// 2 = "127.0.0.1:7002"
-/// 3 = "127.0.0.1:7003"
+/// # Optional: the journal engine, "redb" (the default, data_dir/journal.redb)
+/// # or "log" (an append-only file, data_dir/journal.log: cheaper syncs).
+/// # journal = "log"
 ///
-/// # Optional: mutual TLS with certificates from the cluster CA, the node's
-/// # naming trexlock://orders/node/1 (`trexlock certs` makes them).
-/// # [tls]
-/// # ca = "ca.pem"
-/// # cert = "node-1.pem"
-/// # key = "node-1.key"
+/// # Optional: serve /metrics (Prometheus), /health and /ready over HTTP.
+/// # metrics_listen = "127.0.0.1:9101"
 ///
 /// # Without [tls], plain TCP is allowed only on loopback addresses unless
 /// # this says so explicitly (anyone who reaches the port can then pose as
@@ -41,15 +37,27 @@ use trexlock_transport::{TlsConfig, TransportConfig};
 /// # max_connections_per_address = 64
 /// # client_idle_timeout_ms = 120000
 ///
-/// # Optional: the journal engine, "redb" (the default, data_dir/journal.redb)
-/// # or "log" (an append-only file, data_dir/journal.log: cheaper syncs).
-/// # journal = "log"
-///
 /// # Optional timings.
 /// # heartbeat_ms = 50
 /// # election_timeout_ms = 300
 /// # drift_ppm = 1000
+/// # snapshot_every = 10000
+///
+/// [peers]
+/// 2 = "127.0.0.1:7002"
+/// 3 = "127.0.0.1:7003"
+///
+/// # Optional: mutual TLS with certificates from the cluster CA, the node's
+/// # naming trexlock://orders/node/1 (`trexlock certs` makes them). Relative
+/// # paths are resolved against this file's folder.
+/// # [tls]
+/// # ca = "certs/ca.pem"
+/// # cert = "certs/node-1.pem"
+/// # key = "certs/node-1.key"
 /// ```
+///
+/// Every top-level key comes before `[peers]` and `[tls]`: TOML puts each
+/// key after a table header into that table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -72,6 +80,7 @@ pub struct FileConfig {
     election_timeout_ms: Option<u64>,
     drift_ppm: Option<u32>,
     snapshot_every: Option<u64>,
+    metrics_listen: Option<SocketAddr>,
     max_leases: Option<usize>,
 }
 
@@ -134,10 +143,23 @@ impl FileConfig {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let mut config: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string(),
-        })
+        })?;
+        // Relative certificate paths are the file's, not the working
+        // directory's: a node started from anywhere finds the same files.
+        if let (Some(tls), Some(folder)) = (&mut config.tls, path.parent()) {
+            for file in [&mut tls.ca, &mut tls.cert, &mut tls.key] {
+                *file = folder.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Where the node serves `/metrics`, `/health` and `/ready`, if set.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_listen
     }
 
     /// Builds the node's settings.

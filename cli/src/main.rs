@@ -2,20 +2,24 @@
 //!
 //! ```text
 //! trexlock node --config node1.toml
-//! trexlock acquire job-42 --cluster orders --servers 127.0.0.1:7001,127.0.0.1:7002 --ttl 30s
+//! trexlock acquire job-42 --owner me --cluster orders --servers node1.example:7001,node2.example:7001 --ttl 30s
+//! trexlock renew job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --ttl 30s --cluster orders --servers 127.0.0.1:7001
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock list jobs/ --cluster orders --servers 127.0.0.1:7001
-//! trexlock status --cluster orders --servers 127.0.0.1:7001
+//! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
 //! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
 //! ```
 
 mod config;
 mod force_release;
+mod http;
 mod list;
+mod status;
 
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,12 +58,35 @@ enum Command {
         /// Wait in line up to this long if someone else holds it (0s: do not wait).
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
-        /// Who holds the lease.
-        #[arg(long)]
-        owner: Option<String>,
+        /// Who holds the lease (renew and release take the same). With a
+        /// client certificate, an owner not under its name is put under it
+        /// (<name>/<owner>): the node lets a certificate use no other.
+        #[arg(long, default_value_t = default_owner())]
+        owner: String,
         /// Keep renewing until interrupted, then release.
         #[arg(long)]
         hold: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Extend a held lease to --ttl from now, with the owner, stamp and
+    /// token that `acquire` printed.
+    Renew {
+        /// Lease name.
+        name: String,
+        /// The holder's owner name (under the certificate's name, as for
+        /// acquire).
+        #[arg(long, default_value_t = default_owner())]
+        owner: String,
+        /// The holder's stamp.
+        #[arg(long)]
+        stamp: u64,
+        /// The holder's secret token, as `acquire` printed it (hex).
+        #[arg(long, value_parser = parse_token)]
+        token: LeaseToken,
+        /// New lease duration from now (never shortens the lease).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: Duration,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -67,8 +94,9 @@ enum Command {
     Release {
         /// Lease name.
         name: String,
-        /// The holder's owner name.
-        #[arg(long)]
+        /// The holder's owner name (under the certificate's name, as for
+        /// acquire).
+        #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// The holder's stamp.
         #[arg(long)]
@@ -104,8 +132,12 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print a node's status and counters.
+    /// Print every member's role, leader, ballot, applied slot, lag,
+    /// leases, waiters and sessions as a table.
     Status {
+        /// JSON instead of a table, for scripts.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -139,9 +171,9 @@ struct ClusterArgs {
     /// The cluster id.
     #[arg(long)]
     cluster: String,
-    /// Comma-separated node addresses.
+    /// Comma-separated node addresses, host:port (host names are resolved).
     #[arg(long, value_delimiter = ',', required = true)]
-    servers: Vec<SocketAddr>,
+    servers: Vec<String>,
     /// Cluster CA certificate (PEM), for mutual TLS.
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
@@ -158,29 +190,62 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn remote(&self) -> Result<RemoteConfig, String> {
-        let mut config = RemoteConfig::new(self.cluster.clone(), self.servers.clone());
-        config.insecure = self.insecure;
-        if let (Some(ca), Some(cert), Some(key)) = (&self.tls_ca, &self.tls_cert, &self.tls_key) {
-            config.tls = Some(TlsConfig::from_pem_files(ca, cert, key).map_err(|e| e.to_string())?);
+    async fn remote(&self) -> Result<RemoteConfig, String> {
+        let mut servers: Vec<SocketAddr> = Vec::new();
+        for server in &self.servers {
+            let found = tokio::net::lookup_host(server.as_str())
+                .await
+                .map_err(|e| format!("cannot resolve server {server:?} (host:port): {e}"))?;
+            servers.extend(found);
         }
+        servers.dedup();
+        let mut config = RemoteConfig::new(self.cluster.clone(), servers);
+        config.insecure = self.insecure;
+        config.tls = self.tls()?;
         Ok(config)
     }
 
-    /// The owner a command acts as when none is given: with a certificate,
-    /// a name under the certificate's principal (the only owners the node
-    /// lets it use); without, one of this process's own.
-    fn default_owner(&self) -> Result<String, String> {
-        Ok(match self.remote()?.tls {
-            Some(tls) => format!("{}/{}", remote::principal(tls.identity()), process_owner()),
-            None => process_owner(),
+    /// The client's TLS settings, if its certificate files are given.
+    fn tls(&self) -> Result<Option<TlsConfig>, String> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => TlsConfig::from_pem_files(ca, cert, key)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        }
+    }
+
+    /// The owner a command acts as: `owner` as given, else
+    /// [`default_owner`], put under the certificate's principal when one
+    /// is given and the owner is not under it yet (the only owners the
+    /// node lets that certificate use).
+    fn owner(&self, owner: Option<String>) -> Result<String, String> {
+        let owner = owner.unwrap_or_else(default_owner);
+        Ok(match self.tls()? {
+            Some(tls) => {
+                let principal = remote::principal(tls.identity());
+                let under = owner
+                    .strip_prefix(principal.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+                if under {
+                    owner
+                } else {
+                    format!("{principal}/{owner}")
+                }
+            }
+            None => owner,
         })
     }
 
+    /// The owner of a command that names none (reads, force-release).
+    fn default_owner(&self) -> Result<String, String> {
+        self.owner(None)
+    }
+
     async fn client(&self, owner: String) -> Result<LeaseClient, String> {
-        let handle = remote::connect(self.remote()?)
+        let handle = remote::connect(self.remote().await?)
             .await
-            .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+            .map_err(|e| e.to_string())?;
         Ok(handle.client(owner))
     }
 }
@@ -233,10 +298,7 @@ async fn run(command: Command) -> Result<(), String> {
             hold,
             cluster,
         } => {
-            let owner = match owner {
-                Some(owner) => owner,
-                None => cluster.default_owner()?,
-            };
+            let owner = cluster.owner(Some(owner))?;
             let client = cluster.client(owner.clone()).await?;
             let lease = if wait.is_zero() {
                 match client
@@ -277,6 +339,27 @@ async fn run(command: Command) -> Result<(), String> {
             }
             Ok(())
         }
+        Command::Renew {
+            name,
+            owner,
+            stamp,
+            token,
+            ttl,
+            cluster,
+        } => {
+            let client = cluster.client(cluster.owner(Some(owner))?).await?;
+            match client.renew_stamp(&name, Stamp(stamp), token, ttl).await {
+                Ok(()) => {
+                    println!(
+                        "renewed {name} stamp={stamp} ttl={}",
+                        humantime::format_duration(ttl)
+                    );
+                    Ok(())
+                }
+                Err(LeaseError::LeaseLost { holder, .. }) => Err(not_the_holder(&name, holder)),
+                Err(e) => Err(e.to_string()),
+            }
+        }
         Command::Release {
             name,
             owner,
@@ -284,19 +367,13 @@ async fn run(command: Command) -> Result<(), String> {
             token,
             cluster,
         } => {
-            let client = cluster.client(owner).await?;
+            let client = cluster.client(cluster.owner(Some(owner))?).await?;
             match client.release_stamp(&name, Stamp(stamp), token).await {
                 Ok(()) => {
                     println!("released {name}");
                     Ok(())
                 }
-                Err(LeaseError::LeaseLost { holder, .. }) => Err(format!(
-                    "not the holder of {name}; holder: {}",
-                    holder.map_or("nobody".into(), |h| format!(
-                        "{} (stamp {})",
-                        h.owner, h.stamp
-                    ))
-                )),
+                Err(LeaseError::LeaseLost { holder, .. }) => Err(not_the_holder(&name, holder)),
                 Err(e) => Err(e.to_string()),
             }
         }
@@ -324,20 +401,7 @@ async fn run(command: Command) -> Result<(), String> {
             list::print(&client, prefix.as_deref().unwrap_or(""), page).await
         }
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
-        Command::Status { cluster } => {
-            let status = remote::status(&cluster.remote()?)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "node={} leader={} is_leader={} applied={}",
-                status.node,
-                status.leader.map_or("unknown".into(), |l| l.to_string()),
-                status.is_leader,
-                status.applied
-            );
-            println!("{:?}", status.metrics);
-            Ok(())
-        }
+        Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
         Command::Certs {
             cluster,
             nodes,
@@ -362,8 +426,29 @@ fn parse_token(hex: &str) -> Result<LeaseToken, String> {
         .map_err(|e| format!("a token is 32 hex digits: {e}"))
 }
 
-fn process_owner() -> String {
-    format!("cli-{}", std::process::id())
+fn not_the_holder(name: &str, holder: Option<trexlock_lease::HolderInfo>) -> String {
+    format!(
+        "not the holder of {name}; holder: {}",
+        holder.map_or("nobody".into(), |h| format!(
+            "{} (stamp {})",
+            h.owner, h.stamp
+        ))
+    )
+}
+
+/// `user@host`: the same in every command a person runs, so `renew` and
+/// `release` find what `acquire` took without repeating --owner.
+fn default_owner() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let mut host = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let named = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) } == 0;
+    let end = host.iter().position(|b| *b == 0).unwrap_or(0);
+    match std::str::from_utf8(&host[..end]) {
+        Ok(host) if named && !host.is_empty() => format!("{user}@{host}"),
+        _ => user,
+    }
 }
 
 async fn run_node(path: PathBuf) -> Result<(), String> {
@@ -373,12 +458,30 @@ async fn run_node(path: PathBuf) -> Result<(), String> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = config::FileConfig::read(&path)
-        .and_then(config::FileConfig::into_node_config)
-        .map_err(|e| e.to_string())?;
+    let file = config::FileConfig::read(&path).map_err(|e| e.to_string())?;
+    let metrics_listen = file.metrics_listen();
+    let config = file.into_node_config().map_err(|e| e.to_string())?;
+    // Bound before the node starts, so a taken port is a start-up error.
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let node = TcpNode::start(config).await.map_err(|e| e.to_string())?;
     tracing::info!(node = %node.node().id(), addr = %node.local_addr(), "node running");
+    let _endpoints = match metrics_listener {
+        Some(listener) => {
+            let endpoints = http::Endpoints::new(node.node().handle())?;
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving /metrics, /health and /ready");
+            Some(AbortOnDrop(tokio::spawn(http::serve(listener, endpoints))))
+        }
+        None => None,
+    };
     // A node that stops on its own ends the process, with the reason and a
     // failure status, so that a supervisor restarts it and `status` never
     // answers for a dead node.
@@ -393,6 +496,15 @@ async fn run_node(path: PathBuf) -> Result<(), String> {
             tracing::info!("stopped");
             result
         }
+    }
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -525,7 +525,14 @@ async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
     loop {
         let out = status("client-ops");
         if out.status.success() {
-            assert!(String::from_utf8_lossy(&out.stdout).contains("is_leader="));
+            let table = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                table
+                    .lines()
+                    .nth(1)
+                    .is_some_and(|row| row.starts_with("n1 ")),
+                "{table}"
+            );
             break;
         }
         assert!(
@@ -542,6 +549,8 @@ async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
         .output()
         .unwrap();
     assert!(!plain.status.success());
+    let refused = String::from_utf8_lossy(&plain.stderr);
+    assert!(refused.contains("requires mutual TLS"), "{refused}");
 }
 
 #[test]

@@ -382,6 +382,31 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A short snake_case name of the reason, stable across releases: the
+    /// `reason` label of the refused-requests metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::EmptyName => "empty_name",
+            Refusal::NameTooLong => "name_too_long",
+            Refusal::EmptyOwner => "empty_owner",
+            Refusal::OwnerTooLong => "owner_too_long",
+            Refusal::TtlOutOfRange => "ttl_out_of_range",
+            Refusal::WaitTooLong => "wait_too_long",
+            Refusal::ValueTooLarge => "value_too_large",
+            Refusal::RequestTooLarge => "request_too_large",
+            Refusal::TooManyLeases => "too_many_leases",
+            Refusal::TooManyWaiters => "too_many_waiters",
+            Refusal::TooManyWaitersInAll => "too_many_waiters_in_all",
+            Refusal::TooManySessions => "too_many_sessions",
+            Refusal::TooManyPendingRequests => "too_many_pending_requests",
+            Refusal::TooManyPendingRequestsInAll => "too_many_pending_requests_in_all",
+            Refusal::ValueSpaceFull => "value_space_full",
+            Refusal::NotPermitted => "not_permitted",
+            Refusal::OwnerNotCertified => "owner_not_certified",
+            Refusal::ListLimitOutOfRange => "list_limit_out_of_range",
+        }
+    }
+
     /// True when the request itself is malformed (sending it again never
     /// helps); false when the table is full (it may succeed later) or the
     /// sender may not ask for it.

@@ -1,6 +1,7 @@
 //! Errors of the lease API and of the node runtime.
 
 use crate::command::{HolderInfo, Refusal, Stamp};
+use std::net::SocketAddr;
 use trexlock_paxos::{JournalError, PaxosError};
 
 /// Why a lease call failed.
@@ -32,7 +33,9 @@ pub enum LeaseError {
         /// The refused stamp.
         stamp: Stamp,
     },
-    /// The lease is held by someone else (only from waits that ran out).
+    /// The lease is held by someone else: an [`acquire`](crate::LeaseClient::acquire)
+    /// whose wait ran out (a [`try_acquire`](crate::LeaseClient::try_acquire)
+    /// answers [`TryAcquire::Held`](crate::TryAcquire::Held) instead).
     #[error("lease {name} is held by {}", holder.owner)]
     Held {
         /// Lease name.
@@ -56,6 +59,72 @@ pub enum LeaseError {
     /// The node is stopped (shut down, or halted by an error).
     #[error("node stopped")]
     Stopped,
+    /// A remote client could connect to none of the cluster's servers;
+    /// says why for each (another cluster, another protocol version, a
+    /// certificate refused or missing, nobody listening).
+    #[error("cannot connect to the cluster: {}", list(.0))]
+    Connect(Vec<ConnectFailure>),
+}
+
+fn list(failures: &[ConnectFailure]) -> String {
+    let all: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    all.join("; ")
+}
+
+/// Why a remote client could not connect to one server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The server refused the handshake and said why: another cluster
+    /// ([`Refusal::WrongCluster`](trexlock_transport::Refusal::WrongCluster)),
+    /// another protocol version
+    /// ([`Refusal::IncompatibleVersion`](trexlock_transport::Refusal::IncompatibleVersion)),
+    /// no certificate where it requires TLS
+    /// ([`Refusal::TlsRequired`](trexlock_transport::Refusal::TlsRequired)),
+    /// a certificate that names no client, too many connections. Also a
+    /// server that answered for another cluster.
+    #[error("{addr} refused the connection: {refusal}")]
+    Refused {
+        /// The server.
+        addr: SocketAddr,
+        /// Its reason.
+        refusal: trexlock_transport::Refusal,
+    },
+    /// The server rejected this client's certificate during the TLS
+    /// handshake (it is not signed by the cluster's CA, or has expired).
+    #[error("{addr} rejected this client's certificate: {alert}")]
+    CertificateRejected {
+        /// The server.
+        addr: SocketAddr,
+        /// The TLS alert it sent.
+        alert: String,
+    },
+    /// The TLS handshake failed on this side: the server's certificate is
+    /// not from the cluster's CA or names another node, or the server does
+    /// not speak TLS.
+    #[error("{addr}: TLS handshake failed: {reason}")]
+    Tls {
+        /// The server.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Plain TCP to an address off loopback, without `insecure`.
+    #[error(
+        "{addr} is not a loopback address: plain TCP refused (configure TLS, or insecure to accept that)"
+    )]
+    PlainTcpNotLoopback {
+        /// The server.
+        addr: SocketAddr,
+    },
+    /// Nobody answered, or the connection broke before the handshake
+    /// completed.
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable {
+        /// The server.
+        addr: SocketAddr,
+        /// What the operating system or the handshake said.
+        reason: String,
+    },
 }
 
 /// Why a node could not start or had to stop.

@@ -3,12 +3,15 @@
 //! meanwhile is merged into the next one (group commit).
 
 use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
 
 pub(crate) struct JournalWorker {
     requests: Option<std_mpsc::Sender<(u64, JournalWrite)>>,
-    pub(crate) done: mpsc::UnboundedReceiver<(u64, Result<(), JournalError>)>,
+    /// Each write's id, result, and how long the journal took to make it
+    /// durable.
+    pub(crate) done: mpsc::UnboundedReceiver<(u64, Result<(), JournalError>, Duration)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -25,9 +28,11 @@ impl JournalWorker {
             .name(name)
             .spawn(move || {
                 for (id, write) in req_rx {
+                    let started = Instant::now();
                     let result = journal.persist(&write);
+                    let took = started.elapsed();
                     let failed = result.is_err();
-                    if done_tx.send((id, result)).is_err() || failed {
+                    if done_tx.send((id, result, took)).is_err() || failed {
                         break;
                     }
                 }

@@ -9,7 +9,10 @@
 //! - [`Node`]: the runtime (the Paxos core, the table and the journal on
 //!   tokio);
 //! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
-//! - [`FencedMutex`]: a local mutex that only locks while its lease is safe.
+//! - [`FencedMutex`]: a local mutex that only locks while its lease is safe;
+//! - [`remote`]: nodes over TCP and mutual TLS, and clients in processes
+//!   that run no node;
+//! - [`observe`]: a node's figures for Prometheus, and readiness.
 //!
 //! ```
 //! use std::time::Duration;
@@ -62,6 +65,7 @@ pub mod keepalive;
 mod metrics;
 pub mod network;
 pub mod node;
+pub mod observe;
 pub mod remote;
 #[cfg(feature = "sabotage")]
 mod sabotage;
@@ -74,7 +78,7 @@ pub use command::{
     Stamp,
 };
 pub use election::{Elected, Election, Observed};
-pub use error::{LeaseError, NodeError};
+pub use error::{ConnectFailure, LeaseError, NodeError};
 pub use guard::{FencedGuard, FencedMutex, GuardError};
 pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
+use trexlock_lease::remote::RemoteHandle;
 use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
-use trexlock_lease::{LeaseError, NodeConfig, NodeHandle, Refusal, TryAcquire};
+use trexlock_lease::{LeaseError, NodeConfig, Refusal, TryAcquire};
 use trexlock_paxos::NodeId;
 use trexlock_transport::TransportConfig;
 use trexlock_transport::certs::ClusterCa;
@@ -46,7 +47,7 @@ impl Secured {
         }
     }
 
-    async fn connect(&self, cert: trexlock_transport::certs::IssuedCert) -> NodeHandle {
+    async fn connect(&self, cert: trexlock_transport::certs::IssuedCert) -> RemoteHandle {
         let mut config = RemoteConfig::new(CLUSTER, vec![self.node.local_addr()]);
         config.tls = Some(cert.tls(self.ca.cert_pem()).unwrap());
         remote::connect(config).await.unwrap()

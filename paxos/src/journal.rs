@@ -185,8 +185,9 @@ pub enum JournalError {
 /// never guesses.
 ///
 /// Implementations: `MemJournal` (here, for tests), and in the
-/// `trexlock-journal` crate a redb journal and one that lives inside an
-/// application's own database.
+/// `trexlock-journal` crate `RedbJournal` (the default), `LogJournal` (an
+/// append-only file of checksummed records) and `JournalTables` (tables
+/// inside an application's own redb database).
 pub trait Journal: Send {
     /// Reads back everything made durable so far.
     fn load(&mut self) -> Result<JournalState, JournalError>;

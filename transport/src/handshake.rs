@@ -127,6 +127,12 @@ pub enum Refusal {
         /// Whether the limit is the one per remote address.
         per_address: bool,
     },
+    /// The node accepts only mutual TLS and the hello came over plain
+    /// TCP: the client has no certificate configured.
+    #[error(
+        "this node requires mutual TLS; the connection came without it (configure the cluster CA and a client certificate)"
+    )]
+    TlsRequired,
 }
 
 impl fmt::Display for Role {

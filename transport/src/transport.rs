@@ -509,6 +509,37 @@ fn refuse_over_limit(shared: &Shared, tcp: TcpStream, remote: SocketAddr, refusa
     }
 }
 
+/// On a TLS listener: a connection whose first byte is not a TLS
+/// handshake record is a plain-TCP hello (a client or node without TLS
+/// settings). It is told so in plain text, where its hello reply would be,
+/// and refused.
+async fn refuse_plain_hello(tcp: &TcpStream) -> Result<(), HandshakeError> {
+    const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+    let mut first = [0u8; 1];
+    let read = tcp.peek(&mut first).await.map_err(HandshakeError::Tls)?;
+    if read == 0 {
+        return Err(HandshakeError::Closed);
+    }
+    if first[0] == TLS_HANDSHAKE_RECORD {
+        return Ok(());
+    }
+    // Read what the hello sent so far: closing a socket with unread bytes
+    // resets the connection, and the reset could overtake the reason.
+    let mut hello = [0u8; 1024];
+    let _ = tcp.try_read(&mut hello);
+    let mut frame = bytes::BytesMut::new();
+    if encode_frame(
+        &HelloReply::Refused(Refusal::TlsRequired),
+        HANDSHAKE_MAX_FRAME_BYTES,
+        &mut frame,
+    )
+    .is_ok()
+    {
+        let _ = tcp.try_write(&frame);
+    }
+    Err(HandshakeError::Refused(Refusal::TlsRequired))
+}
+
 /// Authenticates one accepted connection (TLS, then the hello) and serves
 /// it as a peer or a client link. Refusals are counted and logged.
 #[allow(clippy::too_many_arguments)]
@@ -527,6 +558,9 @@ async fn serve_connection<M, Req, Resp>(
 {
     let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let greeting = async {
+        if shared.tls.is_some() {
+            refuse_plain_hello(&tcp).await?;
+        }
         let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
             .await
             .map_err(HandshakeError::Tls)?;

@@ -34,8 +34,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines, Stdin};
-use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseError, LeaseHandle, NodeHandle, TryAcquire};
+use trexlock_lease::remote::{self, RemoteConfig, RemoteHandle};
+use trexlock_lease::{LeaseError, LeaseHandle, TryAcquire};
 
 /// Nanoseconds of `CLOCK_MONOTONIC`, the clock `Instant` reads on Linux,
 /// shared by every process on the machine.
@@ -71,6 +71,7 @@ fn kind(e: &LeaseError) -> &'static str {
         LeaseError::Refused(_) => "refused",
         LeaseError::Random(_) => "random",
         LeaseError::Stopped => "stopped",
+        LeaseError::Connect(_) => "connect",
     }
 }
 
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
 }
 
 struct Session {
-    node: NodeHandle,
+    node: RemoteHandle,
     /// Lease name -> (owner of the attempt that got it, its handle).
     held: HashMap<String, (String, LeaseHandle)>,
     input: Lines<BufReader<Stdin>>,

@@ -22,9 +22,14 @@ use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
-/// How long a call waits for its answer by default, beyond any wait in
-/// line it asked for.
+/// How long a call waits for its answer by default. [`LeaseClient::acquire`]
+/// is bounded by its wait instead (see [`ACQUIRE_MARGIN`]).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How much longer than its `wait` an [`LeaseClient::acquire`] may take:
+/// half for a grant made at the end of the wait to arrive, half to leave
+/// the line and learn who holds the lease.
+pub const ACQUIRE_MARGIN: Duration = Duration::from_millis(500);
 
 /// A client session on a node. Cheap to clone; clones share the session.
 ///
@@ -145,11 +150,15 @@ impl LeaseClient {
     }
 
     /// Takes `name` for `ttl`, waiting in line (first come, first served)
-    /// for up to `wait`. A waiter that gives up is removed from the line.
+    /// for up to `wait`. Returns within `wait` plus [`ACQUIRE_MARGIN`]: a
+    /// waiter whose wait ran out leaves the line (a grant that raced with
+    /// its leaving is given back) and is told who holds the lease.
     ///
     /// # Errors
-    /// As [`LeaseClient::try_acquire`], and [`LeaseError::Timeout`] when the
-    /// wait ran out.
+    /// As [`LeaseClient::try_acquire`]; [`LeaseError::Held`] naming the
+    /// holder when the wait ran out; [`LeaseError::Timeout`] when it ran
+    /// out and the cluster did not say who holds the lease in time (or
+    /// nobody held it by then: try again).
     pub async fn acquire(
         &self,
         name: &str,
@@ -163,7 +172,7 @@ impl LeaseClient {
             ttl_ms: millis("ttl", ttl)?,
             wait_ms: millis("wait", wait)?.max(1),
         };
-        match self.call(op, wait + self.inner.call_timeout).await {
+        match self.call(op, wait + ACQUIRE_MARGIN / 2).await {
             Ok(Answer {
                 outcome: Outcome::Granted { stamp, .. },
                 queued,
@@ -180,7 +189,8 @@ impl LeaseClient {
             Ok(Answer {
                 outcome: Outcome::TimedOut,
                 ..
-            }) => Err(LeaseError::Timeout),
+            })
+            | Err(LeaseError::Timeout) => Err(self.wait_ran_out(name).await),
             Ok(Answer {
                 outcome: Outcome::Held(holder),
                 ..
@@ -189,38 +199,51 @@ impl LeaseClient {
                 holder,
             }),
             Ok(other) => Err(unexpected(other.outcome)),
-            Err(LeaseError::Timeout) => {
-                self.give_up_waiting(name).await;
-                Err(LeaseError::Timeout)
-            }
             Err(e) => Err(e),
         }
     }
 
+    /// What an acquire whose wait ran out returns: it leaves the line
+    /// (within half of [`ACQUIRE_MARGIN`]) and names the holder.
+    async fn wait_ran_out(&self, name: &str) -> LeaseError {
+        match tokio::time::timeout(ACQUIRE_MARGIN / 2, self.give_up_waiting(name)).await {
+            Ok(Some(holder)) => LeaseError::Held {
+                name: name.to_owned(),
+                holder,
+            },
+            Ok(None) | Err(_) => LeaseError::Timeout,
+        }
+    }
+
     /// Leaves the line for `name`; if the lease was granted to us in the
-    /// meantime, gives it back.
-    async fn give_up_waiting(&self, name: &str) {
-        let Ok(token) = self.token() else {
-            return;
-        };
+    /// meantime, gives it back. Returns who else holds it then, if anyone.
+    async fn give_up_waiting(&self, name: &str) -> Option<HolderInfo> {
+        let token = self.token().ok()?;
         let cancel = Op::Cancel {
             name: name.to_owned(),
             owner: self.inner.owner.clone(),
             token,
         };
-        if self.call(cancel, self.inner.call_timeout).await.is_err() {
-            return;
+        self.call(cancel, self.inner.call_timeout).await.ok()?;
+        let (holder, _) = self.read(name).await.ok()?;
+        let holder = holder?;
+        if holder.owner != self.inner.owner {
+            return Some(holder);
         }
-        if let Ok((Some(holder), _)) = self.read(name).await
-            && holder.owner == self.inner.owner
-        {
-            let release = Op::Release {
-                name: name.to_owned(),
-                owner: holder.owner,
-                stamp: holder.stamp,
-                token,
-            };
-            let _ = self.call(release, self.inner.call_timeout).await;
+        let release = Op::Release {
+            name: name.to_owned(),
+            owner: holder.owner.clone(),
+            stamp: holder.stamp,
+            token,
+        };
+        match self.call(release, self.inner.call_timeout).await {
+            // It was ours: now nobody holds it.
+            Ok(Answer {
+                outcome: Outcome::Released,
+                ..
+            }) => None,
+            // Another session of the same owner holds it.
+            _ => Some(holder),
         }
     }
 
@@ -245,6 +268,38 @@ impl LeaseClient {
         };
         match self.call(op, self.inner.call_timeout).await?.outcome {
             Outcome::Released => Ok(()),
+            Outcome::NotHolder { current } => Err(LeaseError::LeaseLost {
+                name: name.to_owned(),
+                stamp,
+                holder: current,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews `name` held by this session's owner with `stamp` and
+    /// `token` for `ttl` from now (never ending it sooner), for a process
+    /// that no longer has the handle (e.g. an operator's script).
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] when that owner, stamp and token do not
+    /// hold it; [`LeaseError::Invalid`] for a TTL of zero or over a day.
+    pub async fn renew_stamp(
+        &self,
+        name: &str,
+        stamp: Stamp,
+        token: LeaseToken,
+        ttl: Duration,
+    ) -> Result<(), LeaseError> {
+        let op = Op::Renew {
+            name: name.to_owned(),
+            owner: self.inner.owner.clone(),
+            stamp,
+            token,
+            ttl_ms: millis("ttl", ttl)?,
+        };
+        match self.call(op, self.inner.call_timeout).await?.outcome {
+            Outcome::Renewed => Ok(()),
             Outcome::NotHolder { current } => Err(LeaseError::LeaseLost {
                 name: name.to_owned(),
                 stamp,

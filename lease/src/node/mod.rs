@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use trexlock_journal::JournalIdentity;
-use trexlock_paxos::{Config, Journal, NodeId};
+use trexlock_paxos::{Ballot, Config, Journal, NodeId};
 
 /// Settings of one node. [`NodeConfig::new`] gives defaults suited to a LAN
 /// or loopback cluster.
@@ -163,14 +163,57 @@ pub(crate) enum Call {
 /// The node's public state, as last published by its task.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeStatus {
-    /// The leader as this node knows it.
+    /// The leader this node has heard from within an election timeout
+    /// (itself when it leads); `None` while electing or cut off.
     pub leader: Option<NodeId>,
     /// Whether this node leads (and has started its lease epoch).
     pub is_leader: bool,
     /// Highest slot applied to the lease table.
     pub applied: u64,
+    /// Highest slot a leader has announced chosen (this node's own commit
+    /// index when it leads): `leader_committed - applied` is how far this
+    /// node is behind.
+    pub leader_committed: u64,
+    /// The highest ballot this node has promised.
+    pub promised: Ballot,
+    /// This node started from an empty journal and does not vote until it
+    /// has caught up (see the crate docs on disk loss).
+    pub learner: bool,
     /// Set once the node has stopped, with the reason.
     pub stopped: Option<String>,
+}
+
+/// How many slots behind its leader a node may be and still be ready:
+/// slots chosen while an answer is on its way are not a lag worth taking a
+/// node out of a load balancer for.
+pub const READY_LAG_SLOTS: u64 = 64;
+
+impl NodeStatus {
+    /// True when the node can serve: it runs, knows a leader, votes (is
+    /// no learner) and has applied all but the last [`READY_LAG_SLOTS`]
+    /// slots the leader announced. What `/ready` answers.
+    pub fn is_ready(&self) -> bool {
+        self.stopped.is_none()
+            && self.leader.is_some()
+            && !self.learner
+            && self.applied + READY_LAG_SLOTS >= self.leader_committed
+    }
+
+    /// The node's role in words: `leader`, `follower`, `learner`,
+    /// `electing` (no leader known) or `stopped`.
+    pub fn role(&self) -> &'static str {
+        if self.stopped.is_some() {
+            "stopped"
+        } else if self.is_leader {
+            "leader"
+        } else if self.learner {
+            "learner"
+        } else if self.leader.is_some() {
+            "follower"
+        } else {
+            "electing"
+        }
+    }
 }
 
 /// A cheap, cloneable handle to a running node, used by clients.
@@ -181,6 +224,8 @@ pub struct NodeHandle {
     pub(crate) status: watch::Receiver<NodeStatus>,
     pub(crate) drift: DriftBound,
     pub(crate) metrics: Arc<Metrics>,
+    /// The journal file, for its size in the metrics.
+    pub(crate) journal: Option<std::path::PathBuf>,
 }
 
 impl NodeHandle {
@@ -253,6 +298,7 @@ impl Node {
             status: status_rx,
             drift,
             metrics: core.shared_metrics(),
+            journal: None,
         };
         let io = task::Io {
             worker,
@@ -296,10 +342,13 @@ impl Node {
         inbox: Inbox,
     ) -> Result<Node, NodeError> {
         let identity = JournalIdentity::new(cluster_id, config.node);
+        let path = journal.path().to_owned();
         let journal = tokio::task::spawn_blocking(move || journal.open(identity))
             .await
             .map_err(NodeError::Task)??;
-        Node::start(config, journal, network, inbox).await
+        let mut node = Node::start(config, journal, network, inbox).await?;
+        node.handle.journal = Some(path);
+        Ok(node)
     }
 
     /// A handle for clients and status.

@@ -7,6 +7,7 @@ use super::{Call, NodeStatus, Reply};
 use crate::command::{ClientId, Outcome};
 use crate::error::NodeError;
 use crate::journal_worker::JournalWorker;
+use crate::metrics::Metrics;
 use crate::network::{Inbox, Network};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub(super) struct Io {
 pub(super) struct NodeTask {
     node: NodeId,
     core: NodeCore,
+    /// Where the shell records what only it can measure (journal syncs).
+    metrics: Arc<Metrics>,
     io: Io,
     /// Where the answers to the requests pending in the core go.
     replies: HashMap<(ClientId, u64), Reply>,
@@ -43,6 +46,7 @@ impl NodeTask {
     pub(super) fn new(core: NodeCore, io: Io, origin: Instant, tick_interval: Duration) -> Self {
         NodeTask {
             node: core.replica().id(),
+            metrics: core.shared_metrics(),
             core,
             io,
             replies: HashMap::new(),
@@ -86,11 +90,12 @@ impl NodeTask {
             tokio::select! {
                 biased;
                 done = self.io.worker.done.recv() => match done {
-                    Some((id, Ok(()))) => {
+                    Some((id, Ok(()), took)) => {
+                        self.metrics.journal_sync.observe(took);
                         let synced = self.core.synced(self.now(), id);
                         self.perform(synced)?;
                     }
-                    Some((_, Err(e))) => return Err(e.into()),
+                    Some((_, Err(e), _)) => return Err(e.into()),
                     None => return Err(NodeError::JournalThreadEnded),
                 },
                 call = self.io.calls.recv() => match call {
@@ -207,11 +212,12 @@ impl NodeTask {
                 return Ok(());
             }
             match self.io.worker.done.recv().await {
-                Some((id, Ok(()))) => {
+                Some((id, Ok(()), took)) => {
+                    self.metrics.journal_sync.observe(took);
                     let synced = self.core.synced(self.now(), id);
                     self.perform(synced)?;
                 }
-                Some((_, Err(e))) => return Err(e.into()),
+                Some((_, Err(e), _)) => return Err(e.into()),
                 None => return Ok(()),
             }
         }

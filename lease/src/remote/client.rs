@@ -1,8 +1,9 @@
 //! A lease session in a process that runs no node.
 
 use super::{ClientMessage, NodeReply, RemoteStatus};
+use crate::client::LeaseClient;
 use crate::command::{ClientId, Outcome, Request};
-use crate::error::LeaseError;
+use crate::error::{ConnectFailure, LeaseError};
 use crate::metrics::Metrics;
 use crate::node::{Call, NodeHandle, NodeStatus, Reply};
 use crate::time::DriftBound;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use trexlock_paxos::NodeId;
-use trexlock_transport::{ClientConnection, TlsConfig, TransportError};
+use trexlock_transport::{ClientConnection, CodecError, HandshakeError, TlsConfig, TransportError};
 
 type Connection = ClientConnection<ClientMessage, NodeReply>;
 
@@ -49,60 +50,204 @@ impl RemoteConfig {
     }
 }
 
+/// A connection to the cluster from a process that runs no node. Its
+/// [`RemoteHandle::client`] gives lease sessions exactly as on a local
+/// node; everything else it reports is what a node answered, never a
+/// guess: a remote process has no node id, applied slot or counters of
+/// its own. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RemoteHandle {
+    node: NodeHandle,
+    config: RemoteConfig,
+}
+
+impl std::fmt::Debug for RemoteHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteHandle")
+            .field("cluster_id", &self.config.cluster_id)
+            .field("connected_to", &self.connected_to())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteHandle {
+    /// A lease session over this connection. Leases are reentrant by
+    /// session (see [`LeaseClient`]).
+    pub fn client(&self, owner: impl Into<String>) -> LeaseClient {
+        self.node.client(owner)
+    }
+
+    /// The node the connection talks to right now (requests reach the
+    /// leader through it); `None` while reconnecting.
+    pub fn connected_to(&self) -> Option<NodeId> {
+        self.node.status().leader
+    }
+
+    /// Asks the cluster: the first server that answers gives its status
+    /// (its leader, applied slot, counters).
+    ///
+    /// # Errors
+    /// [`LeaseError::Connect`] naming why each server failed.
+    pub async fn status(&self) -> Result<RemoteStatus, LeaseError> {
+        status(&self.config).await
+    }
+
+    /// Asks the cluster until some server knows a leader, or `timeout`
+    /// passes; returns the leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Ok(Ok(s)) = tokio::time::timeout(left, self.status()).await
+                && s.leader.is_some()
+            {
+                return s.leader;
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(20) >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Connects to the cluster. The returned handle's
-/// [`NodeHandle::client`] gives lease sessions exactly as on a local node.
-/// The connection is kept up in the background, moving to another node
-/// when one fails.
+/// [`RemoteHandle::client`] gives lease sessions exactly as on a local
+/// node. The connection is kept up in the background, moving to another
+/// node when one fails.
 ///
 /// # Errors
-/// [`LeaseError::NoLeader`] when no server could be reached at all.
-pub async fn connect(config: RemoteConfig) -> Result<NodeHandle, LeaseError> {
+/// [`LeaseError::Connect`] when no server could be connected to, naming
+/// each one's reason (another cluster, another protocol version, a
+/// certificate refused or missing, nobody listening);
+/// [`LeaseError::Invalid`] when no server is given.
+pub async fn connect(config: RemoteConfig) -> Result<RemoteHandle, LeaseError> {
     if config.servers.is_empty() {
         return Err(LeaseError::Invalid("no servers given".into()));
     }
     let mut link = Link::new(config.clone());
-    link.reconnect_once().await?;
+    link.reconnect_once().await.map_err(LeaseError::Connect)?;
     let (calls_tx, calls_rx) = mpsc::channel(1024);
     let (status_tx, status_rx) = watch::channel(link.status());
-    let handle = NodeHandle {
+    // The session API runs on a node handle; this one's status says only
+    // which node the link talks to (see `Link::status`), and it is never
+    // handed out.
+    let node = NodeHandle {
         id: NodeId(0),
         calls: calls_tx,
         status: status_rx,
         drift: config.drift,
         metrics: Arc::new(Metrics::default()),
+        journal: None,
     };
     tokio::spawn(link.run(calls_rx, status_tx));
-    Ok(handle)
+    Ok(RemoteHandle { node, config })
 }
 
-/// Asks one node for its status (for operators and scripts).
+/// Asks the servers in turn for their status; the first answer wins (for
+/// operators and scripts).
 ///
 /// # Errors
-/// [`LeaseError::NoLeader`] if no server answers.
+/// [`LeaseError::Connect`] naming why each server failed.
 pub async fn status(config: &RemoteConfig) -> Result<RemoteStatus, LeaseError> {
+    let mut failures = Vec::new();
     for addr in &config.servers {
-        let Ok(mut conn) = open(*addr, config).await else {
-            continue;
-        };
-        if conn.send(&ClientMessage::Status).await.is_err() {
-            continue;
-        }
-        if let Ok(Ok(Some(NodeReply::Status(s)))) =
-            tokio::time::timeout(Duration::from_secs(5), conn.recv()).await
-        {
-            return Ok(s);
+        match status_of(*addr, config).await {
+            Ok(s) => return Ok(s),
+            Err(failure) => failures.push(failure),
         }
     }
-    Err(LeaseError::NoLeader)
+    Err(LeaseError::Connect(failures))
 }
+
+/// Asks the one server at `addr` for its status.
+///
+/// # Errors
+/// Why the server could not be asked.
+pub async fn status_of(
+    addr: SocketAddr,
+    config: &RemoteConfig,
+) -> Result<RemoteStatus, ConnectFailure> {
+    let mut conn = open(addr, config).await?;
+    let broke = |e: TransportError| ConnectFailure::Unreachable {
+        addr,
+        reason: e.to_string(),
+    };
+    conn.send(&ClientMessage::Status).await.map_err(broke)?;
+    match tokio::time::timeout(STATUS_TIMEOUT, conn.recv()).await {
+        Ok(Ok(Some(NodeReply::Status(s)))) => Ok(s),
+        Ok(Ok(_)) => Err(ConnectFailure::Unreachable {
+            addr,
+            reason: "the node closed the connection without a status".into(),
+        }),
+        Ok(Err(e)) => Err(broke(e)),
+        Err(_) => Err(ConnectFailure::Unreachable {
+            addr,
+            reason: format!("no status within {STATUS_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// How long a node may take to answer a status request.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One connection to `addr`, as `config` says: TLS, plain TCP (loopback
 /// only), or plain TCP anywhere when `insecure` is set.
-async fn open(addr: SocketAddr, config: &RemoteConfig) -> Result<Connection, TransportError> {
-    match &config.tls {
+async fn open(addr: SocketAddr, config: &RemoteConfig) -> Result<Connection, ConnectFailure> {
+    let opened = match &config.tls {
         Some(tls) => Connection::connect(addr, &config.cluster_id, Some(tls)).await,
         None if config.insecure => Connection::connect_insecure(addr, &config.cluster_id).await,
         None => Connection::connect(addr, &config.cluster_id, None).await,
+    };
+    opened.map_err(|e| failure(addr, e))
+}
+
+/// Names why connecting to `addr` failed, as precisely as the error says.
+fn failure(addr: SocketAddr, error: TransportError) -> ConnectFailure {
+    let io_failure = |e: &std::io::Error| match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(alert)) => Some(ConnectFailure::CertificateRejected {
+            addr,
+            alert: format!("{alert:?}"),
+        }),
+        Some(tls) => Some(ConnectFailure::Tls {
+            addr,
+            reason: tls.to_string(),
+        }),
+        None => None,
+    };
+    let unreachable = |reason: String| ConnectFailure::Unreachable { addr, reason };
+    match error {
+        TransportError::PlainTcpNotLoopback { addr } => {
+            ConnectFailure::PlainTcpNotLoopback { addr }
+        }
+        TransportError::Connect { source, .. } => {
+            io_failure(&source).unwrap_or_else(|| unreachable(source.to_string()))
+        }
+        TransportError::Handshake { source, .. } => match source {
+            HandshakeError::RefusedByRemote(refusal) | HandshakeError::Refused(refusal) => {
+                ConnectFailure::Refused { addr, refusal }
+            }
+            HandshakeError::Tls(e)
+            | HandshakeError::Codec(CodecError::Io(e))
+            | HandshakeError::Unintelligible(CodecError::Io(e)) => {
+                io_failure(&e).unwrap_or_else(|| unreachable(e.to_string()))
+            }
+            HandshakeError::Unintelligible(e) => ConnectFailure::Tls {
+                addr,
+                reason: format!(
+                    "the answer is not a trexlock handshake (TLS on the node's side only?): {e}"
+                ),
+            },
+            HandshakeError::Identity(e) => ConnectFailure::Tls {
+                addr,
+                reason: format!("the node's certificate is unusable: {e}"),
+            },
+            other => unreachable(other.to_string()),
+        },
+        other => unreachable(other.to_string()),
     }
 }
 
@@ -129,6 +274,9 @@ impl Link {
         }
     }
 
+    /// What the session API needs to know of the link: `leader` is the
+    /// node it talks to (a timed-out call reads `None` as "no node
+    /// reachable"). Never shown to users: [`RemoteHandle`] asks nodes.
     fn status(&self) -> NodeStatus {
         NodeStatus {
             leader: self.conn.as_ref().map(Connection::server),
@@ -136,18 +284,22 @@ impl Link {
         }
     }
 
-    /// Tries each server once.
-    async fn reconnect_once(&mut self) -> Result<(), LeaseError> {
+    /// Tries each server once; says why each failed if none answered.
+    async fn reconnect_once(&mut self) -> Result<(), Vec<ConnectFailure>> {
         self.conn = None;
+        let mut failures = Vec::new();
         for _ in 0..self.config.servers.len() {
             let addr = self.config.servers[self.next_server % self.config.servers.len()];
             self.next_server += 1;
-            if let Ok(conn) = open(addr, &self.config).await {
-                self.conn = Some(conn);
-                return Ok(());
+            match open(addr, &self.config).await {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    return Ok(());
+                }
+                Err(failure) => failures.push(failure),
             }
         }
-        Err(LeaseError::NoLeader)
+        Err(failures)
     }
 
     /// Sends every unanswered request again on a new connection; the table
@@ -269,5 +421,63 @@ impl Link {
         if last {
             self.waiting.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trexlock_transport::Refusal;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:7001".parse().unwrap()
+    }
+
+    #[test]
+    fn a_node_of_another_protocol_version_is_named_as_the_cause() {
+        let refusal = Refusal::IncompatibleVersion {
+            supported: 3,
+            offered: 2,
+        };
+        let error = TransportError::Handshake {
+            addr: addr(),
+            source: HandshakeError::RefusedByRemote(refusal.clone()),
+        };
+        let failure = failure(addr(), error);
+        assert_eq!(
+            failure,
+            ConnectFailure::Refused {
+                addr: addr(),
+                refusal
+            }
+        );
+        let message = LeaseError::Connect(vec![failure]).to_string();
+        assert!(
+            message.contains("protocol version 2 is not supported (this node speaks 3)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_tls_alert_from_the_node_is_a_rejected_certificate() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let error = TransportError::Handshake {
+            addr: addr(),
+            source: HandshakeError::Codec(CodecError::Io(io)),
+        };
+        assert!(matches!(
+            failure(addr(), error),
+            ConnectFailure::CertificateRejected { alert, .. } if alert == "UnknownCA"
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let error = TransportError::Connect {
+            addr: addr(),
+            source: refused,
+        };
+        assert!(matches!(
+            failure(addr(), error),
+            ConnectFailure::Unreachable { .. }
+        ));
     }
 }

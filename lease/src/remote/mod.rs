@@ -3,12 +3,25 @@
 //!
 //! A node started with [`TcpNode::start`] talks to its peers through the
 //! `trexlock-transport` crate and serves remote clients on the same port.
-//! A process with no node calls [`connect`] and gets a [`NodeHandle`](crate::NodeHandle)
-//! whose [`NodeHandle::client`](crate::NodeHandle::client) offers exactly the lease API of a local
+//! A process with no node calls [`connect`] and gets a [`RemoteHandle`]
+//! whose [`RemoteHandle::client`] offers exactly the lease API of a local
 //! node: requests go to one node (which forwards them to the leader), and
 //! on a broken connection the session reconnects to another node and
 //! resends what is unanswered, under the same request ids, so nothing runs
-//! twice.
+//! twice. What a remote handle reports about the cluster
+//! ([`RemoteHandle::status`]) is what a node answered.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use trexlock_lease::remote::{self, RemoteConfig};
+//!
+//! # async fn example() -> Result<(), trexlock_lease::LeaseError> {
+//! let servers = vec!["127.0.0.1:7001".parse().unwrap(), "127.0.0.1:7002".parse().unwrap()];
+//! let cluster = remote::connect(RemoteConfig::new("orders", servers)).await?;
+//! let lease = cluster.client("billing").acquire("invoices", Duration::from_secs(10), Duration::from_secs(1)).await?;
+//! println!("stamp {}; the leader is {:?}", lease.stamp(), cluster.status().await?.leader);
+//! # Ok(()) }
+//! ```
 
 mod authz;
 mod client;
@@ -16,13 +29,14 @@ mod server;
 
 pub use crate::node::JournalFile;
 pub use authz::{authorize, principal};
-pub use client::{RemoteConfig, connect, status};
+pub use client::{RemoteConfig, RemoteHandle, connect, status, status_of};
 pub use server::{TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
 use crate::metrics::MetricsSnapshot;
 use serde::{Deserialize, Serialize};
-use trexlock_paxos::NodeId;
+use std::net::SocketAddr;
+use trexlock_paxos::{Ballot, NodeId};
 
 /// What a remote client sends a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,7 +63,7 @@ pub enum NodeReply {
     Status(RemoteStatus),
 }
 
-/// A node's status as seen by a remote client.
+/// A node's status, as it answered a remote client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteStatus {
     /// The node answering.
@@ -58,9 +72,23 @@ pub struct RemoteStatus {
     pub leader: Option<NodeId>,
     /// Whether it leads.
     pub is_leader: bool,
+    /// Its role in words (see [`NodeStatus::role`](crate::NodeStatus::role)).
+    pub role: String,
+    /// Whether it is ready (see [`NodeStatus::is_ready`](crate::NodeStatus::is_ready)).
+    pub ready: bool,
+    /// The highest ballot it promised.
+    pub promised: Ballot,
     /// Highest slot applied.
     pub applied: u64,
-    /// Its counters.
+    /// Highest slot its leader announced chosen.
+    pub leader_committed: u64,
+    /// The members it is configured with and their addresses (its own
+    /// listen address for itself).
+    pub members: Vec<(NodeId, SocketAddr)>,
+    /// On the leader: slots each peer is behind, as of its last heartbeat
+    /// answer.
+    pub peer_lag: Vec<(NodeId, u64)>,
+    /// Its counters and table sizes.
     pub metrics: MetricsSnapshot,
 }
 

@@ -6,8 +6,10 @@ use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::command::Outcome;
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use trexlock_paxos::NodeId;
 use trexlock_transport::{ClientId as ConnectionId, TransportConfig};
 
 /// Everything a TCP node needs.
@@ -37,8 +39,16 @@ impl TcpNode {
     /// invalid.
     pub async fn start(config: TcpNodeConfig) -> Result<TcpNode, NodeError> {
         let cluster = config.transport.cluster_id.clone();
+        let mut members: Vec<(NodeId, SocketAddr)> = config
+            .transport
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
         let tls = config.transport.tls.is_some();
         let (transport, inbound) = NodeTransport::start(config.transport).await?;
+        members.push((config.node.node, transport.local_addr()));
+        members.sort();
         let network = Arc::new(TcpNetwork::new(transport.clone()));
         let started = Node::start_with_journal(
             config.node,
@@ -57,6 +67,7 @@ impl TcpNode {
         };
         let service = tokio::spawn(serve_clients(
             node.handle(),
+            members,
             transport.clone(),
             inbound.clients,
             tls,
@@ -114,6 +125,7 @@ impl TcpNode {
 /// back on the client's connection.
 async fn serve_clients(
     node: NodeHandle,
+    members: Vec<(NodeId, SocketAddr)>,
     transport: NodeTransport,
     mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
     tls: bool,
@@ -121,14 +133,7 @@ async fn serve_clients(
     while let Some((conn, message)) = clients.recv().await {
         match message {
             ClientMessage::Status => {
-                let status = node.status();
-                let reply = NodeReply::Status(RemoteStatus {
-                    node: node.id(),
-                    leader: status.leader,
-                    is_leader: status.is_leader,
-                    applied: status.applied,
-                    metrics: node.metrics(),
-                });
+                let reply = NodeReply::Status(remote_status(&node, &members));
                 let _ = transport.reply(conn, reply);
             }
             ClientMessage::Lease(request) => {
@@ -141,6 +146,7 @@ async fn serve_clients(
                     continue;
                 }
                 if let Err(refusal) = authorize(identity.as_ref(), &request.op) {
+                    node.metrics.refused(refusal);
                     let reply = NodeReply::Outcome {
                         client: request.client,
                         request: request.request,
@@ -176,5 +182,23 @@ async fn serve_clients(
                 }
             }
         }
+    }
+}
+
+/// What `node` answers a status request.
+fn remote_status(node: &NodeHandle, members: &[(NodeId, SocketAddr)]) -> RemoteStatus {
+    let status = node.status();
+    RemoteStatus {
+        node: node.id(),
+        leader: status.leader,
+        is_leader: status.is_leader,
+        role: status.role().to_owned(),
+        ready: status.is_ready(),
+        promised: status.promised,
+        applied: status.applied,
+        leader_committed: status.leader_committed,
+        members: members.to_vec(),
+        peer_lag: node.metrics.peer_lag(),
+        metrics: node.metrics(),
     }
 }

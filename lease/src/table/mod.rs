@@ -278,6 +278,16 @@ impl LeaseTable {
         self.leases.is_empty()
     }
 
+    /// How many leases have a holder.
+    pub fn held_len(&self) -> usize {
+        self.expiries.len()
+    }
+
+    /// How many waiters wait in all lines.
+    pub fn waiters_len(&self) -> usize {
+        self.waiters
+    }
+
     /// True when `name` is held or awaited (so acquiring it creates no
     /// lease).
     pub fn tracks(&self, name: &str) -> bool {

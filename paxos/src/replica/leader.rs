@@ -492,6 +492,20 @@ impl Replica {
         }
     }
 
+    /// While leading: how many slots each peer that answered a heartbeat
+    /// is behind this replica's commit index, as of its last answer.
+    /// Empty on a follower. Read-only, for monitoring.
+    pub fn peer_lag(&self) -> Vec<(NodeId, Slot)> {
+        let Role::Leader(leader) = &self.role else {
+            return Vec::new();
+        };
+        leader
+            .progress
+            .iter()
+            .map(|(peer, c)| (*peer, self.committed.saturating_sub(*c)))
+            .collect()
+    }
+
     /// Advances the commit index over the contiguous prefix of slots voted
     /// for in our ballot by a majority of the membership governing each.
     fn advance_commit(&mut self, _now: Duration) {

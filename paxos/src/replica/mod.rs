@@ -231,6 +231,12 @@ impl Replica {
         self.committed
     }
 
+    /// The highest commit index a leader has announced to this replica
+    /// (its own on the leader): how far this replica has to go to catch up.
+    pub fn leader_committed(&self) -> Slot {
+        self.leader_committed.max(self.committed)
+    }
+
     /// True while this replica leads.
     pub fn is_leader(&self) -> bool {
         matches!(self.role, Role::Leader(_))
@@ -241,6 +247,18 @@ impl Replica {
         match self.role {
             Role::Leader(_) => Some(self.cfg.node),
             _ => self.leader_hint,
+        }
+    }
+
+    /// The leader this replica has heard from within an election timeout
+    /// before `now` (itself when leading); `None` while the last one it
+    /// knew is silent or an election runs. For monitoring: readiness
+    /// probes and "no leader" errors.
+    pub fn live_leader(&self, now: Duration) -> Option<NodeId> {
+        match self.role {
+            Role::Leader(_) => Some(self.cfg.node),
+            _ if self.heard_leader_recently(now) => self.leader_hint,
+            _ => None,
         }
     }
 

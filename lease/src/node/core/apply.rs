@@ -24,6 +24,7 @@ impl NodeCore {
                     reason: e.to_string(),
                 })?;
             self.applied = snapshot.slot;
+            self.metrics.table_sizes(&self.table);
             self.note_snapshot(snapshot.data.len());
             self.effects.push(Effect::Installed {
                 slot: snapshot.slot,
@@ -55,6 +56,7 @@ impl NodeCore {
         }
         self.applied = slot;
         Metrics::add(&self.metrics.slots_applied, 1);
+        self.metrics.table_sizes(&self.table);
         self.effects.push(Effect::Applied {
             slot,
             value,
@@ -115,6 +117,7 @@ impl NodeCore {
             Leadership::Lost => {
                 tracing::info!(node = %self.cfg.node, "lost leadership");
                 self.leader_clock = None;
+                self.metrics.set_peer_lag([]);
             }
         }
     }

@@ -260,6 +260,9 @@ impl NodeCore {
         self.now = now;
         let ready = self.replica.tick(now)?;
         self.perform(ready)?;
+        if self.replica.is_leader() {
+            self.metrics.set_peer_lag(self.replica.peer_lag());
+        }
         self.flush_hint(false);
         self.tick_if_a_lease_is_due();
         self.expire_pending();
@@ -316,9 +319,12 @@ impl NodeCore {
     /// The node's public state.
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
-            leader: self.replica.leader(),
+            leader: self.replica.live_leader(self.now),
             is_leader: self.leader_clock.is_some(),
             applied: self.applied,
+            leader_committed: self.replica.leader_committed(),
+            promised: self.replica.promised(),
+            learner: self.replica.is_learner(),
             stopped: None,
         }
     }

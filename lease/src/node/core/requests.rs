@@ -51,6 +51,7 @@ impl NodeCore {
             admit(&request)
         };
         if let Err(refusal) = admitted {
+            self.metrics.refused(refusal);
             self.effects.push(Effect::Answer {
                 client: request.client,
                 request: request.request,
@@ -232,12 +233,18 @@ impl NodeCore {
             p.queued = true;
             crate::metrics::Metrics::add(&self.metrics.waits, 1);
         } else {
-            let latency = self.now.saturating_sub(p.arrived).as_micros();
+            let latency = self.now.saturating_sub(p.arrived);
             crate::metrics::Metrics::add(&self.metrics.commit_latency_count, 1);
             crate::metrics::Metrics::add(
                 &self.metrics.commit_latency_us_total,
-                u64::try_from(latency).unwrap_or(u64::MAX),
+                u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             );
+            self.metrics.commit_latency.observe(latency);
+            match outcome {
+                Outcome::Granted { .. } if p.queued => self.metrics.acquire_wait.observe(latency),
+                Outcome::Refused(refusal) => self.metrics.refused(*refusal),
+                _ => {}
+            }
             self.pending.remove(&key);
         }
         self.effects.push(Effect::Answer {
