@@ -13,7 +13,7 @@ use std::ops::Bound;
 
 /// Most leases one [`Op::List`] answer reports.
 pub const MAX_LIST_ENTRIES: u32 = 1000;
-/// Most bytes of names and owners (plus [`ENTRY_OVERHEAD_BYTES`] each)
+/// Most bytes of names and owners (plus a fixed 32-byte allowance each)
 /// in one [`Op::List`] answer.
 pub const MAX_LIST_PAGE_BYTES: usize = 64 * 1024;
 /// What an entry costs beyond its name and owner, counted generously: the
