@@ -44,7 +44,9 @@
 
 use crate::ack_mark::{AckMark, refuse_rollback};
 use crate::framing::{MAX_RECORD, frame, next_record, torn_or_damaged, written_len};
-use crate::record::{check_owner, check_version, corrupt, decode, next_sequence, storage};
+use crate::record::{
+    WriteOwned, WriteRef, check_owner, check_version, corrupt, decode, next_sequence, storage,
+};
 use crate::tables::JournalIdentity;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions, TryLockError};
@@ -88,26 +90,6 @@ enum Record<W, S> {
         sequence: u64,
         state: S,
     },
-}
-
-/// A [`JournalWrite`] as recorded, borrowed for encoding.
-#[derive(Serialize)]
-struct WriteRef<'a> {
-    promised: &'a Option<Ballot>,
-    entries: &'a [(Slot, LogEntry)],
-    committed: &'a Option<Slot>,
-    snapshot: &'a Option<Snapshot>,
-    truncate: &'a Option<Slot>,
-}
-
-/// A [`JournalWrite`] as recorded, decoded.
-#[derive(Deserialize)]
-struct WriteOwned {
-    promised: Option<Ballot>,
-    entries: Vec<(Slot, LogEntry)>,
-    committed: Option<Slot>,
-    snapshot: Option<Snapshot>,
-    truncate: Option<Slot>,
 }
 
 /// A [`JournalState`] as recorded, borrowed for encoding.

@@ -3,10 +3,10 @@
 //! journal must pass before it is used.
 
 use crate::tables::JournalIdentity;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
-use trexlock_paxos::{Ballot, JournalError};
+use trexlock_paxos::{Ballot, JournalError, LogEntry, Slot, Snapshot};
 
 /// The on-disk format this build reads and writes. Recorded when a journal
 /// is created; a journal recording any other version is refused rather than
@@ -140,4 +140,24 @@ pub(crate) fn decode<T: DeserializeOwned>(
         )),
         Err(e) => Err(corrupt(path, format!("{what} cannot be decoded: {e}"))),
     }
+}
+
+/// A [`trexlock_paxos::JournalWrite`] as recorded, borrowed for encoding.
+#[derive(Serialize)]
+pub(crate) struct WriteRef<'a> {
+    pub(crate) promised: &'a Option<Ballot>,
+    pub(crate) entries: &'a [(Slot, LogEntry)],
+    pub(crate) committed: &'a Option<Slot>,
+    pub(crate) snapshot: &'a Option<Snapshot>,
+    pub(crate) truncate: &'a Option<Slot>,
+}
+
+/// A [`trexlock_paxos::JournalWrite`] as recorded, decoded.
+#[derive(Deserialize)]
+pub(crate) struct WriteOwned {
+    pub(crate) promised: Option<Ballot>,
+    pub(crate) entries: Vec<(Slot, LogEntry)>,
+    pub(crate) committed: Option<Slot>,
+    pub(crate) snapshot: Option<Snapshot>,
+    pub(crate) truncate: Option<Slot>,
 }

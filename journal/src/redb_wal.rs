@@ -33,13 +33,12 @@
 //! damage too.
 
 use crate::framing::{frame, next_record, torn_or_damaged, written_len};
-use crate::record::{corrupt, decode, storage};
+use crate::record::{WriteOwned, WriteRef, corrupt, decode, storage};
 use crate::tables::JournalIdentity;
-use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use trexlock_paxos::{Ballot, JournalError, JournalWrite, LogEntry, Slot, Snapshot};
+use trexlock_paxos::{JournalError, JournalWrite};
 
 const MAGIC: &[u8; 8] = b"TRXWAL\r\n";
 /// The header's format; a log of any other version is refused.
@@ -55,26 +54,6 @@ pub(crate) const CAPACITY: u64 = if cfg!(fuzzing) {
 } else {
     1024 * 1024
 };
-
-/// A [`JournalWrite`] as recorded, borrowed for encoding.
-#[derive(Serialize)]
-struct WriteRef<'a> {
-    promised: &'a Option<Ballot>,
-    entries: &'a [(Slot, LogEntry)],
-    committed: &'a Option<Slot>,
-    snapshot: &'a Option<Snapshot>,
-    truncate: &'a Option<Slot>,
-}
-
-/// A [`JournalWrite`] as recorded, decoded.
-#[derive(Deserialize)]
-struct WriteOwned {
-    promised: Option<Ballot>,
-    entries: Vec<(Slot, LogEntry)>,
-    committed: Option<Slot>,
-    snapshot: Option<Snapshot>,
-    truncate: Option<Slot>,
-}
 
 /// The open log of one redb journal.
 #[derive(Debug)]
