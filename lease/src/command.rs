@@ -13,6 +13,21 @@ use trexlock_paxos::Ballot;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientId(pub u64);
 
+/// Names one lease session: a TTL and one keep-alive shared by every
+/// lease bound to it (see [`crate::table`]'s lease sessions). Not the
+/// request-dedup [`ClientId`]: the table numbers lease sessions itself, in
+/// the order it opens them, and never reuses a number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A fencing token. Every grant gets a stamp strictly greater than every
 /// stamp granted before it (for any lease name); a renewal keeps the stamp.
 /// A protected resource that remembers the highest stamp it has seen and
@@ -159,13 +174,63 @@ pub enum Op {
         /// [`crate::table::MAX_LIST_ENTRIES`].
         limit: u32,
     },
+    /// Open a lease session of `ttl_ms`: it lasts while it is kept
+    /// ([`Op::KeepSession`]), and every lease bound to it lasts as long as
+    /// it does. Answered [`Outcome::SessionOpened`] with its id.
+    OpenSession {
+        /// Who opens it (every request about it must name the same).
+        owner: String,
+        /// The secret every request about it must present.
+        token: LeaseToken,
+        /// How long the session lasts after each keep, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Extend the session to its TTL from now (never shortening it), and
+    /// with it every lease bound to it: one request however many leases.
+    KeepSession {
+        /// The session.
+        session: SessionId,
+        /// Its owner.
+        owner: String,
+        /// Its secret.
+        token: LeaseToken,
+    },
+    /// End the session now: every lease bound to it is released (its next
+    /// waiter gets it).
+    CloseSession {
+        /// The session.
+        session: SessionId,
+        /// Its owner.
+        owner: String,
+        /// Its secret.
+        token: LeaseToken,
+    },
+    /// As [`Op::Acquire`], bound to `session`: the lease lasts as long as
+    /// the session (its TTL is the session's), is renewed by keeping the
+    /// session, and ends when the session ends. `owner` and `token` must
+    /// be the session's.
+    AcquireInSession {
+        /// Lease name.
+        name: String,
+        /// The session's owner.
+        owner: String,
+        /// The session's secret, which the lease's holder presents too.
+        token: LeaseToken,
+        /// The session to bind the lease to.
+        session: SessionId,
+        /// How long to wait in line, in milliseconds.
+        wait_ms: u64,
+    },
 }
 
 impl Op {
-    /// The lease the operation is about (for [`Op::List`], the prefix).
+    /// The lease the operation is about (for [`Op::List`], the prefix;
+    /// empty for an operation on a lease session itself).
     pub fn name(&self) -> &str {
         match self {
+            Op::OpenSession { .. } | Op::KeepSession { .. } | Op::CloseSession { .. } => "",
             Op::Acquire { name, .. }
+            | Op::AcquireInSession { name, .. }
             | Op::Renew { name, .. }
             | Op::Release { name, .. }
             | Op::ForceRelease { name }
@@ -283,6 +348,19 @@ pub enum Outcome {
         /// this page ends the list.
         next: Option<String>,
     },
+    /// The lease session is open, with this id (the answer to
+    /// [`Op::OpenSession`]).
+    SessionOpened {
+        /// The session's id.
+        session: SessionId,
+    },
+    /// The session (and every lease bound to it) was extended.
+    SessionKept,
+    /// The session ended, and every lease bound to it was released.
+    SessionClosed,
+    /// The session named is not open: it expired or was closed (its leases
+    /// ended with it), or the owner or secret is not the session's.
+    NoSession,
 }
 
 /// A held lease, as [`Op::List`] reports it.
@@ -379,6 +457,24 @@ pub enum Refusal {
     /// A list's limit is zero or above [`crate::table::MAX_LIST_ENTRIES`].
     #[error("list limit must be between 1 and {}", crate::table::MAX_LIST_ENTRIES)]
     ListLimitOutOfRange,
+    /// Opening a session would make more than
+    /// [`crate::table::MAX_LEASE_SESSIONS`] open lease sessions.
+    #[error(
+        "the table has {} lease sessions open already",
+        crate::table::MAX_LEASE_SESSIONS
+    )]
+    TooManyLeaseSessions,
+    /// The session holds [`crate::table::MAX_LEASES_PER_SESSION`] leases
+    /// already.
+    #[error(
+        "the session holds {} leases already",
+        crate::table::MAX_LEASES_PER_SESSION
+    )]
+    TooManyLeasesInSession,
+    /// The lease is bound to a session: it lasts as long as the session,
+    /// so keep the session ([`Op::KeepSession`]) instead of renewing it.
+    #[error("the lease is bound to a session: keep the session instead of renewing the lease")]
+    LeaseInSession,
 }
 
 impl Refusal {
@@ -404,6 +500,9 @@ impl Refusal {
             Refusal::NotPermitted => "not_permitted",
             Refusal::OwnerNotCertified => "owner_not_certified",
             Refusal::ListLimitOutOfRange => "list_limit_out_of_range",
+            Refusal::TooManyLeaseSessions => "too_many_lease_sessions",
+            Refusal::TooManyLeasesInSession => "too_many_leases_in_session",
+            Refusal::LeaseInSession => "lease_in_session",
         }
     }
 
@@ -422,6 +521,7 @@ impl Refusal {
                 | Refusal::ValueTooLarge
                 | Refusal::RequestTooLarge
                 | Refusal::ListLimitOutOfRange
+                | Refusal::LeaseInSession
         )
     }
 }

@@ -75,7 +75,7 @@ pub mod time;
 pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
 pub use command::{
     Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Op, Outcome, Refusal, Request,
-    Stamp,
+    SessionId, Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{ConnectFailure, LeaseError, NodeError};

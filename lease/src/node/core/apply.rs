@@ -89,6 +89,9 @@ impl NodeCore {
             }
             Event::Renewed { .. } => Metrics::add(&m.renewals, 1),
             Event::Released { .. } => Metrics::add(&m.releases, 1),
+            Event::SessionEnded { session, expired } => {
+                tracing::debug!(node = %self.cfg.node, %session, expired, "lease session ended");
+            }
         }
     }
 

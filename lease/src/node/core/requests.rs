@@ -5,7 +5,7 @@ use super::{Effect, NodeCore};
 use crate::command::{Body, ClientId, Command, Op, Outcome, Refusal, Request};
 use crate::error::NodeError;
 use crate::network::PeerMessage;
-use crate::table::admit;
+use crate::table::{MAX_LEASE_SESSIONS, admit};
 use std::time::Duration;
 use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 
@@ -43,10 +43,14 @@ impl NodeCore {
     /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
     pub(super) fn admit(&mut self, request: Request) {
-        let full = matches!(&request.op, Op::Acquire { name, .. }
+        let full = matches!(&request.op, Op::Acquire { name, .. } | Op::AcquireInSession { name, .. }
             if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
+        let sessions_full = matches!(request.op, Op::OpenSession { .. })
+            && self.table.lease_sessions_len() >= MAX_LEASE_SESSIONS;
         let admitted = if full {
             Err(Refusal::TooManyLeases)
+        } else if sessions_full {
+            Err(Refusal::TooManyLeaseSessions)
         } else {
             admit(&request)
         };
