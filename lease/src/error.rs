@@ -1,6 +1,6 @@
 //! Errors of the lease API and of the node runtime.
 
-use crate::command::{HolderInfo, Refusal, Stamp};
+use crate::command::{HolderInfo, Refusal, SessionId, Stamp};
 use std::net::SocketAddr;
 use trexlock_paxos::{JournalError, PaxosError};
 
@@ -64,6 +64,13 @@ pub enum LeaseError {
     /// certificate refused or missing, nobody listening).
     #[error("cannot connect to the cluster: {}", list(.0))]
     Connect(Vec<ConnectFailure>),
+    /// The lease session is over: it expired before a keep reached the
+    /// cluster, or was closed. Every lease bound to it ended with it.
+    #[error("lease session {session} is over (expired or closed); its leases ended with it")]
+    SessionLost {
+        /// The session.
+        session: SessionId,
+    },
 }
 
 fn list(failures: &[ConnectFailure]) -> String {

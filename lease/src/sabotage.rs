@@ -20,4 +20,9 @@ pub enum Sabotage {
     /// through the log (a tempting shortcut for a read): a lagging
     /// follower or a deposed leader answers stale holders.
     ListFromLocalTable,
+    /// The client counts a lease bound to a session from the send of its
+    /// acquire plus the session's TTL, instead of taking the session's
+    /// deadline (the newest acknowledged keep): the holder believes past
+    /// the moment the table ends the session.
+    SessionLeaseFromAcquire,
 }

@@ -5,12 +5,14 @@
 //! [`ClientCore`] it keeps, the same one the simulator's clients use.
 
 mod handle;
+mod lease_session;
 mod list;
 mod session;
 
 pub use handle::LeaseHandle;
+pub use lease_session::LeaseSession;
 pub use list::ListPage;
-pub use session::{ClientCore, LeaseState};
+pub use session::{ClientCore, LeaseState, SessionState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};
 use crate::error::LeaseError;
