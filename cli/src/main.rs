@@ -5,6 +5,9 @@
 //! trexlock acquire job-42 --owner me --cluster orders --servers node1.example:7001,node2.example:7001 --ttl 30s
 //! trexlock renew job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --ttl 30s --cluster orders --servers 127.0.0.1:7001
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
+//! trexlock session open --ttl 10s --owner me --cluster orders --servers 127.0.0.1:7001
+//! trexlock acquire job-42 --owner me --session 3 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
+//! trexlock session keep 3 --owner me --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock list jobs/ --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
@@ -16,6 +19,7 @@ mod config;
 mod force_release;
 mod http;
 mod list;
+mod session;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
@@ -64,10 +68,23 @@ enum Command {
         #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// Keep renewing until interrupted, then release.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "session")]
         hold: bool,
+        /// Bind the lease to this lease session (`session open` printed its
+        /// id): it lasts as long as the session, whose TTL replaces --ttl.
+        #[arg(long, requires = "token")]
+        session: Option<u64>,
+        /// The session's secret token (hex), with --session.
+        #[arg(long, value_parser = parse_token, requires = "session")]
+        token: Option<LeaseToken>,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Open, keep or close a lease session: one TTL and one keep-alive for
+    /// every lease bound to it (`acquire --session`).
+    Session {
+        #[command(subcommand)]
+        command: session::SessionCommand,
     },
     /// Extend a held lease to --ttl from now, with the owner, stamp and
     /// token that `acquire` printed.
@@ -296,10 +313,15 @@ async fn run(command: Command) -> Result<(), String> {
             wait,
             owner,
             hold,
+            session,
+            token,
             cluster,
         } => {
             let owner = cluster.owner(Some(owner))?;
             let client = cluster.client(owner.clone()).await?;
+            if let (Some(id), Some(token)) = (session, token) {
+                return session::acquire(&client, &name, id, token, wait).await;
+            }
             let lease = if wait.is_zero() {
                 match client
                     .try_acquire(&name, ttl)
@@ -401,6 +423,7 @@ async fn run(command: Command) -> Result<(), String> {
             list::print(&client, prefix.as_deref().unwrap_or(""), page).await
         }
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
+        Command::Session { command } => session::run(command).await,
         Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
         Command::Certs {
             cluster,

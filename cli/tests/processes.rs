@@ -328,12 +328,88 @@ fn bad_configurations_are_refused_with_a_clear_message() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "node", "acquire", "release", "holder", "list", "status", "certs",
+        "node", "acquire", "release", "holder", "list", "status", "certs", "session",
     ] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
+}
+
+/// Runs the CLI against node `i` of `cluster` with `args`; its stdout,
+/// or its stderr as the error.
+fn cli(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--cluster", CLUSTER, "--servers"])
+        .arg(cluster.addrs[i].to_string())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// The value of `key=` in a line of `key=value` words.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_the_cli_binds_leases_and_closing_it_releases_them_all() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let opened = cli(
+        &cluster,
+        0,
+        &["session", "open", "--ttl", "30s", "--owner", "ops"],
+    )
+    .unwrap();
+    // "session <id> owner=ops ttl_ms=30000 token=<hex>"
+    let id = opened.split_whitespace().nth(1).unwrap().to_owned();
+    let token = field(&opened, "token").to_owned();
+    let bind = |name: &str| {
+        let args = [
+            "acquire",
+            name,
+            "--owner",
+            "ops",
+            "--session",
+            &id,
+            "--token",
+            &token,
+        ];
+        cli(&cluster, 1, &args)
+    };
+    let a = bind("jobs/a").unwrap();
+    let b = bind("jobs/b").unwrap();
+    assert_eq!(field(&a, "session"), id);
+    let keep = ["session", "keep", &id, "--owner", "ops", "--token", &token];
+    cli(&cluster, 2, &keep).unwrap();
+    let listed = cli(&cluster, 2, &["list", "jobs/"]).unwrap();
+    assert!(
+        listed.contains(&format!("jobs/a owner=ops stamp={}", field(&a, "stamp"))),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("jobs/b owner=ops stamp={}", field(&b, "stamp"))),
+        "{listed}"
+    );
+    let close = ["session", "close", &id, "--owner", "ops", "--token", &token];
+    cli(&cluster, 0, &close).unwrap();
+    assert_eq!(cli(&cluster, 1, &["list", "jobs/"]).unwrap(), "");
+    let over = cli(&cluster, 0, &keep).unwrap_err();
+    assert!(
+        over.contains(&format!("lease session {id} is over")),
+        "{over}"
+    );
+    let late = bind("jobs/c").unwrap_err();
+    assert!(late.contains("is over"), "{late}");
 }
 
 /// A one-node cluster's configuration in `dir`, with `extra` TOML lines.

@@ -14,7 +14,7 @@ use crate::SimOptions;
 use crate::clock::Clock;
 use std::collections::BTreeMap;
 use trexlock_lease::client::ClientCore;
-use trexlock_lease::{ClientId, DriftBound, LeaseToken, Stamp};
+use trexlock_lease::{ClientId, DriftBound, LeaseToken, SessionId, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
@@ -55,6 +55,10 @@ pub(crate) struct SimClient {
     pub(crate) busy_until: u64,
     pub(crate) waiting: Option<Waiting>,
     pub(crate) holding: Option<Holding>,
+    /// Binds its leases to a lease session (every other client).
+    pub(crate) uses_sessions: bool,
+    /// Its lease session, once opened.
+    pub(crate) session: Option<SessionId>,
 }
 
 impl SimClient {
@@ -73,6 +77,8 @@ impl SimClient {
             busy_until: 0,
             waiting: None,
             holding: None,
+            uses_sessions: c % 2 == 1,
+            session: None,
         }
     }
 }

@@ -72,6 +72,7 @@ fn kind(e: &LeaseError) -> &'static str {
         LeaseError::Random(_) => "random",
         LeaseError::Stopped => "stopped",
         LeaseError::Connect(_) => "connect",
+        LeaseError::SessionLost { .. } => "session-lost",
     }
 }
 

@@ -36,6 +36,8 @@ impl World {
             self.act_or_let_go(c, local_us);
         } else if self.clients[c].waiting.is_none() && self.rng.f64() < 0.1 {
             self.start_list(c);
+        } else if self.clients[c].waiting.is_none() && self.clients[c].uses_sessions {
+            self.session_client_wake(c, local_us);
         } else if self.clients[c].waiting.is_none() {
             let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
             let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
@@ -87,6 +89,7 @@ impl World {
             .core
             .lease(&holding.name)
             .map_or(TTL_US, |l| l.ttl.as_micros() as u64);
+        let bound = client.core.lease(&holding.name).and_then(|l| l.session);
         if local_us + gap_us >= deadline {
             self.clients[c].holding = None;
             return;
@@ -100,11 +103,14 @@ impl World {
         if idle && !renew && release && left < ttl_us / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
-            let op = Op::Release {
-                name,
-                owner,
-                stamp,
-                token,
+            let op = match bound {
+                Some(session) if self.rng.bool() => self.session_op(c, session, true),
+                _ => Op::Release {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                },
             };
             self.start_request(c, op);
             return;
@@ -123,7 +129,18 @@ impl World {
         if !idle {
             return;
         }
-        if self.rng.f64() < 0.02 {
+        if let Some(session) = bound.filter(|_| self.rng.f64() < 0.02) {
+            // A second handle of a lease bound to a session: the same
+            // grant, still the session's.
+            let op = Op::AcquireInSession {
+                name,
+                owner,
+                token,
+                session,
+                wait_ms: 0,
+            };
+            self.start_request(c, op);
+        } else if self.rng.f64() < 0.02 {
             // A second handle of the same lease, asking for less time: the
             // cluster must keep the longer promise the first one counts on.
             let op = Op::Acquire {
@@ -138,12 +155,15 @@ impl World {
             if let Some(h) = self.clients[c].holding.as_mut() {
                 h.renewals_left -= 1;
             }
-            let op = Op::Renew {
-                name,
-                owner,
-                stamp,
-                token,
-                ttl_ms: ttl_us / 1_000,
+            let op = match bound {
+                Some(session) => self.session_op(c, session, false),
+                None => Op::Renew {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                    ttl_ms: ttl_us / 1_000,
+                },
             };
             self.start_request(c, op);
         }
@@ -161,7 +181,7 @@ impl World {
         self.lists.on_sent(self.clients[c].core.id(), id);
     }
 
-    fn start_request(&mut self, c: usize, op: Op) -> u64 {
+    pub(super) fn start_request(&mut self, c: usize, op: Op) -> u64 {
         let now = self.client_local(c);
         let request = self.clients[c].core.start(op, now);
         self.clients[c].waiting = Some(Waiting {
@@ -208,7 +228,10 @@ impl World {
                 let found = self.lists.on_listed(session, request, &leases);
                 self.checker.violations.extend(found);
             }
-            (Outcome::Granted { stamp, .. }, Some(Op::Acquire { name, .. })) => {
+            (
+                Outcome::Granted { stamp, .. },
+                Some(Op::Acquire { name, .. } | Op::AcquireInSession { name, .. }),
+            ) => {
                 self.lists.on_granted(&name, stamp);
                 if client.holding.as_ref().is_some_and(|h| h.stamp == stamp) {
                     return;
@@ -223,6 +246,11 @@ impl World {
                 });
             }
             (Outcome::NotHolder { .. } | Outcome::Released, _) => client.holding = None,
+            (Outcome::SessionOpened { session }, _) => client.session = Some(session),
+            (Outcome::NoSession | Outcome::SessionClosed, _) => {
+                client.holding = None;
+                client.session = None;
+            }
             _ => {}
         }
     }

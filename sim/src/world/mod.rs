@@ -8,6 +8,7 @@
 mod clients;
 mod node;
 mod reconfig;
+mod sessions;
 
 use crate::SimOptions;
 use crate::checker::Checker;
@@ -65,6 +66,9 @@ pub struct Outcome {
     /// Lists answered to clients (each checked against the grants
     /// acknowledged before it was sent).
     pub lists: u64,
+    /// Lease sessions that ended (expired or closed), counted on every
+    /// node that applied the end, each checked to leave no lease behind.
+    pub sessions_ended: u64,
 }
 
 #[derive(Debug)]

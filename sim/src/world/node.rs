@@ -327,6 +327,7 @@ impl World {
                     return;
                 }
                 self.checker.on_apply(id, slot, &value, &results);
+                self.check_sessions_ended(i, &results);
                 self.outcome.chosen = self.outcome.chosen.max(slot);
                 for probe in &self.probes {
                     if carries(&value, *probe) {
