@@ -203,6 +203,7 @@ mod tests {
         let later = c.deadline("a", Stamp(1)).unwrap();
         c.answered(early, &Outcome::SessionKept, 700 * MS);
         assert_eq!(c.deadline("a", Stamp(1)), Some(later));
+        assert_eq!(c.session(S).unwrap().deadline, later);
     }
 
     #[test]
