@@ -46,6 +46,13 @@
 //! means clients that open more than [`MAX_SESSIONS`] sessions within
 //! [`SESSION_IDLE_US`] are refused new ones until idle ones are forgotten;
 //! limiting who may open sessions is the node's job, before proposing.
+//!
+//! These request-dedup sessions are not **lease sessions** (one TTL and
+//! one keep-alive for many leases, [`Op::OpenSession`]): those are opened
+//! explicitly, numbered by the table and end their leases when they end;
+//! at most [`MAX_LEASE_SESSIONS`] are open, holding at most
+//! [`MAX_LEASES_PER_SESSION`] leases each (`lease_sessions.rs` says why
+//! the two are kept apart).
 
 use crate::command::{
     Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, SessionId,
