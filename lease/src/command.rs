@@ -159,6 +159,21 @@ pub enum Op {
         /// [`crate::table::MAX_LIST_ENTRIES`].
         limit: u32,
     },
+    /// Set the lock-delay of a held lease: if this grant EXPIRES (is not
+    /// released), the name is not granted to anyone for `lock_delay_ms`
+    /// afterwards. Fenced by the holder's stamp, like a write.
+    SetLockDelay {
+        /// Lease name.
+        name: String,
+        /// The holder.
+        owner: String,
+        /// The holder's stamp.
+        stamp: Stamp,
+        /// The holder's secret.
+        token: LeaseToken,
+        /// The delay, up to [`crate::table::MAX_LOCK_DELAY_MS`].
+        lock_delay_ms: u64,
+    },
 }
 
 impl Op {
@@ -171,7 +186,8 @@ impl Op {
             | Op::ForceRelease { name }
             | Op::Cancel { name, .. }
             | Op::Read { name }
-            | Op::Write { name, .. } => name,
+            | Op::Write { name, .. }
+            | Op::SetLockDelay { name, .. } => name,
             Op::List { prefix, .. } => prefix,
         }
     }
@@ -283,6 +299,14 @@ pub enum Outcome {
         /// this page ends the list.
         next: Option<String>,
     },
+    /// The lock-delay was set on the caller's grant.
+    LockDelaySet,
+    /// Nobody holds the lease, but its last holder's lease expired with a
+    /// lock-delay that has not passed yet: it is granted to nobody before.
+    Blocked {
+        /// Milliseconds of the delay left, as the cluster counts.
+        remaining_ms: u64,
+    },
 }
 
 /// A held lease, as [`Op::List`] reports it.
@@ -379,6 +403,9 @@ pub enum Refusal {
     /// A list's limit is zero or above [`crate::table::MAX_LIST_ENTRIES`].
     #[error("list limit must be between 1 and {}", crate::table::MAX_LIST_ENTRIES)]
     ListLimitOutOfRange,
+    /// A lock-delay over [`crate::table::MAX_LOCK_DELAY_MS`].
+    #[error("lock delay must be at most {} ms", crate::table::MAX_LOCK_DELAY_MS)]
+    LockDelayTooLong,
 }
 
 impl Refusal {
@@ -404,6 +431,7 @@ impl Refusal {
             Refusal::NotPermitted => "not_permitted",
             Refusal::OwnerNotCertified => "owner_not_certified",
             Refusal::ListLimitOutOfRange => "list_limit_out_of_range",
+            Refusal::LockDelayTooLong => "lock_delay_too_long",
         }
     }
 
@@ -422,6 +450,7 @@ impl Refusal {
                 | Refusal::ValueTooLarge
                 | Refusal::RequestTooLarge
                 | Refusal::ListLimitOutOfRange
+                | Refusal::LockDelayTooLong
         )
     }
 }

@@ -43,6 +43,15 @@ pub enum LeaseError {
         /// The holder.
         holder: HolderInfo,
     },
+    /// Nobody holds the lease, but its last holder's lease expired with a
+    /// lock-delay that has not passed: it is granted to nobody before.
+    #[error("lease {name} is blocked by a lock-delay for {remaining_ms} ms more")]
+    LockDelay {
+        /// Lease name.
+        name: String,
+        /// Milliseconds of the delay left, as the cluster counts.
+        remaining_ms: u64,
+    },
     /// A TTL, wait, name, owner or value outside the limits.
     #[error("invalid request: {0}")]
     Invalid(String),

@@ -205,7 +205,8 @@ impl ClientCore {
             (
                 Op::Renew { name, stamp, .. }
                 | Op::Release { name, stamp, .. }
-                | Op::Write { name, stamp, .. },
+                | Op::Write { name, stamp, .. }
+                | Op::SetLockDelay { name, stamp, .. },
                 Outcome::NotHolder { .. },
             ) => self.end(&name, stamp, now),
             _ => {}

@@ -63,7 +63,9 @@ mod snapshot;
 
 pub use snapshot::SnapshotError;
 mod list;
+mod lock_delay;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
+pub use lock_delay::MAX_LOCK_DELAY_MS;
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -245,6 +247,12 @@ pub struct LeaseTable {
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
     owners: Owners,
+    /// The lock-delay of a grant, by name: (its stamp, delay in µs).
+    lock_delays: BTreeMap<String, (Stamp, u64)>,
+    /// Names not to be granted before a table time (a lock-delay).
+    blocked: BTreeMap<String, u64>,
+    /// `blocked`, ordered by when each block ends.
+    unblocks: BTreeSet<(u64, String)>,
 }
 
 impl LeaseTable {
@@ -309,7 +317,11 @@ impl LeaseTable {
     /// a command, never by a timer on one node. Cheap: leases nobody
     /// waits for are not looked at.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        self.awaited.first().map(|(at, _)| *at)
+        let expiry = self.awaited.first().map(|(at, _)| *at);
+        match (expiry, self.next_unblock_us()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The earliest table time at which a session is forgotten. Any
@@ -325,6 +337,7 @@ impl LeaseTable {
         let mut out = Applied::default();
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
+        self.unblock_due(&mut out);
         self.forget_idle_sessions();
         if let Body::Request(req) = &command.body {
             let outcome = self.answer(req, &mut out);
@@ -359,6 +372,7 @@ impl LeaseTable {
             self.expiries.pop_first();
             let now = self.now;
             if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
+                self.grant_ended(&name, h.stamp, Some(h.expires_at));
                 out.events.push(Event::Expired {
                     name: name.to_string(),
                     stamp: h.stamp,
@@ -507,6 +521,11 @@ impl LeaseTable {
                     let h = l.holder.as_ref()?;
                     Some((*h.owner == **owner && h.token == *token, self.info(l)?))
                 });
+                // Another holder, or nobody while a lock-delay blocks it.
+                let busy = match &held_by {
+                    Some((mine, _)) => !mine,
+                    None => self.is_blocked(&name),
+                };
                 match held_by {
                     Some((true, holder)) => {
                         self.extend(&name, now.saturating_add(ttl_us));
@@ -519,7 +538,7 @@ impl LeaseTable {
                                 .and_then(|l| l.value.as_deref().cloned()),
                         }
                     }
-                    Some((false, _)) if *wait_ms > 0 => {
+                    _ if busy && *wait_ms > 0 => {
                         let waiter = Waiter {
                             owner: self.owners.intern(owner),
                             token: *token,
@@ -530,8 +549,9 @@ impl LeaseTable {
                         };
                         self.queue(&name, waiter, out)
                     }
-                    Some((false, holder)) => Outcome::Held(holder),
-                    None if self.leases.len() >= MAX_LEASES => {
+                    Some((_, holder)) => Outcome::Held(holder),
+                    None if busy => self.blocked_answer(&name),
+                    None if self.leases.len() + self.blocked_len() >= MAX_LEASES => {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
@@ -572,6 +592,18 @@ impl LeaseTable {
                 self.release(&name, out)
             }
             Op::ForceRelease { .. } => self.release(&name, out),
+            Op::SetLockDelay {
+                owner,
+                stamp,
+                token,
+                lock_delay_ms,
+                ..
+            } => {
+                if !self.holds(&name, owner, *stamp, *token) {
+                    return self.not_holder(&name);
+                }
+                self.set_lock_delay(&name, *stamp, *lock_delay_ms)
+            }
             Op::Cancel { owner, token, .. } => {
                 if self.leases.contains_key(name.as_str()) {
                     self.update(&name, |l| {
@@ -687,7 +719,8 @@ impl LeaseTable {
             return Outcome::NotHolder { current: None };
         }
         match self.update(name, |l| l.holder.take()) {
-            Some(_) => {
+            Some(h) => {
+                self.grant_ended(name, h.stamp, None);
                 out.events.push(Event::Released {
                     name: name.to_owned(),
                 });
@@ -784,7 +817,7 @@ impl LeaseTable {
     /// The lease came free: hand it to the first waiter still willing to
     /// wait (validity is checked again now, at grant time).
     fn grant_next(&mut self, name: &str, out: &mut Applied) {
-        if !self.leases.contains_key(name) {
+        if !self.leases.contains_key(name) || self.is_blocked(name) {
             return;
         }
         let now = self.now;
@@ -834,6 +867,7 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     if let Op::List { .. } = op {
         return list::validate(op);
     }
+    lock_delay::validate(op)?;
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -849,7 +883,9 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             ..
         } => (Some(owner), Some(*ttl_ms), *wait_ms),
         Op::Renew { owner, ttl_ms, .. } => (Some(owner), Some(*ttl_ms), 0),
-        Op::Release { owner, .. } | Op::Cancel { owner, .. } => (Some(owner), None, 0),
+        Op::Release { owner, .. } | Op::Cancel { owner, .. } | Op::SetLockDelay { owner, .. } => {
+            (Some(owner), None, 0)
+        }
         Op::Write { owner, value, .. } => {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(Refusal::ValueTooLarge);
