@@ -66,6 +66,9 @@ enum Command {
         /// Keep renewing until interrupted, then release.
         #[arg(long)]
         hold: bool,
+        /// If the lease EXPIRES (is not released), grant it to nobody for this long afterwards (at most 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lock_delay: Option<Duration>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -296,6 +299,7 @@ async fn run(command: Command) -> Result<(), String> {
             wait,
             owner,
             hold,
+            lock_delay,
             cluster,
         } => {
             let owner = cluster.owner(Some(owner))?;
@@ -320,6 +324,12 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?
             };
+            if let Some(delay) = lock_delay {
+                lease
+                    .set_lock_delay(delay)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let token = lease.token().map_err(|e| e.to_string())?;
             println!(
                 "acquired {name} owner={owner} stamp={} token={:032x}",

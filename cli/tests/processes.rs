@@ -263,6 +263,33 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_with_a_lock_delay_keeps_the_name_from_everyone_after_it_expires() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    cluster.client(&[0], "probe").await;
+    let acquire = |owner: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["acquire", "printer", "--owner", owner, "--cluster", CLUSTER])
+            .args(extra)
+            .arg("--servers")
+            .arg(cluster.addrs[0].to_string())
+            .output()
+            .unwrap()
+    };
+    let first = acquire("alice", &["--ttl", "300ms", "--lock-delay", "30s"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = acquire("bob", &[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "granted inside the lock-delay");
+    assert!(stderr.contains("lock-delay"), "{stderr}");
+}
+
 fn run_with_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");

@@ -20,4 +20,7 @@ pub enum Sabotage {
     /// through the log (a tempting shortcut for a read): a lagging
     /// follower or a deposed leader answers stale holders.
     ListFromLocalTable,
+    /// A node proposes every lock-delay as zero: the table acknowledges
+    /// it but never blocks, so an expired lease is granted again at once.
+    LockDelayDropped,
 }

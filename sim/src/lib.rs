@@ -18,7 +18,8 @@
 //! that no request is executed twice and every answer a client gets is the
 //! log's, that no two holders act on a lease at the same real instant, and
 //! that a list never shows a holder older than a grant acknowledged before
-//! the list was sent.
+//! the list was sent, and that after a grant with a lock-delay expires no
+//! holder acts on its name before the delay has passed.
 //! After the faults stop, a new request must be applied on every node
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
@@ -152,7 +153,8 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
                   vote-after-disk-loss, unchecked-snapshot-chunks,
                   old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
-                  deadline-from-reply, no-takeover-extension, list-from-local-table";
+                  deadline-from-reply, no-takeover-extension, list-from-local-table,
+                  lock-delay-dropped";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -174,6 +176,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
         "no-takeover-extension" => Sabotage::Runtime(R::NoTakeoverExtension),
         "list-from-local-table" => Sabotage::Runtime(R::ListFromLocalTable),
+        "lock-delay-dropped" => Sabotage::Runtime(R::LockDelayDropped),
         _ => return None,
     })
 }

@@ -5,7 +5,7 @@
 //! a remote client does when its connection fails: late duplicates.
 
 use super::{Event, MS, World};
-use crate::leases::{ACTION_US, Holding, LONG_TTL_US, NAMES, TTL_US, Waiting};
+use crate::leases::{ACTION_US, Holding, LOCK_DELAY_US, LONG_TTL_US, NAMES, TTL_US, Waiting};
 use std::time::Duration;
 use trexlock_lease::command::{Op, Outcome};
 
@@ -123,7 +123,23 @@ impl World {
         if !idle {
             return;
         }
-        if self.rng.f64() < 0.02 {
+        if self.clients[c]
+            .holding
+            .as_ref()
+            .is_some_and(|h| h.wants_lock_delay)
+        {
+            if let Some(h) = self.clients[c].holding.as_mut() {
+                h.wants_lock_delay = false;
+            }
+            let op = Op::SetLockDelay {
+                name,
+                owner,
+                stamp,
+                token,
+                lock_delay_ms: LOCK_DELAY_US / 1_000,
+            };
+            self.start_request(c, op);
+        } else if self.rng.f64() < 0.02 {
             // A second handle of the same lease, asking for less time: the
             // cluster must keep the longer promise the first one counts on.
             let op = Op::Acquire {
@@ -204,6 +220,10 @@ impl World {
         let op = client.core.request(request).map(|r| r.op);
         client.core.answered(request, &outcome, now);
         match (outcome, op) {
+            (Outcome::LockDelaySet, Some(Op::SetLockDelay { name, stamp, .. })) => {
+                self.leases
+                    .on_lock_delay(&name, stamp, LOCK_DELAY_US * 1_000);
+            }
             (Outcome::Listed { leases, .. }, _) => {
                 let found = self.lists.on_listed(session, request, &leases);
                 self.checker.violations.extend(found);
@@ -215,11 +235,13 @@ impl World {
                 }
                 let renewals_left = self.rng.u8(0..3);
                 let release_when_done = self.rng.f64() < 0.3;
+                let wants_lock_delay = self.rng.f64() < 0.3;
                 self.clients[c].holding = Some(Holding {
                     name,
                     stamp,
                     renewals_left,
                     release_when_done,
+                    wants_lock_delay,
                 });
             }
             (Outcome::NotHolder { .. } | Outcome::Released, _) => client.holding = None,

@@ -174,7 +174,7 @@ impl World {
             probe_slots: BTreeMap::new(),
             checker: Checker::new(Membership::of_voters(genesis)),
             clients,
-            leases: LeaseChecker::default(),
+            leases: LeaseChecker::new(opts.max_drift_ppm),
             lists: ListChecker::default(),
             outcome: Outcome::default(),
         }

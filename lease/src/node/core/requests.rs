@@ -42,7 +42,7 @@ impl NodeCore {
     /// the table's limits, and a new lease within the node's
     /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
-    pub(super) fn admit(&mut self, request: Request) {
+    pub(super) fn admit(&mut self, mut request: Request) {
         let full = matches!(&request.op, Op::Acquire { name, .. }
             if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
         let admitted = if full {
@@ -73,6 +73,11 @@ impl NodeCore {
                 outcome,
             });
             return;
+        }
+        if sabotaged!(self, LockDelayDropped)
+            && let Op::SetLockDelay { lock_delay_ms, .. } = &mut request.op
+        {
+            *lock_delay_ms = 0;
         }
         let key = (request.client, request.request);
         let expires = self.now + wait_of(&request) + PENDING_GRACE;
