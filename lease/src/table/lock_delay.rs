@@ -10,8 +10,10 @@
 //! and the first of them is granted then. Blocked names count against
 //! [`super::MAX_LEASES`], so the table stays bounded.
 
-use super::{Applied, LeaseTable};
+use super::snapshot::SnapshotError;
+use super::{Applied, LeaseTable, MAX_LEASES, MAX_NAME_BYTES};
 use crate::command::{Op, Outcome, Refusal, Stamp};
+use serde::{Deserialize, Serialize};
 
 /// Longest lock-delay: one minute (Chubby's limit).
 pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
@@ -83,6 +85,64 @@ impl LeaseTable {
     /// Names blocked now (each also counts as a lease toward the cap).
     pub(super) fn blocked_len(&self) -> usize {
         self.blocked.len()
+    }
+}
+
+/// The lock-delay state as a snapshot carries it: the delays set on
+/// current grants and the names blocked now. The index of blocks by end
+/// time is rebuilt on load.
+#[derive(Serialize, Deserialize)]
+pub(super) struct LockDelayRecords<'a> {
+    /// (name, stamp of the grant, delay in µs).
+    #[serde(borrow)]
+    delays: Vec<(&'a str, u64, u64)>,
+    /// (name, table time the block ends).
+    blocked: Vec<(&'a str, u64)>,
+}
+
+impl LeaseTable {
+    /// The lock-delay state, for a snapshot.
+    pub(super) fn lock_delay_records(&self) -> LockDelayRecords<'_> {
+        LockDelayRecords {
+            delays: self
+                .lock_delays
+                .iter()
+                .map(|(name, (stamp, delay_us))| (name.as_str(), stamp.0, *delay_us))
+                .collect(),
+            blocked: self
+                .blocked
+                .iter()
+                .map(|(name, until)| (name.as_str(), *until))
+                .collect(),
+        }
+    }
+
+    /// Restores the lock-delay state of a snapshot, checking its limits.
+    pub(super) fn restore_lock_delays(
+        &mut self,
+        records: LockDelayRecords<'_>,
+    ) -> Result<(), SnapshotError> {
+        let bad_name = |name: &str| name.is_empty() || name.len() > MAX_NAME_BYTES;
+        if records.delays.len() > MAX_LEASES || records.blocked.len() > MAX_LEASES {
+            return Err(SnapshotError::Invalid(
+                "more lock-delays than leases allowed",
+            ));
+        }
+        for (name, stamp, delay_us) in records.delays {
+            if bad_name(name) || delay_us > MAX_LOCK_DELAY_MS * 1000 {
+                return Err(SnapshotError::Invalid("a lock-delay out of bounds"));
+            }
+            self.lock_delays
+                .insert(name.to_owned(), (Stamp(stamp), delay_us));
+        }
+        for (name, until) in records.blocked {
+            if bad_name(name) {
+                return Err(SnapshotError::Invalid("a blocked name out of bounds"));
+            }
+            self.blocked.insert(name.to_owned(), until);
+            self.unblocks.insert((until, name.to_owned()));
+        }
+        Ok(())
     }
 }
 

@@ -181,3 +181,24 @@ fn blocked_names_count_toward_the_lease_cap() {
     assert_eq!(log.table.len(), 0);
     assert_eq!(log.table.blocked_len(), 1);
 }
+
+#[test]
+fn a_node_installing_a_snapshot_keeps_the_lock_delays_set_and_the_blocks_running() {
+    let mut log = Log::default();
+    let stamp = granted(log.acquire(0, "alice", 1_000, 0));
+    log.set_delay(10, "alice", stamp, 500);
+    let installed = LeaseTable::from_snapshot(&log.table.to_snapshot()).expect("loads");
+    assert_eq!(installed, log.table, "the delay set on a held grant");
+    log.apply(1_000, Body::Tick);
+    log.table = LeaseTable::from_snapshot(&log.table.to_snapshot()).expect("loads");
+    assert_eq!(
+        log.acquire(1_200, "bob", 1_000, 0),
+        Outcome::Blocked { remaining_ms: 300 }
+    );
+    assert_eq!(log.acquire(1_250, "bob", 1_000, 10_000), Outcome::Queued);
+    log.table = LeaseTable::from_snapshot(&log.table.to_snapshot()).expect("loads");
+    assert_eq!(log.table.next_deadline_us(), Some(1_500_000));
+    let served = log.apply(1_500, Body::Tick);
+    assert_eq!(served.len(), 1);
+    assert!(granted(served[0].1.clone()) > stamp);
+}
