@@ -102,7 +102,8 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
         | Op::Release { owner, .. }
         | Op::Cancel { owner, .. }
         | Op::Write { owner, .. }
-        | Op::SetLockDelay { owner, .. } => owner,
+        | Op::SetLockDelay { owner, .. }
+        | Op::AcquireShare { owner, .. } => owner,
     };
     match identity {
         Some(identity) if !owns(&principal(identity), owner) => Err(Refusal::OwnerNotCertified),

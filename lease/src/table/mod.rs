@@ -64,8 +64,10 @@ mod snapshot;
 pub use snapshot::SnapshotError;
 mod list;
 mod lock_delay;
+mod shares;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use lock_delay::MAX_LOCK_DELAY_MS;
+pub use shares::{MAX_PERMITS, MAX_SHARE_HOLDERS};
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -103,6 +105,13 @@ pub const MAX_OUTCOMES_PER_SESSION: usize = 128;
 pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 /// Most bytes of fenced values the whole table holds.
 pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Settings of a table beyond its state (feature `sabotage` only).
+#[cfg(feature = "sabotage")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Settings {
+    sabotage: Option<crate::Sabotage>,
+}
 
 /// The current holder of a lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -253,12 +262,29 @@ pub struct LeaseTable {
     blocked: BTreeMap<String, u64>,
     /// `blocked`, ordered by when each block ends.
     unblocks: BTreeSet<(u64, String)>,
+    /// Semaphores and read-write leases, by name.
+    shares: BTreeMap<Shared, shares::ShareLine>,
+    /// Each share line's next deadline (an expiry or a give-up).
+    share_due: BTreeSet<(u64, Shared)>,
+    /// Shares held in all lines.
+    share_holders: usize,
+    /// A deliberately broken rule, the same on every node of a
+    /// simulated cluster (feature `sabotage` only).
+    #[cfg(feature = "sabotage")]
+    cfg: Settings,
 }
 
 impl LeaseTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same table running a deliberately broken rule.
+    #[cfg(feature = "sabotage")]
+    pub fn with_sabotage(mut self, sabotage: Option<crate::Sabotage>) -> Self {
+        self.cfg.sabotage = sabotage;
+        self
     }
 
     /// The table's time, in microseconds. Monotonic in log order.
@@ -276,14 +302,15 @@ impl LeaseTable {
         self.epoch_base
     }
 
-    /// How many leases are held or awaited.
+    /// How many leases, semaphores and read-write leases are held or
+    /// awaited.
     pub fn len(&self) -> usize {
-        self.leases.len()
+        self.leases.len() + self.shares.len()
     }
 
-    /// True when no lease is held or awaited.
+    /// True when nothing is held or awaited.
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.len() == 0
     }
 
     /// How many leases have a holder.
@@ -299,7 +326,7 @@ impl LeaseTable {
     /// True when `name` is held or awaited (so acquiring it creates no
     /// lease).
     pub fn tracks(&self, name: &str) -> bool {
-        self.leases.contains_key(name)
+        self.leases.contains_key(name) || self.is_shared(name)
     }
 
     /// How many client sessions the table remembers.
@@ -318,10 +345,10 @@ impl LeaseTable {
     /// waits for are not looked at.
     pub fn next_deadline_us(&self) -> Option<u64> {
         let expiry = self.awaited.first().map(|(at, _)| *at);
-        match (expiry, self.next_unblock_us()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [expiry, self.next_unblock_us(), self.next_share_due_us()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest table time at which a session is forgotten. Any
@@ -338,6 +365,7 @@ impl LeaseTable {
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
         self.unblock_due(&mut out);
+        self.settle_shares(&mut out);
         self.forget_idle_sessions();
         if let Body::Request(req) = &command.body {
             let outcome = self.answer(req, &mut out);
@@ -508,7 +536,12 @@ impl LeaseTable {
     fn execute(&mut self, req: &Request, out: &mut Applied) -> Outcome {
         let now = self.now;
         let name = req.op.name().to_owned();
+        let shared_name = !matches!(req.op, Op::List { .. } | Op::AcquireShare { .. });
+        if shared_name && self.is_shared(&name) {
+            return self.execute_on_share(&req.op, out);
+        }
         match &req.op {
+            Op::AcquireShare { .. } => self.acquire_share(req, out),
             Op::Acquire {
                 owner,
                 token,
@@ -551,7 +584,7 @@ impl LeaseTable {
                     }
                     Some((_, holder)) => Outcome::Held(holder),
                     None if busy => self.blocked_answer(&name),
-                    None if self.leases.len() + self.blocked_len() >= MAX_LEASES => {
+                    None if self.len() + self.blocked_len() >= MAX_LEASES => {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
@@ -868,6 +901,7 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
         return list::validate(op);
     }
     lock_delay::validate(op)?;
+    shares::validate(op)?;
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -877,6 +911,12 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     }
     let (owner, ttl_ms, wait_ms) = match op {
         Op::Acquire {
+            owner,
+            ttl_ms,
+            wait_ms,
+            ..
+        }
+        | Op::AcquireShare {
             owner,
             ttl_ms,
             wait_ms,

@@ -9,7 +9,8 @@
 //! direction builds a second copy of the table in between.
 //!
 //! Layout: the format byte, a [`Header`], `leases` lease records in name
-//! order, `sessions` session records, then the lock-delay records.
+//! order, `sessions` session records, the lock-delay records, then the
+//! share lines (semaphores and read-write leases).
 
 use super::line::Line;
 use super::owners::Shared;
@@ -25,9 +26,10 @@ use std::collections::{HashMap, VecDeque};
 use trexlock_paxos::Ballot;
 
 /// The encoding written by this build. A snapshot of another format is
-/// refused with [`SnapshotError::Format`]: format 2 had no lock-delays, so
-/// a node installing it would grant blocked names at once.
-const FORMAT: u8 = 3;
+/// refused with [`SnapshotError::Format`]: format 2 had no lock-delays (a
+/// node installing it would grant blocked names at once), format 3 no
+/// semaphores or read-write leases.
+const FORMAT: u8 = 4;
 
 /// Why bytes could not be loaded as a table.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,7 @@ impl LeaseTable {
             out = encode(&session, out);
         }
         out = encode(&self.lock_delay_records(), out);
+        out = encode(&self.share_records(), out);
         Bytes::from(out)
     }
 
@@ -298,6 +301,8 @@ impl LeaseTable {
         }
         let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
         table.restore_lock_delays(lock_delays)?;
+        let (shares, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_shares(shares)?;
         if !rest.is_empty() {
             return Err(SnapshotError::Invalid("bytes after the last record"));
         }
