@@ -47,6 +47,8 @@ pub(crate) struct Holding {
     pub(crate) release_when_done: bool,
     /// Whether it still means to set a lock-delay on this grant.
     pub(crate) wants_lock_delay: bool,
+    /// The share held, for a semaphore or read-write lease.
+    pub(crate) mode: Option<trexlock_lease::command::Mode>,
 }
 
 /// One application process using leases through its home node.
