@@ -68,6 +68,7 @@ fn kind(e: &LeaseError) -> &'static str {
         LeaseError::StaleStamp { .. } => "stale",
         LeaseError::Held { .. } => "held",
         LeaseError::LockDelay { .. } => "lock-delay",
+        LeaseError::Busy { .. } => "busy",
         LeaseError::Invalid(_) => "invalid",
         LeaseError::Refused(_) => "refused",
         LeaseError::Random(_) => "random",
