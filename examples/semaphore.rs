@@ -29,7 +29,7 @@ async fn main() -> Result<(), BoxError> {
     let working = AtomicUsize::new(0);
     let most = AtomicUsize::new(0);
     let worker = |i: usize| {
-        let client = cluster.nodes[i % 3].client(&format!("worker-{i}"));
+        let client = cluster.nodes[i % 3].client(format!("worker-{i}"));
         let (working, most) = (&working, &most);
         async move {
             // Arrive in order, so the line's order is the workers' order.
