@@ -6,7 +6,9 @@
 //! holders act on a semaphore than it has permits, nor anybody act beside
 //! a writer of a read-write lease. And nobody overtakes a queued writer: a
 //! reader whose request was sent after a writer was told it is queued must
-//! not be granted before that writer (the table's stamps order grants).
+//! not be granted a new share before that writer (the table's stamps order
+//! grants; a reader answered with a share it already held was not let in,
+//! it renewed).
 
 use std::collections::BTreeMap;
 use trexlock_lease::command::Mode;
@@ -41,6 +43,10 @@ pub(crate) struct ShareChecker {
     readers: Vec<(u64, Stamp)>,
     /// Granted writers that had been queued: (queued at, stamp).
     writers: Vec<(u64, Stamp)>,
+    /// Every grant each client was told of: a client that stopped
+    /// believing in a share the table still counts asks again as new,
+    /// and is answered with that old grant (a renewal, not a new reader).
+    told: std::collections::BTreeSet<(ClientId, Stamp)>,
     pub(crate) actions: u64,
 }
 
@@ -64,9 +70,13 @@ impl ShareChecker {
         request: u64,
         stamp: Stamp,
     ) -> Vec<String> {
+        let renewal = !self.told.insert((client, stamp));
         let Some(&(mode, sent_at)) = self.sent.get(&(client, request)) else {
             return Vec::new();
         };
+        if renewal {
+            return Vec::new();
+        }
         match mode {
             Mode::Read => self.readers.push((sent_at, stamp)),
             Mode::Write => match self.queued.get(&(client, request)) {
