@@ -39,7 +39,11 @@ async fn an_expired_permit_is_handed_to_the_first_waiter_with_a_new_stamp() {
         .await
         .unwrap();
     assert!(Instant::now() >= first.expire_time_unsafe());
-    assert!(asked.elapsed() < Duration::from_secs(3), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(third.stamp() > second.stamp());
     assert!(matches!(
         a.acquire_permit("pool", 3, long, Duration::ZERO).await,

@@ -178,8 +178,14 @@ impl LeaseTable {
                 self.share_due.insert((at, key));
             }
         }
-        self.share_holders = self.share_holders - before.holders + after.holders;
-        self.waiters = self.waiters - before.waiters + after.waiters;
+        self.share_holders = self
+            .share_holders
+            .saturating_sub(before.holders)
+            .saturating_add(after.holders);
+        self.waiters = self
+            .waiters
+            .saturating_sub(before.waiters)
+            .saturating_add(after.waiters);
         result
     }
 
