@@ -308,7 +308,7 @@ impl Model for LeaseModel {
     fn properties(&self) -> Vec<stateright::Property<Self>> {
         use stateright::Property as P;
         fn kept(state: &State, property: Property) -> bool {
-            !state.ghost.violations.contains_key(&property)
+            state.ghost.kept(property)
         }
         vec![
             P::always(Property::OneValuePerSlot.name(), |_, s| {

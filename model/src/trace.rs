@@ -45,7 +45,7 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
             let _ = writeln!(out, "     {note}");
         }
     }
-    for (property, what) in &state.ghost.violations {
+    for (property, what) in state.ghost.violations() {
         let _ = writeln!(out, "broken: {}: {what}", property.name());
     }
     let believers = state.believers();

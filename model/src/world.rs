@@ -229,7 +229,7 @@ impl State {
             drops_left: bounds.drops,
             duplicates_left: bounds.duplicates,
             resends_left: bounds.resends,
-            ghost: Ghost::new(bounds.nodes / 2 + 1),
+            ghost: Ghost::new((1..=bounds.nodes as u16).map(NodeId)),
             notes: Vec::new(),
             tracing: false,
             starting: true,
@@ -260,7 +260,7 @@ impl State {
     }
 
     pub(crate) fn violated(&self) -> bool {
-        !self.ghost.violations.is_empty()
+        self.ghost.violated()
     }
 
     pub(crate) fn node_config(bounds: &Bounds, id: NodeId) -> NodeConfig {
@@ -517,7 +517,9 @@ impl State {
     fn client_answer(&mut self, c: usize, request: u64, outcome: Outcome) {
         let now = local(c, true, self.now);
         let session = self.clients[c].core.id();
-        self.ghost.on_acknowledged(session, request, &outcome);
+        let waiting = self.clients[c].waiting.is_some_and(|(id, _)| id == request);
+        self.ghost
+            .on_acknowledged(session, request, &outcome, waiting);
         let client = &mut self.clients[c];
         if client.waiting.is_none_or(|(id, _)| id != request) {
             return;

@@ -23,7 +23,7 @@
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
 
-mod checker;
+pub mod checker;
 mod clock;
 mod leases;
 mod lists;
