@@ -35,10 +35,12 @@
 
 mod ghost;
 mod model;
+mod scenario;
 mod trace;
 mod world;
 
 pub use model::{Action, LeaseModel};
+pub use scenario::Scenario;
 pub use trace::explain;
 pub use trexlock_sim::{Sabotage, parse_sabotage};
 pub use world::State;
@@ -140,6 +142,11 @@ pub struct Bounds {
     /// Search depth-first: reaches deep counterexamples sooner, but the
     /// first one found is not the shortest.
     pub depth_first: bool,
+    /// A fixed prefix of ordinary events the search starts after (`None`:
+    /// right after the first leader took over).
+    pub scenario: Option<Scenario>,
+    /// The TTL clients ask for, in milliseconds (a step is 100 ms).
+    pub ttl_ms: u64,
 }
 
 impl Default for Bounds {
@@ -161,6 +168,8 @@ impl Default for Bounds {
             sabotage: None,
             max_depth: Some(6),
             depth_first: false,
+            scenario: None,
+            ttl_ms: 300,
         }
     }
 }
@@ -168,8 +177,8 @@ impl Default for Bounds {
 /// What one run of the checker found.
 #[derive(Debug)]
 pub struct Report {
-    /// Steps of the deterministic startup at the head of every path.
-    pub startup_steps: usize,
+    /// Steps of the deterministic prefix at the head of every path.
+    pub prefix_steps: usize,
     /// Distinct states visited.
     pub states: usize,
     /// States generated, duplicates included.
@@ -192,7 +201,7 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let start = Instant::now();
-    let startup_steps = model.startup_steps;
+    let prefix_steps = model.prefix_steps;
     let mut builder = model
         .checker()
         .threads(threads)
@@ -201,16 +210,16 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
         // The checker counts the initial state as depth 1 and checks no
         // state at the target depth: paths of `depth` steps after the
         // startup end in states of depth `startup + depth + 1`.
-        builder = builder.target_max_depth(startup_steps + depth + 2);
+        builder = builder.target_max_depth(prefix_steps + depth + 2);
     }
     if bounds.depth_first {
-        report(builder.spawn_dfs().join(), startup_steps, start)
+        report(builder.spawn_dfs().join(), prefix_steps, start)
     } else {
-        report(builder.spawn_bfs().join(), startup_steps, start)
+        report(builder.spawn_bfs().join(), prefix_steps, start)
     }
 }
 
-fn report(checker: impl Checker<LeaseModel>, startup_steps: usize, start: Instant) -> Report {
+fn report(checker: impl Checker<LeaseModel>, prefix_steps: usize, start: Instant) -> Report {
     let elapsed = start.elapsed();
     let discoveries = checker.discoveries();
     let counterexamples = Property::ALL
@@ -222,7 +231,7 @@ fn report(checker: impl Checker<LeaseModel>, startup_steps: usize, start: Instan
         })
         .collect();
     Report {
-        startup_steps,
+        prefix_steps,
         states: checker.unique_state_count(),
         generated: checker.state_count(),
         max_depth: checker.max_depth(),

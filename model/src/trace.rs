@@ -2,6 +2,7 @@
 //! acted, the input it got, and every effect its core produced.
 
 use crate::model::{Action, LeaseModel};
+use crate::scenario::Stage;
 use crate::world::{State, describe_packet, local};
 use stateright::Model;
 use std::fmt::Write as _;
@@ -15,29 +16,53 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
     let _ = writeln!(out, "start: {state:?}");
     // The startup is deterministic and fault-free: shown step by step only
     // when the counterexample ends inside it.
-    let startup = actions
-        .iter()
-        .take_while(|a| **a == Action::Startup)
-        .count();
+    let mut startup = 0;
+    let mut probe = state.clone();
+    while actions.get(startup) == Some(&Action::Prefix) {
+        let mut next = probe.clone();
+        model.prefix_step(&mut next);
+        if next.prefix != Some(0) {
+            break;
+        }
+        probe = next;
+        startup += 1;
+    }
     let mut skip = 0;
     if startup < actions.len() {
-        for _ in 0..startup {
-            if let Some(next) = model.next_state(&state, Action::Startup) {
-                state = next;
-            }
-        }
+        state = probe;
+        state.notes.clear();
         skip = startup;
         let _ = writeln!(
             out,
-            "{:>3}. t={} fault-free startup done in {startup} steps: {state:?}",
-            startup, state.now
+            "{startup:>3}. t={} fault-free startup done: {state:?}",
+            state.now
         );
     }
+    let mut stage = None;
     for (n, action) in actions.iter().enumerate().skip(skip) {
-        let what = describe_action(&state, action);
         let Some(next) = model.next_state(&state, action.clone()) else {
+            let what = describe_action(&state, action);
             let _ = writeln!(out, "{:>3}. {what}: not possible", n + 1);
             break;
+        };
+        let what = if *action == Action::Prefix {
+            // The stage that performed the event: the one running after
+            // it, or the last one if the event ended the prefix.
+            let index = next.prefix.unwrap_or(model.stages.len() - 1);
+            if stage != Some(index) {
+                stage = Some(index);
+                let _ = writeln!(out, "     [prefix: {}]", model.stages[index].describe());
+            }
+            if next.prefix.is_none() {
+                "the prefix is over".into()
+            } else {
+                describe_prefix_event(&state, model.stages[index])
+            }
+        } else {
+            if stage.take().is_some() {
+                let _ = writeln!(out, "     [exhaustive search from here]");
+            }
+            describe_action(&state, action)
         };
         state = next;
         let _ = writeln!(out, "{:>3}. t={} {what}", n + 1, state.now);
@@ -95,13 +120,27 @@ fn describe_action(state: &State, action: &Action) -> String {
         Action::ClientStart(c) => format!("client {c} starts its next operation"),
         Action::ClientResend(c) => format!("client {c} resends its request to another node"),
         Action::Advance => "time advances one step".into(),
-        Action::Startup => {
+        Action::Prefix => "the next event of the prefix".into(),
+    }
+}
+
+/// What one event of a prefix stage does, seen from the state before it.
+fn describe_prefix_event(state: &State, stage: Stage) -> String {
+    match stage {
+        Stage::Request(..) | Stage::Cut(_) | Stage::Crash(_) => stage.describe(),
+        Stage::Elect | Stage::Settle | Stage::UntilElection => {
             if let Some(i) = state.nodes.iter().position(|n| n.writing.is_some()) {
                 describe_action(state, &Action::Sync(i))
-            } else if !state.network.is_empty() {
-                describe_action(state, &Action::Deliver(0))
+            } else if let Some(i) = state
+                .network
+                .iter()
+                .position(|(_, p)| !state.crosses_cut(p))
+            {
+                describe_action(state, &Action::Deliver(i))
+            } else if state.nodes.iter().all(|n| n.ticked >= state.now) {
+                describe_action(state, &Action::Advance)
             } else {
-                "time advances one step and every node ticks (or the startup ends)".into()
+                "every node ticks".into()
             }
         }
     }

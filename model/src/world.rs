@@ -21,10 +21,9 @@ use trexlock_paxos::{Journal, JournalWrite, MemJournal, Message, NodeId};
 pub(crate) const STEP_US: u64 = 100_000;
 /// Rate error of every clock: the configured bound, fast or slow.
 const DRIFT_PPM: i64 = 1_000;
-/// The TTL clients ask for: three steps.
-pub(crate) const TTL_MS: u64 = 300;
-/// How long an acquire waits in line.
-const WAIT_MS: u64 = 2_000;
+/// How long an acquire waits in line: longer than any run, so that a
+/// waiter is granted the lease rather than timed out.
+const WAIT_MS: u64 = 60_000;
 /// A holder stops believing this long before its deadline.
 const GAP_US: u64 = 1_000;
 /// The lease every client competes for.
@@ -99,8 +98,16 @@ pub struct State {
     /// What the last step did (filled only when tracing; never hashed).
     pub(crate) notes: Vec<String>,
     pub(crate) tracing: bool,
-    /// The fault-free startup is still running.
-    pub(crate) starting: bool,
+    /// The stage of the fixed prefix running (the startup first), until
+    /// the search takes over.
+    pub(crate) prefix: Option<usize>,
+    /// The running stage has performed an event.
+    pub(crate) stage_begun: bool,
+    /// The node cut off from its peers, and the instant the cut heals.
+    pub(crate) cut: Option<usize>,
+    pub(crate) cut_until: u32,
+    /// The TTL clients ask for.
+    pub(crate) ttl_ms: u64,
 }
 
 impl State {
@@ -109,8 +116,11 @@ impl State {
         let mut view = String::with_capacity(16 * 1024);
         let _ = write!(
             view,
-            "{} {} {} {} {} {} {}",
-            self.starting,
+            "{:?} {} {:?} {} {} {} {} {} {} {}",
+            self.prefix,
+            self.stage_begun,
+            self.cut,
+            self.cut_until,
             self.now,
             self.crashes_left,
             self.disk_losses_left,
@@ -232,7 +242,11 @@ impl State {
             ghost: Ghost::new((1..=bounds.nodes as u16).map(NodeId)),
             notes: Vec::new(),
             tracing: false,
-            starting: true,
+            prefix: Some(0),
+            stage_begun: false,
+            cut: None,
+            cut_until: u32::MAX,
+            ttl_ms: bounds.ttl_ms,
         };
         for i in 0..bounds.nodes {
             state.start_node(bounds, i);
@@ -253,7 +267,7 @@ impl State {
         self.nodes[i].fingerprint = sip.finish();
     }
 
-    fn note(&mut self, text: impl FnOnce() -> String) {
+    pub(crate) fn note(&mut self, text: impl FnOnce() -> String) {
         if self.tracing {
             self.notes.push(text());
         }
@@ -394,7 +408,20 @@ impl State {
         }
     }
 
+    /// Whether `packet` goes between the node cut off and another while
+    /// the cut lasts.
+    pub(crate) fn crosses_cut(&self, packet: &Packet) -> bool {
+        let Some(cut) = self.cut.filter(|_| self.now < self.cut_until) else {
+            return false;
+        };
+        matches!(packet, Packet::Peer { from, to, .. } if *from == cut || *to == cut)
+    }
+
     pub(crate) fn send(&mut self, packet: Packet) {
+        if self.crosses_cut(&packet) {
+            self.note(|| format!("  (lost across the cut: {})", describe_packet(&packet)));
+            return;
+        }
         let mut sip = std::hash::DefaultHasher::new();
         format!("{packet:?}").hash(&mut sip);
         let key = sip.finish();
@@ -480,7 +507,7 @@ impl State {
                 owner,
                 stamp,
                 token,
-                ttl_ms: TTL_MS,
+                ttl_ms: self.ttl_ms,
             },
             Some(stamp) => Op::Release {
                 name: NAME.into(),
@@ -492,7 +519,7 @@ impl State {
                 name: NAME.into(),
                 owner,
                 token,
-                ttl_ms: TTL_MS,
+                ttl_ms: self.ttl_ms,
                 wait_ms: WAIT_MS,
             },
         };

@@ -2,17 +2,18 @@
 //! property, and every sabotage switch of the simulator yields a
 //! counterexample (the proof that each check can fail).
 
-use trexlock_model::{Bounds, LeaseModel, Property, Report, Sabotage, check, explain};
+use trexlock_model::{Bounds, LeaseModel, Property, Report, Sabotage, Scenario, check, explain};
 
 fn checked(bounds: Bounds) -> Report {
     let report = check(&bounds, Some(2));
     println!(
-        "{:?}: {} states ({} generated), depth {} (startup {}), {:.1?}",
+        "{:?} after {:?}: {} states ({} generated), depth {} (prefix {}), {:.1?}",
         bounds.sabotage,
+        bounds.scenario,
         report.states,
         report.generated,
         report.max_depth,
-        report.startup_steps,
+        report.prefix_steps,
         report.elapsed
     );
     report
@@ -112,5 +113,87 @@ fn deadline_from_reply_lets_two_clients_believe_they_hold_the_lease() {
     };
     let (property, _) =
         counterexample(runtime(trexlock_lease::Sabotage::DeadlineFromReply), bounds);
+    assert_eq!(property, Property::OneHolderAtATime);
+}
+
+/// The bounds a scenario's search runs under: no crash, resend or loss
+/// beyond the scenario's own, and one step of time, which heals the cut.
+fn after(scenario: Scenario, max_depth: usize) -> Bounds {
+    Bounds {
+        scenario: Some(scenario),
+        commands: 1,
+        crashes: 0,
+        resends: 0,
+        time_steps: 1,
+        fault_steps: 1,
+        max_depth: Some(max_depth),
+        ..Bounds::default()
+    }
+}
+
+/// The lease outlives an election only if it lasts longer than one: the
+/// clients ask for ten steps, and both clients act.
+fn lease_held(max_depth: usize) -> Bounds {
+    Bounds {
+        commands: 2,
+        ttl_ms: 1_000,
+        ..after(Scenario::LeaderCutOffWhileALeaseIsHeld, max_depth)
+    }
+}
+
+#[test]
+fn scenario_prefixes_keep_every_property_without_a_sabotage() {
+    for bounds in [
+        after(Scenario::LeaderCutOffMidProposal, 8),
+        after(Scenario::VoterLosesItsDisk, 8),
+        lease_held(8),
+    ] {
+        let report = checked(bounds);
+        if let Some((property, actions)) = report.counterexamples.first() {
+            let model = LeaseModel::new(bounds);
+            panic!(
+                "\"{}\" broken:\n{}",
+                property.name(),
+                explain(&model, actions)
+            );
+        }
+    }
+}
+
+#[test]
+fn accept_lower_ballot_lets_a_deposed_leaders_proposal_be_chosen_beside_the_new_one() {
+    let bounds = after(Scenario::LeaderCutOffMidProposal, 12);
+    let (property, _) = counterexample(core(trexlock_paxos::Sabotage::AcceptLowerBallot), bounds);
+    assert_eq!(property, Property::OneValuePerSlot);
+}
+
+#[test]
+fn forget_votes_in_promise_lets_a_new_leader_choose_over_a_chosen_value() {
+    let bounds = after(Scenario::LeaderCutOffMidProposal, 12);
+    let (property, _) =
+        counterexample(core(trexlock_paxos::Sabotage::ForgetVotesInPromise), bounds);
+    assert_eq!(property, Property::OneValuePerSlot);
+}
+
+#[test]
+fn commit_ignores_ballot_applies_a_vote_that_was_never_chosen() {
+    let bounds = after(Scenario::LeaderCutOffMidProposal, 12);
+    let (property, _) = counterexample(core(trexlock_paxos::Sabotage::CommitIgnoresBallot), bounds);
+    assert_eq!(property, Property::ApplyChosenInOrder);
+}
+
+#[test]
+fn vote_after_disk_loss_lets_a_wiped_voter_help_choose_a_second_value() {
+    let bounds = after(Scenario::VoterLosesItsDisk, 12);
+    let (property, _) = counterexample(core(trexlock_paxos::Sabotage::VoteAfterDiskLoss), bounds);
+    assert_eq!(property, Property::OneValuePerSlot);
+}
+
+#[test]
+fn no_takeover_extension_lets_two_clients_believe_they_hold_the_lease() {
+    let (property, _) = counterexample(
+        runtime(trexlock_lease::Sabotage::NoTakeoverExtension),
+        lease_held(14),
+    );
     assert_eq!(property, Property::OneHolderAtATime);
 }
