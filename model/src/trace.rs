@@ -137,6 +137,8 @@ fn describe_prefix_event(state: &State, stage: Stage) -> String {
                 .position(|(_, p)| !state.crosses_cut(p))
             {
                 describe_action(state, &Action::Deliver(i))
+            } else if stage == Stage::Elect {
+                "time advances one step and every node ticks".into()
             } else if state.nodes.iter().all(|n| n.ticked >= state.now) {
                 describe_action(state, &Action::Advance)
             } else {

@@ -50,7 +50,13 @@ fn counterexample(sabotage: Sabotage, bounds: Bounds) -> (Property, usize) {
         .iter()
         .find(|(p, _)| *p != Property::EveryCommandAnswered)
         .unwrap_or_else(|| panic!("{sabotage:?} broke no safety property within {bounds:?}"));
-    println!("{}", explain(&LeaseModel::new(bounds), &found.1));
+    println!(
+        "shortest counterexample to \"{}\": {} steps ({} after the prefix)\n{}",
+        found.0.name(),
+        found.1.len(),
+        found.1.len().saturating_sub(report.prefix_steps),
+        explain(&LeaseModel::new(bounds), &found.1)
+    );
     (found.0, found.1.len())
 }
 
