@@ -22,6 +22,12 @@
 //! advances once every message is delivered and every write synced), so
 //! that liveness can be checked as an eventually-property.
 //!
+//! Every path starts with a fixed prefix: a fault-free startup until the
+//! first leader has taken over, then, for a [`Scenario`], a few ordinary
+//! events (a request, a partition, a crash, time passing) that bring the
+//! cluster to a situation the search could not reach within its bounds on
+//! its own; the search is exhaustive from there.
+//!
 //! ```
 //! use trexlock_model::{Bounds, check};
 //!
@@ -136,7 +142,7 @@ pub struct Bounds {
     pub fault_steps: u32,
     /// A deliberately broken rule, to prove a property can fail.
     pub sabotage: Option<Sabotage>,
-    /// Most steps in one path after the startup (`None`: no limit but
+    /// Most steps in one path after the prefix (`None`: no limit but
     /// the others).
     pub max_depth: Option<usize>,
     /// Search depth-first: reaches deep counterexamples sooner, but the
@@ -188,14 +194,16 @@ pub struct Report {
     pub max_depth: usize,
     /// How long it took.
     pub elapsed: Duration,
-    /// Per broken property, the shortest path (BFS) that breaks it, as
-    /// the actions taken from the initial state.
+    /// Per broken property, the first path found that breaks it, as the
+    /// actions taken from the initial state (breadth-first: a shortest
+    /// one, give or take a step when several threads search).
     pub counterexamples: Vec<(Property, Vec<Action>)>,
 }
 
 /// Checks `bounds` on `threads` threads (all cores when `None`), stopping
-/// at the first counterexample: breadth-first (the default), the shortest
-/// one.
+/// at the first counterexample: breadth-first (the default), a shortest
+/// one (on several threads the levels overlap a little, so a path may
+/// carry an idle step).
 pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     let model = LeaseModel::new(*bounds);
     let threads =
@@ -209,7 +217,7 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     if let Some(depth) = bounds.max_depth {
         // The checker counts the initial state as depth 1 and checks no
         // state at the target depth: paths of `depth` steps after the
-        // startup end in states of depth `startup + depth + 1`.
+        // prefix end in states of depth `prefix + depth + 1`.
         builder = builder.target_max_depth(prefix_steps + depth + 2);
     }
     if bounds.depth_first {

@@ -40,7 +40,7 @@ struct Args {
     /// Of those, steps with faults and unbounded message delays.
     #[arg(long, default_value_t = 2)]
     fault_time: u32,
-    /// Most steps in one path after the startup (0: no limit).
+    /// Most steps in one path after the prefix (0: no limit).
     #[arg(long, default_value_t = 6)]
     depth: usize,
     /// Checker threads (default: every core).

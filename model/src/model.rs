@@ -67,8 +67,9 @@ impl LeaseModel {
     /// The model for `bounds`.
     ///
     /// # Panics
-    /// When the bounds name no node or client, or the fault-free startup
-    /// elects no leader (a broken core; the startup is deterministic).
+    /// When the bounds name no node or client, or the prefix never ends
+    /// (a fault-free startup that elects no leader: a broken core; the
+    /// prefix is deterministic).
     pub fn new(bounds: Bounds) -> LeaseModel {
         assert!(
             bounds.nodes > 0 && bounds.clients > 0,
