@@ -153,6 +153,10 @@ pub struct Bounds {
     pub scenario: Option<Scenario>,
     /// The TTL clients ask for, in milliseconds (a step is 100 ms).
     pub ttl_ms: u64,
+    /// Bytes of commands one slot holds (`None`: the library's defaults);
+    /// a message then holds one full slot, so that a promise of several
+    /// votes comes in parts, one vote each.
+    pub slot_bytes: Option<usize>,
 }
 
 impl Default for Bounds {
@@ -176,6 +180,7 @@ impl Default for Bounds {
             depth_first: false,
             scenario: None,
             ttl_ms: 300,
+            slot_bytes: None,
         }
     }
 }

@@ -63,6 +63,10 @@ struct Args {
     /// The TTL clients ask for, in milliseconds (a time step is 100 ms).
     #[arg(long, default_value_t = 300)]
     ttl_ms: u64,
+    /// Bytes of commands one slot holds (default: the library's); a
+    /// message then holds one full slot.
+    #[arg(long)]
+    slot_bytes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         depth_first: args.dfs,
         scenario,
         ttl_ms: args.ttl_ms,
+        slot_bytes: args.slot_bytes,
     };
     println!("checking {bounds:?}");
     if args.show_prefix {

@@ -29,14 +29,21 @@ pub enum Scenario {
     /// Client 0 holds the lease and client 1 waits for it in line when
     /// the leader is cut off; time passes until an election is due.
     LeaderCutOffWhileALeaseIsHeld,
+    /// One follower is cut off while the leader and the other follower
+    /// choose client 0's acquire; client 1's acquire reaches the leader,
+    /// which logs it and sends its Accepts; the cut moves to the leader
+    /// (its Accepts still in flight), and time passes until an election
+    /// is due.
+    LeaderCutOffWithAFollowerBehind,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 3] = [
+    pub const ALL: [Scenario; 4] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
+        Scenario::LeaderCutOffWithAFollowerBehind,
     ];
 
     /// The name the command line knows it by.
@@ -45,6 +52,7 @@ impl Scenario {
             Scenario::LeaderCutOffMidProposal => "leader-cut-off-mid-proposal",
             Scenario::VoterLosesItsDisk => "voter-loses-its-disk",
             Scenario::LeaderCutOffWhileALeaseIsHeld => "leader-cut-off-while-a-lease-is-held",
+            Scenario::LeaderCutOffWithAFollowerBehind => "leader-cut-off-with-a-follower-behind",
         }
     }
 
@@ -79,6 +87,15 @@ impl Scenario {
                 Request(1, Who::Voter),
                 Settle,
                 Cut(Who::Leader),
+                UntilElection,
+            ],
+            Scenario::LeaderCutOffWithAFollowerBehind => vec![
+                Cut(Who::Follower),
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Cut(Who::Leader),
+                Settle,
                 UntilElection,
             ],
         }

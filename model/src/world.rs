@@ -285,6 +285,12 @@ impl State {
         cfg.tick_interval = Duration::from_millis(100);
         cfg.retry_interval = Duration::from_millis(400);
         cfg.sabotage = bounds.sabotage.and_then(|s| s.runtime());
+        if let Some(bytes) = bounds.slot_bytes {
+            cfg.max_batch_bytes = bytes;
+            cfg.max_message_bytes = bytes
+                + trexlock_paxos::ENTRY_OVERHEAD_BYTES
+                + trexlock_paxos::MESSAGE_OVERHEAD_BYTES;
+        }
         cfg
     }
 
