@@ -39,6 +39,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod describe;
 mod ghost;
 mod model;
 mod scenario;

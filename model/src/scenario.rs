@@ -239,23 +239,28 @@ impl State {
                 .all(|c| c.status().leader == leader && c.status().applied > 0)
     }
 
+    /// Client `c` starts its next operation, sent to node `home` (its home
+    /// from now on), where it arrives at once.
+    fn request_reaches(&mut self, c: usize, home: usize) {
+        self.clients[c].home = home;
+        self.client_start(c);
+        let session = self.clients[c].core.id();
+        let index = self.network.iter().position(
+            |(_, p)| matches!(p, Packet::Request { request, .. } if request.client == session),
+        );
+        if let Some(index) = index {
+            self.deliver(index);
+            self.refresh(home);
+        }
+    }
+
     /// Performs one event of `stage` (`first`: its first); returns false
     /// when the stage is over and did nothing.
     pub(crate) fn stage_step(&mut self, bounds: &Bounds, stage: Stage, first: bool) -> bool {
         match stage {
             Stage::Request(c, who) => {
                 if first && let Some(home) = self.resolve(who) {
-                    self.clients[c].home = home;
-                    self.client_start(c);
-                    let index = self
-                        .network
-                        .iter()
-                        .position(|(_, p)| matches!(p, Packet::Request { request, .. } if request.client == self.clients[c].core.id()));
-                    if let Some(index) = index {
-                        let node = self.clients[c].home;
-                        self.deliver(index);
-                        self.refresh(node);
-                    }
+                    self.request_reaches(c, home);
                 }
                 first
             }

@@ -1,9 +1,10 @@
 //! Counterexamples as people read them: per step, the node or client that
 //! acted, the input it got, and every effect its core produced.
 
+use crate::describe::describe_packet;
 use crate::model::{Action, LeaseModel};
 use crate::scenario::Stage;
-use crate::world::{State, describe_packet, local};
+use crate::world::{State, local};
 use stateright::Model;
 use std::fmt::Write as _;
 
@@ -16,20 +17,10 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
     let _ = writeln!(out, "start: {state:?}");
     // The startup is deterministic and fault-free: shown step by step only
     // when the counterexample ends inside it.
-    let mut startup = 0;
-    let mut probe = state.clone();
-    while actions.get(startup) == Some(&Action::Prefix) {
-        let mut next = probe.clone();
-        model.prefix_step(&mut next);
-        if next.prefix != Some(0) {
-            break;
-        }
-        probe = next;
-        startup += 1;
-    }
+    let (startup, started) = startup(&model, &state, actions);
     let mut skip = 0;
     if startup < actions.len() {
-        state = probe;
+        state = started;
         state.notes.clear();
         skip = startup;
         let _ = writeln!(
@@ -82,6 +73,22 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
         );
     }
     out
+}
+
+/// How many of `actions` the startup takes, and the state it ends in.
+fn startup(model: &LeaseModel, init: &State, actions: &[Action]) -> (usize, State) {
+    let mut steps = 0;
+    let mut state = init.clone();
+    while actions.get(steps) == Some(&Action::Prefix) {
+        let mut next = state.clone();
+        model.prefix_step(&mut next);
+        if next.prefix != Some(0) {
+            break;
+        }
+        state = next;
+        steps += 1;
+    }
+    (steps, state)
 }
 
 fn describe_action(state: &State, action: &Action) -> String {
