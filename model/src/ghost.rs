@@ -12,12 +12,15 @@ use trexlock_lease::command::{ClientId, Outcome};
 use trexlock_lease::table::{Applied, Event};
 use trexlock_paxos::{Ballot, JournalWrite, Membership, Message, NodeId, Slot, Value};
 use trexlock_sim::checker::{Checker, Rule};
+use trexlock_sim::lists::ListChecker;
 
 /// What has happened so far, as far as the properties need to know.
 #[derive(Clone, Debug)]
 pub(crate) struct Ghost {
     /// Votes, promises, choices, answers: the rules the simulator checks.
     checker: Checker,
+    /// Grants acknowledged and lists in flight, as the simulator checks.
+    lists: ListChecker,
     /// Last slot each node applied (or installed) since it started.
     applied: BTreeMap<NodeId, Slot>,
     /// Last stamp granted per lease name, per node, since it started.
@@ -46,6 +49,7 @@ impl Ghost {
     pub(crate) fn new(nodes: impl IntoIterator<Item = NodeId>) -> Ghost {
         Ghost {
             checker: Checker::new(Membership::of_voters(nodes)),
+            lists: ListChecker::default(),
             applied: BTreeMap::new(),
             granted: BTreeMap::new(),
             own: BTreeMap::new(),
@@ -148,6 +152,7 @@ impl Ghost {
     ) {
         self.checker
             .on_client_answer(client, request, outcome, waiting);
+        self.check_lists(client, request, outcome);
         if matches!(outcome, Outcome::Queued | Outcome::AlreadyAnswered)
             || matches!(outcome, Outcome::Refused(r) if r.is_invalid())
         {
@@ -164,6 +169,30 @@ impl Ghost {
                 client.0
             );
             self.violate(Property::NoAcknowledgedCommandLost, what);
+        }
+    }
+}
+
+impl Ghost {
+    /// A client sent list request `request` for the first time.
+    pub(crate) fn list_sent(&mut self, client: ClientId, request: u64) {
+        self.lists.on_sent(client, request);
+    }
+
+    /// What an answer tells the list check: a grant acknowledged, or a
+    /// list that must show no holder older than those acknowledged before
+    /// it was sent.
+    fn check_lists(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+        match outcome {
+            Outcome::Granted { stamp, .. } => {
+                self.lists.on_granted(crate::world::NAME, *stamp);
+            }
+            Outcome::Listed { leases, .. } => {
+                if let Some(what) = self.lists.on_listed(client, request, leases).pop() {
+                    self.violate(Property::ListsAreLinearizable, what);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -79,13 +79,16 @@ pub enum Property {
     /// No node stops on an error, and none has two journal writes in
     /// flight.
     NoNodeStops,
+    /// A list never shows a lease held with a stamp below one whose grant
+    /// was acknowledged before the list was sent.
+    ListsAreLinearizable,
     /// Once faults stop, every command a client started is answered.
     EveryCommandAnswered,
 }
 
 impl Property {
     /// Every property, in the order they are reported.
-    pub const ALL: [Property; 10] = [
+    pub const ALL: [Property; 11] = [
         Property::OneValuePerSlot,
         Property::ApplyChosenInOrder,
         Property::PromisesNeverGoBack,
@@ -95,6 +98,7 @@ impl Property {
         Property::StampsGrow,
         Property::NoRequestExecutedTwice,
         Property::NoNodeStops,
+        Property::ListsAreLinearizable,
         Property::EveryCommandAnswered,
     ];
 
@@ -112,6 +116,9 @@ impl Property {
             Property::StampsGrow => "stamps grow per lease",
             Property::NoRequestExecutedTwice => "no request executed twice",
             Property::NoNodeStops => "no node stops",
+            Property::ListsAreLinearizable => {
+                "lists show no holder older than an acknowledged grant"
+            }
             Property::EveryCommandAnswered => "every command is answered once faults stop",
         }
     }

@@ -317,6 +317,9 @@ impl Model for LeaseModel {
             P::always(Property::NoNodeStops.name(), |_, s| {
                 kept(s, Property::NoNodeStops)
             }),
+            P::always(Property::ListsAreLinearizable.name(), |_, s| {
+                kept(s, Property::ListsAreLinearizable)
+            }),
             P::eventually(Property::EveryCommandAnswered.name(), |_, s: &State| {
                 s.clients
                     .iter()

@@ -35,15 +35,20 @@ pub enum Scenario {
     /// (its Accepts still in flight), and time passes until an election
     /// is due.
     LeaderCutOffWithAFollowerBehind,
+    /// Client 0 holds the lease; a follower is cut off while client 1
+    /// queues for it and client 0 releases it to client 1; client 0 then
+    /// asks the follower that was cut off which leases are held.
+    ListFromAFollowerBehind,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
         Scenario::LeaderCutOffWithAFollowerBehind,
+        Scenario::ListFromAFollowerBehind,
     ];
 
     /// The name the command line knows it by.
@@ -53,6 +58,7 @@ impl Scenario {
             Scenario::VoterLosesItsDisk => "voter-loses-its-disk",
             Scenario::LeaderCutOffWhileALeaseIsHeld => "leader-cut-off-while-a-lease-is-held",
             Scenario::LeaderCutOffWithAFollowerBehind => "leader-cut-off-with-a-follower-behind",
+            Scenario::ListFromAFollowerBehind => "list-from-a-follower-behind",
         }
     }
 
@@ -89,6 +95,16 @@ impl Scenario {
                 Cut(Who::Leader),
                 UntilElection,
             ],
+            Scenario::ListFromAFollowerBehind => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Cut(Who::Follower),
+                Request(1, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
+                List(0, Who::CutOff),
+            ],
             Scenario::LeaderCutOffWithAFollowerBehind => vec![
                 Cut(Who::Follower),
                 Request(0, Who::Leader),
@@ -111,6 +127,8 @@ pub(crate) enum Who {
     Follower,
     /// The node that is neither the leader nor cut off.
     Voter,
+    /// The node cut off.
+    CutOff,
 }
 
 /// One stage of a prefix; each step of the prefix performs one event of
@@ -130,6 +148,9 @@ pub(crate) enum Stage {
     Cut(Who),
     /// Every write syncs and every message not crossing the cut arrives.
     Settle,
+    /// Client `c` asks the node which leases are held (the request is
+    /// sent, not yet delivered).
+    List(usize, Who),
     /// The node crashes, losing its disk, and restarts.
     Crash(Who),
     /// Time passes with every node ticking and everything settling, until
@@ -138,16 +159,30 @@ pub(crate) enum Stage {
     UntilElection,
 }
 
+impl Who {
+    fn describe(self) -> &'static str {
+        match self {
+            Who::Leader => "the leader",
+            Who::Follower => "the follower",
+            Who::Voter => "the voter",
+            Who::CutOff => "the node cut off",
+        }
+    }
+}
+
 impl Stage {
     pub(crate) fn describe(self) -> String {
         match self {
             Stage::Elect => "the fault-free startup".into(),
             Stage::Request(c, who) => {
-                format!("client {c}'s next request reaches the {who:?}").to_lowercase()
+                format!("client {c}'s next request reaches {}", who.describe())
             }
-            Stage::Cut(who) => format!("the {who:?} is cut off from its peers").to_lowercase(),
+            Stage::Cut(who) => format!("{} is cut off from its peers", who.describe()),
             Stage::Settle => "every write syncs, every message not crossing the cut arrives".into(),
-            Stage::Crash(who) => format!("the {who:?} crashes and loses its disk").to_lowercase(),
+            Stage::List(c, who) => {
+                format!("client {c} sends a list request to {}", who.describe())
+            }
+            Stage::Crash(who) => format!("{} crashes and loses its disk", who.describe()),
             Stage::UntilElection => "time passes until an election is due".into(),
         }
     }
@@ -167,6 +202,7 @@ impl State {
             Who::Voter => {
                 (0..self.nodes.len()).find(|i| Some(*i) != leader && Some(*i) != self.cut)
             }
+            Who::CutOff => self.cut,
         }
     }
 
@@ -261,6 +297,12 @@ impl State {
             Stage::Request(c, who) => {
                 if first && let Some(home) = self.resolve(who) {
                     self.request_reaches(c, home);
+                }
+                first
+            }
+            Stage::List(c, who) => {
+                if first && let Some(node) = self.resolve(who) {
+                    self.client_list(c, node);
                 }
                 first
             }

@@ -536,6 +536,24 @@ impl State {
         self.send(Packet::Request { node, request });
     }
 
+    /// Client `c` asks node `node` (its home from now on) which leases are
+    /// held.
+    pub(crate) fn client_list(&mut self, c: usize, node: usize) {
+        let now = local(c, true, self.now);
+        let client = &mut self.clients[c];
+        client.home = node;
+        let op = Op::List {
+            prefix: String::new(),
+            after: None,
+            limit: 10,
+        };
+        let request = client.core.start(op, now);
+        client.waiting = Some((request.request, false));
+        let session = client.core.id();
+        self.ghost.list_sent(session, request.request);
+        self.send(Packet::Request { node, request });
+    }
+
     /// Client `c` sends its unanswered request again, to the next node, as
     /// a client whose connection failed does: same id, a late duplicate.
     pub(crate) fn client_resend(&mut self, c: usize) {
@@ -567,15 +585,24 @@ impl State {
     }
 
     /// Who believes it holds the lease at this instant: the clients whose
-    /// core's deadline, on their own clock, is still ahead (less the gap).
+    /// core's deadline, on their own clock, is still ahead (less the gap),
+    /// and who have not sent a release.
     pub(crate) fn believers(&self) -> Vec<usize> {
         (0..self.clients.len())
             .filter(|c| {
+                let client = &self.clients[*c];
+                // A holder that has sent its release has stopped acting
+                // under the lease, though its core learns the lease ended
+                // only from the answer.
+                let releasing = client
+                    .waiting
+                    .and_then(|(id, _)| client.core.request(id))
+                    .is_some_and(|r| matches!(r.op, Op::Release { .. }));
                 let now = local(*c, true, self.now);
-                self.clients[*c]
-                    .core
-                    .lease(NAME)
-                    .is_some_and(|l| !l.ended && now + Duration::from_micros(GAP_US) < l.deadline)
+                !releasing
+                    && client.core.lease(NAME).is_some_and(|l| {
+                        !l.ended && now + Duration::from_micros(GAP_US) < l.deadline
+                    })
             })
             .collect()
     }

@@ -159,6 +159,14 @@ fn follower_behind(max_depth: usize) -> Bounds {
     }
 }
 
+/// Three operations: client 0 acquires and releases, client 1 acquires.
+fn list_from_behind(max_depth: usize) -> Bounds {
+    Bounds {
+        commands: 3,
+        ..after(Scenario::ListFromAFollowerBehind, max_depth)
+    }
+}
+
 #[test]
 fn scenario_prefixes_keep_every_property_without_a_sabotage() {
     for bounds in [
@@ -166,6 +174,7 @@ fn scenario_prefixes_keep_every_property_without_a_sabotage() {
         after(Scenario::VoterLosesItsDisk, 10),
         lease_held(10),
         follower_behind(10),
+        list_from_behind(10),
     ] {
         let report = checked(bounds);
         if let Some((property, actions)) = report.counterexamples.first() {
@@ -224,4 +233,24 @@ fn count_partial_promise_lets_a_candidate_lead_without_the_vote_in_a_missing_par
         follower_behind(12),
     );
     assert_eq!(property, Property::OneValuePerSlot);
+}
+
+#[test]
+fn list_from_local_table_shows_a_holder_older_than_an_acknowledged_grant() {
+    let bounds = Bounds {
+        sabotage: Some(runtime(trexlock_lease::Sabotage::ListFromLocalTable)),
+        ..list_from_behind(6)
+    };
+    let report = checked(bounds);
+    let found = report
+        .counterexamples
+        .iter()
+        .find(|(p, _)| *p == Property::ListsAreLinearizable)
+        .unwrap_or_else(|| panic!("no stale list within {bounds:?}"));
+    println!(
+        "shortest counterexample: {} steps ({} after the prefix)\n{}",
+        found.1.len(),
+        found.1.len().saturating_sub(report.prefix_steps),
+        explain(&LeaseModel::new(bounds), &found.1)
+    );
 }

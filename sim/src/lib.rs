@@ -26,7 +26,7 @@
 pub mod checker;
 mod clock;
 mod leases;
-mod lists;
+pub mod lists;
 mod machine;
 mod world;
 
