@@ -27,10 +27,10 @@
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
 
-mod checker;
+pub mod checker;
 mod clock;
 mod leases;
-mod lists;
+pub mod lists;
 mod machine;
 mod shares;
 mod world;
