@@ -102,6 +102,8 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
         | Op::Release { owner, .. }
         | Op::Cancel { owner, .. }
         | Op::Write { owner, .. }
+        | Op::SetLockDelay { owner, .. }
+        | Op::AcquireShare { owner, .. }
         | Op::OpenSession { owner, .. }
         | Op::KeepSession { owner, .. }
         | Op::CloseSession { owner, .. }

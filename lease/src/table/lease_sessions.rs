@@ -252,7 +252,7 @@ impl LeaseTable {
     /// Whether session `id` may take one more lease (the table-wide lease
     /// limit included), and if not, the answer.
     pub(super) fn session_refusal(&self, id: SessionId, new_lease: bool) -> Option<Outcome> {
-        if new_lease && self.leases.len() >= MAX_LEASES {
+        if new_lease && self.len() + self.blocked_len() >= MAX_LEASES {
             return Some(Outcome::Refused(Refusal::TooManyLeases));
         }
         self.lease_sessions.refusal(id)

@@ -10,8 +10,9 @@
 //!
 //! Layout: the format byte, a [`Header`], `lease_sessions` lease-session
 //! records in id order (so that holders can be checked against them),
-//! `leases` lease records in name order, then `sessions` request-dedup
-//! session records. A lease session's list of leases is an index: it is
+//! `leases` lease records in name order, `sessions` request-dedup session
+//! records, the lock-delay records, then the share lines (semaphores and
+//! read-write leases). A lease session's list of leases is an index: it is
 //! rebuilt from the holders bound to it.
 
 use super::lease_sessions::LeaseSession;
@@ -30,15 +31,19 @@ use std::collections::{HashMap, VecDeque};
 use trexlock_paxos::Ballot;
 
 /// The encoding written by this build. A snapshot of another format is
-/// refused with [`SnapshotError::Format`]: format 2, before lease
-/// sessions, had no session on holders and waiters.
-const FORMAT: u8 = 3;
+/// refused with [`SnapshotError::Format`]: format 2 had no lock-delays (a
+/// node installing it would grant blocked names at once), format 3 no
+/// semaphores or read-write leases, format 4 no lease sessions (no session
+/// on holders and waiters).
+const FORMAT: u8 = 5;
 
 /// Why bytes could not be loaded as a table.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The first byte names another encoding.
-    #[error("snapshot format {found} is not the supported format {FORMAT}")]
+    #[error(
+        "snapshot format {found} is not the supported format {FORMAT} (written by another version of trexlock)"
+    )]
     Format {
         /// The format byte found.
         found: u8,
@@ -198,6 +203,8 @@ impl LeaseTable {
         for session in &self.sessions {
             out = encode(&session, out);
         }
+        out = encode(&self.lock_delay_records(), out);
+        out = encode(&self.share_records(), out);
         Bytes::from(out)
     }
 
@@ -364,8 +371,12 @@ impl LeaseTable {
             table.session_expiries.insert((session.expires_at, client));
             table.sessions.insert(client, session);
         }
+        let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_lock_delays(lock_delays)?;
+        let (shares, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_shares(shares)?;
         if !rest.is_empty() {
-            return Err(SnapshotError::Invalid("bytes after the last session"));
+            return Err(SnapshotError::Invalid("bytes after the last record"));
         }
         Ok(table)
     }
@@ -429,6 +440,17 @@ mod tests {
         // holder and expiries written again with their names took 80.
         assert!(bytes.len() < 10_000 * 45, "{} bytes", bytes.len());
         assert_eq!(LeaseTable::from_snapshot(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_which_had_no_lock_delays_is_refused_naming_both_formats() {
+        let mut old = table(3, 1).to_snapshot().to_vec();
+        old[0] = 2;
+        let error = LeaseTable::from_snapshot(&old).unwrap_err();
+        assert!(matches!(error, SnapshotError::Format { found: 2 }));
+        let text = error.to_string();
+        assert!(text.contains("format 2"), "{text}");
+        assert!(text.contains(&format!("format {FORMAT}")), "{text}");
     }
 
     #[test]
