@@ -10,6 +10,7 @@
 //!   tokio);
 //! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
 //! - [`FencedMutex`]: a local mutex that only locks while its lease is safe;
+//! - [`watch`]: streams of lease events, resumable from a log position;
 //! - [`remote`]: nodes over TCP and mutual TLS, and clients in processes
 //!   that run no node;
 //! - [`observe`]: a node's figures for Prometheus, and readiness.
@@ -71,6 +72,7 @@ pub mod remote;
 mod sabotage;
 pub mod table;
 pub mod time;
+pub mod watch;
 
 pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
 pub use command::{
@@ -90,3 +92,4 @@ pub use node::{
 pub use sabotage::Sabotage;
 pub use table::LeaseTable;
 pub use time::DriftBound;
+pub use watch::{Watch, WatchError, WatchEvent, WatchPosition};

@@ -20,4 +20,7 @@ pub enum Sabotage {
     /// through the log (a tempting shortcut for a read): a lagging
     /// follower or a deposed leader answers stale holders.
     ListFromLocalTable,
+    /// The node's watch hub drops one event of some slots on its way to
+    /// the watchers (a watcher then misses an event of the log).
+    WatchSkipsEvent,
 }

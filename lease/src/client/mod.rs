@@ -7,6 +7,7 @@
 mod handle;
 mod list;
 mod session;
+mod watch;
 
 pub use handle::LeaseHandle;
 pub use list::ListPage;

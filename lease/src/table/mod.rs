@@ -178,8 +178,10 @@ pub struct Response {
     pub outcome: Outcome,
 }
 
-/// Something that happened to a lease, for metrics and observers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Something that happened to a lease, for metrics and watchers: what one
+/// applied command changed, in the order it changed it. Holders' secrets
+/// are never in an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A lease was granted (from a request or from the wait line).
     Granted {
@@ -189,6 +191,8 @@ pub enum Event {
         stamp: Stamp,
         /// True when the grantee had waited in line.
         waited: bool,
+        /// The new holder.
+        owner: String,
     },
     /// A lease ran out without being released.
     Expired {
@@ -197,16 +201,42 @@ pub enum Event {
         /// The stamp that expired.
         stamp: Stamp,
     },
-    /// A lease was renewed.
+    /// A lease was renewed (by a renew, or a reentrant acquire).
     Renewed {
         /// Lease name.
         name: String,
+        /// The holder's stamp.
+        stamp: Stamp,
     },
     /// A lease was released (by its holder, or forced by an operator).
     Released {
         /// Lease name.
         name: String,
+        /// The stamp that was released.
+        stamp: Stamp,
     },
+    /// The holder stored a fenced value with the lease.
+    Written {
+        /// Lease name.
+        name: String,
+        /// The writer's stamp.
+        stamp: Stamp,
+        /// The value written.
+        value: Bytes,
+    },
+}
+
+impl Event {
+    /// The lease the event is about.
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Granted { name, .. }
+            | Event::Expired { name, .. }
+            | Event::Renewed { name, .. }
+            | Event::Released { name, .. }
+            | Event::Written { name, .. } => name,
+        }
+    }
 }
 
 /// What applying one command produced.
@@ -510,7 +540,10 @@ impl LeaseTable {
                 match held_by {
                     Some((true, holder)) => {
                         self.extend(&name, now.saturating_add(ttl_us));
-                        out.events.push(Event::Renewed { name: name.clone() });
+                        out.events.push(Event::Renewed {
+                            name: name.clone(),
+                            stamp: holder.stamp,
+                        });
                         Outcome::Granted {
                             stamp: holder.stamp,
                             value: self
@@ -535,12 +568,13 @@ impl LeaseTable {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
-                        let owner = self.owners.intern(owner);
-                        let stamp = self.grant(&name, owner, *token, ttl_us);
+                        let interned = self.owners.intern(owner);
+                        let stamp = self.grant(&name, interned, *token, ttl_us);
                         out.events.push(Event::Granted {
                             name: name.clone(),
                             stamp,
                             waited: false,
+                            owner: owner.clone(),
                         });
                         Outcome::Granted { stamp, value: None }
                     }
@@ -557,7 +591,10 @@ impl LeaseTable {
                     return self.not_holder(&name);
                 }
                 self.extend(&name, now.saturating_add(ttl_ms.saturating_mul(1000)));
-                out.events.push(Event::Renewed { name });
+                out.events.push(Event::Renewed {
+                    name,
+                    stamp: *stamp,
+                });
                 Outcome::Renewed
             }
             Op::Release {
@@ -616,6 +653,11 @@ impl LeaseTable {
                     return Outcome::Refused(Refusal::ValueSpaceFull);
                 }
                 self.update(&name, |l| l.value = Some(Box::new(value.clone())));
+                out.events.push(Event::Written {
+                    name,
+                    stamp: *stamp,
+                    value: value.clone(),
+                });
                 Outcome::Written
             }
         }
@@ -687,9 +729,10 @@ impl LeaseTable {
             return Outcome::NotHolder { current: None };
         }
         match self.update(name, |l| l.holder.take()) {
-            Some(_) => {
+            Some(h) => {
                 out.events.push(Event::Released {
                     name: name.to_owned(),
+                    stamp: h.stamp,
                 });
                 self.grant_next(name, out);
                 Outcome::Released
@@ -800,26 +843,27 @@ impl LeaseTable {
                     continue;
                 }
                 lease.holder = Some(Holder {
-                    owner: w.owner,
+                    owner: w.owner.clone(),
                     token: w.token,
                     stamp,
                     expires_at: now.saturating_add(w.ttl_us),
                 });
                 let value = lease.value.as_deref().cloned();
-                return (gone, Some((w.client, w.request, value)));
+                return (gone, Some((w.client, w.request, value, w.owner)));
             }
             (gone, None)
         });
         for w in gone {
             self.answer_waiter(w.client, w.request, Outcome::TimedOut, out);
         }
-        if let Some((client, request, value)) = granted {
+        if let Some((client, request, value, owner)) = granted {
             self.next_stamp = stamp.0;
             self.answer_waiter(client, request, Outcome::Granted { stamp, value }, out);
             out.events.push(Event::Granted {
                 name: name.to_owned(),
                 stamp,
                 waited: true,
+                owner: owner.to_string(),
             });
         }
     }
@@ -900,5 +944,7 @@ pub fn admit(request: &Request) -> Result<(), Refusal> {
     Ok(())
 }
 
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod tests;
