@@ -92,4 +92,4 @@ pub use node::{
 pub use sabotage::Sabotage;
 pub use table::LeaseTable;
 pub use time::DriftBound;
-pub use watch::{Watch, WatchError, WatchEvent, WatchPosition};
+pub use watch::{LeaderChange, LeaderChanges, Watch, WatchError, WatchEvent, WatchPosition};

@@ -247,3 +247,50 @@ async fn grant(client: &trexlock_lease::LeaseClient, name: &str) -> Stamp {
     }
     panic!("{name} never granted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elections_change_stream_reports_every_leader_and_what_it_proclaimed() {
+    use trexlock_lease::{Election, LeaderChange};
+    let cluster = Cluster::start(3).await;
+    let follower = cluster.follower().await;
+    let observer = Election::new(cluster.client(follower, "observer"), "leader", WAIT);
+    let mut changes = observer.changes().await.unwrap();
+    let a = Election::new(cluster.client(0, "a"), "leader", WAIT);
+    let b = Election::new(cluster.client(1, "b"), "leader", WAIT);
+    // A lease whose name starts with the election's is another lease.
+    cluster
+        .client(2, "c")
+        .try_acquire("leader-2", WAIT)
+        .await
+        .unwrap();
+    let first = a.campaign("a:1".into(), WAIT).await.unwrap();
+    let s1 = first.stamp();
+    first.resign().await.unwrap();
+    let second = b.campaign("b:1".into(), WAIT).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let change = tokio::time::timeout(WAIT, changes.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(match change {
+            LeaderChange::Elected { owner, stamp, .. } => format!("elected {owner} {stamp}"),
+            LeaderChange::Proclaimed { value, .. } => {
+                format!("proclaimed {}", String::from_utf8_lossy(&value))
+            }
+            LeaderChange::Vacant { stamp, .. } => format!("vacant {stamp}"),
+        });
+    }
+    let s2 = second.stamp();
+    assert_eq!(
+        seen,
+        [
+            format!("elected a {s1}"),
+            "proclaimed a:1".to_owned(),
+            format!("vacant {s1}"),
+            format!("elected b {s2}"),
+            "proclaimed b:1".to_owned(),
+        ]
+    );
+}

@@ -18,7 +18,8 @@
 //! that no request is executed twice and every answer a client gets is the
 //! log's, that no two holders act on a lease at the same real instant, and
 //! that a list never shows a holder older than a grant acknowledged before
-//! the list was sent.
+//! the list was sent, and that every watcher receives exactly the log's
+//! events after its position, in order, across disconnects and resumes.
 //! After the faults stop, a new request must be applied on every node
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
@@ -28,6 +29,7 @@ mod clock;
 mod leases;
 mod lists;
 mod machine;
+mod watches;
 mod world;
 
 pub use world::{Outcome, World};
@@ -152,7 +154,8 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
                   vote-after-disk-loss, unchecked-snapshot-chunks,
                   old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
-                  deadline-from-reply, no-takeover-extension, list-from-local-table";
+                  deadline-from-reply, no-takeover-extension, list-from-local-table,
+                  watch-skips-event";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -174,6 +177,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
         "no-takeover-extension" => Sabotage::Runtime(R::NoTakeoverExtension),
         "list-from-local-table" => Sabotage::Runtime(R::ListFromLocalTable),
+        "watch-skips-event" => Sabotage::Runtime(R::WatchSkipsEvent),
         _ => return None,
     })
 }
@@ -286,6 +290,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
             );
         }
     }
+    let watched = |f: fn(&Outcome) -> u64| outcomes.iter().map(|(_, o)| f(o)).sum::<u64>();
+    let _ = writeln!(
+        out,
+        "watches: {} events checked against the log, {} resumes, {} refused as compacted",
+        watched(|o| o.watch_events),
+        watched(|o| o.watch_resumes),
+        watched(|o| o.watch_compactions)
+    );
     let _ = writeln!(out, "simulated {count} seeds: {violations} violations");
     if violations == 0 {
         std::process::ExitCode::SUCCESS

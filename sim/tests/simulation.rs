@@ -217,6 +217,11 @@ fn a_list_answered_from_a_nodes_own_table_instead_of_the_log_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ListFromLocalTable)).is_some());
 }
 
+#[test]
+fn a_node_that_drops_an_event_on_its_way_to_a_watcher_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::WatchSkipsEvent)).is_some());
+}
+
 /// The pause must outlast the margin the protocol leaves anyway (the
 /// cluster counts from a commit that follows the holder's send by a
 /// journal sync and a round trip or more).

@@ -31,9 +31,11 @@
 //! and a holder's secret ([`crate::LeaseToken`]) is never in an event.
 
 mod hub;
+mod leader;
 mod stream;
 
 pub(crate) use hub::WatchHub;
+pub use leader::{LeaderChange, LeaderChanges};
 pub use stream::Watch;
 pub(crate) use stream::{Delivered, WatchSink};
 

@@ -149,7 +149,10 @@ impl Watch {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchEvent, WatchError>>> {
+    pub(super) fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<WatchEvent, WatchError>>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 self.position = event.position;
