@@ -81,7 +81,9 @@ impl WatchChecker {
     /// A node whose table was installed at `base` and which applied every
     /// slot after it up to `last`, keeping `kept` events, refused a watch
     /// from `requested` as compacted: true if it really lacked an event
-    /// after `requested`.
+    /// after `requested`. (The history's byte bound is never reached by
+    /// the simulated workload's small values, so only the count is
+    /// modelled.)
     pub(crate) fn compaction_is_real(
         &self,
         requested: WatchPosition,

@@ -4,8 +4,8 @@
 //! the shell as effects.
 
 use super::{
-    MAX_BATCH_EVENTS, MAX_BATCH_VALUE_BYTES, WatchDelivery, WatchError, WatchEvent, WatchId,
-    WatchPosition, WatchRequest,
+    MAX_BATCH_EVENTS, MAX_BATCH_VALUE_BYTES, MAX_HISTORY_VALUE_BYTES, WatchDelivery, WatchError,
+    WatchEvent, WatchId, WatchPosition, WatchRequest,
 };
 use crate::table::Event;
 use std::collections::{BTreeMap, VecDeque};
@@ -21,9 +21,12 @@ struct Watcher {
 /// Recent events and the watchers they go to.
 #[derive(Clone, Debug)]
 pub(crate) struct WatchHub {
-    /// The events after `floor`, oldest first, at most `capacity`.
+    /// The events after `floor`, oldest first, at most `capacity`, whose
+    /// values take at most [`MAX_HISTORY_VALUE_BYTES`].
     history: VecDeque<WatchEvent>,
     capacity: usize,
+    /// Bytes of the written values in `history`.
+    history_bytes: usize,
     /// Every event after this position (up to the last applied slot) is
     /// in `history`; the ones at or before it are gone.
     floor: WatchPosition,
@@ -39,6 +42,7 @@ impl WatchHub {
         WatchHub {
             history: VecDeque::new(),
             capacity,
+            history_bytes: 0,
             floor: WatchPosition::after_slot(0),
             watchers: BTreeMap::new(),
             max_watchers,
@@ -128,6 +132,7 @@ impl WatchHub {
                 slot,
                 event: u32::try_from(index).unwrap_or(u32::MAX - 1),
             };
+            self.history_bytes += value_bytes(event);
             self.history.push_back(WatchEvent {
                 position,
                 event: event.clone(),
@@ -143,10 +148,12 @@ impl WatchHub {
         for (id, watcher) in &mut self.watchers {
             deliver(*id, watcher, fresh.iter().cloned(), out);
         }
-        while self.history.len() > self.capacity {
-            if let Some(gone) = self.history.pop_front() {
-                self.floor = gone.position;
-            }
+        while self.history.len() > self.capacity || self.history_bytes > MAX_HISTORY_VALUE_BYTES {
+            let Some(gone) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= value_bytes(&gone.event);
+            self.floor = gone.position;
         }
     }
 
@@ -156,6 +163,7 @@ impl WatchHub {
     /// [`WatchError::Compacted`].
     pub(crate) fn installed(&mut self, slot: u64, out: &mut Deliveries) {
         self.history.clear();
+        self.history_bytes = 0;
         self.floor = self.floor.max(WatchPosition::after_slot(slot));
         let floor = self.floor;
         let behind: Vec<WatchId> = self

@@ -11,7 +11,8 @@
 //!
 //! A watch resumes from a position: [`crate::LeaseClient::watch_from`]
 //! delivers every event after it. A node keeps a bounded history of recent
-//! events ([`crate::NodeConfig::watch_history`]); a position older than
+//! events ([`crate::NodeConfig::watch_history`] events, and at most
+//! [`MAX_HISTORY_VALUE_BYTES`] of names and values); a position older than
 //! what the node still has (evicted from the history, or inside a snapshot
 //! the node installed instead of applying) ends the watch with
 //! [`WatchError::Compacted`]. A watch never skips an event silently: it
@@ -52,6 +53,11 @@ pub const DEFAULT_MAX_WATCHERS: usize = 1024;
 /// The default [`crate::NodeConfig::watch_history`]: events kept for
 /// resumes.
 pub const DEFAULT_WATCH_HISTORY: usize = 16_384;
+/// Most bytes of names and written values a node's watch history holds:
+/// the oldest events are dropped beyond it (as beyond
+/// [`crate::NodeConfig::watch_history`] events), so that recent large
+/// values cannot hold memory without bound.
+pub const MAX_HISTORY_VALUE_BYTES: usize = 16 * 1024 * 1024;
 /// Most watches one remote connection may hold at a node.
 pub const MAX_WATCHES_PER_CONNECTION: usize = 64;
 /// Most deliveries waiting for one watcher before it is cut off with

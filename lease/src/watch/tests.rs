@@ -235,3 +235,36 @@ fn positions_read_as_slot_or_slot_dot_index() {
     assert!("12.x".parse::<WatchPosition>().is_err());
     assert!("".parse::<WatchPosition>().is_err());
 }
+
+#[test]
+fn the_history_drops_its_oldest_events_beyond_its_bytes_of_values() {
+    let mut hub = WatchHub::new(1_000_000, 10);
+    let mut out = Vec::new();
+    let value = bytes::Bytes::from(vec![0u8; crate::table::MAX_VALUE_BYTES]);
+    let writes = MAX_HISTORY_VALUE_BYTES / crate::table::MAX_VALUE_BYTES + 1;
+    for slot in 1..=writes as u64 {
+        let write = Event::Written {
+            name: "n".into(),
+            stamp: Stamp(1),
+            value: value.clone(),
+        };
+        hub.record(slot, [write].iter(), false, &mut out);
+    }
+    hub.watch(
+        WatchId(1),
+        request("", Some(WatchPosition::after_slot(0))),
+        0,
+        &mut out,
+    );
+    assert!(matches!(
+        ended(&out, WatchId(1)),
+        Some(WatchError::Compacted { .. })
+    ));
+    hub.watch(
+        WatchId(2),
+        request("", Some(WatchPosition::after_slot(2))),
+        0,
+        &mut out,
+    );
+    assert_eq!(ended(&out, WatchId(2)), None);
+}
