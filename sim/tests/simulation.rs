@@ -222,6 +222,21 @@ fn a_node_that_drops_an_event_on_its_way_to_a_watcher_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::WatchSkipsEvent)).is_some());
 }
 
+#[test]
+fn a_lock_delay_dropped_before_it_is_proposed_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::LockDelayDropped)).is_some());
+}
+
+#[test]
+fn a_semaphore_granting_one_permit_too_many_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::SemaphoreOffByOne)).is_some());
+}
+
+#[test]
+fn a_reader_granted_past_a_queued_writer_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ReaderSlipsPastWriter)).is_some());
+}
+
 /// The pause must outlast the margin the protocol leaves anyway (the
 /// cluster counts from a commit that follows the holder's send by a
 /// journal sync and a round trip or more).
