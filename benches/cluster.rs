@@ -19,6 +19,10 @@
 //!   together by keeping the session in a loop; one op = one keep (64
 //!   lease renewals), `clients=` is the number of leases (etcd's side:
 //!   one lease with 64 keys on one keep-alive stream).
+//! - `watch:16`: 16 watchers, each on a connection of its own, watch the
+//!   prefix `w/` while 16 writers acquire and release their own names under
+//!   it (two events per cycle); one op = one event delivered to one
+//!   watcher, latency = the gap since that watcher's previous event.
 //! - `failover:16`: the uncontended load, then SIGKILL of the leader; prints
 //!   `FAILOVER system=trexlock recovery_ms=X`, the time from the kill to the
 //!   next successful acquire.
@@ -50,6 +54,8 @@ use trexlock::lease::{LeaseClient, TryAcquire};
 
 const CLUSTER: &str = "bench";
 const TTL: Duration = Duration::from_secs(10);
+/// Writers whose events the watchers of the `watch` case receive.
+const WATCH_WRITERS: usize = 16;
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -147,6 +153,7 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
             "renew" => bench.renew(clients).await?,
             "renew_session" => bench.renew_session(clients).await?,
             "failover" => bench.failover(clients).await?,
+            "watch" => bench.watch(clients).await?,
             other => return Err(format!("unknown case {other:?}")),
         }
         drop(nodes);
@@ -472,6 +479,70 @@ impl Bench<'_> {
         let cpu = meter.stop();
         let stats = load::merge(&window, recs);
         load::report(self.system, "renew_session", k, &stats, cpu);
+        Ok(())
+    }
+
+    /// `k` watchers on `w/`, each on its own connection, receive the
+    /// events of [`WATCH_WRITERS`] writers cycling through acquire and
+    /// release.
+    async fn watch(&self, k: usize) -> Result<(), String> {
+        let config = self.nodes.remote(&self.order());
+        let mut watches = Vec::new();
+        for i in 0..k {
+            let handle = connect(&config).await?;
+            let watch = handle.client(format!("watcher-{i}")).watch("w/").await;
+            watches.push((handle, watch.map_err(|e| format!("watch {i}: {e}"))?));
+        }
+        let writers = self.clients(WATCH_WRITERS, "writer-").await?;
+        let window = self.window();
+        let meter = CpuMeter::start(self.nodes.pids());
+        let writing: Vec<_> = writers
+            .into_iter()
+            .enumerate()
+            .map(|(i, client)| {
+                tokio::spawn(async move {
+                    let name = format!("w/{i}");
+                    while window.running() {
+                        if let Ok(TryAcquire::Acquired(lease)) =
+                            client.try_acquire(&name, TTL).await
+                        {
+                            let _ = lease.release().await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let end = tokio::time::Instant::from_std(window.end);
+        let tasks: Vec<_> = watches
+            .into_iter()
+            .map(|(handle, mut watch)| {
+                tokio::spawn(async move {
+                    let _connection = handle;
+                    let mut rec = Recorder::default();
+                    let mut last = Instant::now();
+                    while rec.go_on(&window) {
+                        match tokio::time::timeout_at(end, watch.next()).await {
+                            Ok(Some(Ok(_))) => {
+                                rec.ok(&window, last);
+                                last = Instant::now();
+                            }
+                            Ok(Some(Err(_)) | None) => {
+                                rec.error(&window);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    rec
+                })
+            })
+            .collect();
+        let recs = join(tasks).await;
+        for writer in writing {
+            let _ = writer.await;
+        }
+        let cpu = meter.stop();
+        load::report(self.system, "watch", k, &load::merge(&window, recs), cpu);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 #
 #   bash benches/compare_etcd.sh            # every case, 3 s each
 #   BENCH_SECS=5 bash benches/compare_etcd.sh
-#   BENCH_CASES="renew_session:64" BENCH_SECS=2 bash benches/compare_etcd.sh
+#   BENCH_CASES="watch:16 renew_session:64" bash benches/compare_etcd.sh   # some cases only
 #
 # Installs Debian's etcd-server (and protobuf-compiler, which the
 # etcd-client crate needs to build) if they are missing, builds the
@@ -12,13 +12,16 @@
 # starts a fresh three-member etcd cluster on loopback (own ports, data in a
 # temporary directory, default durability), runs the case against it, stops
 # it, and runs the same case against fresh three-node trexlock clusters.
+# The watch case: events per second delivered to 16 watchers of a prefix
+# (etcd's watch API against trexlock's watch) while 16 writers cycle.
 # Prints the RESULT lines of both systems (trexlock on its default redb
 # journal, and as trexlock-log on the append-only log journal), then
-#   RATIO-LOG uncontended64=A contended=B p50_single=C   (log journal)
+#   RATIO-LOG uncontended64=A contended=B p50_single=C watch16=D   (log journal)
 # and, last,
-#   RATIO uncontended64=A contended=B p50_single=C
+#   RATIO uncontended64=A contended=B p50_single=C watch16=D
 # (throughputs trexlock over etcd, contended against etcd's key-value
-# queue; p50_single is etcd's single-client acquire p50 over trexlock's).
+# queue; p50_single is etcd's single-client acquire p50 over trexlock's;
+# watch16 is events delivered per second to 16 watchers).
 # Every process it starts is stopped by pid, on success, failure or signal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -134,9 +137,8 @@ run_driver() {
 }
 
 : >"$WORK/all.txt"
-CASES=(uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 renew_session:64 failover:16)
-# BENCH_CASES="renew_session:64" runs only the cases named.
-if [[ -n ${BENCH_CASES:-} ]]; then read -r -a CASES <<<"$BENCH_CASES"; fi
+# shellcheck disable=SC2206 # the cases are words
+CASES=(${BENCH_CASES:-uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 renew_session:64 failover:16 watch:16})
 for case in "${CASES[@]}"; do
   log "case $case: etcd"
   start_etcd
@@ -165,7 +167,8 @@ ratio() {
 ratios() { # system
   echo "uncontended64=$(ratio "$(field "$1" uncontended 64 ops_per_s)" "$(field etcd uncontended 64 ops_per_s)")" \
     "contended=$(ratio "$(field "$1" contended 16 ops_per_s)" "$(field etcd contended_kv 16 ops_per_s)")" \
-    "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field "$1" acquire 1 p50_us)")"
+    "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field "$1" acquire 1 p50_us)")" \
+    "watch16=$(ratio "$(field "$1" watch 16 ops_per_s)" "$(field etcd watch 16 ops_per_s)")"
 }
 # The default (redb) journal's line is the last, as the issue specifies.
 echo "RATIO-LOG $(ratios trexlock-log)"

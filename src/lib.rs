@@ -116,7 +116,7 @@
 
 pub use trexlock_journal as journal;
 pub use trexlock_lease as lease;
-pub use trexlock_lease::{observe, remote, table, time};
+pub use trexlock_lease::{observe, remote, table, time, watch};
 pub use trexlock_paxos as paxos;
 pub use trexlock_transport as transport;
 
@@ -128,6 +128,9 @@ pub use trexlock_lease::{
     HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
     LeaseSession, LeaseToken, ListPage, ListedLease, MetricsSnapshot, Mode, Network, Node,
     NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal, SessionId, Stamp, TryAcquire,
+};
+pub use trexlock_lease::{
+    LeaderChange, LeaderChanges, Watch, WatchError, WatchEvent, WatchPosition,
 };
 pub use trexlock_paxos::{Journal, JournalError, MemJournal, NodeId};
 pub use trexlock_transport::{TlsConfig, TransportConfig};

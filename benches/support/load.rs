@@ -284,7 +284,7 @@ impl Settings {
 }
 
 /// The cases run when none is named, with their default client counts.
-pub const DEFAULT_CASES: [(&str, usize); 7] = [
+pub const DEFAULT_CASES: [(&str, usize); 8] = [
     ("uncontended", 1),
     ("uncontended", 16),
     ("uncontended", 64),
@@ -292,6 +292,7 @@ pub const DEFAULT_CASES: [(&str, usize); 7] = [
     ("renew", 64),
     ("renew_session", 64),
     ("failover", 16),
+    ("watch", 16),
 ];
 
 /// The latency of one successful acquire in the single-client case, kept

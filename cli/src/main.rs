@@ -12,6 +12,7 @@
 //! trexlock session keep 3 --owner me --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock list jobs/ --cluster orders --servers 127.0.0.1:7001
+//! trexlock watch jobs/ [--from 1042.3] [--json] --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
 //! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
@@ -24,6 +25,7 @@ mod list;
 mod session;
 mod shares;
 mod status;
+mod watch;
 
 use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -153,6 +155,26 @@ enum Command {
         /// Leases read per request (1 to 1000; each page is a read of its own).
         #[arg(long, default_value_t = 100)]
         page: u32,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print every event (granted, renewed, released, expired, written) on
+    /// the leases whose names start with PREFIX, one line each, with the log
+    /// position it happened at; `--from` resumes after a position.
+    Watch {
+        /// Names that start with this (empty: all).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Print the events after this position (`SLOT` or `SLOT.INDEX`,
+        /// as printed) instead of from now.
+        #[arg(long, value_parser = parse_position)]
+        from: Option<trexlock_lease::WatchPosition>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -452,6 +474,16 @@ async fn run(command: Command) -> Result<(), String> {
             let client = cluster.client(cluster.default_owner()?).await?;
             list::print(&client, prefix.as_deref().unwrap_or(""), page).await
         }
+        Command::Watch {
+            prefix,
+            from,
+            json,
+            count,
+            cluster,
+        } => {
+            let client = cluster.client(cluster.default_owner()?).await?;
+            watch::run(&client, &prefix, from, json, count).await
+        }
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
         Command::Session { command } => session::run(command).await,
         Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
@@ -471,6 +503,11 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn parse_position(s: &str) -> Result<trexlock_lease::WatchPosition, String> {
+    s.parse()
+        .map_err(|e: trexlock_lease::watch::BadPosition| e.to_string())
 }
 
 fn parse_token(hex: &str) -> Result<LeaseToken, String> {

@@ -339,6 +339,83 @@ async fn permits_and_read_write_shares_through_the_cli_and_a_remote_client() {
     read.release().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_command_prints_each_event_after_a_position_as_text_or_json() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let alice = cluster.client(&[0], "alice").await;
+    let from = alice.watch("jobs/").await.unwrap().position();
+    let a = held(
+        alice
+            .try_acquire("jobs/a", Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    held(
+        alice
+            .try_acquire("other", Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
+    a.write_value("hello".into()).await.unwrap();
+    a.release().await.unwrap();
+    let watch = |json: bool| {
+        let mut command = Command::new(BIN);
+        command.args([
+            "watch",
+            "jobs/",
+            "--count",
+            "3",
+            "--from",
+            &from.to_string(),
+        ]);
+        if json {
+            command.arg("--json");
+        }
+        let out = command
+            .args(["--cluster", CLUSTER, "--servers"])
+            .arg(cluster.addrs[1].to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = watch(false);
+    let kinds: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split(' ').skip(1).collect())
+        .collect();
+    let stamp = format!("stamp={}", a.stamp());
+    assert_eq!(
+        kinds,
+        [
+            vec!["granted", "jobs/a", "owner=alice", &stamp, "waited=false"],
+            vec!["written", "jobs/a", &stamp, "bytes=5"],
+            vec!["released", "jobs/a", &stamp],
+        ],
+        "{text}"
+    );
+    let json = watch(true);
+    let objects: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects[0]["kind"], "granted");
+    assert_eq!(objects[0]["owner"], "alice");
+    assert_eq!(objects[1]["value"], "hello");
+    assert_eq!(objects[2]["stamp"], a.stamp().0);
+    let positions: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    let json_positions: Vec<&str> = objects
+        .iter()
+        .map(|o| o["position"].as_str().unwrap())
+        .collect();
+    assert_eq!(positions, json_positions);
+}
+
 fn run_with_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
@@ -404,7 +481,7 @@ fn bad_configurations_are_refused_with_a_clear_message() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "node", "acquire", "release", "holder", "list", "status", "certs", "session",
+        "node", "acquire", "release", "holder", "list", "watch", "status", "certs", "session",
     ] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");

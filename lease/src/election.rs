@@ -4,6 +4,7 @@ use crate::client::{LeaseClient, LeaseHandle};
 use crate::command::{HolderInfo, Stamp};
 use crate::error::LeaseError;
 use crate::keepalive::KeepAlive;
+use crate::watch::{LeaderChanges, WatchError, WatchPosition};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,27 @@ impl Election {
     pub async fn observe(&self) -> Result<Option<Observed>, LeaseError> {
         let (holder, value) = self.client.read(&self.name).await?;
         Ok(holder.map(|holder| Observed { holder, value }))
+    }
+
+    /// Every leader change from now on, in log order: elected (owner and
+    /// stamp), proclaimed (the value), vacant (resigned or expired). Built
+    /// on a watch of the election's lease, so it resumes and fails as a
+    /// watch does (see [`crate::watch`]). Read [`Election::observe`] first
+    /// for the leader as of now.
+    ///
+    /// # Errors
+    /// As [`LeaseClient::watch`].
+    pub async fn changes(&self) -> Result<LeaderChanges, WatchError> {
+        LeaderChanges::open(&self.client, &self.name, None).await
+    }
+
+    /// Every leader change after `position` (from
+    /// [`LeaderChanges::position`], after a disconnect).
+    ///
+    /// # Errors
+    /// As [`LeaseClient::watch_from`].
+    pub async fn changes_from(&self, position: WatchPosition) -> Result<LeaderChanges, WatchError> {
+        LeaderChanges::open(&self.client, &self.name, Some(position)).await
     }
 }
 

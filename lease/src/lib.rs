@@ -11,6 +11,7 @@
 //! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
 //! - [`LeaseSession`]: one TTL and one keep-alive for many leases;
 //! - [`FencedMutex`]: a local mutex that only locks while its lease is safe;
+//! - [`watch`]: streams of lease events, resumable from a log position;
 //! - [`remote`]: nodes over TCP and mutual TLS, and clients in processes
 //!   that run no node;
 //! - [`observe`]: a node's figures for Prometheus, and readiness.
@@ -72,6 +73,7 @@ pub mod remote;
 mod sabotage;
 pub mod table;
 pub mod time;
+pub mod watch;
 
 pub use client::{LeaseClient, LeaseHandle, LeaseSession, ListPage, TryAcquire};
 pub use command::{
@@ -91,3 +93,4 @@ pub use node::{
 pub use sabotage::Sabotage;
 pub use table::LeaseTable;
 pub use time::DriftBound;
+pub use watch::{LeaderChange, LeaderChanges, Watch, WatchError, WatchEvent, WatchPosition};

@@ -33,4 +33,7 @@ pub enum Sabotage {
     /// deadline (the newest acknowledged keep): the holder believes past
     /// the moment the table ends the session.
     SessionLeaseFromAcquire,
+    /// The node's watch hub drops one event of some slots on its way to
+    /// the watchers (a watcher then misses an event of the log).
+    WatchSkipsEvent,
 }

@@ -411,7 +411,7 @@ impl State {
                 self.note(|| format!("  {id} installs a snapshot up to slot {slot}"));
                 self.ghost.on_install(id, slot);
             }
-            Effect::Abandoned { .. } => {}
+            Effect::Abandoned { .. } | Effect::Watch { .. } => {}
         }
     }
 

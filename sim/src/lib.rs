@@ -22,8 +22,9 @@
 //! holder acts on its name before the delay has passed, that no more
 //! holders act on a semaphore than it has permits and nobody beside a
 //! writer of a read-write lease, that no reader overtakes a queued
-//! writer, and that a lease session that ended on a node leaves no lease
-//! bound to it there.
+//! writer, that a lease session that ended on a node leaves no lease
+//! bound to it there, and that every watcher receives exactly the log's
+//! events after its position, in order, across disconnects and resumes.
 //! After the faults stop, a new request must be applied on every node
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ mod leases;
 pub mod lists;
 mod machine;
 mod shares;
+mod watches;
 mod world;
 
 pub use world::{Outcome, World};
@@ -160,7 +162,7 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension, list-from-local-table,
                   lock-delay-dropped, semaphore-off-by-one, reader-slips-past-writer,
-                  session-lease-from-acquire";
+                  session-lease-from-acquire, watch-skips-event";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -186,6 +188,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "semaphore-off-by-one" => Sabotage::Runtime(R::SemaphoreOffByOne),
         "reader-slips-past-writer" => Sabotage::Runtime(R::ReaderSlipsPastWriter),
         "session-lease-from-acquire" => Sabotage::Runtime(R::SessionLeaseFromAcquire),
+        "watch-skips-event" => Sabotage::Runtime(R::WatchSkipsEvent),
         _ => return None,
     })
 }
@@ -300,6 +303,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
             );
         }
     }
+    let watched = |f: fn(&Outcome) -> u64| outcomes.iter().map(|(_, o)| f(o)).sum::<u64>();
+    let _ = writeln!(
+        out,
+        "watches: {} events checked against the log, {} resumes, {} refused as compacted",
+        watched(|o| o.watch_events),
+        watched(|o| o.watch_resumes),
+        watched(|o| o.watch_compactions)
+    );
     let _ = writeln!(out, "simulated {count} seeds: {violations} violations");
     if violations == 0 {
         std::process::ExitCode::SUCCESS

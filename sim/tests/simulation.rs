@@ -218,6 +218,11 @@ fn a_list_answered_from_a_nodes_own_table_instead_of_the_log_is_caught() {
 }
 
 #[test]
+fn a_node_that_drops_an_event_on_its_way_to_a_watcher_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::WatchSkipsEvent)).is_some());
+}
+
+#[test]
 fn a_lock_delay_dropped_before_it_is_proposed_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::LockDelayDropped)).is_some());
 }

@@ -22,6 +22,10 @@
 //! - `renew_session:K`: ONE lease with K keys attached (etcd's
 //!   one-lease-many-keys, what its `Session` does), kept alive on one
 //!   stream as fast as the server answers; one op = one keep-alive.
+//! - `watch:K`: K watchers, each on a connection of its own, watch the
+//!   prefix `w/` while 16 writers lock and unlock their own names under it
+//!   (a put and a delete per cycle); one op = one event delivered to one
+//!   watcher, latency = the gap since that watcher's previous event.
 //! - `failover:K`: the uncontended load, SIGKILL of the leader's process,
 //!   then the time until the next successful lock.
 //!
@@ -42,6 +46,8 @@ use std::time::{Duration, Instant};
 const SYSTEM: &str = "etcd";
 /// Leases outlive every case, so nothing expires while measuring.
 const LEASE_TTL_S: i64 = 120;
+/// Writers whose events the watchers of the `watch` case receive.
+const WATCH_WRITERS: usize = 16;
 
 fn main() -> ExitCode {
     let settings = match Settings::parse(std::env::args().skip(1)) {
@@ -142,6 +148,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
             "renew" => driver.renew(k).await?,
             "renew_session" => driver.renew_session(k).await?,
             "failover" => driver.failover(k).await?,
+            "watch" => driver.watch(k).await?,
             other => return Err(format!("unknown case {other:?}")),
         }
     }
@@ -369,6 +376,71 @@ impl Driver {
         let recs = join(vec![task]).await;
         let cpu = meter.stop();
         load::report(SYSTEM, "renew_session", k, &load::merge(&window, recs), cpu);
+        Ok(())
+    }
+
+    async fn watch(&self, k: usize) -> Result<(), Error> {
+        let endpoint = [self.endpoints[self.leader].as_str()];
+        let mut streams = Vec::new();
+        for _ in 0..k {
+            let mut client = Client::connect(endpoint, Some(options()))
+                .await
+                .map_err(err)?;
+            let stream = client
+                .watch("w/", Some(WatchOptions::new().with_prefix()))
+                .await
+                .map_err(err)?;
+            streams.push((client, stream));
+        }
+        let writers = self.clients(WATCH_WRITERS, false).await?;
+        let window = self.window();
+        let meter = CpuMeter::start(self.pids.clone());
+        let mut writing = Vec::new();
+        for (i, mut client) in writers.into_iter().enumerate() {
+            let lease = Self::grant(&mut client).await?;
+            writing.push(tokio::spawn(async move {
+                let name = format!("w/{i}");
+                while window.running() {
+                    let opts = LockOptions::new().with_lease(lease);
+                    if let Ok(resp) = client.lock(name.as_str(), Some(opts)).await {
+                        let _ = client.unlock(resp.key()).await;
+                    }
+                }
+            }));
+        }
+        let end = tokio::time::Instant::from_std(window.end);
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .map(|(client, mut stream)| {
+                tokio::spawn(async move {
+                    let _connection = client;
+                    let mut rec = Recorder::default();
+                    let mut last = Instant::now();
+                    while rec.go_on(&window) {
+                        match tokio::time::timeout_at(end, stream.message()).await {
+                            Ok(Ok(Some(resp))) => {
+                                for _ in resp.events() {
+                                    rec.ok(&window, last);
+                                    last = Instant::now();
+                                }
+                            }
+                            Ok(Ok(None) | Err(_)) => {
+                                rec.error(&window);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    rec
+                })
+            })
+            .collect();
+        let recs = join(tasks).await;
+        for writer in writing {
+            let _ = writer.await;
+        }
+        let cpu = meter.stop();
+        load::report(SYSTEM, "watch", k, &load::merge(&window, recs), cpu);
         Ok(())
     }
 

@@ -9,6 +9,7 @@ mod lease_session;
 mod list;
 mod session;
 mod shares;
+mod watch;
 
 pub use handle::LeaseHandle;
 pub use lease_session::LeaseSession;

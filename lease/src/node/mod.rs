@@ -14,6 +14,7 @@ use crate::journal_worker::JournalWorker;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::network::{Inbox, Network};
 use crate::time::DriftBound;
+use crate::watch::{WatchId, WatchRequest, WatchSink};
 pub use journal_file::JournalFile;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,12 @@ pub struct NodeConfig {
     /// [`crate::table::MAX_LEASES`], the table's own ceiling, which every
     /// node applies alike.
     pub max_leases: usize,
+    /// Most watchers this node serves at once (see [`crate::watch`]).
+    pub max_watchers: usize,
+    /// How many recent events the node keeps so that a watch can resume
+    /// from a position; a resume from further back is refused as
+    /// compacted.
+    pub watch_history: usize,
     /// A deliberately broken runtime, for proving the simulator's checks
     /// (feature `sabotage` only).
     #[cfg(feature = "sabotage")]
@@ -68,7 +75,8 @@ impl NodeConfig {
     /// Defaults: 50 ms heartbeats, 300 ms election timeout, 1000 ppm drift
     /// bound, 5 ms ticks, 500 ms retries, a snapshot every 10 000 slots,
     /// slots of at most 256 commands and 1 MiB, consensus messages of at
-    /// most 4 MiB, at most [`crate::table::MAX_LEASES`] leases.
+    /// most 4 MiB, at most [`crate::table::MAX_LEASES`] leases, 1024
+    /// watchers and 16 384 events kept for resuming watches.
     pub fn new(node: NodeId, members: Vec<NodeId>) -> Self {
         NodeConfig {
             node,
@@ -84,6 +92,8 @@ impl NodeConfig {
             max_batch_bytes: trexlock_paxos::DEFAULT_MAX_BATCH_BYTES,
             max_message_bytes: trexlock_paxos::DEFAULT_MAX_MESSAGE_BYTES,
             max_leases: crate::table::MAX_LEASES,
+            max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
+            watch_history: crate::watch::DEFAULT_WATCH_HISTORY,
             #[cfg(feature = "sabotage")]
             sabotage: None,
         }
@@ -155,9 +165,25 @@ impl Reply {
 
 /// What the node task is asked to do.
 pub(crate) enum Call {
-    Request { request: Request, reply: Reply },
-    Forget { client: ClientId, request: u64 },
-    Shutdown { done: oneshot::Sender<()> },
+    Request {
+        request: Request,
+        reply: Reply,
+    },
+    Forget {
+        client: ClientId,
+        request: u64,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+    Watch {
+        id: WatchId,
+        request: WatchRequest,
+        sink: WatchSink,
+    },
+    Unwatch {
+        id: WatchId,
+    },
 }
 
 /// The node's public state, as last published by its task.

@@ -9,6 +9,7 @@ use crate::error::NodeError;
 use crate::journal_worker::JournalWorker;
 use crate::metrics::Metrics;
 use crate::network::{Inbox, Network};
+use crate::watch::{Delivered, WatchDelivery, WatchId, WatchSink};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,9 @@ pub(super) struct NodeTask {
     io: Io,
     /// Where the answers to the requests pending in the core go.
     replies: HashMap<(ClientId, u64), Reply>,
+    /// Where each watcher's deliveries go, and whether it was cut off for
+    /// lagging (then only its end is still delivered).
+    watchers: HashMap<WatchId, (WatchSink, bool)>,
     origin: Instant,
     tick_interval: Duration,
     shutdown: Option<oneshot::Sender<()>>,
@@ -50,6 +54,7 @@ impl NodeTask {
             core,
             io,
             replies: HashMap::new(),
+            watchers: HashMap::new(),
             origin,
             tick_interval,
             shutdown: None,
@@ -66,6 +71,7 @@ impl NodeTask {
             }
         };
         self.replies.clear();
+        self.watchers.clear();
         self.io.calls.close();
         self.io.status.send_modify(|s| {
             s.stopped = Some(reason);
@@ -160,6 +166,15 @@ impl NodeTask {
                 self.core.forget(client, request);
             }
             Call::Shutdown { done } => self.shutdown = Some(done),
+            Call::Watch { id, request, sink } => {
+                self.watchers.insert(id, (sink, false));
+                self.core.watch(id, request);
+                let _ = self.perform(Ok(()));
+            }
+            Call::Unwatch { id } => {
+                self.watchers.remove(&id);
+                self.core.unwatch(id);
+            }
         }
     }
 
@@ -168,7 +183,19 @@ impl NodeTask {
     /// input's result: even a step that stopped the node delivers what it
     /// had already decided.
     fn perform(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
-        for effect in self.core.take_effects() {
+        // Delivering to a watcher can give the core an input (it lags, or
+        // is gone), whose effects are performed in turn.
+        loop {
+            let effects = self.core.take_effects();
+            if effects.is_empty() {
+                return result;
+            }
+            self.perform_all(effects);
+        }
+    }
+
+    fn perform_all(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
             match effect {
                 Effect::Persist { id, write } => self.io.worker.submit(id, write),
                 Effect::Send { to, message } => self.io.network.send(self.node, to, message),
@@ -181,9 +208,45 @@ impl NodeTask {
                     self.replies.remove(&(client, request));
                 }
                 Effect::Applied { .. } | Effect::Installed { .. } => {}
+                Effect::Watch { id, delivery } => self.deliver_watch(id, delivery),
             }
         }
-        result
+    }
+
+    /// Hands a watcher what the core decided it is owed; tells the core
+    /// when the watcher lags or is gone (the core decides what follows).
+    fn deliver_watch(&mut self, id: WatchId, delivery: WatchDelivery) {
+        let Some((sink, cut)) = self.watchers.get_mut(&id) else {
+            return;
+        };
+        let first = match &delivery {
+            WatchDelivery::Events(events) => events.first().map(|e| e.position),
+            _ => None,
+        };
+        let last = matches!(delivery, WatchDelivery::Ended(_));
+        if *cut && !last {
+            return;
+        }
+        match sink.send(delivery) {
+            Delivered::Yes if last => {
+                self.watchers.remove(&id);
+            }
+            Delivered::Yes => {}
+            Delivered::Full if !last => match first {
+                Some(first) => {
+                    *cut = true;
+                    self.core.watch_lagged(id, first);
+                }
+                None => {
+                    self.watchers.remove(&id);
+                    self.core.unwatch(id);
+                }
+            },
+            Delivered::Full | Delivered::Gone => {
+                self.watchers.remove(&id);
+                self.core.unwatch(id);
+            }
+        }
     }
 
     fn deliver(&mut self, client: ClientId, request: u64, outcome: Outcome) {

@@ -7,6 +7,7 @@ use crate::error::{ConnectFailure, LeaseError};
 use crate::metrics::Metrics;
 use crate::node::{Call, NodeHandle, NodeStatus, Reply};
 use crate::time::DriftBound;
+use crate::watch::{Delivered, WatchDelivery, WatchError, WatchId, WatchRequest, WatchSink};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -256,12 +257,21 @@ struct Waiting {
     reply: Reply,
 }
 
+/// A watch the link serves: resumed on the next node, after the last
+/// event it delivered, when the connection breaks.
+struct LinkWatch {
+    /// What it asks; `after` moves with every delivery.
+    request: WatchRequest,
+    sink: WatchSink,
+}
+
 /// The background connection of one remote handle.
 struct Link {
     config: RemoteConfig,
     conn: Option<Connection>,
     next_server: usize,
     waiting: HashMap<(ClientId, u64), Waiting>,
+    watches: HashMap<WatchId, LinkWatch>,
 }
 
 impl Link {
@@ -271,6 +281,7 @@ impl Link {
             conn: None,
             next_server: 0,
             waiting: HashMap::new(),
+            watches: HashMap::new(),
         }
     }
 
@@ -302,27 +313,36 @@ impl Link {
         Err(failures)
     }
 
-    /// Sends every unanswered request again on a new connection; the table
-    /// answers duplicates from its record.
+    /// Sends every unanswered request again on a new connection (the table
+    /// answers duplicates from its record), and resumes every watch after
+    /// the last event it delivered.
     async fn resend(&mut self) {
-        let requests: Vec<Request> = self.waiting.values().map(|w| w.request.clone()).collect();
-        for chunk in requests.chunks(MAX_REQUESTS_PER_WRITE) {
+        let requests = self
+            .waiting
+            .values()
+            .map(|w| ClientMessage::Lease(w.request.clone()));
+        let watches = self.watches.iter().map(|(id, w)| ClientMessage::Watch {
+            watch: id.0,
+            request: w.request.clone(),
+        });
+        let messages: Vec<ClientMessage> = requests.chain(watches).collect();
+        for chunk in messages.chunks(MAX_REQUESTS_PER_WRITE) {
             if !self.send_all(chunk.to_vec()).await {
                 return;
             }
         }
     }
 
-    /// Sends requests with one write; false (and no connection) if that
+    /// Sends messages with one write; false (and no connection) if that
     /// failed.
-    async fn send_all(&mut self, requests: Vec<Request>) -> bool {
+    async fn send_all(&mut self, messages: Vec<ClientMessage>) -> bool {
         let Some(conn) = &mut self.conn else {
             return false;
         };
-        for request in requests {
+        for message in messages {
             // An unencodable request cannot be sent anywhere: it stays
             // unanswered and its caller times out, as with `send`.
-            let _ = conn.queue(&ClientMessage::Lease(request));
+            let _ = conn.queue(&message);
         }
         if conn.flush().await.is_ok() {
             return true;
@@ -366,7 +386,7 @@ impl Link {
                     Some(call) => {
                         // Everything the session's callers have queued
                         // meanwhile leaves in the same write.
-                        let mut requests: Vec<Request> = self.take(call).into_iter().collect();
+                        let mut requests: Vec<ClientMessage> = self.take(call).into_iter().collect();
                         while requests.len() < MAX_REQUESTS_PER_WRITE {
                             match calls.try_recv() {
                                 Ok(call) => requests.extend(self.take(call)),
@@ -382,14 +402,19 @@ impl Link {
                         self.answer((client, request), outcome);
                     }
                     Ok(Some(NodeReply::Status(_))) => {}
+                    Ok(Some(NodeReply::Watch { watch, delivery })) => {
+                        if let Some(unwatch) = self.deliver_watch(WatchId(watch), delivery) {
+                            self.send_all(vec![unwatch]).await;
+                        }
+                    }
                     Ok(None) | Err(_) => self.conn = None,
                 },
             }
         }
     }
 
-    /// Records a call; returns the request to send, if any.
-    fn take(&mut self, call: Call) -> Option<Request> {
+    /// Records a call; returns the message to send, if any.
+    fn take(&mut self, call: Call) -> Option<ClientMessage> {
         match call {
             Call::Request { request, reply } => {
                 let key = (request.client, request.request);
@@ -400,7 +425,19 @@ impl Link {
                         reply,
                     },
                 );
-                Some(request)
+                Some(ClientMessage::Lease(request))
+            }
+            Call::Watch { id, request, sink } => {
+                let message = ClientMessage::Watch {
+                    watch: id.0,
+                    request: request.clone(),
+                };
+                self.watches.insert(id, LinkWatch { request, sink });
+                Some(message)
+            }
+            Call::Unwatch { id } => {
+                self.watches.remove(&id)?;
+                Some(ClientMessage::Unwatch { watch: id.0 })
             }
             Call::Forget { client, request } => {
                 self.waiting.remove(&(client, request));
@@ -409,6 +446,44 @@ impl Link {
             Call::Shutdown { done } => {
                 let _ = done.send(());
                 None
+            }
+        }
+    }
+
+    /// Passes a node's delivery to its watch, moving the watch's position
+    /// so that a resume continues after it. Returns the message that ends
+    /// the watch at the node when it is over here: ended by the node, its
+    /// stream dropped, or cut off because the stream did not keep up.
+    fn deliver_watch(&mut self, id: WatchId, delivery: WatchDelivery) -> Option<ClientMessage> {
+        let unwatch = Some(ClientMessage::Unwatch { watch: id.0 });
+        let Some(watch) = self.watches.get_mut(&id) else {
+            return unwatch;
+        };
+        let before = watch.request.after;
+        let ended = matches!(delivery, WatchDelivery::Ended(_));
+        match &delivery {
+            WatchDelivery::Started { after } if before.is_none() => {
+                watch.request.after = Some(*after);
+            }
+            WatchDelivery::Events(events) => {
+                if let Some(last) = events.last() {
+                    watch.request.after = Some(last.position);
+                }
+            }
+            _ => {}
+        }
+        let delivered = watch.sink.send(delivery);
+        match (delivered, before) {
+            (Delivered::Yes, _) if !ended => None,
+            (Delivered::Full, Some(resume_from)) if !ended => {
+                let lagged = WatchDelivery::Ended(WatchError::Lagged { resume_from });
+                let _ = watch.sink.send(lagged);
+                self.watches.remove(&id);
+                unwatch
+            }
+            _ => {
+                self.watches.remove(&id);
+                unwatch
             }
         }
     }

@@ -26,6 +26,7 @@
 mod authz;
 mod client;
 mod server;
+mod watches;
 
 pub use crate::node::JournalFile;
 pub use authz::{authorize, principal};
@@ -34,6 +35,7 @@ pub use server::{TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
 use crate::metrics::MetricsSnapshot;
+use crate::watch::{WatchDelivery, WatchRequest};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use trexlock_paxos::{Ballot, NodeId};
@@ -45,6 +47,19 @@ pub enum ClientMessage {
     Lease(Request),
     /// Asks for the node's status and counters.
     Status,
+    /// Starts (or resumes) watch `watch`, an id the client chose, unique
+    /// on its connection (see [`crate::watch`]).
+    Watch {
+        /// The client's id for the watch.
+        watch: u64,
+        /// What to watch, from where.
+        request: WatchRequest,
+    },
+    /// Ends watch `watch`.
+    Unwatch {
+        /// The client's id for the watch.
+        watch: u64,
+    },
 }
 
 /// What a node answers a remote client.
@@ -61,6 +76,13 @@ pub enum NodeReply {
     },
     /// The node's status.
     Status(RemoteStatus),
+    /// Something for watch `watch` of this connection.
+    Watch {
+        /// The client's id for the watch.
+        watch: u64,
+        /// What the watch is owed.
+        delivery: WatchDelivery,
+    },
 }
 
 /// A node's status, as it answered a remote client.

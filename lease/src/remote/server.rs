@@ -2,6 +2,7 @@
 //! clients, started and stopped together.
 
 use super::authz::authorize;
+use super::watches::{SWEEP_INTERVAL, ServedWatches};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::command::Outcome;
 use crate::error::NodeError;
@@ -130,8 +131,36 @@ async fn serve_clients(
     mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
     tls: bool,
 ) {
-    while let Some((conn, message)) = clients.recv().await {
+    let mut watches = ServedWatches::default();
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        let (conn, message) = tokio::select! {
+            received = clients.recv() => match received {
+                Some(received) => received,
+                None => return,
+            },
+            _ = sweep.tick() => {
+                watches.sweep(&node, &transport).await;
+                continue;
+            }
+        };
         match message {
+            ClientMessage::Watch { watch, request } => {
+                // Watching is a read: any connection the transport admitted
+                // may watch (over TLS, one with a verified certificate).
+                match transport.client_identity(conn) {
+                    Some(identity) if !tls || identity.is_some() => {}
+                    _ => continue,
+                }
+                if !watches.start(&node, &transport, conn, watch, request).await {
+                    return;
+                }
+            }
+            ClientMessage::Unwatch { watch } => {
+                if !watches.stop(&node, conn, watch).await {
+                    return;
+                }
+            }
             ClientMessage::Status => {
                 let reply = NodeReply::Status(remote_status(&node, &members));
                 let _ = transport.reply(conn, reply);

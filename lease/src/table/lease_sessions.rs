@@ -278,6 +278,7 @@ impl LeaseTable {
                 } else {
                     Event::Released {
                         name: name.to_string(),
+                        stamp: holder.stamp,
                     }
                 });
             }

@@ -209,8 +209,10 @@ pub struct Response {
     pub outcome: Outcome,
 }
 
-/// Something that happened to a lease, for metrics and observers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Something that happened to a lease, for metrics and watchers: what one
+/// applied command changed, in the order it changed it. Holders' secrets
+/// are never in an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A lease was granted (from a request or from the wait line).
     Granted {
@@ -220,6 +222,8 @@ pub enum Event {
         stamp: Stamp,
         /// True when the grantee had waited in line.
         waited: bool,
+        /// The new holder.
+        owner: String,
     },
     /// A lease ran out without being released.
     Expired {
@@ -228,23 +232,53 @@ pub enum Event {
         /// The stamp that expired.
         stamp: Stamp,
     },
-    /// A lease was renewed.
+    /// A lease was renewed (by a renew, or a reentrant acquire).
     Renewed {
         /// Lease name.
         name: String,
+        /// The holder's stamp.
+        stamp: Stamp,
     },
     /// A lease was released (by its holder, or forced by an operator).
     Released {
         /// Lease name.
         name: String,
+        /// The stamp that was released.
+        stamp: Stamp,
     },
-    /// A lease session ended, and every lease bound to it with it.
+    /// A lease session ended, and every lease bound to it with it (each
+    /// of those leases is reported as expired or released before this).
     SessionEnded {
         /// The session.
         session: SessionId,
         /// True when it ran out; false when it was closed.
         expired: bool,
     },
+    /// The holder stored a fenced value with the lease.
+    Written {
+        /// Lease name.
+        name: String,
+        /// The writer's stamp.
+        stamp: Stamp,
+        /// The value written.
+        value: Bytes,
+    },
+}
+
+impl Event {
+    /// The lease the event is about; `None` for a lease session's end,
+    /// which is about no one lease (its leases have events of their own),
+    /// so no watch is sent it.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Event::Granted { name, .. }
+            | Event::Expired { name, .. }
+            | Event::Renewed { name, .. }
+            | Event::Released { name, .. }
+            | Event::Written { name, .. } => Some(name),
+            Event::SessionEnded { .. } => None,
+        }
+    }
 }
 
 /// What applying one command produced.
@@ -649,7 +683,10 @@ impl LeaseTable {
                     return Outcome::Refused(Refusal::LeaseInSession);
                 }
                 self.extend(&name, now.saturating_add(ttl_ms.saturating_mul(1000)));
-                out.events.push(Event::Renewed { name });
+                out.events.push(Event::Renewed {
+                    name,
+                    stamp: *stamp,
+                });
                 Outcome::Renewed
             }
             Op::Release {
@@ -720,6 +757,11 @@ impl LeaseTable {
                     return Outcome::Refused(Refusal::ValueSpaceFull);
                 }
                 self.update(&name, |l| l.value = Some(Box::new(value.clone())));
+                out.events.push(Event::Written {
+                    name,
+                    stamp: *stamp,
+                    value: value.clone(),
+                });
                 Outcome::Written
             }
         }
@@ -756,6 +798,7 @@ impl LeaseTable {
                 }
                 out.events.push(Event::Renewed {
                     name: name.to_owned(),
+                    stamp: holder.stamp,
                 });
                 Outcome::Granted {
                     stamp: holder.stamp,
@@ -790,12 +833,13 @@ impl LeaseTable {
                 if let Some(refused) = refused {
                     return refused;
                 }
-                let owner = self.owners.intern(owner);
-                let stamp = self.grant(name, owner, token, ttl_us, session);
+                let interned = self.owners.intern(owner);
+                let stamp = self.grant(name, interned, token, ttl_us, session);
                 out.events.push(Event::Granted {
                     name: name.to_owned(),
                     stamp,
                     waited: false,
+                    owner: owner.to_owned(),
                 });
                 Outcome::Granted { stamp, value: None }
             }
@@ -880,6 +924,7 @@ impl LeaseTable {
                 self.grant_ended(name, h.stamp, None);
                 out.events.push(Event::Released {
                     name: name.to_owned(),
+                    stamp: h.stamp,
                 });
                 self.grant_next(name, out);
                 Outcome::Released
@@ -1026,7 +1071,7 @@ impl LeaseTable {
                     continue;
                 }
                 lease.holder = Some(Holder {
-                    owner: w.owner,
+                    owner: w.owner.clone(),
                     token: w.token,
                     stamp,
                     expires_at: match w.session {
@@ -1036,7 +1081,11 @@ impl LeaseTable {
                     session: w.session,
                 });
                 let value = lease.value.as_deref().cloned();
-                return (gone, turned_away, Some((w.client, w.request, value)));
+                return (
+                    gone,
+                    turned_away,
+                    Some((w.client, w.request, value, w.owner)),
+                );
             }
             (gone, turned_away, None)
         });
@@ -1046,13 +1095,14 @@ impl LeaseTable {
         for (w, answer) in turned_away {
             self.answer_waiter(w.client, w.request, answer, out);
         }
-        if let Some((client, request, value)) = granted {
+        if let Some((client, request, value, owner)) = granted {
             self.next_stamp = stamp.0;
             self.answer_waiter(client, request, Outcome::Granted { stamp, value }, out);
             out.events.push(Event::Granted {
                 name: name.to_owned(),
                 stamp,
                 waited: true,
+                owner: owner.to_string(),
             });
         }
     }
@@ -1169,5 +1219,7 @@ pub fn admit(request: &Request) -> Result<(), Refusal> {
     Ok(())
 }
 
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod tests;

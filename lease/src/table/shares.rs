@@ -229,7 +229,7 @@ impl LeaseTable {
                     break;
                 };
                 stamp += 1;
-                granted.push((w.client, w.request, Stamp(stamp)));
+                granted.push((w.client, w.request, Stamp(stamp), w.owner.to_string()));
                 line.holders.push((
                     Holder {
                         owner: w.owner,
@@ -253,13 +253,14 @@ impl LeaseTable {
         for (w, _) in gone {
             self.answer_waiter(w.client, w.request, Outcome::TimedOut, out);
         }
-        for (client, request, stamp) in granted {
+        for (client, request, stamp, owner) in granted {
             let outcome = Outcome::Granted { stamp, value: None };
             self.answer_waiter(client, request, outcome, out);
             out.events.push(Event::Granted {
                 name: name.to_owned(),
                 stamp,
                 waited: true,
+                owner,
             });
         }
     }
@@ -312,7 +313,10 @@ impl LeaseTable {
                     let h = &mut l.holders[i].0;
                     h.expires_at = h.expires_at.max(now.saturating_add(ttl_us));
                 });
-                out.events.push(Event::Renewed { name: name.clone() });
+                out.events.push(Event::Renewed {
+                    name: name.clone(),
+                    stamp,
+                });
                 return Outcome::Granted { stamp, value: None };
             }
             Some(Found { waiting: true, .. }) => return Outcome::Queued,
@@ -340,6 +344,7 @@ impl LeaseTable {
                 name: name.clone(),
                 stamp,
                 waited: false,
+                owner: owner.clone(),
             });
             return Outcome::Granted { stamp, value: None };
         }
@@ -406,6 +411,7 @@ impl LeaseTable {
                 }
                 out.events.push(Event::Renewed {
                     name: name.to_owned(),
+                    stamp: *stamp,
                 });
                 Outcome::Renewed
             }
@@ -424,6 +430,7 @@ impl LeaseTable {
                 }
                 out.events.push(Event::Released {
                     name: name.to_owned(),
+                    stamp: *stamp,
                 });
                 self.serve_share(name, out);
                 Outcome::Released
@@ -433,9 +440,12 @@ impl LeaseTable {
                 if ended.is_empty() {
                     return Outcome::NotHolder { current: None };
                 }
-                out.events.push(Event::Released {
-                    name: name.to_owned(),
-                });
+                for (h, _) in &ended {
+                    out.events.push(Event::Released {
+                        name: name.to_owned(),
+                        stamp: h.stamp,
+                    });
+                }
                 self.serve_share(name, out);
                 Outcome::Released
             }

@@ -9,18 +9,21 @@ mod clients;
 mod node;
 mod reconfig;
 mod sessions;
+mod watchers;
 
 use crate::SimOptions;
 use crate::checker::Checker;
 use crate::leases::{LeaseChecker, SimClient};
 use crate::lists::ListChecker;
 use crate::shares::ShareChecker;
+use crate::watches::WatchChecker;
 use node::SimNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use trexlock_lease::PeerMessage;
 use trexlock_lease::command::{ClientId, Op, Outcome as LeaseOutcome, Request};
 use trexlock_paxos::{Membership, NodeId, Slot};
+use watchers::SimWatcher;
 
 const MS: u64 = 1_000_000;
 const TICK: u64 = 10 * MS;
@@ -72,6 +75,12 @@ pub struct Outcome {
     /// Lease sessions that ended (expired or closed), counted on every
     /// node that applied the end, each checked to leave no lease behind.
     pub sessions_ended: u64,
+    /// Events delivered to watchers (each checked against the log).
+    pub watch_events: u64,
+    /// Watches resumed from a position.
+    pub watch_resumes: u64,
+    /// Resumes refused as compacted (each checked).
+    pub watch_compactions: u64,
 }
 
 #[derive(Debug)]
@@ -110,6 +119,14 @@ enum Event {
     Heal,
     Probe,
     Reconfig,
+    /// A watcher connects, or disconnects.
+    WatchWake(usize),
+    /// A node's delivery reaches a watcher.
+    WatchDeliver {
+        watcher: usize,
+        id: trexlock_lease::watch::WatchId,
+        delivery: trexlock_lease::watch::WatchDelivery,
+    },
 }
 
 /// The simulated world for one seed.
@@ -138,6 +155,10 @@ pub struct World {
     leases: LeaseChecker,
     lists: ListChecker,
     shares: ShareChecker,
+    watchers: Vec<SimWatcher>,
+    watches: WatchChecker,
+    /// The last watch id handed out (ids are per world, so a seed replays).
+    next_watch: u64,
     outcome: Outcome,
 }
 
@@ -185,6 +206,9 @@ impl World {
             leases: LeaseChecker::new(opts.max_drift_ppm),
             lists: ListChecker::default(),
             shares: ShareChecker::default(),
+            watchers: SimWatcher::all(),
+            watches: WatchChecker::default(),
+            next_watch: 0,
             outcome: Outcome::default(),
         }
     }
@@ -208,6 +232,10 @@ impl World {
         for c in 0..self.clients.len() {
             let start = self.rng.u64(0..10 * MS);
             self.schedule(start, Event::ClientWake(c));
+        }
+        for w in 0..self.watchers.len() {
+            let start = self.rng.u64(0..100 * MS);
+            self.schedule(start, Event::WatchWake(w));
         }
         let first_fault = self.rng.u64(50 * MS..300 * MS);
         self.schedule(first_fault, Event::Fault);
@@ -236,6 +264,9 @@ impl World {
         self.outcome.lease_actions = self.leases.actions;
         self.outcome.share_actions = self.shares.actions;
         self.outcome.lists = self.lists.answered;
+        self.outcome.watch_events = self.watches.delivered;
+        self.outcome.watch_resumes = self.watches.resumes;
+        self.outcome.watch_compactions = self.watches.compacted;
         self.outcome
     }
 
@@ -296,6 +327,12 @@ impl World {
                 self.node_request(node, read_request(session));
                 self.schedule(50 * MS, Event::Probe);
             }
+            Event::WatchWake(w) => self.watcher_wake(w),
+            Event::WatchDeliver {
+                watcher,
+                id,
+                delivery,
+            } => self.watch_delivered(watcher, id, delivery),
         }
     }
 

@@ -39,7 +39,7 @@ pub(super) struct SimNode {
     /// Stopping cleanly: it takes no more input and stops once its
     /// journal has nothing in flight, as the shell's drain does.
     pub(super) stopping: bool,
-    incarnation: u64,
+    pub(super) incarnation: u64,
     /// Started at least once (nodes that join later are not, at first).
     pub(super) born: bool,
     /// It stopped because it was removed from the membership.
@@ -101,6 +101,7 @@ impl World {
             + 2 * trexlock_paxos::ENTRY_OVERHEAD_BYTES
             + trexlock_paxos::MESSAGE_OVERHEAD_BYTES;
         cfg.sabotage = self.opts.sabotage.and_then(|s| s.runtime());
+        cfg.watch_history = super::watchers::WATCH_HISTORY;
         cfg
     }
 
@@ -338,9 +339,14 @@ impl World {
                 for event in results.iter().flat_map(|r| &r.events) {
                     self.granted(i, event);
                 }
+                let events = results.iter().flat_map(|r| r.events.clone()).collect();
+                if let Some(v) = self.watches.on_applied(id, slot, events) {
+                    self.checker.violations.push(v);
+                }
                 self.nodes[i].history.apply(value);
             }
             Effect::Abandoned { .. } => {}
+            Effect::Watch { id, delivery } => self.watch_effect(i, id, delivery),
             Effect::Installed { slot } => {
                 if let Some(core) = &self.nodes[i].core {
                     let bytes = core.table().to_snapshot().len() as u64;

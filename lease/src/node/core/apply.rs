@@ -33,6 +33,9 @@ impl NodeCore {
             self.effects.push(Effect::Installed {
                 slot: snapshot.slot,
             });
+            let mut out = Vec::new();
+            self.watches.installed(snapshot.slot, &mut out);
+            self.push_watch_deliveries(out);
         }
         for (slot, value) in chosen {
             self.apply(slot, value)?;
@@ -61,11 +64,16 @@ impl NodeCore {
         self.applied = slot;
         Metrics::add(&self.metrics.slots_applied, 1);
         self.metrics.table_sizes(&self.table);
+        let mut out = Vec::new();
+        let events = results.iter().flat_map(|r| &r.events);
+        let skip = sabotaged!(self, WatchSkipsEvent);
+        self.watches.record(slot, events, skip, &mut out);
         self.effects.push(Effect::Applied {
             slot,
             value,
             results,
         });
+        self.push_watch_deliveries(out);
         if slot.is_multiple_of(self.cfg.snapshot_every) {
             let snapshot = Snapshot {
                 slot,
@@ -96,6 +104,7 @@ impl NodeCore {
             Event::SessionEnded { session, expired } => {
                 tracing::debug!(node = %self.cfg.node, %session, expired, "lease session ended");
             }
+            Event::Written { .. } => {}
         }
     }
 

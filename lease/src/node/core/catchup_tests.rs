@@ -89,7 +89,9 @@ impl Cluster {
                             answers += 1;
                         }
                         Effect::Installed { .. } => self.installed[i] = true,
-                        Effect::Abandoned { .. } | Effect::Applied { .. } => {}
+                        Effect::Abandoned { .. }
+                        | Effect::Applied { .. }
+                        | Effect::Watch { .. } => {}
                     }
                 }
             }

@@ -10,7 +10,8 @@
 //! (`NodeTask`) and the simulator drive this same code.
 //!
 //! Inputs: [`NodeCore::request`], [`NodeCore::forget`], [`NodeCore::peer`],
-//! [`NodeCore::tick`], [`NodeCore::synced`], and [`NodeCore::end_round`]
+//! [`NodeCore::tick`], [`NodeCore::synced`], the watch inputs
+//! ([`NodeCore::watch`], [`NodeCore::unwatch`], [`NodeCore::watch_lagged`]), and [`NodeCore::end_round`]
 //! after each batch of inputs (it proposes what the round queued and sends
 //! the leader's early messages). [`NodeCore::drain`] prepares a clean stop.
 //!
@@ -44,6 +45,7 @@ mod apply;
 mod members;
 mod pipeline;
 mod requests;
+mod watches;
 
 use super::{NodeConfig, NodeStatus};
 use crate::command::{ClientId, Outcome, Request};
@@ -52,6 +54,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::network::PeerMessage;
 use crate::table::{Applied, LeaseTable};
 use crate::time::LeaderClock;
+use crate::watch::{WatchDelivery, WatchHub, WatchId};
 use bytes::Bytes;
 use pipeline::Pipeline;
 use requests::Pending;
@@ -116,6 +119,15 @@ pub enum Effect {
         /// The snapshot's slot.
         slot: Slot,
     },
+    /// Deliver this to watcher `id` (see [`crate::watch`]). If its buffer
+    /// is full, report [`NodeCore::watch_lagged`]; if it is gone,
+    /// [`NodeCore::unwatch`].
+    Watch {
+        /// The watcher.
+        id: WatchId,
+        /// What it is owed.
+        delivery: WatchDelivery,
+    },
 }
 
 /// Every decision of one lease node, with no I/O and no clock. See the
@@ -146,6 +158,8 @@ pub struct NodeCore {
     draining: bool,
     /// The membership last logged as followed.
     followed: Option<Membership>,
+    /// Recent events and the watchers they go to.
+    watches: WatchHub,
     effects: Vec<Effect>,
 }
 
@@ -164,6 +178,7 @@ impl std::fmt::Debug for NodeCore {
             .field("pipeline", &self.pipeline)
             .field("now", &self.now)
             .field("draining", &self.draining)
+            .field("watches", &self.watches)
             .field("effects", &self.effects)
             .finish_non_exhaustive()
     }
@@ -196,6 +211,7 @@ impl NodeCore {
         let table = LeaseTable::new().with_sabotage(config.sabotage);
         #[cfg(not(feature = "sabotage"))]
         let table = LeaseTable::new();
+        let watches = WatchHub::new(config.watch_history, config.max_watchers);
         Ok(NodeCore {
             cfg: config,
             replica,
@@ -211,6 +227,7 @@ impl NodeCore {
             now,
             draining: false,
             followed: None,
+            watches,
             effects: Vec::new(),
         })
     }
