@@ -138,6 +138,12 @@ fn a_membership_change_proposed_before_the_previous_one_is_in_effect_is_caught()
 }
 
 #[test]
+fn a_ballot_that_elects_a_second_leader_is_caught() {
+    let caught = seeds_to_catch_with(Sabotage::Core(Core::ReuseOwnBallot), reconfig());
+    assert!(caught.is_some());
+}
+
+#[test]
 fn a_promise_sent_before_it_is_persisted_is_caught() {
     assert!(seeds_to_catch(Sabotage::Core(Core::PromiseNotPersisted)).is_some());
 }

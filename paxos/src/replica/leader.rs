@@ -146,7 +146,16 @@ impl Replica {
         if matches!(self.role, Role::Candidate(_)) {
             self.seek_cluster();
         }
-        let Some(ballot) = self.promised.max(self.max_seen).next_for(self.cfg.node) else {
+        let reuse = sabotaged!(self, ReuseOwnBallot)
+            && self.promised.node == self.cfg.node
+            && self.promised.counter > 0
+            && matches!(self.role, Role::Follower);
+        let next = if reuse {
+            Some(self.promised)
+        } else {
+            self.promised.max(self.max_seen).next_for(self.cfg.node)
+        };
+        let Some(ballot) = next else {
             self.reset_election_deadline(now);
             return;
         };

@@ -233,12 +233,18 @@ impl World {
             return;
         };
         let was_leading = core.status().is_leader;
+        let was_replica_leading = core.replica().is_leader();
         let result = input(core, now).and_then(|()| core.end_round(now));
         if core.status().is_leader && !was_leading {
             self.outcome.elections += 1;
         }
+        let elected =
+            (core.replica().is_leader() && !was_replica_leading).then(|| core.replica().promised());
         let effects = core.take_effects();
         let id = self.nodes[i].id;
+        if let Some(ballot) = elected {
+            self.checker.on_elected(id, ballot);
+        }
         if let Err(e) = result {
             if matches!(e, NodeError::Removed { .. }) {
                 // As the shell does, a step that stopped the node still
