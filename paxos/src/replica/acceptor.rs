@@ -169,6 +169,13 @@ impl Replica {
         self.observe_higher_ballot(now, ballot);
         self.follow(now, ballot, committed);
         self.learn_commit(now, ballot, committed);
+        // A voter relearning after a disk loss cannot vote yet: it must
+        // not look reachable to the leader, which would count it toward
+        // the majority a membership change keeps (two relearning voters
+        // of four left a shrunk cluster without a majority for good).
+        if self.rejoin.is_some() {
+            return;
+        }
         let committed = self.committed;
         self.send(from, Message::CommitAck { ballot, committed });
     }

@@ -185,7 +185,9 @@ impl Replica {
             return Err(ChangeError::TooFewVoters);
         }
         if let Change::Promote { node } = change {
-            let at = leader.progress.get(node).copied().unwrap_or(0);
+            // Its own commit index, not the slots it voted for: a learner
+            // that votes on new slots may still miss the old ones.
+            let at = leader.commit_acked.get(node).copied().unwrap_or(0);
             let lag = self.cfg.window as Slot;
             if at.saturating_add(lag) < self.committed {
                 return Err(ChangeError::LearnerBehind {

@@ -205,15 +205,16 @@ impl World {
         self.schedule(down, Event::Restart(i));
     }
 
-    /// True when every node's journal is intact or it has finished
-    /// learning after a disk loss.
+    /// True when the journal of every node that may relearn (a bootstrap
+    /// member: see `crash`) is intact, or it has finished learning after a
+    /// disk loss and made what it learned durable (until then a crash
+    /// brings it back empty, relearning again).
     fn no_node_is_relearning(&self) -> bool {
-        self.nodes.iter().filter(|n| n.born && !n.removed).all(|n| {
+        let may_relearn = |n: &&SimNode| n.born && !n.removed && n.bootstrap.contains(&n.id);
+        self.nodes.iter().filter(may_relearn).all(|n| {
             let emptied = n.journal.state() == &trexlock_paxos::JournalState::default();
-            match &n.core {
-                Some(core) => !core.replica().is_learner(),
-                None => !emptied,
-            }
+            let learning = n.core.as_ref().is_some_and(|c| c.replica().is_learner());
+            !learning && !emptied
         })
     }
 

@@ -385,3 +385,62 @@ fn a_node_that_votes_in_no_membership_it_knows_makes_no_promise_and_follows_the_
     );
     assert_eq!(n4.leader(), Some(N1));
 }
+
+/// A learner that votes on the newest slots while it still misses the
+/// old ones is not caught up (3-node `--reconfig` seed 7959 promoted one
+/// still at slot 0; with a voter relearning beside it, no majority was
+/// left).
+#[test]
+fn a_learner_voting_on_new_slots_but_missing_old_ones_is_not_promoted() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    c.down.insert(N4);
+    c.change(add(N4)).unwrap();
+    c.run(500);
+    let leader = c.leader().unwrap();
+    let (ballot, last) = {
+        let l = &c.replicas[&leader];
+        (l.promised(), l.committed())
+    };
+    let now = c.now;
+    let voted = Message::Accepted {
+        ballot,
+        slots: vec![last],
+    };
+    let _ = c
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .handle(now, env(N4, leader, voted))
+        .unwrap();
+    assert!(matches!(
+        c.change(Change::Promote { node: N4 }),
+        Err(ChangeError::LearnerBehind {
+            node: N4,
+            at: 0,
+            ..
+        })
+    ));
+}
+
+/// A voter relearning after a disk loss cannot vote: it does not answer
+/// heartbeats, so the leader does not count it among the voters it hears
+/// when it checks that a change keeps a majority.
+#[test]
+fn a_voter_relearning_after_a_disk_loss_does_not_look_reachable() {
+    let mut n3 = replica_with(N3, JournalState::default());
+    assert!(n3.is_learner());
+    let commit = Message::Commit {
+        ballot: b(2, N1),
+        committed: 0,
+    };
+    let ready = n3.handle(ms(1), env(N1, N3, commit)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .all(|e| !matches!(e.message, Message::CommitAck { .. })),
+        "{:?}",
+        ready.messages
+    );
+}
