@@ -227,6 +227,9 @@ impl Replica {
                 if m.contains(self.cfg.node) {
                     self.joined = true;
                 }
+                if m.voters.contains(&self.cfg.node) {
+                    self.was_voter = true;
+                }
                 self.history.record(slot, m.clone());
             }
             self.configs_through = slot;
@@ -281,16 +284,20 @@ impl Replica {
     }
 
     /// True when a promise of this node may count: it votes in some
-    /// membership governing a slot it may still act on. Any other node
+    /// membership governing a slot it may still act on, or it voted before
+    /// and was not released yet (members behind it may still need its
+    /// promise for the slots the old membership governs). Any other node
     /// ignores prepares. Its promise would count for nothing, and could
     /// only make it refuse the leader's lower ballot: a joiner that
     /// promised the ballot of a removed voter's hopeless campaign refused
     /// the leader for good, and never caught up.
     pub(super) fn may_promise(&self) -> bool {
         let me = self.cfg.node;
-        self.history
+        let votes = self
+            .history
             .governing_from(self.committed.saturating_add(1))
-            .any(|e| e.membership.voters.contains(&me))
+            .any(|e| e.membership.voters.contains(&me));
+        votes || (self.was_voter && !self.released)
     }
 
     /// Frames an application snapshot with the membership history as of

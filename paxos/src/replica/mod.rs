@@ -143,6 +143,8 @@ pub struct Replica {
     /// This node was removed, and a leader told it that it is needed no
     /// more (see `Replica::is_removed`).
     released: bool,
+    /// This node voted in a membership it knew (bootstrap or chosen).
+    was_voter: bool,
     stopped: bool,
     out: Ready,
 }
@@ -201,10 +203,15 @@ impl Replica {
             configs_through: delivered,
             joined,
             released: false,
+            was_voter: false,
             stopped: false,
             out: Ready::default(),
             cfg,
         };
+        replica.was_voter = replica
+            .history
+            .governing_from(0)
+            .any(|e| e.membership.voters.contains(&replica.cfg.node));
         replica.sync_configs();
         replica.reset_election_deadline(now);
         Ok(replica)

@@ -289,7 +289,7 @@ fn followers(c: &Cluster) -> (NodeId, NodeId) {
 }
 
 #[test]
-fn a_removed_voter_is_released_only_once_a_majority_of_the_new_membership_knows_the_change() {
+fn a_removed_voter_keeps_promising_until_a_majority_of_the_new_membership_knows_the_change() {
     let mut c = Cluster::three();
     let leader = c.leader().unwrap();
     let (stays, leaves) = followers(&c);
@@ -314,6 +314,25 @@ fn a_removed_voter_is_released_only_once_a_majority_of_the_new_membership_knows_
     assert!(
         !c.replicas[&leaves].is_removed(),
         "with the leader lost now, the voter that stays would need it"
+    );
+    // ... and its promise: the slots before the change are still the old
+    // membership's to it.
+    let ballot = b(c.replicas[&leaves].promised().counter + 1, stays);
+    let from = c.replicas[&stays].committed() + 1;
+    let now = c.now;
+    let ready = c
+        .replicas
+        .get_mut(&leaves)
+        .unwrap()
+        .handle(now, env(stays, leaves, Message::Prepare { ballot, from }))
+        .unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| matches!(e.message, Message::Promise { .. })),
+        "{:?}",
+        ready.messages
     );
     c.down.remove(&stays);
     c.run(5_000);
