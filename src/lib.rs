@@ -126,7 +126,7 @@ pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeCon
 pub use trexlock_lease::{
     ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
     HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
-    LeaseToken, ListPage, ListedLease, MetricsSnapshot, Network, Node, NodeConfig, NodeError,
+    LeaseToken, ListPage, ListedLease, MetricsSnapshot, Mode, Network, Node, NodeConfig, NodeError,
     NodeHandle, NodeStatus, Observed, Refusal, Stamp, TryAcquire,
 };
 pub use trexlock_paxos::{Journal, JournalError, MemJournal, NodeId};

@@ -3,6 +3,8 @@
 //! ```text
 //! trexlock node --config node1.toml
 //! trexlock acquire job-42 --owner me --cluster orders --servers node1.example:7001,node2.example:7001 --ttl 30s
+//! trexlock acquire gpus --permits 4 --owner me --cluster orders --servers 127.0.0.1:7001
+//! trexlock acquire report --read --owner me --cluster orders --servers 127.0.0.1:7001
 //! trexlock renew job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --ttl 30s --cluster orders --servers 127.0.0.1:7001
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
@@ -16,6 +18,7 @@ mod config;
 mod force_release;
 mod http;
 mod list;
+mod shares;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
@@ -66,6 +69,18 @@ enum Command {
         /// Keep renewing until interrupted, then release.
         #[arg(long)]
         hold: bool,
+        /// If the lease EXPIRES (is not released), grant it to nobody for this long afterwards (at most 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lock_delay: Option<Duration>,
+        /// Take one permit of a semaphore of this many permits (1 to 64) instead of a lease.
+        #[arg(long, conflicts_with_all = ["read", "write", "lock_delay"])]
+        permits: Option<u32>,
+        /// Take a read-write lease shared, beside other readers.
+        #[arg(long, conflicts_with_all = ["write", "lock_delay"])]
+        read: bool,
+        /// Take a read-write lease exclusively.
+        #[arg(long, conflicts_with = "lock_delay")]
+        write: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -296,11 +311,20 @@ async fn run(command: Command) -> Result<(), String> {
             wait,
             owner,
             hold,
+            lock_delay,
+            permits,
+            read,
+            write,
             cluster,
         } => {
             let owner = cluster.owner(Some(owner))?;
             let client = cluster.client(owner.clone()).await?;
-            let lease = if wait.is_zero() {
+            let lease = if let Some(mode) = shares::mode(permits, read, write) {
+                client
+                    .acquire_share(&name, mode, ttl, wait)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else if wait.is_zero() {
                 match client
                     .try_acquire(&name, ttl)
                     .await
@@ -320,6 +344,12 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?
             };
+            if let Some(delay) = lock_delay {
+                lease
+                    .set_lock_delay(delay)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let token = lease.token().map_err(|e| e.to_string())?;
             println!(
                 "acquired {name} owner={owner} stamp={} token={:032x}",

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseClient, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, TryAcquire};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 const CLUSTER: &str = "proc-test";
@@ -261,6 +261,82 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
         lines[1].starts_with(&format!("jobs/b owner=bob stamp={} ", b.stamp())),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_with_a_lock_delay_keeps_the_name_from_everyone_after_it_expires() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    cluster.client(&[0], "probe").await;
+    let acquire = |owner: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["acquire", "printer", "--owner", owner, "--cluster", CLUSTER])
+            .args(extra)
+            .arg("--servers")
+            .arg(cluster.addrs[0].to_string())
+            .output()
+            .unwrap()
+    };
+    let first = acquire("alice", &["--ttl", "300ms", "--lock-delay", "30s"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = acquire("bob", &[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "granted inside the lock-delay");
+    assert!(stderr.contains("lock-delay"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_and_read_write_shares_through_the_cli_and_a_remote_client() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    cluster.client(&[0], "probe").await;
+    let acquire = |name: &str, owner: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["acquire", name, "--owner", owner, "--cluster", CLUSTER])
+            .args(["--ttl", "30s"])
+            .args(extra)
+            .arg("--servers")
+            .arg(cluster.addrs[1].to_string())
+            .output()
+            .unwrap()
+    };
+    for owner in ["a", "b"] {
+        let out = acquire("gpus", owner, &["--permits", "2"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let third = acquire("gpus", "c", &["--permits", "2"]);
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success(), "a third permit of two");
+    assert!(stderr.contains("no share of gpus is free"), "{stderr}");
+
+    let ttl = Duration::from_secs(30);
+    let reader = cluster.client(&[2], "r1").await;
+    let read = reader
+        .acquire_read("doc", ttl, Duration::ZERO)
+        .await
+        .unwrap();
+    let writer = cluster.client(&[0], "w").await;
+    assert!(matches!(
+        writer.acquire_write("doc", ttl, Duration::ZERO).await,
+        Err(LeaseError::Busy { holders: 1, .. })
+    ));
+    let out = acquire("doc", "r2", &["--read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!acquire("doc", "w2", &["--write"]).status.success());
+    read.release().await.unwrap();
 }
 
 fn run_with_config(text: &str) -> (bool, String) {

@@ -74,8 +74,8 @@ pub mod time;
 
 pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
 pub use command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Op, Outcome, Refusal, Request,
-    Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Mode, Op, Outcome, Refusal,
+    Request, Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{ConnectFailure, LeaseError, NodeError};

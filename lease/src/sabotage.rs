@@ -20,4 +20,12 @@ pub enum Sabotage {
     /// through the log (a tempting shortcut for a read): a lagging
     /// follower or a deposed leader answers stale holders.
     ListFromLocalTable,
+    /// A node proposes every lock-delay as zero: the table acknowledges
+    /// it but never blocks, so an expired lease is granted again at once.
+    LockDelayDropped,
+    /// The table grants a semaphore one permit more than it has.
+    SemaphoreOffByOne,
+    /// The table grants a reader at once while a writer waits in line
+    /// (beside the readers holding), so writers starve.
+    ReaderSlipsPastWriter,
 }

@@ -237,6 +237,21 @@ fn a_list_answered_from_a_nodes_own_table_instead_of_the_log_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ListFromLocalTable)).is_some());
 }
 
+#[test]
+fn a_lock_delay_dropped_before_it_is_proposed_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::LockDelayDropped)).is_some());
+}
+
+#[test]
+fn a_semaphore_granting_one_permit_too_many_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::SemaphoreOffByOne)).is_some());
+}
+
+#[test]
+fn a_reader_granted_past_a_queued_writer_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ReaderSlipsPastWriter)).is_some());
+}
+
 /// The pause must outlast the margin the protocol leaves anyway (the
 /// cluster counts from a commit that follows the holder's send by a
 /// journal sync and a round trip or more).

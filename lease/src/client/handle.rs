@@ -157,6 +157,30 @@ impl LeaseHandle {
         }
     }
 
+    /// Sets this grant's lock-delay: if the lease EXPIRES (instead of
+    /// being released), the cluster grants the name to nobody for `delay`
+    /// afterwards, so that a resource that cannot check stamps sees this
+    /// holder's last requests drain first (Chubby's lock-delay). At most
+    /// [`crate::table::MAX_LOCK_DELAY_MS`]; zero removes it.
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] if the lease is no longer ours;
+    /// [`LeaseError::Invalid`] for a delay over the limit.
+    pub async fn set_lock_delay(&self, delay: Duration) -> Result<(), LeaseError> {
+        let op = Op::SetLockDelay {
+            name: self.name.clone(),
+            owner: self.client.owner().to_owned(),
+            stamp: self.stamp,
+            token: self.client.token()?,
+            lock_delay_ms: millis("lock delay", delay)?,
+        };
+        match self.call(op).await? {
+            Outcome::LockDelaySet => Ok(()),
+            Outcome::NotHolder { current } => Err(self.lost(current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn call(&self, op: Op) -> Result<Outcome, LeaseError> {
         let timeout = self.client.inner.call_timeout;
         Ok(self.client.call(op, timeout).await?.outcome)

@@ -7,6 +7,7 @@
 mod handle;
 mod list;
 mod session;
+mod shares;
 
 pub use handle::LeaseHandle;
 pub use list::ListPage;
@@ -129,7 +130,8 @@ impl LeaseClient {
     ///
     /// # Errors
     /// [`LeaseError::Invalid`] for an empty or overlong name or a TTL of
-    /// zero or over a day; [`LeaseError::Timeout`] / [`LeaseError::NoLeader`]
+    /// zero or over a day; [`LeaseError::LockDelay`] while a lock-delay
+    /// blocks the name; [`LeaseError::Timeout`] / [`LeaseError::NoLeader`]
     /// when the cluster did not answer in time; [`LeaseError::Stopped`].
     pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<TryAcquire, LeaseError> {
         let op = Op::Acquire {
@@ -145,6 +147,10 @@ impl LeaseClient {
                 Ok(TryAcquire::Acquired(self.handle(name, stamp, ttl)))
             }
             Outcome::Held(holder) => Ok(TryAcquire::Held(holder)),
+            Outcome::Blocked { remaining_ms } => Err(LeaseError::LockDelay {
+                name: name.to_owned(),
+                remaining_ms,
+            }),
             other => Err(unexpected(other)),
         }
     }

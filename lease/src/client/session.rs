@@ -172,7 +172,10 @@ impl ClientCore {
             sent
         };
         match (op, outcome) {
-            (Op::Acquire { name, ttl_ms, .. }, Outcome::Granted { stamp, value }) => {
+            (
+                Op::Acquire { name, ttl_ms, .. } | Op::AcquireShare { name, ttl_ms, .. },
+                Outcome::Granted { stamp, value },
+            ) => {
                 let ttl = Duration::from_millis(ttl_ms);
                 let deadline = counted_from + self.belief(ttl);
                 self.granted(name, *stamp, ttl, deadline, value.clone());
@@ -205,7 +208,8 @@ impl ClientCore {
             (
                 Op::Renew { name, stamp, .. }
                 | Op::Release { name, stamp, .. }
-                | Op::Write { name, stamp, .. },
+                | Op::Write { name, stamp, .. }
+                | Op::SetLockDelay { name, stamp, .. },
                 Outcome::NotHolder { .. },
             ) => self.end(&name, stamp, now),
             _ => {}

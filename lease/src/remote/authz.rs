@@ -101,7 +101,9 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
         | Op::Renew { owner, .. }
         | Op::Release { owner, .. }
         | Op::Cancel { owner, .. }
-        | Op::Write { owner, .. } => owner,
+        | Op::Write { owner, .. }
+        | Op::SetLockDelay { owner, .. }
+        | Op::AcquireShare { owner, .. } => owner,
     };
     match identity {
         Some(identity) if !owns(&principal(identity), owner) => Err(Refusal::OwnerNotCertified),

@@ -63,7 +63,11 @@ mod snapshot;
 
 pub use snapshot::SnapshotError;
 mod list;
+mod lock_delay;
+mod shares;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
+pub use lock_delay::MAX_LOCK_DELAY_MS;
+pub use shares::{MAX_PERMITS, MAX_SHARE_HOLDERS};
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -101,6 +105,13 @@ pub const MAX_OUTCOMES_PER_SESSION: usize = 128;
 pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 /// Most bytes of fenced values the whole table holds.
 pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Settings of a table beyond its state (feature `sabotage` only).
+#[cfg(feature = "sabotage")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Settings {
+    sabotage: Option<crate::Sabotage>,
+}
 
 /// The current holder of a lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,12 +256,35 @@ pub struct LeaseTable {
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
     owners: Owners,
+    /// The lock-delay of a grant, by name: (its stamp, delay in µs).
+    lock_delays: BTreeMap<String, (Stamp, u64)>,
+    /// Names not to be granted before a table time (a lock-delay).
+    blocked: BTreeMap<String, u64>,
+    /// `blocked`, ordered by when each block ends.
+    unblocks: BTreeSet<(u64, String)>,
+    /// Semaphores and read-write leases, by name.
+    shares: BTreeMap<Shared, shares::ShareLine>,
+    /// Each share line's next deadline (an expiry or a give-up).
+    share_due: BTreeSet<(u64, Shared)>,
+    /// Shares held in all lines.
+    share_holders: usize,
+    /// A deliberately broken rule, the same on every node of a
+    /// simulated cluster (feature `sabotage` only).
+    #[cfg(feature = "sabotage")]
+    cfg: Settings,
 }
 
 impl LeaseTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same table running a deliberately broken rule.
+    #[cfg(feature = "sabotage")]
+    pub fn with_sabotage(mut self, sabotage: Option<crate::Sabotage>) -> Self {
+        self.cfg.sabotage = sabotage;
+        self
     }
 
     /// The table's time, in microseconds. Monotonic in log order.
@@ -268,14 +302,15 @@ impl LeaseTable {
         self.epoch_base
     }
 
-    /// How many leases are held or awaited.
+    /// How many leases, semaphores and read-write leases are held or
+    /// awaited.
     pub fn len(&self) -> usize {
-        self.leases.len()
+        self.leases.len() + self.shares.len()
     }
 
-    /// True when no lease is held or awaited.
+    /// True when nothing is held or awaited.
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.len() == 0
     }
 
     /// How many leases have a holder.
@@ -291,7 +326,7 @@ impl LeaseTable {
     /// True when `name` is held or awaited (so acquiring it creates no
     /// lease).
     pub fn tracks(&self, name: &str) -> bool {
-        self.leases.contains_key(name)
+        self.leases.contains_key(name) || self.is_shared(name)
     }
 
     /// How many client sessions the table remembers.
@@ -309,7 +344,11 @@ impl LeaseTable {
     /// a command, never by a timer on one node. Cheap: leases nobody
     /// waits for are not looked at.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        self.awaited.first().map(|(at, _)| *at)
+        let expiry = self.awaited.first().map(|(at, _)| *at);
+        [expiry, self.next_unblock_us(), self.next_share_due_us()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest table time at which a session is forgotten. Any
@@ -325,6 +364,8 @@ impl LeaseTable {
         let mut out = Applied::default();
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
+        self.unblock_due(&mut out);
+        self.settle_shares(&mut out);
         self.forget_idle_sessions();
         if let Body::Request(req) = &command.body {
             let outcome = self.answer(req, &mut out);
@@ -359,6 +400,7 @@ impl LeaseTable {
             self.expiries.pop_first();
             let now = self.now;
             if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
+                self.grant_ended(&name, h.stamp, Some(h.expires_at));
                 out.events.push(Event::Expired {
                     name: name.to_string(),
                     stamp: h.stamp,
@@ -494,7 +536,12 @@ impl LeaseTable {
     fn execute(&mut self, req: &Request, out: &mut Applied) -> Outcome {
         let now = self.now;
         let name = req.op.name().to_owned();
+        let shared_name = !matches!(req.op, Op::List { .. } | Op::AcquireShare { .. });
+        if shared_name && self.is_shared(&name) {
+            return self.execute_on_share(&req.op, out);
+        }
         match &req.op {
+            Op::AcquireShare { .. } => self.acquire_share(req, out),
             Op::Acquire {
                 owner,
                 token,
@@ -507,6 +554,11 @@ impl LeaseTable {
                     let h = l.holder.as_ref()?;
                     Some((*h.owner == **owner && h.token == *token, self.info(l)?))
                 });
+                // Another holder, or nobody while a lock-delay blocks it.
+                let busy = match &held_by {
+                    Some((mine, _)) => !mine,
+                    None => self.is_blocked(&name),
+                };
                 match held_by {
                     Some((true, holder)) => {
                         self.extend(&name, now.saturating_add(ttl_us));
@@ -519,7 +571,7 @@ impl LeaseTable {
                                 .and_then(|l| l.value.as_deref().cloned()),
                         }
                     }
-                    Some((false, _)) if *wait_ms > 0 => {
+                    _ if busy && *wait_ms > 0 => {
                         let waiter = Waiter {
                             owner: self.owners.intern(owner),
                             token: *token,
@@ -530,8 +582,9 @@ impl LeaseTable {
                         };
                         self.queue(&name, waiter, out)
                     }
-                    Some((false, holder)) => Outcome::Held(holder),
-                    None if self.leases.len() >= MAX_LEASES => {
+                    Some((_, holder)) => Outcome::Held(holder),
+                    None if busy => self.blocked_answer(&name),
+                    None if self.len() + self.blocked_len() >= MAX_LEASES => {
                         Outcome::Refused(Refusal::TooManyLeases)
                     }
                     None => {
@@ -572,6 +625,18 @@ impl LeaseTable {
                 self.release(&name, out)
             }
             Op::ForceRelease { .. } => self.release(&name, out),
+            Op::SetLockDelay {
+                owner,
+                stamp,
+                token,
+                lock_delay_ms,
+                ..
+            } => {
+                if !self.holds(&name, owner, *stamp, *token) {
+                    return self.not_holder(&name);
+                }
+                self.set_lock_delay(&name, *stamp, *lock_delay_ms)
+            }
             Op::Cancel { owner, token, .. } => {
                 if self.leases.contains_key(name.as_str()) {
                     self.update(&name, |l| {
@@ -687,7 +752,8 @@ impl LeaseTable {
             return Outcome::NotHolder { current: None };
         }
         match self.update(name, |l| l.holder.take()) {
-            Some(_) => {
+            Some(h) => {
+                self.grant_ended(name, h.stamp, None);
                 out.events.push(Event::Released {
                     name: name.to_owned(),
                 });
@@ -784,7 +850,7 @@ impl LeaseTable {
     /// The lease came free: hand it to the first waiter still willing to
     /// wait (validity is checked again now, at grant time).
     fn grant_next(&mut self, name: &str, out: &mut Applied) {
-        if !self.leases.contains_key(name) {
+        if !self.leases.contains_key(name) || self.is_blocked(name) {
             return;
         }
         let now = self.now;
@@ -834,6 +900,8 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     if let Op::List { .. } = op {
         return list::validate(op);
     }
+    lock_delay::validate(op)?;
+    shares::validate(op)?;
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -847,9 +915,17 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             ttl_ms,
             wait_ms,
             ..
+        }
+        | Op::AcquireShare {
+            owner,
+            ttl_ms,
+            wait_ms,
+            ..
         } => (Some(owner), Some(*ttl_ms), *wait_ms),
         Op::Renew { owner, ttl_ms, .. } => (Some(owner), Some(*ttl_ms), 0),
-        Op::Release { owner, .. } | Op::Cancel { owner, .. } => (Some(owner), None, 0),
+        Op::Release { owner, .. } | Op::Cancel { owner, .. } | Op::SetLockDelay { owner, .. } => {
+            (Some(owner), None, 0)
+        }
         Op::Write { owner, value, .. } => {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(Refusal::ValueTooLarge);

@@ -9,7 +9,8 @@
 //! direction builds a second copy of the table in between.
 //!
 //! Layout: the format byte, a [`Header`], `leases` lease records in name
-//! order, then `sessions` session records.
+//! order, `sessions` session records, the lock-delay records, then the
+//! share lines (semaphores and read-write leases).
 
 use super::line::Line;
 use super::owners::Shared;
@@ -25,14 +26,18 @@ use std::collections::{HashMap, VecDeque};
 use trexlock_paxos::Ballot;
 
 /// The encoding written by this build. A snapshot of another format is
-/// refused with [`SnapshotError::Format`].
-const FORMAT: u8 = 2;
+/// refused with [`SnapshotError::Format`]: format 2 had no lock-delays (a
+/// node installing it would grant blocked names at once), format 3 no
+/// semaphores or read-write leases.
+const FORMAT: u8 = 4;
 
 /// Why bytes could not be loaded as a table.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The first byte names another encoding.
-    #[error("snapshot format {found} is not the supported format {FORMAT}")]
+    #[error(
+        "snapshot format {found} is not the supported format {FORMAT} (written by another version of trexlock)"
+    )]
     Format {
         /// The format byte found.
         found: u8,
@@ -161,6 +166,8 @@ impl LeaseTable {
         for session in &self.sessions {
             out = encode(&session, out);
         }
+        out = encode(&self.lock_delay_records(), out);
+        out = encode(&self.share_records(), out);
         Bytes::from(out)
     }
 
@@ -292,8 +299,12 @@ impl LeaseTable {
             table.session_expiries.insert((session.expires_at, client));
             table.sessions.insert(client, session);
         }
+        let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_lock_delays(lock_delays)?;
+        let (shares, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_shares(shares)?;
         if !rest.is_empty() {
-            return Err(SnapshotError::Invalid("bytes after the last session"));
+            return Err(SnapshotError::Invalid("bytes after the last record"));
         }
         Ok(table)
     }
@@ -357,6 +368,17 @@ mod tests {
         // holder and expiries written again with their names took 80.
         assert!(bytes.len() < 10_000 * 45, "{} bytes", bytes.len());
         assert_eq!(LeaseTable::from_snapshot(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_which_had_no_lock_delays_is_refused_naming_both_formats() {
+        let mut old = table(3, 1).to_snapshot().to_vec();
+        old[0] = 2;
+        let error = LeaseTable::from_snapshot(&old).unwrap_err();
+        assert!(matches!(error, SnapshotError::Format { found: 2 }));
+        let text = error.to_string();
+        assert!(text.contains("format 2"), "{text}");
+        assert!(text.contains(&format!("format {FORMAT}")), "{text}");
     }
 
     #[test]

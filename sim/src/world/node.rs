@@ -363,6 +363,9 @@ impl World {
 
     /// Stamps grow per lease, on every node.
     fn granted(&mut self, i: usize, event: &LeaseEvent) {
+        if let LeaseEvent::Expired { name, stamp } = event {
+            self.leases.on_expired(name, *stamp);
+        }
         let LeaseEvent::Granted { name, stamp, .. } = event else {
             return;
         };

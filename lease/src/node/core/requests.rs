@@ -32,7 +32,9 @@ pub(super) struct Pending {
 /// How long a request's caller may wait for its answer.
 fn wait_of(request: &Request) -> Duration {
     match request.op {
-        Op::Acquire { wait_ms, .. } => Duration::from_millis(wait_ms),
+        Op::Acquire { wait_ms, .. } | Op::AcquireShare { wait_ms, .. } => {
+            Duration::from_millis(wait_ms)
+        }
         _ => Duration::ZERO,
     }
 }
@@ -42,8 +44,8 @@ impl NodeCore {
     /// the table's limits, and a new lease within the node's
     /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
-    pub(super) fn admit(&mut self, request: Request) {
-        let full = matches!(&request.op, Op::Acquire { name, .. }
+    pub(super) fn admit(&mut self, mut request: Request) {
+        let full = matches!(&request.op, Op::Acquire { name, .. } | Op::AcquireShare { name, .. }
             if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
         let admitted = if full {
             Err(Refusal::TooManyLeases)
@@ -73,6 +75,11 @@ impl NodeCore {
                 outcome,
             });
             return;
+        }
+        if sabotaged!(self, LockDelayDropped)
+            && let Op::SetLockDelay { lock_delay_ms, .. } = &mut request.op
+        {
+            *lock_delay_ms = 0;
         }
         let key = (request.client, request.request);
         let expires = self.now + wait_of(&request) + PENDING_GRACE;
