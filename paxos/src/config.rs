@@ -87,6 +87,10 @@ pub enum Sabotage {
     /// Snapshot chunks are appended in whatever order they arrive and the
     /// assembled snapshot is installed without checking its checksum.
     UncheckedSnapshotChunks,
+    /// A replica whose promise is its own ballot (it campaigned, then
+    /// stepped down or restarted) campaigns again in that ballot instead
+    /// of a higher one: a ballot can elect a leader twice.
+    ReuseOwnBallot,
 }
 
 /// The default [`Config::max_batch_bytes`]: 1 MiB.

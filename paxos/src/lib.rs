@@ -80,7 +80,7 @@ pub use membership::{
     CONFIG_DELAY, Change, ChangeError, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_VOTERS, Membership,
 };
 pub use message::{Envelope, Message};
-pub use replica::{Leadership, REMOVAL_GRACE_TIMEOUTS, Ready, Refusal, Replica};
+pub use replica::{Leadership, Ready, Refusal, Replica};
 pub use types::{
     Ballot, COMMAND_OVERHEAD_BYTES, ENTRY_OVERHEAD_BYTES, LogEntry, MAX_SLOT,
     MESSAGE_OVERHEAD_BYTES, NodeId, Slot, Snapshot, Value, command_bytes,

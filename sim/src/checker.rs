@@ -59,6 +59,11 @@ pub struct Checker {
     answers: BTreeMap<(ClientId, u64), Outcome>,
     /// Every snapshot a node persisted, by slot: all must be equal.
     snapshots: BTreeMap<Slot, Bytes>,
+    /// Every slot up to here is chosen, and some node announced a commit
+    /// index at or past it.
+    announced_through: Slot,
+    /// Ballots in which a replica became leader: each elects one.
+    elected: BTreeSet<Ballot>,
     /// The first violation of each rule.
     broken: BTreeMap<Rule, String>,
     /// Problems found, in order (the rules' and any the caller adds).
@@ -146,6 +151,43 @@ impl Checker {
         }
     }
 
+    /// Node `node` became leader in `ballot`: no ballot elects two leaders
+    /// (a ballot belongs to one node, and that node never campaigns twice
+    /// in it, restarts and disk losses included), so no two leaders act in
+    /// one ballot.
+    pub fn on_elected(&mut self, node: NodeId, ballot: Ballot) {
+        if !self.elected.insert(ballot) {
+            self.violate(
+                Rule::OneValuePerSlot,
+                format!(
+                    "{node} became leader in ballot {ballot}, which elected a leader before: two leaders in one ballot"
+                ),
+            );
+        }
+    }
+
+    /// A node announced `committed` as its commit index: every slot up to
+    /// it must be chosen, that is held durably in one ballot by a majority
+    /// of the voters of the membership governing that slot. A leader that
+    /// counts another membership's quorum (an old one, or its electorate)
+    /// announces a slot this majority does not hold.
+    fn check_announced(&mut self, from: NodeId, committed: Slot) {
+        while self.announced_through < committed {
+            let slot = self.announced_through + 1;
+            if !self.chosen.contains_key(&slot) {
+                let voters = self.governing(slot).voters.clone();
+                self.violate(
+                    Rule::ApplyOnlyChosen,
+                    format!(
+                        "{from} announced commit index {committed}, but slot {slot} is not held durably by a majority of {voters:?}, the voters governing it"
+                    ),
+                );
+                return;
+            }
+            self.announced_through = slot;
+        }
+    }
+
     /// Records what a message reveals, a leader's proposal, and checks
     /// that a vote or a promise it announces is already durable at its
     /// sender. (A Promise message may leave after the acceptor promised
@@ -154,11 +196,14 @@ impl Checker {
     pub fn on_send(&mut self, from: NodeId, message: &Message) {
         match message {
             Message::Accept {
-                ballot, entries, ..
+                ballot,
+                entries,
+                committed,
             } if ballot.node == from => {
                 for (slot, value) in entries {
                     self.propose(*slot, *ballot, value, from);
                 }
+                self.check_announced(from, *committed);
             }
             Message::Accept { ballot, .. } => self.violate(
                 Rule::OneValuePerSlot,
@@ -182,7 +227,13 @@ impl Checker {
                     }
                 }
             }
-            Message::Promise { ballot, .. } => {
+            Message::Commit { committed, .. } | Message::CommitAck { committed, .. } => {
+                self.check_announced(from, *committed)
+            }
+            Message::Promise {
+                ballot, committed, ..
+            } => {
+                self.check_announced(from, *committed);
                 self.promisers.entry(*ballot).or_default().insert(from);
                 let durable = self.max_promised.get(&from).copied().unwrap_or_default();
                 if durable < *ballot {

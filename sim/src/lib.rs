@@ -12,7 +12,13 @@
 //! pauses; per-node and per-client clocks with offset and rate drift.
 //!
 //! After every step it checks that at most one value is chosen per slot
-//! (counting only votes that are durable in some journal), that every node
+//! (counting only votes that are durable in some journal, from a majority
+//! of the membership governing the slot: memberships change by values
+//! chosen in the log), that every commit index a node announces covers
+//! only such chosen slots, that a leader proposes at a slot only with
+//! promises meeting every majority of the membership governing it, that
+//! membership changes come one at a time, that no ballot elects two
+//! leaders, that every node
 //! applies exactly the chosen values in slot order, that no promise goes
 //! backwards, that snapshots of one slot are identical, that stamps grow,
 //! that no request is executed twice and every answer a client gets is the
@@ -157,7 +163,7 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
   --check-pause-ms  longest pause right after a holder's check (default 20)
   sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
                   forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
-                  vote-after-disk-loss, unchecked-snapshot-chunks,
+                  vote-after-disk-loss, unchecked-snapshot-chunks, reuse-own-ballot,
                   old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
                   deadline-from-reply, no-takeover-extension, list-from-local-table,
@@ -179,6 +185,7 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "old-config-quorum" => Sabotage::Core(C::OldConfigQuorum),
         "concurrent-changes" => Sabotage::Core(C::ConcurrentChanges),
         "unchecked-snapshot-chunks" => Sabotage::Core(C::UncheckedSnapshotChunks),
+        "reuse-own-ballot" => Sabotage::Core(C::ReuseOwnBallot),
         "early-accepted" => Sabotage::Runtime(R::EarlyAccepted),
         "leader-unsynced-vote" => Sabotage::Runtime(R::LeaderUnsyncedVote),
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),

@@ -40,9 +40,11 @@ fn promise_parts(start: Slot, votes: Vec<(Slot, LogEntry)>, budget: usize) -> Ve
 impl Replica {
     /// Phase 1b. Grants a promise to a higher ballot unless a live leader
     /// was heard recently (so a node rejoining from a partition cannot
-    /// depose a healthy leader), refuses a lower one with a NACK.
+    /// depose a healthy leader), refuses a lower one with a NACK. A node
+    /// whose promise could count for nothing (see `may_promise`) stays
+    /// silent.
     pub(super) fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
-        if self.rejoin.is_some() {
+        if self.rejoin.is_some() || !self.may_promise() {
             return;
         }
         if ballot < self.promised {
@@ -158,6 +160,7 @@ impl Replica {
         ballot: Ballot,
         committed: Slot,
     ) {
+        self.note_release(ballot, committed);
         if ballot < self.promised {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });
@@ -166,6 +169,13 @@ impl Replica {
         self.observe_higher_ballot(now, ballot);
         self.follow(now, ballot, committed);
         self.learn_commit(now, ballot, committed);
+        // A voter relearning after a disk loss cannot vote yet: it must
+        // not look reachable to the leader, which would count it toward
+        // the majority a membership change keeps (two relearning voters
+        // of four left a shrunk cluster without a majority for good).
+        if self.rejoin.is_some() {
+            return;
+        }
         let committed = self.committed;
         self.send(from, Message::CommitAck { ballot, committed });
     }

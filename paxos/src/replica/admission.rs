@@ -363,12 +363,17 @@ impl Replica {
         // from): what lets it follow and learn is taken from any node it
         // does not know removed. What engages it (a promise, or counting a
         // vote or an answer for its own ballot) needs a member it knows.
+        // Snapshot transfer is catch-up too: a member that fell behind
+        // while the leader changed may have to install a snapshot from a
+        // leader that joined after the last membership it knows.
         let learning = matches!(
             message,
             Message::Accept { .. }
                 | Message::Commit { .. }
                 | Message::CatchupRequest { .. }
                 | Message::CatchupResponse { .. }
+                | Message::SnapshotRequest { .. }
+                | Message::SnapshotChunk { .. }
                 | Message::Probe
                 | Message::ProbeReply { .. }
                 | Message::Nack { .. }

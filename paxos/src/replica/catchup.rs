@@ -11,6 +11,21 @@ use crate::types::{
 use std::time::Duration;
 
 impl Replica {
+    /// Probes one peer, chosen at random, for how far its log goes. A node
+    /// that hears no leader may have been left behind by every member: a
+    /// voter removed while it was away (the members no longer send to it,
+    /// nor take its prepares) or a learner that missed a change of leader.
+    /// A reply from a peer that is ahead starts a catch-up from it, so the
+    /// removed voter learns its removal, and stops.
+    pub(super) fn seek_cluster(&mut self) {
+        let peers = self.peers();
+        if peers.is_empty() {
+            return;
+        }
+        let peer = peers[self.rng.usize(0..peers.len())];
+        self.send(peer, Message::Probe);
+    }
+
     /// Asks `peer` for what follows our commit index (or for the rest of
     /// the snapshot being assembled), at most once per two heartbeat
     /// intervals so a slow peer is not flooded.
@@ -64,23 +79,25 @@ impl Replica {
     }
 
     /// Appends contiguous chosen values. Only followers learn this way: a
-    /// leader or candidate learns through its own quorum, which keeps the
-    /// ballot check in `learn_commit` sound. Only the answer to the
-    /// outstanding request is taken, and only when none of its values
-    /// contradicts one known chosen here.
+    /// leader learns through its own quorum, which keeps the ballot check
+    /// in `learn_commit` sound, and a candidate that learns it is behind
+    /// gives up its campaign first (a campaign from a slot known chosen
+    /// cannot lead). Only the answer to the outstanding request is taken,
+    /// and only when none of its values contradicts one known chosen here.
     pub(super) fn on_catchup_response(
         &mut self,
         now: Duration,
         peer: NodeId,
         entries: Vec<(Slot, Value)>,
     ) {
-        if !matches!(self.role, Role::Follower) {
+        if matches!(self.role, Role::Leader(_)) {
             return;
         }
         if let Err(refusal) = self.check_catchup_response(peer, &entries) {
             self.refuse(refusal);
             return;
         }
+        self.step_down(now);
         self.catchup_sent_at = None;
         self.catchup_asked = None;
         for (slot, value) in entries {

@@ -106,6 +106,8 @@ pub(crate) struct Leader {
     pub(super) changes: VecDeque<Membership>,
     /// The highest slot each peer is known to hold.
     pub(super) progress: BTreeMap<NodeId, Slot>,
+    /// The highest commit index each peer acknowledged a heartbeat with.
+    pub(super) commit_acked: BTreeMap<NodeId, Slot>,
     /// Proposals made during this step, sent as one Accept per peer.
     unsent: Vec<(Slot, Value)>,
     announced: Slot,
@@ -130,12 +132,30 @@ impl Replica {
     /// Starts phase 1 with a ballot above every ballot seen. When the
     /// ballot space above them is exhausted (admission keeps peers from
     /// getting there), it stays a follower rather than reuse a ballot.
+    ///
+    /// A node that may not campaign, or whose last campaign failed, also
+    /// probes a peer: the members may all have moved on without it (see
+    /// `seek_cluster`).
     pub(super) fn start_election(&mut self, now: Duration) {
         if !self.may_campaign() {
+            self.step_down(now);
             self.reset_election_deadline(now);
+            self.seek_cluster();
             return;
         }
-        let Some(ballot) = self.promised.max(self.max_seen).next_for(self.cfg.node) else {
+        if matches!(self.role, Role::Candidate(_)) {
+            self.seek_cluster();
+        }
+        let reuse = sabotaged!(self, ReuseOwnBallot)
+            && self.promised.node == self.cfg.node
+            && self.promised.counter > 0
+            && matches!(self.role, Role::Follower);
+        let next = if reuse {
+            Some(self.promised)
+        } else {
+            self.promised.max(self.max_seen).next_for(self.cfg.node)
+        };
+        let Some(ballot) = next else {
             self.reset_election_deadline(now);
             return;
         };
@@ -309,6 +329,7 @@ impl Replica {
             recover_until: last,
             changes: VecDeque::new(),
             progress: BTreeMap::new(),
+            commit_acked: BTreeMap::new(),
             unsent: Vec::new(),
             announced: 0,
             last_heartbeat: now,
@@ -488,6 +509,8 @@ impl Replica {
             leader.last_heard.insert(from, now);
             let at = leader.progress.entry(from).or_default();
             *at = (*at).max(committed);
+            let acked = leader.commit_acked.entry(from).or_default();
+            *acked = (*acked).max(committed);
             self.fill_window(now);
         }
     }

@@ -5,13 +5,10 @@
 use super::{Ready, Replica, Role};
 use crate::error::PaxosError;
 use crate::membership::{self, Change, ChangeError, Epoch, History, Membership};
-use crate::types::{NodeId, Slot, Snapshot, Value};
+use crate::message::Message;
+use crate::types::{Ballot, NodeId, Slot, Snapshot, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// How many election timeouts a removed node keeps answering before it
-/// reports itself removed.
-pub const REMOVAL_GRACE_TIMEOUTS: u32 = 10;
 
 /// The history a recovered snapshot carries (`None` for an unframed one).
 pub(super) fn snapshot_history(snapshot: &Snapshot) -> Result<Option<History>, PaxosError> {
@@ -50,30 +47,74 @@ impl Replica {
         &self.governing(self.committed.saturating_add(1)).membership
     }
 
-    /// True once this node, a member before, has been out of the
-    /// membership in effect for [`REMOVAL_GRACE_TIMEOUTS`] election
-    /// timeouts: it was removed, and must stop serving. Until then it
-    /// still answers, since peers that have not yet learned every slot
-    /// before the change may need its votes for them; a removed leader
-    /// first hands over (see `fill_window`).
+    /// True once this node, a member before, was removed and released: it
+    /// must stop serving. Until the release it still answers: members that
+    /// have not yet learned every slot the old membership governs may need
+    /// its votes, or its log, to learn them (with another voter down, it
+    /// can be the one that makes their majority). A removed leader first
+    /// hands over (see `fill_window`).
+    ///
+    /// The release comes from a leader of a later membership, once a
+    /// majority of that membership's voters has told it that they know
+    /// every slot before it chosen (see `release`): from then on, no
+    /// election and no catch-up needs the removed node.
     pub fn is_removed(&self) -> bool {
-        self.removed_at.is_some_and(|(since, now)| {
-            now.saturating_sub(since) >= self.cfg.election_timeout * REMOVAL_GRACE_TIMEOUTS
-        })
+        self.released
     }
 
-    /// Notes when this node left the membership in effect (see
-    /// [`Replica::is_removed`]).
-    pub(super) fn note_removal(&mut self, now: Duration) {
-        let out = self.joined
-            && !self.is_leader()
-            && !self.membership_in_effect().contains(self.cfg.node)
-            && !self.membership().contains(self.cfg.node);
-        self.removed_at = match self.removed_at {
-            Some((since, _)) if out => Some((since, now)),
-            None if out => Some((now, now)),
-            _ => None,
+    /// At the leader: a node outside every membership it may still act on
+    /// has asked something; once that node is needed no more, it is told
+    /// so by a `Commit` announcing a commit index at or past the last slot
+    /// before the membership in effect. Only this release carries such an
+    /// index to it: while a leader's commit index is below that slot, the
+    /// node is still among the leader's peers, and once it is not, the
+    /// leader sends it nothing else (see `note_release`).
+    pub(super) fn release(&mut self, node: NodeId) {
+        if matches!(self.standing(node), Standing::Member) {
+            return;
+        }
+        let me = self.cfg.node;
+        let committed = self.committed;
+        let epoch = self.governing(committed.saturating_add(1));
+        let before = epoch.effective.saturating_sub(1);
+        let Role::Leader(leader) = &self.role else {
+            return;
         };
+        let knowing: Vec<NodeId> = epoch
+            .membership
+            .voters
+            .iter()
+            .filter(|v| {
+                let at = if **v == me {
+                    Some(committed)
+                } else {
+                    leader.commit_acked.get(v).copied()
+                };
+                at.is_some_and(|at| at >= before)
+            })
+            .copied()
+            .collect();
+        if !epoch.membership.is_quorum(knowing.iter()) {
+            return;
+        }
+        let ballot = leader.ballot;
+        self.send(node, Message::Commit { ballot, committed });
+    }
+
+    /// A `Commit` of `ballot` announcing `committed` arrived: if this node
+    /// was removed (it is out of the membership in effect and of the
+    /// newest one) and the index reaches the slot before the membership in
+    /// effect, it is the release (see `release`). Checked before the
+    /// ballot: a removed node may have promised a ballot that never led.
+    pub(super) fn note_release(&mut self, ballot: Ballot, committed: Slot) {
+        let me = self.cfg.node;
+        let effective = self.governing(self.committed.saturating_add(1)).effective;
+        let out = self.joined
+            && !self.membership_in_effect().contains(me)
+            && !self.membership().contains(me);
+        if out && ballot.node != me && committed.saturating_add(1) >= effective {
+            self.released = true;
+        }
     }
 
     /// At the leader: the highest slot each peer is known to hold (from its
@@ -144,7 +185,9 @@ impl Replica {
             return Err(ChangeError::TooFewVoters);
         }
         if let Change::Promote { node } = change {
-            let at = leader.progress.get(node).copied().unwrap_or(0);
+            // Its own commit index, not the slots it voted for: a learner
+            // that votes on new slots may still miss the old ones.
+            let at = leader.commit_acked.get(node).copied().unwrap_or(0);
             let lag = self.cfg.window as Slot;
             if at.saturating_add(lag) < self.committed {
                 return Err(ChangeError::LearnerBehind {
@@ -183,6 +226,9 @@ impl Replica {
             if let Some(Value::Reconfig(m)) = self.log.get(&slot).map(|e| &e.value) {
                 if m.contains(self.cfg.node) {
                     self.joined = true;
+                }
+                if m.voters.contains(&self.cfg.node) {
+                    self.was_voter = true;
                 }
                 self.history.record(slot, m.clone());
             }
@@ -227,9 +273,31 @@ impl Replica {
     }
 
     /// True when this node may campaign: it votes in the membership
-    /// governing its first unchosen slot.
+    /// governing its first unchosen slot, and no change removing it was
+    /// chosen. A voter being removed still promises and votes for the
+    /// slots it governs, but leaves leading to the voters that stay: they
+    /// are a majority of both memberships (one change at a time), so no
+    /// election needs it to stand.
     pub(super) fn may_campaign(&self) -> bool {
-        self.membership_in_effect().voters.contains(&self.cfg.node)
+        let me = self.cfg.node;
+        self.membership_in_effect().voters.contains(&me) && self.membership().voters.contains(&me)
+    }
+
+    /// True when a promise of this node may count: it votes in some
+    /// membership governing a slot it may still act on, or it voted before
+    /// and was not released yet (members behind it may still need its
+    /// promise for the slots the old membership governs). Any other node
+    /// ignores prepares. Its promise would count for nothing, and could
+    /// only make it refuse the leader's lower ballot: a joiner that
+    /// promised the ballot of a removed voter's hopeless campaign refused
+    /// the leader for good, and never caught up.
+    pub(super) fn may_promise(&self) -> bool {
+        let me = self.cfg.node;
+        let votes = self
+            .history
+            .governing_from(self.committed.saturating_add(1))
+            .any(|e| e.membership.voters.contains(&me));
+        votes || (self.was_voter && !self.released)
     }
 
     /// Frames an application snapshot with the membership history as of

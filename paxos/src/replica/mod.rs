@@ -30,7 +30,6 @@ use std::time::Duration;
 
 pub use admission::Refusal;
 pub(crate) use leader::{Candidate, Leader, PromisePart};
-pub use members::REMOVAL_GRACE_TIMEOUTS;
 
 /// What one step produced. Perform it in field order: **persist `write`
 /// (one sync) before sending any of `messages`**, then apply `install` and
@@ -141,9 +140,11 @@ pub struct Replica {
     /// This node has been in a membership it knew (so leaving one later
     /// means it was removed, not that it has yet to join).
     joined: bool,
-    /// Since when this node has been out of the membership in effect, and
-    /// the latest time it was seen out.
-    removed_at: Option<(Duration, Duration)>,
+    /// This node was removed, and a leader told it that it is needed no
+    /// more (see `Replica::is_removed`).
+    released: bool,
+    /// This node voted in a membership it knew (bootstrap or chosen).
+    was_voter: bool,
     stopped: bool,
     out: Ready,
 }
@@ -201,11 +202,16 @@ impl Replica {
             history,
             configs_through: delivered,
             joined,
-            removed_at: None,
+            released: false,
+            was_voter: false,
             stopped: false,
             out: Ready::default(),
             cfg,
         };
+        replica.was_voter = replica
+            .history
+            .governing_from(0)
+            .any(|e| e.membership.voters.contains(&replica.cfg.node));
         replica.sync_configs();
         replica.reset_election_deadline(now);
         Ok(replica)
@@ -384,7 +390,7 @@ impl Replica {
                 promised,
                 last_slot,
             } => {
-                self.on_probe_reply(from, promised, last_slot);
+                self.on_probe_reply(now, from, promised, last_slot);
                 Ok(())
             }
         };
@@ -438,7 +444,6 @@ impl Replica {
     /// A [`PaxosError`] stops the replica.
     pub fn tick(&mut self, now: Duration) -> Result<Ready, PaxosError> {
         self.guard()?;
-        self.note_removal(now);
         if self.rejoin.is_some() {
             self.rejoin_tick(now);
             self.maybe_finish_rejoin(now);

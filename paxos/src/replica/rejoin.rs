@@ -59,8 +59,10 @@ impl Rejoin {
 }
 
 impl Replica {
-    /// Any replica answers a probe with its promise and highest slot.
+    /// Any replica answers a probe with its promise and highest slot (and
+    /// a leader releases a removed node that is needed no more).
     pub(super) fn on_probe(&mut self, from: NodeId) {
+        self.release(from);
         let last_slot = self
             .log
             .keys()
@@ -79,10 +81,24 @@ impl Replica {
         );
     }
 
-    pub(super) fn on_probe_reply(&mut self, from: NodeId, promised: Ballot, last_slot: Slot) {
+    /// A learner counts the reply (see the module docs); any other node
+    /// that hears no leader catches up from a peer that is ahead (see
+    /// `seek_cluster`).
+    pub(super) fn on_probe_reply(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        promised: Ballot,
+        last_slot: Slot,
+    ) {
         self.max_seen = self.max_seen.max(promised);
         if let Some(rejoin) = &mut self.rejoin {
             rejoin.replies.insert(from, (promised, last_slot));
+            return;
+        }
+        if !self.heard_leader_recently(now) && last_slot > self.committed {
+            self.leader_committed = self.leader_committed.max(last_slot);
+            self.request_catchup(now, from);
         }
     }
 

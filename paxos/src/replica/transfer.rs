@@ -109,7 +109,7 @@ impl Replica {
     /// asks for the next one, and installs the snapshot once it is whole
     /// and matches its checksum.
     pub(super) fn on_snapshot_chunk(&mut self, now: Duration, peer: NodeId, chunk: Chunk) {
-        if !matches!(self.role, Role::Follower) {
+        if matches!(self.role, Role::Leader(_)) {
             return;
         }
         if let Err(refusal) = self.check_chunk(peer, &chunk) {
@@ -121,6 +121,8 @@ impl Replica {
             self.assembly = None;
             return;
         }
+        // A candidate this far behind cannot lead (as in catch-up).
+        self.step_down(now);
         if chunk.offset == 0 && !self.assembly.as_ref().is_some_and(|a| a.continues(&chunk)) {
             self.assembly = Some(Assembly {
                 slot: chunk.slot,

@@ -255,8 +255,10 @@ impl World {
         }
         if self.checker.violations.is_empty() && !self.probe_done() {
             self.checker.violations.push(format!(
-                "liveness: no new request reached every node within {:?} after faults stopped (seed {})",
-                self.opts.liveness_bound, self.seed
+                "liveness: no new request reached every node within {:?} after faults stopped (seed {}); {}",
+                self.opts.liveness_bound,
+                self.seed,
+                self.node_states()
             ));
         }
         self.outcome.violations = std::mem::take(&mut self.checker.violations);
@@ -504,6 +506,45 @@ impl World {
                     .is_some_and(|s| *s <= n.history.base())
             })
         })
+    }
+
+    /// Each node's state, for a liveness failure's report: what it
+    /// committed and applied, its role and the memberships it knows.
+    fn node_states(&self) -> String {
+        let states: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.born)
+            .map(|n| {
+                let Some(core) = &n.core else {
+                    let why = if n.removed { "removed" } else { "down" };
+                    return format!("{}: {why}", n.id);
+                };
+                let r = core.replica();
+                let role = if r.is_leader() {
+                    "leader"
+                } else if r.is_learner() {
+                    "relearning"
+                } else {
+                    "follower"
+                };
+                format!(
+                    "{}: {role} promised {} committed {} of {} applied {} leader {:?} voters {:?} learners {:?} (latest {:?}/{:?} from {})",
+                    n.id,
+                    r.promised(),
+                    r.committed(),
+                    r.leader_committed(),
+                    n.history.last_slot(),
+                    r.leader(),
+                    r.membership_in_effect().voters,
+                    r.membership_in_effect().learners,
+                    r.membership().voters,
+                    r.membership().learners,
+                    r.membership_effective()
+                )
+            })
+            .collect();
+        states.join("; ")
     }
 
     /// Once every node applied the probe, every acknowledged command must

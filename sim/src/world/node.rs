@@ -206,15 +206,16 @@ impl World {
         self.schedule(down, Event::Restart(i));
     }
 
-    /// True when every node's journal is intact or it has finished
-    /// learning after a disk loss.
+    /// True when the journal of every node that may relearn (a bootstrap
+    /// member: see `crash`) is intact, or it has finished learning after a
+    /// disk loss and made what it learned durable (until then a crash
+    /// brings it back empty, relearning again).
     fn no_node_is_relearning(&self) -> bool {
-        self.nodes.iter().filter(|n| n.born && !n.removed).all(|n| {
+        let may_relearn = |n: &&SimNode| n.born && !n.removed && n.bootstrap.contains(&n.id);
+        self.nodes.iter().filter(may_relearn).all(|n| {
             let emptied = n.journal.state() == &trexlock_paxos::JournalState::default();
-            match &n.core {
-                Some(core) => !core.replica().is_learner(),
-                None => !emptied,
-            }
+            let learning = n.core.as_ref().is_some_and(|c| c.replica().is_learner());
+            !learning && !emptied
         })
     }
 
@@ -234,12 +235,18 @@ impl World {
             return;
         };
         let was_leading = core.status().is_leader;
+        let was_replica_leading = core.replica().is_leader();
         let result = input(core, now).and_then(|()| core.end_round(now));
         if core.status().is_leader && !was_leading {
             self.outcome.elections += 1;
         }
+        let elected =
+            (core.replica().is_leader() && !was_replica_leading).then(|| core.replica().promised());
         let effects = core.take_effects();
         let id = self.nodes[i].id;
+        if let Some(ballot) = elected {
+            self.checker.on_elected(id, ballot);
+        }
         if let Err(e) = result {
             if matches!(e, NodeError::Removed { .. }) {
                 // As the shell does, a step that stopped the node still

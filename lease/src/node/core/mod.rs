@@ -388,4 +388,6 @@ mod cap_tests;
 #[cfg(test)]
 mod catchup_tests;
 #[cfg(test)]
+mod members_tests;
+#[cfg(test)]
 mod tests;

@@ -234,3 +234,232 @@ fn a_removed_leader_hands_over_and_knows_it_was_removed() {
     c.deliver(ready.messages.into());
     assert!(c.replicas[&new].committed() > before, "two voters choose");
 }
+
+/// A member that was down while the cluster grew, compacted and elected a
+/// newcomer as leader knows neither the newcomer nor the slots it missed:
+/// it must take the snapshot from that leader (3-node `--reconfig` seed
+/// 89 once stayed at slot 0 for good, refusing the chunks).
+#[test]
+fn a_member_far_behind_installs_a_snapshot_from_a_leader_it_has_not_learned_of() {
+    let state = JournalState {
+        promised: b(1, N2),
+        ..JournalState::default()
+    };
+    let mut n1 = replica_with(N1, state);
+    let commit = Message::Commit {
+        ballot: b(8, N4),
+        committed: 2_000,
+    };
+    let ready = n1.handle(ms(1), env(N4, N1, commit)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| e.to == N4 && matches!(e.message, Message::CatchupRequest { from: 1 })),
+        "{:?}",
+        ready.messages
+    );
+    let grown = Membership::of_voters([N1, N2, N3, N4]);
+    let epochs = vec![crate::membership::Epoch {
+        chosen_at: 300,
+        effective: 300 + CONFIG_DELAY,
+        membership: grown.clone(),
+    }];
+    let data = crate::membership::frame(epochs, cmd("table"));
+    let chunk = Message::SnapshotChunk {
+        slot: 1_990,
+        total_len: data.len() as u64,
+        checksum: crc32fast::hash(&data),
+        offset: 0,
+        data: data.clone(),
+    };
+    let ready = n1.handle(ms(2), env(N4, N1, chunk)).unwrap();
+    assert_eq!(ready.refused, None);
+    assert_eq!(ready.install.map(|s| s.data), Some(cmd("table")));
+    assert_eq!(n1.committed(), 1_990);
+    assert_eq!(n1.membership_in_effect(), &grown);
+}
+
+/// The two followers of a fresh three-node cluster: (one that stays, one
+/// that the tests remove).
+fn followers(c: &Cluster) -> (NodeId, NodeId) {
+    let leader = c.leader().unwrap();
+    let others: Vec<NodeId> = [N1, N2, N3].into_iter().filter(|n| *n != leader).collect();
+    (others[0], others[1])
+}
+
+#[test]
+fn a_removed_voter_keeps_promising_until_a_majority_of_the_new_membership_knows_the_change() {
+    let mut c = Cluster::three();
+    let leader = c.leader().unwrap();
+    let (stays, leaves) = followers(&c);
+    // The voter that stays is lost right after the change passed the
+    // quorum check: the leader and the leaving voter choose every slot the
+    // old membership governs, and the voter that stays learns none of them.
+    let now = c.now;
+    let ready = c
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .change_membership(now, Change::Remove { node: leaves })
+        .unwrap();
+    c.down.insert(stays);
+    c.deliver(ready.messages.into());
+    // Longer than the ten election timeouts after which a removed node
+    // once stopped on its own.
+    c.run(8_000);
+    let before = c.replicas[&leader].membership_effective() - 1;
+    assert!(c.replicas[&leader].committed() >= before);
+    assert!(c.replicas[&stays].committed() < before);
+    assert!(
+        !c.replicas[&leaves].is_removed(),
+        "with the leader lost now, the voter that stays would need it"
+    );
+    // ... and its promise: the slots before the change are still the old
+    // membership's to it.
+    let ballot = b(c.replicas[&leaves].promised().counter + 1, stays);
+    let from = c.replicas[&stays].committed() + 1;
+    let now = c.now;
+    let ready = c
+        .replicas
+        .get_mut(&leaves)
+        .unwrap()
+        .handle(now, env(stays, leaves, Message::Prepare { ballot, from }))
+        .unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .any(|e| matches!(e.message, Message::Promise { .. })),
+        "{:?}",
+        ready.messages
+    );
+    c.down.remove(&stays);
+    c.run(5_000);
+    assert!(c.replicas[&stays].committed() >= before);
+    assert!(c.replicas[&leaves].is_removed());
+}
+
+#[test]
+fn a_voter_removed_while_it_was_away_learns_its_removal_from_a_peer_and_stops() {
+    let mut c = Cluster::three();
+    let (_, away) = followers(&c);
+    c.down.insert(away);
+    c.change(Change::Remove { node: away }).unwrap();
+    c.run(3_000);
+    // Nobody sends to it any more, nor takes its prepares.
+    c.down.remove(&away);
+    c.run(5_000);
+    let back = &c.replicas[&away];
+    assert!(!back.membership().contains(away), "it learned its removal");
+    assert!(back.is_removed());
+}
+
+#[test]
+fn a_voter_whose_removal_is_chosen_does_not_campaign_and_seeks_the_cluster_instead() {
+    let mut entries = BTreeMap::new();
+    let without_n3 = Membership::of_voters([N1, N2]);
+    let value = Value::Reconfig(without_n3);
+    let ballot = b(1, N1);
+    entries.insert(1, LogEntry { ballot, value });
+    let state = JournalState {
+        promised: ballot,
+        committed: 1,
+        entries,
+        ..JournalState::default()
+    };
+    let mut n3 = replica_with(N3, state);
+    assert!(n3.membership_in_effect().voters.contains(&N3));
+    let ready = n3.tick(ms(10_000)).unwrap();
+    assert!(!n3.is_leader() && n3.promised() == ballot);
+    assert!(
+        matches!(only_message(&ready), Message::Probe),
+        "{:?}",
+        ready.messages
+    );
+}
+
+#[test]
+fn a_node_that_votes_in_no_membership_it_knows_makes_no_promise_and_follows_the_leader() {
+    // A joiner: its configuration lists the voters, not itself.
+    let mut n4 = Replica::new(config(N4), JournalState::default(), T0).unwrap();
+    let hopeless = Message::Prepare {
+        ballot: b(24, N3),
+        from: 1,
+    };
+    let ready = n4.handle(ms(1), env(N3, N4, hopeless)).unwrap();
+    assert!(ready.messages.is_empty(), "{:?}", ready.messages);
+    let commit = Message::Commit {
+        ballot: b(2, N1),
+        committed: 10,
+    };
+    let ready = n4.handle(ms(2), env(N1, N4, commit)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .all(|e| !matches!(e.message, Message::Nack { .. })),
+        "{:?}",
+        ready.messages
+    );
+    assert_eq!(n4.leader(), Some(N1));
+}
+
+/// A learner that votes on the newest slots while it still misses the
+/// old ones is not caught up (3-node `--reconfig` seed 7959 promoted one
+/// still at slot 0; with a voter relearning beside it, no majority was
+/// left).
+#[test]
+fn a_learner_voting_on_new_slots_but_missing_old_ones_is_not_promoted() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    c.down.insert(N4);
+    c.change(add(N4)).unwrap();
+    c.run(500);
+    let leader = c.leader().unwrap();
+    let (ballot, last) = {
+        let l = &c.replicas[&leader];
+        (l.promised(), l.committed())
+    };
+    let now = c.now;
+    let voted = Message::Accepted {
+        ballot,
+        slots: vec![last],
+    };
+    let _ = c
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .handle(now, env(N4, leader, voted))
+        .unwrap();
+    assert!(matches!(
+        c.change(Change::Promote { node: N4 }),
+        Err(ChangeError::LearnerBehind {
+            node: N4,
+            at: 0,
+            ..
+        })
+    ));
+}
+
+/// A voter relearning after a disk loss cannot vote: it does not answer
+/// heartbeats, so the leader does not count it among the voters it hears
+/// when it checks that a change keeps a majority.
+#[test]
+fn a_voter_relearning_after_a_disk_loss_does_not_look_reachable() {
+    let mut n3 = replica_with(N3, JournalState::default());
+    assert!(n3.is_learner());
+    let commit = Message::Commit {
+        ballot: b(2, N1),
+        committed: 0,
+    };
+    let ready = n3.handle(ms(1), env(N1, N3, commit)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .all(|e| !matches!(e.message, Message::CommitAck { .. })),
+        "{:?}",
+        ready.messages
+    );
+}
