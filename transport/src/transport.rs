@@ -25,14 +25,16 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use trexlock_paxos::NodeId;
 
 /// What every connection task of one transport shares.
 pub(crate) struct Shared {
     pub(crate) cluster_id: String,
     pub(crate) node: NodeId,
-    pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
+    /// The peers admitted and dialled; it changes when the node follows a
+    /// new membership ([`Transport::set_peers`]).
+    pub(crate) peers: Mutex<BTreeMap<NodeId, SocketAddr>>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_client_frame_bytes: usize,
     pub(crate) client_idle_timeout: Duration,
@@ -160,11 +162,11 @@ impl Shared {
         });
     }
 
-    fn membership(&self) -> Membership<'_> {
+    fn membership<'a>(&'a self, peers: &'a BTreeMap<NodeId, SocketAddr>) -> Membership<'a> {
         Membership {
             cluster_id: &self.cluster_id,
             node: self.node,
-            peers: &self.peers,
+            peers,
         }
     }
 
@@ -255,9 +257,17 @@ impl<M, Req, Resp> Clone for Transport<M, Req, Resp> {
 
 struct Inner<M, Resp> {
     shared: Arc<Shared>,
-    outgoing: BTreeMap<NodeId, mpsc::Sender<M>>,
+    outgoing: Mutex<BTreeMap<NodeId, Outgoing<M>>>,
     clients: Arc<ClientTable<Resp>>,
     local_addr: SocketAddr,
+}
+
+/// The link task of one peer: its queue, where it dials, and how to stop
+/// it when the peer leaves the membership.
+struct Outgoing<M> {
+    addr: SocketAddr,
+    queue: mpsc::Sender<M>,
+    stop: CancellationToken,
 }
 
 impl<M, Resp> Drop for Inner<M, Resp> {
@@ -307,7 +317,7 @@ where
         let shared = Arc::new(Shared {
             cluster_id: config.cluster_id,
             node: config.node,
-            peers: config.peers,
+            peers: Mutex::new(config.peers.clone()),
             max_frame_bytes: config.max_frame_bytes,
             max_client_frame_bytes: config.max_client_frame_bytes,
             client_idle_timeout: config.client_idle_timeout,
@@ -335,10 +345,8 @@ where
         let clients = Arc::new(ClientTable::new());
 
         let mut outgoing = BTreeMap::new();
-        for (&peer, &addr) in &shared.peers {
-            let (tx, rx) = mpsc::channel(shared.queue_capacity);
-            outgoing.insert(peer, tx);
-            shared.spawn(run_outgoing(shared.clone(), peer, addr, rx));
+        for (&peer, &addr) in &config.peers {
+            outgoing.insert(peer, Outgoing::start(&shared, peer, addr));
         }
         shared.spawn(accept_loop(
             shared.clone(),
@@ -350,7 +358,7 @@ where
         let transport = Transport {
             inner: Arc::new(Inner {
                 shared,
-                outgoing,
+                outgoing: Mutex::new(outgoing),
                 clients,
                 local_addr,
             }),
@@ -362,6 +370,51 @@ where
         };
         Ok((transport, inbound))
     }
+
+    /// Makes `peers` the peers this node admits and dials: a new peer's
+    /// link starts, a peer no longer listed has its links closed and its
+    /// queued messages dropped, and a peer whose address changed is
+    /// dialled at the new one. The node calls it when it follows a new
+    /// membership; this node's own id is ignored.
+    pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
+        let shared = &self.inner.shared;
+        let mut peers = peers;
+        peers.remove(&shared.node);
+        let mut outgoing = lock(&self.inner.outgoing);
+        let gone: Vec<NodeId> = outgoing
+            .iter()
+            .filter(|(id, link)| peers.get(id) != Some(&link.addr))
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in gone {
+            if let Some(link) = outgoing.remove(&peer) {
+                link.stop.cancel();
+                info!(%peer, addr = %link.addr, "peer left the membership (or moved): link closed");
+            }
+            if !peers.contains_key(&peer)
+                && let Some(live) = lock(&shared.incoming).remove(&peer)
+            {
+                live.replaced.cancel();
+            }
+        }
+        *lock(&shared.peers) = peers.clone();
+        for (peer, addr) in peers {
+            if let std::collections::btree_map::Entry::Vacant(slot) = outgoing.entry(peer) {
+                info!(%peer, %addr, "peer joined the membership: dialling it");
+                slot.insert(Outgoing::start(shared, peer, addr));
+            }
+        }
+    }
+}
+
+impl<M: Serialize + Send + 'static> Outgoing<M> {
+    /// Starts the link task that dials `peer` at `addr`.
+    fn start(shared: &Arc<Shared>, peer: NodeId, addr: SocketAddr) -> Outgoing<M> {
+        let (queue, rx) = mpsc::channel(shared.queue_capacity);
+        let stop = shared.stopping.child_token();
+        shared.spawn(run_outgoing(shared.clone(), peer, addr, rx, stop.clone()));
+        Outgoing { addr, queue, stop }
+    }
 }
 
 impl<M, Req, Resp> Transport<M, Req, Resp> {
@@ -371,12 +424,9 @@ impl<M, Req, Resp> Transport<M, Req, Resp> {
     /// the peer's queue is full (the message is dropped and counted: a dead
     /// peer costs bounded memory), or after shutdown.
     pub fn send(&self, to: NodeId, message: M) -> Result<(), SendError> {
-        let queue = self
-            .inner
-            .outgoing
-            .get(&to)
-            .ok_or(SendError::UnknownPeer(to))?;
-        self.enqueue(queue, message)
+        let outgoing = lock(&self.inner.outgoing);
+        let link = outgoing.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        self.enqueue(&link.queue, message)
     }
 
     /// Queues `message` as a reply on client connection `client`, without
@@ -557,33 +607,32 @@ async fn serve_connection<M, Req, Resp>(
     Resp: Serialize + Send + 'static,
 {
     let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-    let greeting = async {
-        if shared.tls.is_some() {
-            refuse_plain_hello(&tcp).await?;
-        }
-        let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
-            .await
-            .map_err(HandshakeError::Tls)?;
-        let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
-        let authenticated = certified.is_some();
-        let (_, link) =
-            handshake::accept(
-                &mut conn,
-                &shared.membership(),
-                &certified,
-                |role| match role {
-                    Role::Peer(peer) => shared
-                        .claim_peer(peer, number, remote, authenticated)
-                        .map(Link::Peer),
-                    Role::Client(instance) => Ok(Link::Client(
-                        instance,
-                        certified.as_ref().and_then(|c| c.as_ref().ok()).cloned(),
-                    )),
-                },
-            )
-            .await?;
-        Ok::<_, HandshakeError>((conn, link))
-    };
+    let greeting =
+        async {
+            if shared.tls.is_some() {
+                refuse_plain_hello(&tcp).await?;
+            }
+            let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
+                .await
+                .map_err(HandshakeError::Tls)?;
+            let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
+            let authenticated = certified.is_some();
+            let peers = lock(&shared.peers).clone();
+            let (_, link) =
+                handshake::accept(&mut conn, &shared.membership(&peers), &certified, |role| {
+                    match role {
+                        Role::Peer(peer) => shared
+                            .claim_peer(peer, number, remote, authenticated)
+                            .map(Link::Peer),
+                        Role::Client(instance) => Ok(Link::Client(
+                            instance,
+                            certified.as_ref().and_then(|c| c.as_ref().ok()).cloned(),
+                        )),
+                    }
+                })
+                .await?;
+            Ok::<_, HandshakeError>((conn, link))
+        };
     let greeted = tokio::select! {
         // A stopping node does not wait for half-open handshakes.
         _ = shared.stopping.cancelled() => return,
