@@ -6,10 +6,12 @@
 
 mod handle;
 mod list;
+pub(crate) mod members;
 mod session;
 
 pub use handle::LeaseHandle;
 pub use list::ListPage;
+pub use members::{MemberError, MemberList, MemberRefusal};
 pub use session::{ClientCore, LeaseState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};

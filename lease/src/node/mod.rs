@@ -157,6 +157,7 @@ impl Reply {
 pub(crate) enum Call {
     Request { request: Request, reply: Reply },
     Forget { client: ClientId, request: u64 },
+    Members(crate::client::members::MemberCall),
     Shutdown { done: oneshot::Sender<()> },
 }
 

@@ -193,7 +193,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One connection to `addr`, as `config` says: TLS, plain TCP (loopback
 /// only), or plain TCP anywhere when `insecure` is set.
-async fn open(addr: SocketAddr, config: &RemoteConfig) -> Result<Connection, ConnectFailure> {
+pub(super) async fn open(
+    addr: SocketAddr,
+    config: &RemoteConfig,
+) -> Result<Connection, ConnectFailure> {
     let opened = match &config.tls {
         Some(tls) => Connection::connect(addr, &config.cluster_id, Some(tls)).await,
         None if config.insecure => Connection::connect_insecure(addr, &config.cluster_id).await,
@@ -381,7 +384,7 @@ impl Link {
                     Ok(Some(NodeReply::Outcome { client, request, outcome })) => {
                         self.answer((client, request), outcome);
                     }
-                    Ok(Some(NodeReply::Status(_))) => {}
+                    Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
                     Ok(None) | Err(_) => self.conn = None,
                 },
             }
@@ -404,6 +407,10 @@ impl Link {
             }
             Call::Forget { client, request } => {
                 self.waiting.remove(&(client, request));
+                None
+            }
+            Call::Members(call) => {
+                tokio::spawn(super::members::call_cluster(self.config.clone(), call));
                 None
             }
             Call::Shutdown { done } => {
