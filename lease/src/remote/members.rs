@@ -171,6 +171,16 @@ pub(super) async fn call_cluster(config: RemoteConfig, call: MemberCall) {
     }
 }
 
+/// Asks the servers of `config` for the members: the leader's answer if
+/// any server is the leader, else the first answer.
+///
+/// # Errors
+/// [`MemberError::Cluster`] with [`LeaseError::Connect`] naming why each
+/// server could not be asked.
+pub async fn member_list(config: &RemoteConfig) -> Result<MemberList, MemberError> {
+    list(config).await
+}
+
 async fn list(config: &RemoteConfig) -> Result<MemberList, MemberError> {
     let mut failures = Vec::new();
     let mut first = None;

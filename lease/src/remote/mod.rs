@@ -31,7 +31,7 @@ mod server;
 pub use crate::node::JournalFile;
 pub use authz::{authorize, principal};
 pub use client::{RemoteConfig, RemoteHandle, connect, status, status_of};
-pub use members::{AddressBook, MemberReply, MemberRequest, may_change_members};
+pub use members::{AddressBook, MemberReply, MemberRequest, may_change_members, member_list};
 pub use server::{TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
