@@ -158,8 +158,9 @@ async fn ask(
 
 /// Performs a membership call for a remote client: a list comes from the
 /// leader if any server is it (else from the first that answers); a change
-/// goes to each server in turn until the leader takes or refuses it,
-/// retried while an election runs.
+/// goes to each server in turn until the leader takes or refuses it (the
+/// leader a server names is asked too, at the address the members list
+/// gives), retried while an election runs.
 pub(super) async fn call_cluster(config: RemoteConfig, call: MemberCall) {
     match call {
         MemberCall::List { reply } => {
@@ -200,10 +201,11 @@ async fn list(config: &RemoteConfig) -> Result<MemberList, MemberError> {
 async fn change_at_leader(config: &RemoteConfig, change: Change) -> Result<(), MemberError> {
     let deadline = tokio::time::Instant::now() + DEFAULT_CALL_TIMEOUT;
     let request = MemberRequest::Change(change);
+    let mut servers = config.servers.clone();
     loop {
         let mut failures = Vec::new();
         let mut not_leader = None;
-        for addr in &config.servers {
+        for addr in &servers {
             match ask(*addr, config, &request).await {
                 Ok(MemberReply::Changed(Ok(()))) => return Ok(()),
                 Ok(MemberReply::Changed(Err(refusal @ MemberRefusal::NotLeader { .. }))) => {
@@ -216,6 +218,16 @@ async fn change_at_leader(config: &RemoteConfig, change: Change) -> Result<(), M
                 Err(failure) => failures.push(failure),
             }
         }
+        if let Some(MemberRefusal::NotLeader {
+            leader: Some(leader),
+        }) = &not_leader
+            && let Some(addr) = address_of(config, *leader).await
+            && !servers.contains(&addr)
+        {
+            // The leader is not among the servers given: ask it next.
+            servers.insert(0, addr);
+            continue;
+        }
         if tokio::time::Instant::now() + Duration::from_millis(100) >= deadline {
             return Err(match not_leader {
                 Some(refusal) => MemberError::Refused(refusal),
@@ -224,6 +236,13 @@ async fn change_at_leader(config: &RemoteConfig, change: Change) -> Result<(), M
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where the servers of `config` say `node` listens.
+async fn address_of(config: &RemoteConfig, node: NodeId) -> Option<SocketAddr> {
+    let list = list(config).await.ok()?;
+    let member = list.members.into_iter().find(|m| m.node == node)?;
+    member.address?.parse().ok()
 }
 
 /// Where a TCP node reaches its peers: the bootstrap members' addresses
