@@ -130,8 +130,21 @@ async fn first_start(config: &TcpNodeConfig) -> Result<Record, BootstrapError> {
     match remote::member_list(&ask).await {
         Ok(list) => match list.members.iter().find(|m| m.node == me) {
             Some(m) if m.role == Role::Learner => {
-                tracing::info!(%me, "the cluster lists this node as a learner: joining it");
-                Ok(record(true))
+                // The members as the cluster lists them, not as [peers]
+                // does: the leader may be one [peers] does not name, and
+                // its links must be admitted before this node learns the
+                // membership from the log.
+                let peers = list
+                    .members
+                    .iter()
+                    .filter(|m| m.node != me)
+                    .filter_map(|m| Some((m.node.0.to_string(), m.address.as_ref()?.parse().ok()?)))
+                    .collect();
+                tracing::info!(%me, ?peers, "the cluster lists this node as a learner: joining it");
+                Ok(Record {
+                    peers,
+                    ..record(true)
+                })
             }
             Some(_) => {
                 tracing::info!(%me, "bootstrapping from the configuration file: first start of a bootstrap member");

@@ -49,7 +49,7 @@ pub fn die_with_parent(cmd: &mut Command) {
 /// A free port below Linux's ephemeral range (32768 and up): a node keeps
 /// its port across restarts, and while it is down an ephemeral port (an
 /// outgoing connection's, or a `bind(0)`) could otherwise take it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let port = fastrand::u16(20_000..32_000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -70,7 +70,24 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    fn spawn(&mut self) {
+    /// A node process for the configuration file `config` (not started).
+    pub fn new(
+        config: PathBuf,
+        data_dir: PathBuf,
+        journal: &'static str,
+        log: PathBuf,
+    ) -> NodeProc {
+        NodeProc {
+            config,
+            data_dir,
+            journal,
+            log,
+            child: None,
+            paused: false,
+        }
+    }
+
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node already running");
         let log = OpenOptions::new()
             .create(true)
@@ -99,7 +116,7 @@ impl NodeProc {
         self.child.as_ref().map(Child::id)
     }
 
-    fn sigkill(&mut self) {
+    pub fn sigkill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -182,14 +199,8 @@ impl Cluster {
             }
             let config = dir.join(format!("n{}.toml", i + 1));
             std::fs::write(&config, text).expect("write config");
-            let mut node = NodeProc {
-                config,
-                data_dir,
-                journal,
-                log: dir.join(format!("n{}.log", i + 1)),
-                child: None,
-                paused: false,
-            };
+            let log = dir.join(format!("n{}.log", i + 1));
+            let mut node = NodeProc::new(config, data_dir, journal, log);
             node.spawn();
             nodes.push(node);
         }
