@@ -1,6 +1,7 @@
 //! Membership changes between real `trexlock node` processes under client
 //! load, through the `trexlock member` CLI: grow 3 to 5, replace a node by
-//! a new id on a new port, shrink 5 to 3. Client processes take, renew,
+//! a new id on a new port, shrink 5 to 3, and take a node that lost its
+//! disk out and back in. Client processes take, renew,
 //! write under and release leases the whole time, every member's table is
 //! read as it goes, and the nemesis checker goes over the history: no
 //! acknowledged grant or release lost, no lease granted twice, stamps
@@ -159,6 +160,37 @@ async fn read_all(members: &Members, ids: &[u16], history: &Mutex<History>) {
     }
 }
 
+/// The member that leads, as `trexlock member list --json` says.
+async fn leader(servers: &str) -> u16 {
+    for _ in 0..100 {
+        if let Ok(listed) = member(&["list", "--json"], servers)
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&listed)
+            && let Some(leader) = json["leader"].as_u64()
+        {
+            return u16::try_from(leader).unwrap();
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no leader among {servers}");
+}
+
+/// Node `id`, removed, exits within 10 s, its log saying why.
+async fn stops_on_its_own(members: &mut Members, id: u16) {
+    let node = members.procs.get_mut(&id).unwrap();
+    for _ in 0..100 {
+        if node.exited().is_some() {
+            assert!(
+                members.log(id).contains("removed from the membership"),
+                "node {id}'s log does not say it was removed:\n{}",
+                members.log(id)
+            );
+            return;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("removed node {id} still runs 10 s after its removal");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice() {
     let tempdir = tempfile::tempdir().expect("tempdir");
@@ -206,49 +238,49 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
         read_all(&members, &voters, &history).await;
         sleep(Duration::from_secs(1)).await;
     }
-    // Replace node 1 by node 6 on a new port.
+    // Replace the leader by node 6 on a new port: the removed leader hands
+    // over, then stops on its own and says why.
+    let mut voters: Vec<u16> = vec![1, 2, 3, 4, 5];
+    let old = leader(&members.servers(&voters)).await;
     let at = members.addrs[&6].to_string();
-    let five = members.servers(&[1, 2, 3, 4, 5]);
-    change(&["add", "6", &at], &five).await;
-    members.start(6, &[2, 3, 4, 5]);
-    change(&["promote", "6"], &five).await;
-    change(&["remove", "1"], &members.servers(&[2, 3, 4, 5, 6])).await;
-    read_all(&members, &[2, 3, 4, 5, 6], &history).await;
-    sleep(Duration::from_secs(1)).await;
-    // Shrink 5 to 3.
-    // A removed follower is stopped by the operator, as the README says:
-    // once its removal is in effect nobody sends it the commits that would
-    // tell it so (a liveness gap of the core's), and until it knows, it
-    // would still take clients' connections.
-    change(&["remove", "2"], &members.servers(&[3, 4, 5, 6])).await;
-    members.procs.get_mut(&2).unwrap().sigkill();
-    change(&["remove", "4"], &members.servers(&[3, 5, 6])).await;
-    members.procs.get_mut(&4).unwrap().sigkill();
-    let last = members.servers(&[3, 5, 6]);
-    read_all(&members, &[3, 5, 6], &history).await;
-    sleep(Duration::from_secs(2)).await;
-
-    // The removed leader hands over, then stops on its own and says why.
-    for id in [1u16] {
-        let node = members.procs.get_mut(&id).unwrap();
-        let mut exited = None;
-        for _ in 0..100 {
-            exited = node.exited();
-            if exited.is_some() {
-                break;
-            }
-            sleep(Duration::from_millis(100)).await;
-        }
-        assert!(
-            exited.is_some(),
-            "removed node {id} still runs 10 s after its removal"
-        );
-        assert!(
-            members.log(id).contains("removed from the membership"),
-            "node {id}'s log does not say it was removed:\n{}",
-            members.log(id)
-        );
+    change(&["add", "6", &at], &members.servers(&voters)).await;
+    let others: Vec<u16> = voters.iter().copied().filter(|v| *v != old).collect();
+    members.start(6, &others);
+    change(&["promote", "6"], &members.servers(&voters)).await;
+    voters = others;
+    voters.push(6);
+    change(&["remove", &old.to_string()], &members.servers(&voters)).await;
+    read_all(&members, &voters, &history).await;
+    stops_on_its_own(&mut members, old).await;
+    // Shrink 5 to 3, removing followers. A removed follower is stopped by
+    // the operator, as the README says: once its removal is in effect
+    // nobody sends it the commits that would tell it so (a liveness gap
+    // of the core's), and until it knows, it still takes connections.
+    for _ in 0..2 {
+        let lead = leader(&members.servers(&voters)).await;
+        let gone = *voters.iter().find(|v| **v != lead).unwrap();
+        voters.retain(|v| *v != gone);
+        change(&["remove", &gone.to_string()], &members.servers(&voters)).await;
+        members.procs.get_mut(&gone).unwrap().sigkill();
+        read_all(&members, &voters, &history).await;
     }
+    sleep(Duration::from_secs(1)).await;
+    // A follower loses its disk: the README's procedure, with a majority
+    // up at every step: stop, remove, wipe, add back as a learner, start,
+    // promote.
+    let lead = leader(&members.servers(&voters)).await;
+    let lost = *voters.iter().find(|v| **v != lead).unwrap();
+    let rest: Vec<u16> = voters.iter().copied().filter(|v| *v != lost).collect();
+    members.procs.get_mut(&lost).unwrap().sigkill();
+    change(&["remove", &lost.to_string()], &members.servers(&rest)).await;
+    std::fs::remove_dir_all(dir.join(format!("n{lost}"))).expect("wipe");
+    let at = members.addrs[&lost].to_string();
+    change(&["add", &lost.to_string(), &at], &members.servers(&rest)).await;
+    members.start(lost, &rest);
+    change(&["promote", &lost.to_string()], &members.servers(&rest)).await;
+    let last = members.servers(&voters);
+    read_all(&members, &voters, &history).await;
+    sleep(Duration::from_secs(2)).await;
 
     stop.store(true, Ordering::SeqCst);
     let mut procs = Vec::new();
@@ -257,19 +289,21 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
     }
     let listed = member(&["list", "--json"], &last).expect("member list");
     let json: serde_json::Value = serde_json::from_str(&listed).expect("json");
-    let voters: Vec<u64> = json["members"]
+    let listed_voters: Vec<u64> = json["members"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|m| m["role"] == "voter")
         .map(|m| m["node"].as_u64().unwrap())
         .collect();
-    assert_eq!(voters, [3, 5, 6], "{listed}");
+    let mut expected: Vec<u64> = voters.iter().map(|v| u64::from(*v)).collect();
+    expected.sort();
+    assert_eq!(listed_voters, expected, "{listed}");
 
     // Abandoned leases run out; then every lease is free everywhere, and
     // fresh grants take stamps above every earlier one.
     sleep(timing.ttl + Duration::from_secs(1)).await;
-    read_all(&members, &[3, 5, 6], &history).await;
+    read_all(&members, &voters, &history).await;
     let handle = remote::connect(RemoteConfig::new(CLUSTER, members.all()))
         .await
         .expect("connect");
@@ -296,7 +330,7 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
                 .violation(format!("{name} is not free after the workload: {other:?}")),
         }
     }
-    read_all(&members, &[3, 5, 6], &history).await;
+    read_all(&members, &voters, &history).await;
     for c in &mut procs {
         c.quit().await;
     }
