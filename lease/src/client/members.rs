@@ -121,6 +121,10 @@ pub enum MemberRefusal {
     /// The node is stopped (or was removed).
     #[error("the node is stopped")]
     Stopped,
+    /// The node is answering as many membership requests as it takes at
+    /// once: try again.
+    #[error("the node is busy with other membership requests")]
+    Busy,
 }
 
 impl From<ChangeError> for MemberRefusal {

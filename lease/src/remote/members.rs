@@ -75,7 +75,14 @@ pub(super) struct MemberService {
     pub(super) book: Arc<AddressBook>,
     /// Plain TCP on a loopback listener: clients are local.
     pub(super) loopback: bool,
+    /// Bounds the membership requests being answered at once, so that a
+    /// client flooding them cannot pile up tasks.
+    pub(super) in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most membership requests a node answers at once; more are refused as
+/// [`MemberRefusal::Busy`] (a list is dropped: its asker times out).
+pub const MAX_MEMBER_REQUESTS: usize = 16;
 
 impl MemberService {
     /// Answers `request` from connection `conn` (in a task of its own: the
@@ -85,8 +92,16 @@ impl MemberService {
         let Some(identity) = self.transport.client_identity(conn) else {
             return;
         };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            if matches!(request, MemberRequest::Change(_)) {
+                let busy = MemberReply::Changed(Err(MemberRefusal::Busy));
+                let _ = self.transport.reply(conn, NodeReply::Members(busy));
+            }
+            return;
+        };
         let service = self.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let reply = match request {
                 MemberRequest::List => match service.list().await {
                     Some(list) => MemberReply::List(list),
@@ -208,7 +223,9 @@ async fn change_at_leader(config: &RemoteConfig, change: Change) -> Result<(), M
         for addr in &servers {
             match ask(*addr, config, &request).await {
                 Ok(MemberReply::Changed(Ok(()))) => return Ok(()),
-                Ok(MemberReply::Changed(Err(refusal @ MemberRefusal::NotLeader { .. }))) => {
+                Ok(MemberReply::Changed(Err(
+                    refusal @ (MemberRefusal::NotLeader { .. } | MemberRefusal::Busy),
+                ))) => {
                     not_leader = Some(refusal);
                 }
                 Ok(MemberReply::Changed(Err(refusal))) => {

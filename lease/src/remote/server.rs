@@ -2,7 +2,7 @@
 //! clients, started and stopped together.
 
 use super::authz::authorize;
-use super::members::{AddressBook, MemberService};
+use super::members::{AddressBook, MAX_MEMBER_REQUESTS, MemberService};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::command::Outcome;
 use crate::error::NodeError;
@@ -70,6 +70,7 @@ impl TcpNode {
             transport: transport.clone(),
             book,
             loopback,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_MEMBER_REQUESTS)),
         };
         let service = tokio::spawn(serve_clients(members, inbound.clients, tls));
         Ok(TcpNode {
