@@ -165,6 +165,12 @@ pub struct JournalCopy {
 pub struct Cluster {
     pub proxy: Proxy,
     pub nodes: Vec<NodeProc>,
+    /// The node id each slot runs (slot `i` starts as node `i + 1`; a
+    /// replaced node's slot runs its successor, on the same port).
+    pub ids: Vec<u16>,
+    /// Where each slot's node listens (peers and clients reach it through
+    /// the proxy; a node added at runtime is reached here directly).
+    pub listen: Vec<SocketAddr>,
 }
 
 impl Cluster {
@@ -204,7 +210,32 @@ impl Cluster {
             node.spawn();
             nodes.push(node);
         }
-        Cluster { proxy, nodes }
+        let ids = (1..=n as u16).collect();
+        Cluster {
+            proxy,
+            nodes,
+            ids,
+            listen,
+        }
+    }
+
+    /// Makes slot `i` run node `id` from its next start: rewrites its
+    /// configuration (the slot must be down and wiped).
+    pub fn renumber(&mut self, i: usize, id: u16) {
+        assert!(!self.nodes[i].is_running());
+        let text = std::fs::read_to_string(&self.nodes[i].config).expect("read config");
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("node_id = ") {
+                    format!("node_id = {id}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&self.nodes[i].config, text.join("\n") + "\n").expect("write config");
+        self.ids[i] = id;
     }
 
     pub fn len(&self) -> usize {
