@@ -196,7 +196,7 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
     let tempdir = tempfile::tempdir().expect("tempdir");
     let dir = tempdir.path().to_owned();
     let started = Instant::now();
-    let mut members = Members::new(&dir, 6);
+    let mut members = Members::new(&dir, 7);
     for id in 1..=3 {
         members.start(id, &[1, 2, 3]);
     }
@@ -281,6 +281,26 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
     let last = members.servers(&voters);
     read_all(&members, &voters, &history).await;
     sleep(Duration::from_secs(2)).await;
+
+    // A node the cluster does not list refuses to start, naming the fix.
+    members.start(7, &voters);
+    let stranger = members.procs.get_mut(&7).unwrap();
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = stranger.exited();
+        if exited.is_some() {
+            break;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.is_some(), "node 7, never added, still runs");
+    assert!(
+        members
+            .log(7)
+            .contains("node 7 is not a member of the running cluster"),
+        "{}",
+        members.log(7)
+    );
 
     stop.store(true, Ordering::SeqCst);
     let mut procs = Vec::new();
