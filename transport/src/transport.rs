@@ -8,7 +8,7 @@ use crate::config::TransportConfig;
 use crate::error::{HandshakeError, SendError, TransportError};
 use crate::handshake::{self, HANDSHAKE_MAX_FRAME_BYTES, HelloReply, Membership, Refusal, Role};
 use crate::identity::Identity;
-use crate::peer::{run_outgoing, serve_incoming};
+use crate::peer::serve_incoming;
 use crate::stats::{Counters, Stats, bump};
 use crate::tls::{self, TlsConfig};
 use serde::Serialize;
@@ -25,8 +25,11 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 use trexlock_paxos::NodeId;
+
+mod follow;
+use follow::Outgoing;
 
 /// What every connection task of one transport shares.
 pub(crate) struct Shared {
@@ -262,14 +265,6 @@ struct Inner<M, Resp> {
     local_addr: SocketAddr,
 }
 
-/// The link task of one peer: its queue, where it dials, and how to stop
-/// it when the peer leaves the membership.
-struct Outgoing<M> {
-    addr: SocketAddr,
-    queue: mpsc::Sender<M>,
-    stop: CancellationToken,
-}
-
 impl<M, Resp> Drop for Inner<M, Resp> {
     fn drop(&mut self) {
         self.shared.stopping.cancel();
@@ -369,51 +364,6 @@ where
             clients: client_rx,
         };
         Ok((transport, inbound))
-    }
-
-    /// Makes `peers` the peers this node admits and dials: a new peer's
-    /// link starts, a peer no longer listed has its links closed and its
-    /// queued messages dropped, and a peer whose address changed is
-    /// dialled at the new one. The node calls it when it follows a new
-    /// membership; this node's own id is ignored.
-    pub fn set_peers(&self, peers: BTreeMap<NodeId, SocketAddr>) {
-        let shared = &self.inner.shared;
-        let mut peers = peers;
-        peers.remove(&shared.node);
-        let mut outgoing = lock(&self.inner.outgoing);
-        let gone: Vec<NodeId> = outgoing
-            .iter()
-            .filter(|(id, link)| peers.get(id) != Some(&link.addr))
-            .map(|(id, _)| *id)
-            .collect();
-        for peer in gone {
-            if let Some(link) = outgoing.remove(&peer) {
-                link.stop.cancel();
-                info!(%peer, addr = %link.addr, "peer left the membership (or moved): link closed");
-            }
-            if !peers.contains_key(&peer)
-                && let Some(live) = lock(&shared.incoming).remove(&peer)
-            {
-                live.replaced.cancel();
-            }
-        }
-        *lock(&shared.peers) = peers.clone();
-        for (peer, addr) in peers {
-            if let std::collections::btree_map::Entry::Vacant(slot) = outgoing.entry(peer) {
-                info!(%peer, %addr, "peer joined the membership: dialling it");
-                slot.insert(Outgoing::start(shared, peer, addr));
-            }
-        }
-    }
-}
-
-impl<M: Serialize + Send + 'static> Outgoing<M> {
-    /// Starts the link task that dials `peer` at `addr`.
-    fn start(shared: &Arc<Shared>, peer: NodeId, addr: SocketAddr) -> Outgoing<M> {
-        let (queue, rx) = mpsc::channel(shared.queue_capacity);
-        let stop = shared.stopping.child_token();
-        shared.spawn(run_outgoing(shared.clone(), peer, addr, rx, stop.clone()));
-        Outgoing { addr, queue, stop }
     }
 }
 
