@@ -15,6 +15,10 @@
 //! - `contended:16`: every client waits in line for ONE lease, then
 //!   releases it; one op = one acquisition, latency = the wait.
 //! - `renew:64`: 64 held leases renewed as fast as possible.
+//! - `renew_session:64`: 64 leases held by ONE lease session, renewed all
+//!   together by keeping the session in a loop; one op = one keep (64
+//!   lease renewals), `clients=` is the number of leases (etcd's side:
+//!   one lease with 64 keys on one keep-alive stream).
 //! - `failover:16`: the uncontended load, then SIGKILL of the leader; prints
 //!   `FAILOVER system=trexlock recovery_ms=X`, the time from the kill to the
 //!   next successful acquire.
@@ -141,6 +145,7 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
             "uncontended" => bench.uncontended(clients).await?,
             "contended" => bench.contended(clients).await?,
             "renew" => bench.renew(clients).await?,
+            "renew_session" => bench.renew_session(clients).await?,
             "failover" => bench.failover(clients).await?,
             other => return Err(format!("unknown case {other:?}")),
         }
@@ -152,7 +157,7 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
 fn default_clients(case: &str) -> usize {
     match case {
         "uncontended" => 1,
-        "renew" => 64,
+        "renew" | "renew_session" => 64,
         _ => 16,
     }
 }
@@ -434,6 +439,39 @@ impl Bench<'_> {
         let recs = join(tasks).await;
         let cpu = meter.stop();
         load::report(self.system, "renew", k, &load::merge(&window, recs), cpu);
+        Ok(())
+    }
+
+    /// `k` leases bound to one session, all renewed by each keep.
+    async fn renew_session(&self, k: usize) -> Result<(), String> {
+        let client = self.clients(1, "session").await?.remove(0);
+        let session = client
+            .open_session(TTL)
+            .await
+            .map_err(|e| format!("cannot open a session: {e}"))?;
+        for i in 0..k {
+            session
+                .acquire(&format!("session-{i}"), Duration::ZERO)
+                .await
+                .map_err(|e| format!("cannot take lease {i} in the session: {e}"))?;
+        }
+        let window = self.window();
+        let meter = CpuMeter::start(self.nodes.pids());
+        let keeper = tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            while rec.go_on(&window) {
+                let started = Instant::now();
+                match session.keep().await {
+                    Ok(()) => rec.ok(&window, started),
+                    Err(_) => rec.error(&window),
+                }
+            }
+            rec
+        });
+        let recs = join(vec![keeper]).await;
+        let cpu = meter.stop();
+        let stats = load::merge(&window, recs);
+        load::report(self.system, "renew_session", k, &stats, cpu);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 #
 #   bash benches/compare_etcd.sh            # every case, 3 s each
 #   BENCH_SECS=5 bash benches/compare_etcd.sh
+#   BENCH_CASES="renew_session:64" BENCH_SECS=2 bash benches/compare_etcd.sh
 #
 # Installs Debian's etcd-server (and protobuf-compiler, which the
 # etcd-client crate needs to build) if they are missing, builds the
@@ -133,7 +134,9 @@ run_driver() {
 }
 
 : >"$WORK/all.txt"
-CASES=(uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 failover:16)
+CASES=(uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 renew_session:64 failover:16)
+# BENCH_CASES="renew_session:64" runs only the cases named.
+if [[ -n ${BENCH_CASES:-} ]]; then read -r -a CASES <<<"$BENCH_CASES"; fi
 for case in "${CASES[@]}"; do
   log "case $case: etcd"
   start_etcd

@@ -126,8 +126,8 @@ pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeCon
 pub use trexlock_lease::{
     ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
     HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
-    LeaseToken, ListPage, ListedLease, MetricsSnapshot, Network, Node, NodeConfig, NodeError,
-    NodeHandle, NodeStatus, Observed, Refusal, Stamp, TryAcquire,
+    LeaseSession, LeaseToken, ListPage, ListedLease, MetricsSnapshot, Mode, Network, Node,
+    NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal, SessionId, Stamp, TryAcquire,
 };
 pub use trexlock_paxos::{Journal, JournalError, MemJournal, NodeId};
 pub use trexlock_transport::{TlsConfig, TransportConfig};

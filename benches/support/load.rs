@@ -284,12 +284,13 @@ impl Settings {
 }
 
 /// The cases run when none is named, with their default client counts.
-pub const DEFAULT_CASES: [(&str, usize); 6] = [
+pub const DEFAULT_CASES: [(&str, usize); 7] = [
     ("uncontended", 1),
     ("uncontended", 16),
     ("uncontended", 64),
     ("contended", 16),
     ("renew", 64),
+    ("renew_session", 64),
     ("failover", 16),
 ];
 

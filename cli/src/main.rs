@@ -3,8 +3,13 @@
 //! ```text
 //! trexlock node --config node1.toml
 //! trexlock acquire job-42 --owner me --cluster orders --servers node1.example:7001,node2.example:7001 --ttl 30s
+//! trexlock acquire gpus --permits 4 --owner me --cluster orders --servers 127.0.0.1:7001
+//! trexlock acquire report --read --owner me --cluster orders --servers 127.0.0.1:7001
 //! trexlock renew job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --ttl 30s --cluster orders --servers 127.0.0.1:7001
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
+//! trexlock session open --ttl 10s --owner me --cluster orders --servers 127.0.0.1:7001
+//! trexlock acquire job-42 --owner me --session 3 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
+//! trexlock session keep 3 --owner me --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock holder job-42 --cluster orders --servers 127.0.0.1:7001
 //! trexlock list jobs/ --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
@@ -22,6 +27,8 @@ mod force_release;
 mod http;
 mod list;
 mod member;
+mod session;
+mod shares;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
@@ -70,10 +77,35 @@ enum Command {
         #[arg(long, default_value_t = default_owner())]
         owner: String,
         /// Keep renewing until interrupted, then release.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "session")]
         hold: bool,
+        /// If the lease EXPIRES (is not released), grant it to nobody for this long afterwards (at most 60s).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        lock_delay: Option<Duration>,
+        /// Take one permit of a semaphore of this many permits (1 to 64) instead of a lease.
+        #[arg(long, conflicts_with_all = ["read", "write", "lock_delay"])]
+        permits: Option<u32>,
+        /// Take a read-write lease shared, beside other readers.
+        #[arg(long, conflicts_with_all = ["write", "lock_delay"])]
+        read: bool,
+        /// Take a read-write lease exclusively.
+        #[arg(long, conflicts_with = "lock_delay")]
+        write: bool,
+        /// Bind the lease to this lease session (`session open` printed its
+        /// id): it lasts as long as the session, whose TTL replaces --ttl.
+        #[arg(long, requires = "token")]
+        session: Option<u64>,
+        /// The session's secret token (hex), with --session.
+        #[arg(long, value_parser = parse_token, requires = "session")]
+        token: Option<LeaseToken>,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Open, keep or close a lease session: one TTL and one keep-alive for
+    /// every lease bound to it (`acquire --session`).
+    Session {
+        #[command(subcommand)]
+        command: session::SessionCommand,
     },
     /// Extend a held lease to --ttl from now, with the owner, stamp and
     /// token that `acquire` printed.
@@ -308,11 +340,25 @@ async fn run(command: Command) -> Result<(), String> {
             wait,
             owner,
             hold,
+            lock_delay,
+            permits,
+            read,
+            write,
+            session,
+            token,
             cluster,
         } => {
             let owner = cluster.owner(Some(owner))?;
             let client = cluster.client(owner.clone()).await?;
-            let lease = if wait.is_zero() {
+            if let (Some(id), Some(token)) = (session, token) {
+                return session::acquire(&client, &name, id, token, wait).await;
+            }
+            let lease = if let Some(mode) = shares::mode(permits, read, write) {
+                client
+                    .acquire_share(&name, mode, ttl, wait)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else if wait.is_zero() {
                 match client
                     .try_acquire(&name, ttl)
                     .await
@@ -332,6 +378,12 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?
             };
+            if let Some(delay) = lock_delay {
+                lease
+                    .set_lock_delay(delay)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let token = lease.token().map_err(|e| e.to_string())?;
             println!(
                 "acquired {name} owner={owner} stamp={} token={:032x}",
@@ -413,6 +465,7 @@ async fn run(command: Command) -> Result<(), String> {
             list::print(&client, prefix.as_deref().unwrap_or(""), page).await
         }
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
+        Command::Session { command } => session::run(command).await,
         Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
         Command::Member { command } => member::run(command).await,
         Command::Certs {

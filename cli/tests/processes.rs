@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseClient, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, TryAcquire};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 const CLUSTER: &str = "proc-test";
@@ -263,6 +263,82 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_with_a_lock_delay_keeps_the_name_from_everyone_after_it_expires() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    cluster.client(&[0], "probe").await;
+    let acquire = |owner: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["acquire", "printer", "--owner", owner, "--cluster", CLUSTER])
+            .args(extra)
+            .arg("--servers")
+            .arg(cluster.addrs[0].to_string())
+            .output()
+            .unwrap()
+    };
+    let first = acquire("alice", &["--ttl", "300ms", "--lock-delay", "30s"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let second = acquire("bob", &[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "granted inside the lock-delay");
+    assert!(stderr.contains("lock-delay"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_and_read_write_shares_through_the_cli_and_a_remote_client() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    cluster.client(&[0], "probe").await;
+    let acquire = |name: &str, owner: &str, extra: &[&str]| {
+        Command::new(BIN)
+            .args(["acquire", name, "--owner", owner, "--cluster", CLUSTER])
+            .args(["--ttl", "30s"])
+            .args(extra)
+            .arg("--servers")
+            .arg(cluster.addrs[1].to_string())
+            .output()
+            .unwrap()
+    };
+    for owner in ["a", "b"] {
+        let out = acquire("gpus", owner, &["--permits", "2"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let third = acquire("gpus", "c", &["--permits", "2"]);
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(!third.status.success(), "a third permit of two");
+    assert!(stderr.contains("no share of gpus is free"), "{stderr}");
+
+    let ttl = Duration::from_secs(30);
+    let reader = cluster.client(&[2], "r1").await;
+    let read = reader
+        .acquire_read("doc", ttl, Duration::ZERO)
+        .await
+        .unwrap();
+    let writer = cluster.client(&[0], "w").await;
+    assert!(matches!(
+        writer.acquire_write("doc", ttl, Duration::ZERO).await,
+        Err(LeaseError::Busy { holders: 1, .. })
+    ));
+    let out = acquire("doc", "r2", &["--read"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!acquire("doc", "w2", &["--write"]).status.success());
+    read.release().await.unwrap();
+}
+
 fn run_with_config(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
@@ -328,12 +404,88 @@ fn bad_configurations_are_refused_with_a_clear_message() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in [
-        "node", "acquire", "release", "holder", "list", "status", "certs",
+        "node", "acquire", "release", "holder", "list", "status", "certs", "session",
     ] {
         let out = Command::new(BIN).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help failed");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
+}
+
+/// Runs the CLI against node `i` of `cluster` with `args`; its stdout,
+/// or its stderr as the error.
+fn cli(cluster: &Cluster, i: usize, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--cluster", CLUSTER, "--servers"])
+        .arg(cluster.addrs[i].to_string())
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// The value of `key=` in a line of `key=value` words.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_the_cli_binds_leases_and_closing_it_releases_them_all() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let opened = cli(
+        &cluster,
+        0,
+        &["session", "open", "--ttl", "30s", "--owner", "ops"],
+    )
+    .unwrap();
+    // "session <id> owner=ops ttl_ms=30000 token=<hex>"
+    let id = opened.split_whitespace().nth(1).unwrap().to_owned();
+    let token = field(&opened, "token").to_owned();
+    let bind = |name: &str| {
+        let args = [
+            "acquire",
+            name,
+            "--owner",
+            "ops",
+            "--session",
+            &id,
+            "--token",
+            &token,
+        ];
+        cli(&cluster, 1, &args)
+    };
+    let a = bind("jobs/a").unwrap();
+    let b = bind("jobs/b").unwrap();
+    assert_eq!(field(&a, "session"), id);
+    let keep = ["session", "keep", &id, "--owner", "ops", "--token", &token];
+    cli(&cluster, 2, &keep).unwrap();
+    let listed = cli(&cluster, 2, &["list", "jobs/"]).unwrap();
+    assert!(
+        listed.contains(&format!("jobs/a owner=ops stamp={}", field(&a, "stamp"))),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("jobs/b owner=ops stamp={}", field(&b, "stamp"))),
+        "{listed}"
+    );
+    let close = ["session", "close", &id, "--owner", "ops", "--token", &token];
+    cli(&cluster, 0, &close).unwrap();
+    assert_eq!(cli(&cluster, 1, &["list", "jobs/"]).unwrap(), "");
+    let over = cli(&cluster, 0, &keep).unwrap_err();
+    assert!(
+        over.contains(&format!("lease session {id} is over")),
+        "{over}"
+    );
+    let late = bind("jobs/c").unwrap_err();
+    assert!(late.contains("is over"), "{late}");
 }
 
 /// A one-node cluster's configuration in `dir`, with `extra` TOML lines.

@@ -13,6 +13,21 @@ use trexlock_paxos::Ballot;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ClientId(pub u64);
 
+/// Names one lease session: a TTL and one keep-alive shared by every
+/// lease bound to it (see [`crate::table`]'s lease sessions). Not the
+/// request-dedup [`ClientId`]: the table numbers lease sessions itself, in
+/// the order it opens them, and never reuses a number.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A fencing token. Every grant gets a stamp strictly greater than every
 /// stamp granted before it (for any lease name); a renewal keeps the stamp.
 /// A protected resource that remembers the highest stamp it has seen and
@@ -159,19 +174,124 @@ pub enum Op {
         /// [`crate::table::MAX_LIST_ENTRIES`].
         limit: u32,
     },
+    /// Set the lock-delay of a held lease: if this grant EXPIRES (is not
+    /// released), the name is not granted to anyone for `lock_delay_ms`
+    /// afterwards. Fenced by the holder's stamp, like a write.
+    SetLockDelay {
+        /// Lease name.
+        name: String,
+        /// The holder.
+        owner: String,
+        /// The holder's stamp.
+        stamp: Stamp,
+        /// The holder's secret.
+        token: LeaseToken,
+        /// The delay, up to [`crate::table::MAX_LOCK_DELAY_MS`].
+        lock_delay_ms: u64,
+    },
+    /// Take a share of the name `name`: one permit of a semaphore, or the
+    /// read (shared) or write (exclusive) side of a read-write lease.
+    /// Waiters are served first come, first served: a waiting writer
+    /// holds back every reader behind it. The holder renews, releases and
+    /// cancels with [`Op::Renew`], [`Op::Release`] and [`Op::Cancel`] as
+    /// for a lease; acquiring again with the same owner, token and mode
+    /// renews (reentrant). A name is one kind at a time (a lease, a
+    /// semaphore of one size, or a read-write lease).
+    AcquireShare {
+        /// The semaphore's or read-write lease's name.
+        name: String,
+        /// Who asks.
+        owner: String,
+        /// The secret the holder (or waiter) must present from now on.
+        token: LeaseToken,
+        /// Duration, in milliseconds.
+        ttl_ms: u64,
+        /// How long to wait in line, in milliseconds.
+        wait_ms: u64,
+        /// Which share.
+        mode: Mode,
+    },
+    /// Open a lease session of `ttl_ms`: it lasts while it is kept
+    /// ([`Op::KeepSession`]), and every lease bound to it lasts as long as
+    /// it does. Answered [`Outcome::SessionOpened`] with its id.
+    OpenSession {
+        /// Who opens it (every request about it must name the same).
+        owner: String,
+        /// The secret every request about it must present.
+        token: LeaseToken,
+        /// How long the session lasts after each keep, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Extend the session to its TTL from now (never shortening it), and
+    /// with it every lease bound to it: one request however many leases.
+    KeepSession {
+        /// The session.
+        session: SessionId,
+        /// Its owner.
+        owner: String,
+        /// Its secret.
+        token: LeaseToken,
+    },
+    /// End the session now: every lease bound to it is released (its next
+    /// waiter gets it).
+    CloseSession {
+        /// The session.
+        session: SessionId,
+        /// Its owner.
+        owner: String,
+        /// Its secret.
+        token: LeaseToken,
+    },
+    /// As [`Op::Acquire`], bound to `session`: the lease lasts as long as
+    /// the session (its TTL is the session's), is renewed by keeping the
+    /// session, and ends when the session ends. `owner` and `token` must
+    /// be the session's.
+    AcquireInSession {
+        /// Lease name.
+        name: String,
+        /// The session's owner.
+        owner: String,
+        /// The session's secret, which the lease's holder presents too.
+        token: LeaseToken,
+        /// The session to bind the lease to.
+        session: SessionId,
+        /// How long to wait in line, in milliseconds.
+        wait_ms: u64,
+    },
+}
+
+/// The share an [`Op::AcquireShare`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// One permit of a semaphore of `permits` permits (1 to
+    /// [`crate::table::MAX_PERMITS`]): at most `permits` holders at once.
+    Permit {
+        /// The semaphore's size; every request for the name must agree.
+        permits: u32,
+    },
+    /// The shared side of a read-write lease: any number of readers (up to
+    /// [`crate::table::MAX_PERMITS`]) while no writer holds it.
+    Read,
+    /// The exclusive side of a read-write lease: nobody else holds it.
+    Write,
 }
 
 impl Op {
-    /// The lease the operation is about (for [`Op::List`], the prefix).
+    /// The lease the operation is about (for [`Op::List`], the prefix;
+    /// empty for an operation on a lease session itself).
     pub fn name(&self) -> &str {
         match self {
+            Op::OpenSession { .. } | Op::KeepSession { .. } | Op::CloseSession { .. } => "",
             Op::Acquire { name, .. }
+            | Op::AcquireInSession { name, .. }
             | Op::Renew { name, .. }
             | Op::Release { name, .. }
             | Op::ForceRelease { name }
             | Op::Cancel { name, .. }
             | Op::Read { name }
-            | Op::Write { name, .. } => name,
+            | Op::Write { name, .. }
+            | Op::SetLockDelay { name, .. }
+            | Op::AcquireShare { name, .. } => name,
             Op::List { prefix, .. } => prefix,
         }
     }
@@ -283,6 +403,36 @@ pub enum Outcome {
         /// this page ends the list.
         next: Option<String>,
     },
+    /// The lock-delay was set on the caller's grant.
+    LockDelaySet,
+    /// Nobody holds the lease, but its last holder's lease expired with a
+    /// lock-delay that has not passed yet: it is granted to nobody before.
+    Blocked {
+        /// Milliseconds of the delay left, as the cluster counts.
+        remaining_ms: u64,
+    },
+    /// No share could be granted now (every permit taken, or a writer
+    /// holds or waits for the read-write lease) and the caller would not
+    /// wait.
+    Busy {
+        /// How many hold a share.
+        holders: u32,
+        /// How many wait in line.
+        waiters: u32,
+    },
+    /// The lease session is open, with this id (the answer to
+    /// [`Op::OpenSession`]).
+    SessionOpened {
+        /// The session's id.
+        session: SessionId,
+    },
+    /// The session (and every lease bound to it) was extended.
+    SessionKept,
+    /// The session ended, and every lease bound to it was released.
+    SessionClosed,
+    /// The session named is not open: it expired or was closed (its leases
+    /// ended with it), or the owner or secret is not the session's.
+    NoSession,
 }
 
 /// A held lease, as [`Op::List`] reports it.
@@ -379,6 +529,48 @@ pub enum Refusal {
     /// A list's limit is zero or above [`crate::table::MAX_LIST_ENTRIES`].
     #[error("list limit must be between 1 and {}", crate::table::MAX_LIST_ENTRIES)]
     ListLimitOutOfRange,
+    /// A lock-delay over [`crate::table::MAX_LOCK_DELAY_MS`].
+    #[error("lock delay must be at most {} ms", crate::table::MAX_LOCK_DELAY_MS)]
+    LockDelayTooLong,
+    /// A semaphore of zero permits or more than
+    /// [`crate::table::MAX_PERMITS`].
+    #[error("permits must be between 1 and {}", crate::table::MAX_PERMITS)]
+    PermitsOutOfRange,
+    /// The name is in use as another kind: a lease, a semaphore of
+    /// another size, or a read-write lease (or the request does not apply
+    /// to its kind, such as a lock-delay or a value on a shared name).
+    #[error(
+        "the name is in use as another kind (a lease, a semaphore of another size, or a read-write lease)"
+    )]
+    KindMismatch,
+    /// The caller holds the name in the other mode: upgrades and
+    /// downgrades are not offered, so a queued writer can never be
+    /// overtaken by one. Release first.
+    #[error(
+        "the caller holds this name in another mode; release it first (no upgrade or downgrade)"
+    )]
+    OtherModeHeld,
+    /// [`crate::table::MAX_SHARE_HOLDERS`] shares are held in all already.
+    #[error("{} shares are held already", crate::table::MAX_SHARE_HOLDERS)]
+    TooManyShareHolders,
+    /// Opening a session would make more than
+    /// [`crate::table::MAX_LEASE_SESSIONS`] open lease sessions.
+    #[error(
+        "the table has {} lease sessions open already",
+        crate::table::MAX_LEASE_SESSIONS
+    )]
+    TooManyLeaseSessions,
+    /// The session holds [`crate::table::MAX_LEASES_PER_SESSION`] leases
+    /// already.
+    #[error(
+        "the session holds {} leases already",
+        crate::table::MAX_LEASES_PER_SESSION
+    )]
+    TooManyLeasesInSession,
+    /// The lease is bound to a session: it lasts as long as the session,
+    /// so keep the session ([`Op::KeepSession`]) instead of renewing it.
+    #[error("the lease is bound to a session: keep the session instead of renewing the lease")]
+    LeaseInSession,
 }
 
 impl Refusal {
@@ -404,6 +596,14 @@ impl Refusal {
             Refusal::NotPermitted => "not_permitted",
             Refusal::OwnerNotCertified => "owner_not_certified",
             Refusal::ListLimitOutOfRange => "list_limit_out_of_range",
+            Refusal::LockDelayTooLong => "lock_delay_too_long",
+            Refusal::PermitsOutOfRange => "permits_out_of_range",
+            Refusal::KindMismatch => "kind_mismatch",
+            Refusal::OtherModeHeld => "other_mode_held",
+            Refusal::TooManyShareHolders => "too_many_share_holders",
+            Refusal::TooManyLeaseSessions => "too_many_lease_sessions",
+            Refusal::TooManyLeasesInSession => "too_many_leases_in_session",
+            Refusal::LeaseInSession => "lease_in_session",
         }
     }
 
@@ -422,6 +622,9 @@ impl Refusal {
                 | Refusal::ValueTooLarge
                 | Refusal::RequestTooLarge
                 | Refusal::ListLimitOutOfRange
+                | Refusal::LockDelayTooLong
+                | Refusal::PermitsOutOfRange
+                | Refusal::LeaseInSession
         )
     }
 }

@@ -1,6 +1,6 @@
 //! Errors of the lease API and of the node runtime.
 
-use crate::command::{HolderInfo, Refusal, Stamp};
+use crate::command::{HolderInfo, Refusal, SessionId, Stamp};
 use std::net::SocketAddr;
 use trexlock_paxos::{JournalError, PaxosError};
 
@@ -43,6 +43,27 @@ pub enum LeaseError {
         /// The holder.
         holder: HolderInfo,
     },
+    /// Nobody holds the lease, but its last holder's lease expired with a
+    /// lock-delay that has not passed: it is granted to nobody before.
+    #[error("lease {name} is blocked by a lock-delay for {remaining_ms} ms more")]
+    LockDelay {
+        /// Lease name.
+        name: String,
+        /// Milliseconds of the delay left, as the cluster counts.
+        remaining_ms: u64,
+    },
+    /// No share of a semaphore or read-write lease could be had: every
+    /// permit is taken, or a writer holds or waits for it, and the wait
+    /// (if any) ran out.
+    #[error("no share of {name} is free: {holders} hold it, {waiters} wait")]
+    Busy {
+        /// The semaphore's or read-write lease's name.
+        name: String,
+        /// How many held a share.
+        holders: u32,
+        /// How many waited in line.
+        waiters: u32,
+    },
     /// A TTL, wait, name, owner or value outside the limits.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -64,6 +85,13 @@ pub enum LeaseError {
     /// certificate refused or missing, nobody listening).
     #[error("cannot connect to the cluster: {}", list(.0))]
     Connect(Vec<ConnectFailure>),
+    /// The lease session is over: it expired before a keep reached the
+    /// cluster, or was closed. Every lease bound to it ended with it.
+    #[error("lease session {session} is over (expired or closed); its leases ended with it")]
+    SessionLost {
+        /// The session.
+        session: SessionId,
+    },
 }
 
 fn list(failures: &[ConnectFailure]) -> String {

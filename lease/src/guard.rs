@@ -8,8 +8,9 @@
 //!   waiting for it takes time), and works again if a renewal brings the
 //!   lease back;
 //! - fails with [`GuardError::Poisoned`] for good once the lease is known
-//!   lost (its [`KeepAlive`] could not renew it), like a `std` mutex
-//!   poisoned by a panic;
+//!   lost (its [`KeepAlive`] could not renew it, or, for a mutex made with
+//!   [`FencedMutex::in_session`], its lease session is lost), like a `std`
+//!   mutex poisoned by a panic;
 //! - hands the lease's stamp to the code holding it
 //!   ([`FencedGuard::stamp`]), to pass to every resource it writes.
 //!
@@ -113,6 +114,21 @@ impl<T> FencedMutex<T> {
         FencedMutex {
             lost: Some(keep_alive.lost_signal()),
             keep_alive: Some(keep_alive),
+            ..FencedMutex::new(lease, gap, value)
+        }
+    }
+
+    /// Ties `value` to `lease`, bound to `session` (see
+    /// [`crate::LeaseSession`]): the session's keep-alive renews it, and
+    /// once the session is lost the mutex is poisoned.
+    pub fn in_session(
+        lease: Arc<LeaseHandle>,
+        session: &crate::LeaseSession,
+        gap: Duration,
+        value: T,
+    ) -> Self {
+        FencedMutex {
+            lost: Some(session.lost_signal()),
             ..FencedMutex::new(lease, gap, value)
         }
     }

@@ -9,6 +9,7 @@
 //! - [`Node`]: the runtime (the Paxos core, the table and the journal on
 //!   tokio);
 //! - [`LeaseClient`], [`LeaseHandle`], [`KeepAlive`], [`Election`]: the API;
+//! - [`LeaseSession`]: one TTL and one keep-alive for many leases;
 //! - [`FencedMutex`]: a local mutex that only locks while its lease is safe;
 //! - [`remote`]: nodes over TCP and mutual TLS, and clients in processes
 //!   that run no node;
@@ -72,10 +73,10 @@ mod sabotage;
 pub mod table;
 pub mod time;
 
-pub use client::{LeaseClient, LeaseHandle, ListPage, TryAcquire};
+pub use client::{LeaseClient, LeaseHandle, LeaseSession, ListPage, TryAcquire};
 pub use command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Op, Outcome, Refusal, Request,
-    Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Mode, Op, Outcome, Refusal,
+    Request, SessionId, Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{ConnectFailure, LeaseError, NodeError};

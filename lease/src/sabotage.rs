@@ -20,4 +20,17 @@ pub enum Sabotage {
     /// through the log (a tempting shortcut for a read): a lagging
     /// follower or a deposed leader answers stale holders.
     ListFromLocalTable,
+    /// A node proposes every lock-delay as zero: the table acknowledges
+    /// it but never blocks, so an expired lease is granted again at once.
+    LockDelayDropped,
+    /// The table grants a semaphore one permit more than it has.
+    SemaphoreOffByOne,
+    /// The table grants a reader at once while a writer waits in line
+    /// (beside the readers holding), so writers starve.
+    ReaderSlipsPastWriter,
+    /// The client counts a lease bound to a session from the send of its
+    /// acquire plus the session's TTL, instead of taking the session's
+    /// deadline (the newest acknowledged keep): the holder believes past
+    /// the moment the table ends the session.
+    SessionLeaseFromAcquire,
 }

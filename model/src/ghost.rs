@@ -1,167 +1,109 @@
-//! Ground truth the properties are judged against: history variables that
-//! see every journal write the moment it is durable, every message the
-//! moment it is sent and every command the moment it is applied. The
-//! cores never read any of it.
+//! Ground truth the properties are judged against: the simulator's
+//! [`Checker`] (every journal write the moment it is durable, every
+//! message the moment it is sent, every command the moment it is applied)
+//! and the few history variables the model checks beyond it. The cores
+//! never read any of it.
 
 use crate::Property;
 use bytes::Bytes;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use trexlock_lease::Stamp;
 use trexlock_lease::command::{ClientId, Outcome};
 use trexlock_lease::table::{Applied, Event};
-use trexlock_paxos::{Ballot, JournalWrite, Message, NodeId, Slot, Value};
+use trexlock_paxos::{Ballot, JournalWrite, Membership, Message, NodeId, Slot, Value};
+use trexlock_sim::checker::{Checker, Rule};
+use trexlock_sim::lists::ListChecker;
 
 /// What has happened so far, as far as the properties need to know.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct Ghost {
-    quorum: usize,
-    /// What the leader of a ballot proposed for a slot.
-    proposals: BTreeMap<(Slot, Ballot), Value>,
-    /// Who holds a durable vote for the proposal at (slot, ballot).
-    votes: BTreeMap<(Slot, Ballot), BTreeSet<NodeId>>,
-    /// The value a quorum holds durably, per slot.
-    pub(crate) chosen: BTreeMap<Slot, Value>,
-    /// Highest promise each node has made durable or announced.
-    max_promised: BTreeMap<NodeId, Ballot>,
+    /// Votes, promises, choices, answers: the rules the simulator checks.
+    checker: Checker,
+    /// Grants acknowledged and lists in flight, as the simulator checks.
+    lists: ListChecker,
     /// Last slot each node applied (or installed) since it started.
     applied: BTreeMap<NodeId, Slot>,
     /// Last stamp granted per lease name, per node, since it started.
     granted: BTreeMap<(NodeId, String), Stamp>,
-    /// The first final answer the log gave each request.
-    answers: BTreeMap<(ClientId, u64), Outcome>,
-    /// The first violation of each property, with what broke it.
-    pub(crate) violations: BTreeMap<Property, String>,
+    /// The first violation of each property the model checks itself.
+    own: BTreeMap<Property, String>,
+}
+
+/// The property a rule of the shared checker belongs to.
+fn property(rule: Rule) -> Property {
+    match rule {
+        Rule::OneValuePerSlot
+        | Rule::PhaseOneQuorum
+        | Rule::OneMembershipChange
+        | Rule::SnapshotsAgree => Property::OneValuePerSlot,
+        Rule::ApplyOnlyChosen => Property::ApplyChosenInOrder,
+        Rule::PromisesNeverGoBack => Property::PromisesNeverGoBack,
+        Rule::DurableBeforeAnnounced => Property::DurableBeforeAnnounced,
+        Rule::NoRequestExecutedTwice => Property::NoRequestExecutedTwice,
+        Rule::AnswersAreTheLogs => Property::NoAcknowledgedCommandLost,
+    }
 }
 
 impl Ghost {
-    pub(crate) fn new(quorum: usize) -> Ghost {
+    /// The ground truth of a cluster whose members are `nodes`.
+    pub(crate) fn new(nodes: impl IntoIterator<Item = NodeId>) -> Ghost {
         Ghost {
-            quorum,
-            ..Ghost::default()
+            checker: Checker::new(Membership::of_voters(nodes)),
+            lists: ListChecker::default(),
+            applied: BTreeMap::new(),
+            granted: BTreeMap::new(),
+            own: BTreeMap::new(),
         }
     }
 
     pub(crate) fn violate(&mut self, property: Property, what: String) {
-        self.violations.entry(property).or_insert(what);
+        self.own.entry(property).or_insert(what);
+    }
+
+    /// Whether any property is broken.
+    pub(crate) fn violated(&self) -> bool {
+        !self.own.is_empty() || !self.checker.broken().is_empty()
+    }
+
+    /// The first violation of each broken property.
+    pub(crate) fn violations(&self) -> BTreeMap<Property, String> {
+        let mut all = self.own.clone();
+        for (rule, what) in self.checker.broken() {
+            all.entry(property(*rule)).or_insert_with(|| what.clone());
+        }
+        all
+    }
+
+    /// Whether `property` still holds.
+    pub(crate) fn kept(&self, property: Property) -> bool {
+        !self.own.contains_key(&property)
+            && !self
+                .checker
+                .broken()
+                .keys()
+                .any(|r| self::property(*r) == property)
     }
 
     /// A node (re)started from its journal: it has applied nothing yet.
     pub(crate) fn started(&mut self, node: NodeId, promised: Ballot) {
         self.applied.insert(node, 0);
         self.granted.retain(|(n, _), _| *n != node);
-        self.saw_promise(node, promised);
+        self.checker.saw_promise(node, promised);
     }
 
     /// A node lost its disk: its promise legitimately starts again.
     pub(crate) fn disk_lost(&mut self, node: NodeId) {
-        self.max_promised.remove(&node);
+        self.checker.forget_promises(node);
     }
 
-    fn saw_promise(&mut self, node: NodeId, ballot: Ballot) {
-        let max = self.max_promised.entry(node).or_default();
-        if ballot < *max {
-            let what = format!("{node}'s promise went back from {max} to {ballot}");
-            self.violate(Property::PromisesNeverGoBack, what);
-        } else {
-            *max = ballot;
-        }
-    }
-
-    /// A message leaves `from`: a leader's proposal is recorded, and a
-    /// vote or promise it announces must already be durable.
+    /// A message leaves `from` (see [`Checker::on_send`]).
     pub(crate) fn on_send(&mut self, from: NodeId, message: &Message) {
-        match message {
-            Message::Accept {
-                ballot, entries, ..
-            } if ballot.node == from => {
-                for (slot, value) in entries {
-                    if let Some(v) = self.proposals.get(&(*slot, *ballot))
-                        && v != value
-                    {
-                        let what =
-                            format!("{from} proposed two values for slot {slot} in {ballot}");
-                        self.violate(Property::OneValuePerSlot, what);
-                    }
-                    self.proposals
-                        .entry((*slot, *ballot))
-                        .or_insert_with(|| value.clone());
-                }
-            }
-            Message::Promise { ballot, .. } => {
-                let durable = self.max_promised.get(&from).copied().unwrap_or_default();
-                if durable < *ballot {
-                    let what = format!("{from} promised {ballot} while only {durable} is durable");
-                    self.violate(Property::DurableBeforeAnnounced, what);
-                }
-            }
-            Message::Accepted { ballot, slots } => {
-                for slot in slots {
-                    let durable = self
-                        .votes
-                        .get(&(*slot, *ballot))
-                        .is_some_and(|v| v.contains(&from));
-                    // An acceptor that knows the slot chosen acknowledges
-                    // the same value again without a new vote: harmless.
-                    let known = self
-                        .chosen
-                        .get(slot)
-                        .is_some_and(|c| self.proposals.get(&(*slot, *ballot)) == Some(c));
-                    if !durable && !known {
-                        let what = format!(
-                            "{from} announced its vote for slot {slot} in {ballot} before it was durable"
-                        );
-                        self.violate(Property::DurableBeforeAnnounced, what);
-                    }
-                }
-            }
-            _ => {}
-        }
+        self.checker.on_send(from, message);
     }
 
-    /// `node`'s journal made `write` durable: its votes count from now on.
-    /// An entry is a vote when its value is what the ballot's leader
-    /// proposed; a value learnt by catch-up keeps its old ballot and must
-    /// be the chosen one.
+    /// `node`'s journal made `write` durable (see [`Checker::on_durable`]).
     pub(crate) fn on_durable(&mut self, node: NodeId, write: &JournalWrite) {
-        if let Some(ballot) = write.promised {
-            self.saw_promise(node, ballot);
-        }
-        for (slot, entry) in &write.entries {
-            let (slot, ballot, value) = (*slot, entry.ballot, &entry.value);
-            match self.proposals.get(&(slot, ballot)) {
-                Some(proposed) if proposed == value => self.vote(slot, ballot, node),
-                None if ballot.node == node => {
-                    self.proposals.insert((slot, ballot), value.clone());
-                    self.vote(slot, ballot, node);
-                }
-                _ if self.chosen.get(&slot) == Some(value) => {}
-                _ => {
-                    let what = format!(
-                        "{node} holds a value for slot {slot} in {ballot} that its leader never proposed"
-                    );
-                    self.violate(Property::OneValuePerSlot, what);
-                }
-            }
-        }
-    }
-
-    fn vote(&mut self, slot: Slot, ballot: Ballot, voter: NodeId) {
-        let voters = self.votes.entry((slot, ballot)).or_default();
-        voters.insert(voter);
-        if voters.len() < self.quorum {
-            return;
-        }
-        let value = self.proposals[&(slot, ballot)].clone();
-        match self.chosen.get(&slot) {
-            Some(v) if *v != value => {
-                let what = format!("a second value chosen for slot {slot} in {ballot}");
-                self.violate(Property::OneValuePerSlot, what);
-            }
-            Some(_) => {}
-            None => {
-                self.chosen.insert(slot, value);
-            }
-        }
+        self.checker.on_durable(node, write);
     }
 
     /// `node` applied `value` at `slot`: the next slot, and the value a
@@ -179,47 +121,13 @@ impl Ghost {
             self.violate(Property::ApplyChosenInOrder, what);
         }
         self.applied.insert(node, slot);
-        match self.chosen.get(&slot) {
-            None => {
-                let what = format!("{node} applied slot {slot}, which no quorum holds durably");
-                self.violate(Property::ApplyChosenInOrder, what);
-            }
-            Some(v) if v != value => {
-                let what =
-                    format!("{node} applied a value at slot {slot} other than the chosen one");
-                self.violate(Property::ApplyChosenInOrder, what);
-            }
-            Some(_) => {}
-        }
-        for applied in results {
-            for event in &applied.events {
-                if let Event::Granted { name, stamp, .. } = event {
-                    let key = (node, name.clone());
-                    if let Some(last) = self.granted.insert(key, *stamp).filter(|l| l >= stamp) {
-                        let what =
-                            format!("{node}: lease {name} granted stamp {stamp} after {last}");
-                        self.violate(Property::StampsGrow, what);
-                    }
-                }
-            }
-            for response in &applied.responses {
-                let outcome = &response.outcome;
-                if *outcome == Outcome::Queued || *outcome == Outcome::AlreadyAnswered {
-                    continue;
-                }
-                let key = (response.client, response.request);
-                match self.answers.get(&key) {
-                    Some(first) if execution(first) != execution(outcome) => {
-                        let what = format!(
-                            "{node}: request {} of session {} executed twice (slot {slot}: {outcome:?} after {first:?})",
-                            response.request, response.client.0
-                        );
-                        self.violate(Property::NoRequestExecutedTwice, what);
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.answers.insert(key, outcome.clone());
-                    }
+        self.checker.on_apply(node, slot, value, results);
+        for event in results.iter().flat_map(|a| &a.events) {
+            if let Event::Granted { name, stamp, .. } = event {
+                let key = (node, name.clone());
+                if let Some(last) = self.granted.insert(key, *stamp).filter(|l| l >= stamp) {
+                    let what = format!("{node}: lease {name} granted stamp {stamp} after {last}");
+                    self.violate(Property::StampsGrow, what);
                 }
             }
         }
@@ -231,29 +139,28 @@ impl Ghost {
         self.granted.retain(|(n, _), _| *n != node);
     }
 
-    /// A client was told `outcome` for its request: an answer the log gave
-    /// must be the log's first for that request, and the command it
-    /// answers must be chosen (held durably by a quorum), so that no crash
-    /// can lose it.
-    pub(crate) fn on_acknowledged(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+    /// A client was told `outcome` for its request, which it still waits
+    /// for or not: the answer must be the log's (see
+    /// [`Checker::on_client_answer`]), and the command it answers must be
+    /// chosen (held durably by a quorum), so that no crash can lose it.
+    pub(crate) fn on_acknowledged(
+        &mut self,
+        client: ClientId,
+        request: u64,
+        outcome: &Outcome,
+        waiting: bool,
+    ) {
+        self.checker
+            .on_client_answer(client, request, outcome, waiting);
+        self.check_lists(client, request, outcome);
         if matches!(outcome, Outcome::Queued | Outcome::AlreadyAnswered)
             || matches!(outcome, Outcome::Refused(r) if r.is_invalid())
         {
             return;
         }
-        match self.answers.get(&(client, request)) {
-            Some(logged) if execution(logged) == execution(outcome) => {}
-            logged => {
-                let what = format!(
-                    "session {} was told {outcome:?} for request {request}; the log says {logged:?}",
-                    client.0
-                );
-                self.violate(Property::NoAcknowledgedCommandLost, what);
-                return;
-            }
-        }
         let held = self
-            .chosen
+            .checker
+            .chosen()
             .values()
             .any(|v| v.commands().iter().any(|c| carries(c, client, request)));
         if !held {
@@ -266,22 +173,34 @@ impl Ghost {
     }
 }
 
+impl Ghost {
+    /// A client sent list request `request` for the first time.
+    pub(crate) fn list_sent(&mut self, client: ClientId, request: u64) {
+        self.lists.on_sent(client, request);
+    }
+
+    /// What an answer tells the list check: a grant acknowledged, or a
+    /// list that must show no holder older than those acknowledged before
+    /// it was sent.
+    fn check_lists(&mut self, client: ClientId, request: u64, outcome: &Outcome) {
+        match outcome {
+            Outcome::Granted { stamp, .. } => {
+                self.lists.on_granted(crate::world::NAME, *stamp);
+            }
+            Outcome::Listed { leases, .. } => {
+                if let Some(what) = self.lists.on_listed(client, request, leases).pop() {
+                    self.violate(Property::ListsAreLinearizable, what);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// True when the encoded command is request `request` of `client`.
 fn carries(bytes: &Bytes, client: ClientId, request: u64) -> bool {
     use trexlock_lease::command::{Body, Command};
     Command::decode(bytes).is_ok_and(
         |c| matches!(c.body, Body::Request(r) if r.client == client && r.request == request),
     )
-}
-
-/// What identifies an execution: a grant answered again from the table
-/// carries the lease's value as of the retry, so values are left out.
-fn execution(outcome: &Outcome) -> Outcome {
-    match outcome {
-        Outcome::Granted { stamp, .. } => Outcome::Granted {
-            stamp: *stamp,
-            value: None,
-        },
-        other => other.clone(),
-    }
 }

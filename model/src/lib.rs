@@ -22,6 +22,12 @@
 //! advances once every message is delivered and every write synced), so
 //! that liveness can be checked as an eventually-property.
 //!
+//! Every path starts with a fixed prefix: a fault-free startup until the
+//! first leader has taken over, then, for a [`Scenario`], a few ordinary
+//! events (a request, a partition, a crash, time passing) that bring the
+//! cluster to a situation the search could not reach within its bounds on
+//! its own; the search is exhaustive from there.
+//!
 //! ```
 //! use trexlock_model::{Bounds, check};
 //!
@@ -33,12 +39,15 @@
 //! ```
 #![deny(missing_docs)]
 
+mod describe;
 mod ghost;
 mod model;
+mod scenario;
 mod trace;
 mod world;
 
 pub use model::{Action, LeaseModel};
+pub use scenario::Scenario;
 pub use trace::explain;
 pub use trexlock_sim::{Sabotage, parse_sabotage};
 pub use world::State;
@@ -70,13 +79,16 @@ pub enum Property {
     /// No node stops on an error, and none has two journal writes in
     /// flight.
     NoNodeStops,
+    /// A list never shows a lease held with a stamp below one whose grant
+    /// was acknowledged before the list was sent.
+    ListsAreLinearizable,
     /// Once faults stop, every command a client started is answered.
     EveryCommandAnswered,
 }
 
 impl Property {
     /// Every property, in the order they are reported.
-    pub const ALL: [Property; 10] = [
+    pub const ALL: [Property; 11] = [
         Property::OneValuePerSlot,
         Property::ApplyChosenInOrder,
         Property::PromisesNeverGoBack,
@@ -86,6 +98,7 @@ impl Property {
         Property::StampsGrow,
         Property::NoRequestExecutedTwice,
         Property::NoNodeStops,
+        Property::ListsAreLinearizable,
         Property::EveryCommandAnswered,
     ];
 
@@ -103,6 +116,9 @@ impl Property {
             Property::StampsGrow => "stamps grow per lease",
             Property::NoRequestExecutedTwice => "no request executed twice",
             Property::NoNodeStops => "no node stops",
+            Property::ListsAreLinearizable => {
+                "lists show no holder older than an acknowledged grant"
+            }
             Property::EveryCommandAnswered => "every command is answered once faults stop",
         }
     }
@@ -134,12 +150,21 @@ pub struct Bounds {
     pub fault_steps: u32,
     /// A deliberately broken rule, to prove a property can fail.
     pub sabotage: Option<Sabotage>,
-    /// Most steps in one path after the startup (`None`: no limit but
+    /// Most steps in one path after the prefix (`None`: no limit but
     /// the others).
     pub max_depth: Option<usize>,
     /// Search depth-first: reaches deep counterexamples sooner, but the
     /// first one found is not the shortest.
     pub depth_first: bool,
+    /// A fixed prefix of ordinary events the search starts after (`None`:
+    /// right after the first leader took over).
+    pub scenario: Option<Scenario>,
+    /// The TTL clients ask for, in milliseconds (a step is 100 ms).
+    pub ttl_ms: u64,
+    /// Bytes of commands one slot holds (`None`: the library's defaults);
+    /// a message then holds one full slot, so that a promise of several
+    /// votes comes in parts, one vote each.
+    pub slot_bytes: Option<usize>,
 }
 
 impl Default for Bounds {
@@ -161,6 +186,9 @@ impl Default for Bounds {
             sabotage: None,
             max_depth: Some(6),
             depth_first: false,
+            scenario: None,
+            ttl_ms: 300,
+            slot_bytes: None,
         }
     }
 }
@@ -168,8 +196,8 @@ impl Default for Bounds {
 /// What one run of the checker found.
 #[derive(Debug)]
 pub struct Report {
-    /// Steps of the deterministic startup at the head of every path.
-    pub startup_steps: usize,
+    /// Steps of the deterministic prefix at the head of every path.
+    pub prefix_steps: usize,
     /// Distinct states visited.
     pub states: usize,
     /// States generated, duplicates included.
@@ -179,20 +207,22 @@ pub struct Report {
     pub max_depth: usize,
     /// How long it took.
     pub elapsed: Duration,
-    /// Per broken property, the shortest path (BFS) that breaks it, as
-    /// the actions taken from the initial state.
+    /// Per broken property, the first path found that breaks it, as the
+    /// actions taken from the initial state (breadth-first: a shortest
+    /// one, give or take a step when several threads search).
     pub counterexamples: Vec<(Property, Vec<Action>)>,
 }
 
 /// Checks `bounds` on `threads` threads (all cores when `None`), stopping
-/// at the first counterexample: breadth-first (the default), the shortest
-/// one.
+/// at the first counterexample: breadth-first (the default), a shortest
+/// one (on several threads the levels overlap a little, so a path may
+/// carry an idle step).
 pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     let model = LeaseModel::new(*bounds);
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let start = Instant::now();
-    let startup_steps = model.startup_steps;
+    let prefix_steps = model.prefix_steps;
     let mut builder = model
         .checker()
         .threads(threads)
@@ -200,17 +230,17 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     if let Some(depth) = bounds.max_depth {
         // The checker counts the initial state as depth 1 and checks no
         // state at the target depth: paths of `depth` steps after the
-        // startup end in states of depth `startup + depth + 1`.
-        builder = builder.target_max_depth(startup_steps + depth + 2);
+        // prefix end in states of depth `prefix + depth + 1`.
+        builder = builder.target_max_depth(prefix_steps + depth + 2);
     }
     if bounds.depth_first {
-        report(builder.spawn_dfs().join(), startup_steps, start)
+        report(builder.spawn_dfs().join(), prefix_steps, start)
     } else {
-        report(builder.spawn_bfs().join(), startup_steps, start)
+        report(builder.spawn_bfs().join(), prefix_steps, start)
     }
 }
 
-fn report(checker: impl Checker<LeaseModel>, startup_steps: usize, start: Instant) -> Report {
+fn report(checker: impl Checker<LeaseModel>, prefix_steps: usize, start: Instant) -> Report {
     let elapsed = start.elapsed();
     let discoveries = checker.discoveries();
     let counterexamples = Property::ALL
@@ -222,7 +252,7 @@ fn report(checker: impl Checker<LeaseModel>, startup_steps: usize, start: Instan
         })
         .collect();
     Report {
-        startup_steps,
+        prefix_steps,
         states: checker.unique_state_count(),
         generated: checker.state_count(),
         max_depth: checker.max_depth(),

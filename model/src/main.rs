@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trexlock_model::{Bounds, LeaseModel, Property, check, explain, parse_sabotage};
+use trexlock_model::{Bounds, LeaseModel, Property, Scenario, check, explain, parse_sabotage};
 
 /// Command-line bounds; every default is the CI run's.
 #[derive(Parser, Debug)]
@@ -40,7 +40,7 @@ struct Args {
     /// Of those, steps with faults and unbounded message delays.
     #[arg(long, default_value_t = 2)]
     fault_time: u32,
-    /// Most steps in one path after the startup (0: no limit).
+    /// Most steps in one path after the prefix (0: no limit).
     #[arg(long, default_value_t = 6)]
     depth: usize,
     /// Checker threads (default: every core).
@@ -52,6 +52,21 @@ struct Args {
     /// A sabotage switch of the simulator, e.g. minority-quorum.
     #[arg(long)]
     sabotage: Option<String>,
+    /// A scenario preset the search starts after, e.g.
+    /// leader-cut-off-mid-proposal.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// Print the prefix (the startup and the scenario's stages) step by
+    /// step, and stop.
+    #[arg(long)]
+    show_prefix: bool,
+    /// The TTL clients ask for, in milliseconds (a time step is 100 ms).
+    #[arg(long, default_value_t = 300)]
+    ttl_ms: u64,
+    /// Bytes of commands one slot holds (default: the library's); a
+    /// message then holds one full slot.
+    #[arg(long)]
+    slot_bytes: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +80,22 @@ fn main() -> ExitCode {
         Some((_, Some(s))) => Some(s),
         Some((name, None)) => {
             eprintln!("trexlock-model: unknown sabotage {name}");
+            return ExitCode::from(2);
+        }
+    };
+    let scenario = match args
+        .scenario
+        .as_deref()
+        .map(|name| (name, Scenario::parse(name)))
+    {
+        None => None,
+        Some((_, Some(s))) => Some(s),
+        Some((name, None)) => {
+            let known: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+            eprintln!(
+                "trexlock-model: unknown scenario {name} (known: {})",
+                known.join(", ")
+            );
             return ExitCode::from(2);
         }
     };
@@ -82,12 +113,21 @@ fn main() -> ExitCode {
         sabotage,
         max_depth: (args.depth > 0).then_some(args.depth),
         depth_first: args.dfs,
+        scenario,
+        ttl_ms: args.ttl_ms,
+        slot_bytes: args.slot_bytes,
     };
     println!("checking {bounds:?}");
+    if args.show_prefix {
+        let model = LeaseModel::new(bounds);
+        let prefix = vec![trexlock_model::Action::Prefix; model.prefix_steps];
+        print!("{}", explain(&model, &prefix));
+        return ExitCode::SUCCESS;
+    }
     let report = check(&bounds, args.threads);
     println!(
-        "states explored: {} unique ({} generated), max depth {} (startup {}), time {:.1?}",
-        report.states, report.generated, report.max_depth, report.startup_steps, report.elapsed
+        "states explored: {} unique ({} generated), max depth {} (prefix {}), time {:.1?}",
+        report.states, report.generated, report.max_depth, report.prefix_steps, report.elapsed
     );
     if report.counterexamples.is_empty() {
         println!("0 counterexamples");

@@ -1,6 +1,7 @@
 //! The stateright model: which steps each state allows, and the
 //! properties every reachable state must keep.
 
+use crate::scenario::{Scenario, Stage};
 use crate::world::{Packet, State};
 use crate::{Bounds, Property};
 use stateright::Model;
@@ -35,22 +36,26 @@ pub enum Action {
     ClientResend(usize),
     /// Real time advances one step.
     Advance,
-    /// One step of the deterministic, fault-free startup that elects the
-    /// first leader (the only step possible until it has).
-    Startup,
+    /// One event of the fixed prefix: the fault-free startup that elects
+    /// the first leader, then the scenario's stages, if any (the only step
+    /// possible until the prefix is over).
+    Prefix,
 }
 
 /// The system under check: [`Bounds`] and the steps and properties they
 /// allow. Its initial state is a new cluster with empty journals; a
-/// deterministic, fault-free startup (every write synced at once, every
-/// message delivered in order) runs until the first leader has taken
-/// over, and the checker explores every order of steps from there.
+/// deterministic prefix runs first (a fault-free startup, every write
+/// synced at once and every message delivered in order, until the first
+/// leader has taken over; then the stages of the [`Scenario`], if any),
+/// and the checker explores every order of steps from there.
 #[derive(Clone, Debug)]
 pub struct LeaseModel {
     pub(crate) bounds: Bounds,
     init: State,
-    /// Steps the deterministic startup takes (to its end or a violation).
-    pub startup_steps: usize,
+    /// The stages of the prefix: the startup, then the scenario's.
+    pub(crate) stages: Vec<Stage>,
+    /// Steps the deterministic prefix takes (to its end or a violation).
+    pub prefix_steps: usize,
     /// Real time at which faults stop.
     gst: u32,
     /// Real time at which time stops.
@@ -62,27 +67,45 @@ impl LeaseModel {
     /// The model for `bounds`.
     ///
     /// # Panics
-    /// When the bounds name no node or client, or the fault-free startup
-    /// elects no leader (a broken core; the startup is deterministic).
+    /// When the bounds name no node or client, or the prefix never ends
+    /// (a fault-free startup that elects no leader: a broken core; the
+    /// prefix is deterministic).
     pub fn new(bounds: Bounds) -> LeaseModel {
         assert!(
             bounds.nodes > 0 && bounds.clients > 0,
             "a model needs a node and a client"
         );
-        let init = State::new(&bounds);
-        let (started, startup_steps) = startup(&bounds);
-        let (gst, horizon) = (
-            started.now + bounds.fault_steps,
-            started.now + bounds.time_steps,
-        );
-        LeaseModel {
+        let mut stages = vec![Stage::Elect];
+        stages.extend(bounds.scenario.map(Scenario::stages).unwrap_or_default());
+        let mut model = LeaseModel {
             bounds,
-            init,
-            startup_steps,
-            gst,
-            horizon,
+            init: State::new(&bounds),
+            stages,
+            prefix_steps: 0,
+            gst: u32::MAX,
+            horizon: u32::MAX,
             tracing: false,
+        };
+        let (started, prefix_steps) = run_prefix(&model);
+        model.prefix_steps = prefix_steps;
+        model.gst = started.now + bounds.fault_steps;
+        model.horizon = started.now + bounds.time_steps;
+        model
+    }
+
+    /// Performs the next event of the prefix; once the last stage is over,
+    /// the search takes over (and a cut heals when the faults stop).
+    pub(crate) fn prefix_step(&self, state: &mut State) {
+        while let Some(index) = state.prefix {
+            let first = !state.stage_begun;
+            state.stage_begun = true;
+            if state.stage_step(&self.bounds, self.stages[index], first) {
+                return;
+            }
+            state.stage_begun = false;
+            state.prefix = (index + 1 < self.stages.len()).then_some(index + 1);
         }
+        state.cut_until = self.gst;
     }
 
     /// The same model, recording what each step did (for [`crate::explain`]).
@@ -107,61 +130,17 @@ impl LeaseModel {
     }
 }
 
-/// One step of the fault-free startup: sync the first write in flight,
-/// else deliver the first packet, else (everything settled) check whether
-/// a leader has taken over and every node applied its first slot, and if
-/// not let time pass and tick every node.
-fn startup_step(state: &mut State) {
-    if let Some(i) = state.nodes.iter().position(|n| n.writing.is_some()) {
-        state.sync(i);
-        state.refresh(i);
-        return;
-    }
-    if !state.network.is_empty() {
-        let to = match &state.network[0].1 {
-            Packet::Peer { to, .. } => Some(*to),
-            Packet::Request { node, .. } => Some(*node),
-            Packet::Answer { .. } => None,
-        };
-        state.deliver(0);
-        if let Some(i) = to {
-            state.refresh(i);
-        }
-        return;
-    }
-    let cores: Vec<_> = state.nodes.iter().filter_map(|n| n.core.as_ref()).collect();
-    let leader = cores
-        .iter()
-        .find(|c| c.status().is_leader)
-        .map(|c| c.replica().id());
-    let settled = leader.is_some()
-        && cores.len() == state.nodes.len()
-        && cores
-            .iter()
-            .all(|c| c.status().leader == leader && c.status().applied > 0);
-    if settled {
-        state.starting = false;
-        return;
-    }
-    state.now += 1;
-    for i in 0..state.nodes.len() {
-        state.nodes[i].ticked = state.now;
-        state.step(i, |core, now| core.tick(now));
-        state.refresh(i);
-    }
-}
-
-/// Runs the startup to its end, or to a violation; returns the state it
+/// Runs the prefix to its end, or to a violation; returns the state it
 /// ends in and how many steps it took.
-fn startup(bounds: &Bounds) -> (State, usize) {
-    let mut state = State::new(bounds);
+fn run_prefix(model: &LeaseModel) -> (State, usize) {
+    let mut state = State::new(&model.bounds);
     for steps in 0..100_000 {
-        if !state.starting || state.violated() {
+        if state.prefix.is_none() || state.violated() || state.believers().len() > 1 {
             return (state, steps);
         }
-        startup_step(&mut state);
+        model.prefix_step(&mut state);
     }
-    panic!("the fault-free start elected no leader: {state:?}");
+    panic!("the prefix never ended: {state:?}");
 }
 
 impl Model for LeaseModel {
@@ -176,8 +155,8 @@ impl Model for LeaseModel {
         if state.violated() || state.believers().len() > 1 {
             return;
         }
-        if state.starting {
-            actions.push(Action::Startup);
+        if state.prefix.is_some() {
+            actions.push(Action::Prefix);
             return;
         }
         let faults = self.faults_on(state);
@@ -297,7 +276,7 @@ impl Model for LeaseModel {
                 state.client_resend(c);
             }
             Action::Advance => state.now += 1,
-            Action::Startup => startup_step(&mut state),
+            Action::Prefix => self.prefix_step(&mut state),
         }
         if let Some(i) = touched {
             state.refresh(i);
@@ -308,7 +287,7 @@ impl Model for LeaseModel {
     fn properties(&self) -> Vec<stateright::Property<Self>> {
         use stateright::Property as P;
         fn kept(state: &State, property: Property) -> bool {
-            !state.ghost.violations.contains_key(&property)
+            state.ghost.kept(property)
         }
         vec![
             P::always(Property::OneValuePerSlot.name(), |_, s| {
@@ -337,6 +316,9 @@ impl Model for LeaseModel {
             }),
             P::always(Property::NoNodeStops.name(), |_, s| {
                 kept(s, Property::NoNodeStops)
+            }),
+            P::always(Property::ListsAreLinearizable.name(), |_, s| {
+                kept(s, Property::ListsAreLinearizable)
             }),
             P::eventually(Property::EveryCommandAnswered.name(), |_, s: &State| {
                 s.clients

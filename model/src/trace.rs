@@ -1,8 +1,10 @@
 //! Counterexamples as people read them: per step, the node or client that
 //! acted, the input it got, and every effect its core produced.
 
+use crate::describe::describe_packet;
 use crate::model::{Action, LeaseModel};
-use crate::world::{State, describe_packet, local};
+use crate::scenario::Stage;
+use crate::world::{State, local};
 use stateright::Model;
 use std::fmt::Write as _;
 
@@ -15,29 +17,43 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
     let _ = writeln!(out, "start: {state:?}");
     // The startup is deterministic and fault-free: shown step by step only
     // when the counterexample ends inside it.
-    let startup = actions
-        .iter()
-        .take_while(|a| **a == Action::Startup)
-        .count();
+    let (startup, started) = startup(&model, &state, actions);
     let mut skip = 0;
     if startup < actions.len() {
-        for _ in 0..startup {
-            if let Some(next) = model.next_state(&state, Action::Startup) {
-                state = next;
-            }
-        }
+        state = started;
+        state.notes.clear();
         skip = startup;
         let _ = writeln!(
             out,
-            "{:>3}. t={} fault-free startup done in {startup} steps: {state:?}",
-            startup, state.now
+            "{startup:>3}. t={} fault-free startup done: {state:?}",
+            state.now
         );
     }
+    let mut stage = None;
     for (n, action) in actions.iter().enumerate().skip(skip) {
-        let what = describe_action(&state, action);
         let Some(next) = model.next_state(&state, action.clone()) else {
+            let what = describe_action(&state, action);
             let _ = writeln!(out, "{:>3}. {what}: not possible", n + 1);
             break;
+        };
+        let what = if *action == Action::Prefix {
+            // The stage that performed the event: the one running after
+            // it, or the last one if the event ended the prefix.
+            let index = next.prefix.unwrap_or(model.stages.len() - 1);
+            if stage != Some(index) {
+                stage = Some(index);
+                let _ = writeln!(out, "     [prefix: {}]", model.stages[index].describe());
+            }
+            if next.prefix.is_none() {
+                "the prefix is over".into()
+            } else {
+                describe_prefix_event(&state, model.stages[index])
+            }
+        } else {
+            if stage.take().is_some() {
+                let _ = writeln!(out, "     [exhaustive search from here]");
+            }
+            describe_action(&state, action)
         };
         state = next;
         let _ = writeln!(out, "{:>3}. t={} {what}", n + 1, state.now);
@@ -45,7 +61,7 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
             let _ = writeln!(out, "     {note}");
         }
     }
-    for (property, what) in &state.ghost.violations {
+    for (property, what) in state.ghost.violations() {
         let _ = writeln!(out, "broken: {}: {what}", property.name());
     }
     let believers = state.believers();
@@ -57,6 +73,22 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
         );
     }
     out
+}
+
+/// How many of `actions` the startup takes, and the state it ends in.
+fn startup(model: &LeaseModel, init: &State, actions: &[Action]) -> (usize, State) {
+    let mut steps = 0;
+    let mut state = init.clone();
+    while actions.get(steps) == Some(&Action::Prefix) {
+        let mut next = state.clone();
+        model.prefix_step(&mut next);
+        if next.prefix != Some(0) {
+            break;
+        }
+        state = next;
+        steps += 1;
+    }
+    (steps, state)
 }
 
 fn describe_action(state: &State, action: &Action) -> String {
@@ -95,13 +127,29 @@ fn describe_action(state: &State, action: &Action) -> String {
         Action::ClientStart(c) => format!("client {c} starts its next operation"),
         Action::ClientResend(c) => format!("client {c} resends its request to another node"),
         Action::Advance => "time advances one step".into(),
-        Action::Startup => {
+        Action::Prefix => "the next event of the prefix".into(),
+    }
+}
+
+/// What one event of a prefix stage does, seen from the state before it.
+fn describe_prefix_event(state: &State, stage: Stage) -> String {
+    match stage {
+        Stage::Request(..) | Stage::List(..) | Stage::Cut(_) | Stage::Crash(_) => stage.describe(),
+        Stage::Elect | Stage::Settle | Stage::UntilElection => {
             if let Some(i) = state.nodes.iter().position(|n| n.writing.is_some()) {
                 describe_action(state, &Action::Sync(i))
-            } else if !state.network.is_empty() {
-                describe_action(state, &Action::Deliver(0))
+            } else if let Some(i) = state
+                .network
+                .iter()
+                .position(|(_, p)| !state.crosses_cut(p))
+            {
+                describe_action(state, &Action::Deliver(i))
+            } else if stage == Stage::Elect {
+                "time advances one step and every node ticks".into()
+            } else if state.nodes.iter().all(|n| n.ticked >= state.now) {
+                describe_action(state, &Action::Advance)
             } else {
-                "time advances one step and every node ticks (or the startup ends)".into()
+                "every node ticks".into()
             }
         }
     }

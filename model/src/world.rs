@@ -5,6 +5,7 @@
 //! delivers their inputs and performs their effects, as the simulator's
 //! world does, with the checker choosing the order instead of a seed.
 
+use crate::describe::{describe_packet, describe_peer, describe_value, describe_write};
 use crate::ghost::Ghost;
 use crate::{Bounds, Property};
 use std::fmt::Write as _;
@@ -15,16 +16,15 @@ use trexlock_lease::command::{ClientId, Op, Outcome, Request};
 use trexlock_lease::{
     DriftBound, Effect, LeaseToken, NodeConfig, NodeCore, NodeError, PeerMessage,
 };
-use trexlock_paxos::{Journal, JournalWrite, MemJournal, Message, NodeId};
+use trexlock_paxos::{Journal, JournalWrite, MemJournal, NodeId};
 
 /// Real time one step of the clock stands for.
 pub(crate) const STEP_US: u64 = 100_000;
 /// Rate error of every clock: the configured bound, fast or slow.
 const DRIFT_PPM: i64 = 1_000;
-/// The TTL clients ask for: three steps.
-pub(crate) const TTL_MS: u64 = 300;
-/// How long an acquire waits in line.
-const WAIT_MS: u64 = 2_000;
+/// How long an acquire waits in line: longer than any run, so that a
+/// waiter is granted the lease rather than timed out.
+const WAIT_MS: u64 = 60_000;
 /// A holder stops believing this long before its deadline.
 const GAP_US: u64 = 1_000;
 /// The lease every client competes for.
@@ -99,8 +99,16 @@ pub struct State {
     /// What the last step did (filled only when tracing; never hashed).
     pub(crate) notes: Vec<String>,
     pub(crate) tracing: bool,
-    /// The fault-free startup is still running.
-    pub(crate) starting: bool,
+    /// The stage of the fixed prefix running (the startup first), until
+    /// the search takes over.
+    pub(crate) prefix: Option<usize>,
+    /// The running stage has performed an event.
+    pub(crate) stage_begun: bool,
+    /// The node cut off from its peers, and the instant the cut heals.
+    pub(crate) cut: Option<usize>,
+    pub(crate) cut_until: u32,
+    /// The TTL clients ask for.
+    pub(crate) ttl_ms: u64,
 }
 
 impl State {
@@ -109,8 +117,11 @@ impl State {
         let mut view = String::with_capacity(16 * 1024);
         let _ = write!(
             view,
-            "{} {} {} {} {} {} {}",
-            self.starting,
+            "{:?} {} {:?} {} {} {} {} {} {} {}",
+            self.prefix,
+            self.stage_begun,
+            self.cut,
+            self.cut_until,
             self.now,
             self.crashes_left,
             self.disk_losses_left,
@@ -229,10 +240,14 @@ impl State {
             drops_left: bounds.drops,
             duplicates_left: bounds.duplicates,
             resends_left: bounds.resends,
-            ghost: Ghost::new(bounds.nodes / 2 + 1),
+            ghost: Ghost::new((1..=bounds.nodes as u16).map(NodeId)),
             notes: Vec::new(),
             tracing: false,
-            starting: true,
+            prefix: Some(0),
+            stage_begun: false,
+            cut: None,
+            cut_until: u32::MAX,
+            ttl_ms: bounds.ttl_ms,
         };
         for i in 0..bounds.nodes {
             state.start_node(bounds, i);
@@ -253,14 +268,14 @@ impl State {
         self.nodes[i].fingerprint = sip.finish();
     }
 
-    fn note(&mut self, text: impl FnOnce() -> String) {
+    pub(crate) fn note(&mut self, text: impl FnOnce() -> String) {
         if self.tracing {
             self.notes.push(text());
         }
     }
 
     pub(crate) fn violated(&self) -> bool {
-        !self.ghost.violations.is_empty()
+        self.ghost.violated()
     }
 
     pub(crate) fn node_config(bounds: &Bounds, id: NodeId) -> NodeConfig {
@@ -271,6 +286,12 @@ impl State {
         cfg.tick_interval = Duration::from_millis(100);
         cfg.retry_interval = Duration::from_millis(400);
         cfg.sabotage = bounds.sabotage.and_then(|s| s.runtime());
+        if let Some(bytes) = bounds.slot_bytes {
+            cfg.max_batch_bytes = bytes;
+            cfg.max_message_bytes = bytes
+                + trexlock_paxos::ENTRY_OVERHEAD_BYTES
+                + trexlock_paxos::MESSAGE_OVERHEAD_BYTES;
+        }
         cfg
     }
 
@@ -394,7 +415,20 @@ impl State {
         }
     }
 
+    /// Whether `packet` goes between the node cut off and another while
+    /// the cut lasts.
+    pub(crate) fn crosses_cut(&self, packet: &Packet) -> bool {
+        let Some(cut) = self.cut.filter(|_| self.now < self.cut_until) else {
+            return false;
+        };
+        matches!(packet, Packet::Peer { from, to, .. } if *from == cut || *to == cut)
+    }
+
     pub(crate) fn send(&mut self, packet: Packet) {
+        if self.crosses_cut(&packet) {
+            self.note(|| format!("  (lost across the cut: {})", describe_packet(&packet)));
+            return;
+        }
         let mut sip = std::hash::DefaultHasher::new();
         format!("{packet:?}").hash(&mut sip);
         let key = sip.finish();
@@ -480,7 +514,7 @@ impl State {
                 owner,
                 stamp,
                 token,
-                ttl_ms: TTL_MS,
+                ttl_ms: self.ttl_ms,
             },
             Some(stamp) => Op::Release {
                 name: NAME.into(),
@@ -492,13 +526,31 @@ impl State {
                 name: NAME.into(),
                 owner,
                 token,
-                ttl_ms: TTL_MS,
+                ttl_ms: self.ttl_ms,
                 wait_ms: WAIT_MS,
             },
         };
         let request = client.core.start(op, now);
         client.waiting = Some((request.request, false));
         let node = client.home;
+        self.send(Packet::Request { node, request });
+    }
+
+    /// Client `c` asks node `node` (its home from now on) which leases are
+    /// held.
+    pub(crate) fn client_list(&mut self, c: usize, node: usize) {
+        let now = local(c, true, self.now);
+        let client = &mut self.clients[c];
+        client.home = node;
+        let op = Op::List {
+            prefix: String::new(),
+            after: None,
+            limit: 10,
+        };
+        let request = client.core.start(op, now);
+        client.waiting = Some((request.request, false));
+        let session = client.core.id();
+        self.ghost.list_sent(session, request.request);
         self.send(Packet::Request { node, request });
     }
 
@@ -517,7 +569,9 @@ impl State {
     fn client_answer(&mut self, c: usize, request: u64, outcome: Outcome) {
         let now = local(c, true, self.now);
         let session = self.clients[c].core.id();
-        self.ghost.on_acknowledged(session, request, &outcome);
+        let waiting = self.clients[c].waiting.is_some_and(|(id, _)| id == request);
+        self.ghost
+            .on_acknowledged(session, request, &outcome, waiting);
         let client = &mut self.clients[c];
         if client.waiting.is_none_or(|(id, _)| id != request) {
             return;
@@ -531,146 +585,25 @@ impl State {
     }
 
     /// Who believes it holds the lease at this instant: the clients whose
-    /// core's deadline, on their own clock, is still ahead (less the gap).
+    /// core's deadline, on their own clock, is still ahead (less the gap),
+    /// and who have not sent a release.
     pub(crate) fn believers(&self) -> Vec<usize> {
         (0..self.clients.len())
             .filter(|c| {
+                let client = &self.clients[*c];
+                // A holder that has sent its release has stopped acting
+                // under the lease, though its core learns the lease ended
+                // only from the answer.
+                let releasing = client
+                    .waiting
+                    .and_then(|(id, _)| client.core.request(id))
+                    .is_some_and(|r| matches!(r.op, Op::Release { .. }));
                 let now = local(*c, true, self.now);
-                self.clients[*c]
-                    .core
-                    .lease(NAME)
-                    .is_some_and(|l| !l.ended && now + Duration::from_micros(GAP_US) < l.deadline)
+                !releasing
+                    && client.core.lease(NAME).is_some_and(|l| {
+                        !l.ended && now + Duration::from_micros(GAP_US) < l.deadline
+                    })
             })
             .collect()
-    }
-}
-
-fn describe_write(write: &JournalWrite) -> String {
-    let mut parts = Vec::new();
-    if let Some(p) = write.promised {
-        parts.push(format!("promise {p}"));
-    }
-    for (slot, entry) in &write.entries {
-        parts.push(format!(
-            "vote slot {slot} in {}: {}",
-            entry.ballot,
-            describe_value(&entry.value)
-        ));
-    }
-    if let Some(committed) = write.committed {
-        parts.push(format!("committed {committed}"));
-    }
-    if let Some(s) = &write.snapshot {
-        parts.push(format!("snapshot at {}", s.slot));
-    }
-    parts.join(", ")
-}
-
-pub(crate) fn describe_value(value: &trexlock_paxos::Value) -> String {
-    use trexlock_lease::command::{Body, Command};
-    let commands: Vec<String> = value
-        .commands()
-        .iter()
-        .map(|bytes| match Command::decode(bytes) {
-            Ok(Command {
-                body: Body::Request(r),
-                ..
-            }) => {
-                format!("s{}#{} {}", r.client.0, r.request, describe_op(&r.op))
-            }
-            Ok(Command {
-                body, elapsed_us, ..
-            }) => format!("{body:?}@{}ms", elapsed_us / 1000),
-            Err(_) => "undecodable".into(),
-        })
-        .collect();
-    if commands.is_empty() {
-        "noop".into()
-    } else {
-        commands.join("; ")
-    }
-}
-
-fn describe_op(op: &Op) -> String {
-    match op {
-        Op::Acquire { name, .. } => format!("acquire {name}"),
-        Op::Renew { name, stamp, .. } => format!("renew {name} {stamp}"),
-        Op::Release { name, stamp, .. } => format!("release {name} {stamp}"),
-        other => format!("{other:?}"),
-    }
-}
-
-fn describe_peer(message: &PeerMessage) -> String {
-    match message {
-        PeerMessage::Forward(requests) => {
-            let ids: Vec<String> = requests
-                .iter()
-                .map(|r| format!("s{}#{}", r.client.0, r.request))
-                .collect();
-            format!("Forward[{}]", ids.join(","))
-        }
-        PeerMessage::Paxos(m) => describe_message(m),
-    }
-}
-
-fn describe_message(message: &Message) -> String {
-    match message {
-        Message::Accept {
-            ballot,
-            committed,
-            entries,
-        } => {
-            let slots: Vec<String> = entries
-                .iter()
-                .map(|(s, v)| format!("{s}={}", describe_value(v)))
-                .collect();
-            format!(
-                "Accept {ballot} committed {committed} [{}]",
-                slots.join(", ")
-            )
-        }
-        Message::Promise {
-            ballot,
-            committed,
-            entries,
-            ..
-        } => {
-            let slots: Vec<String> = entries
-                .iter()
-                .map(|(s, e)| format!("{s}@{}", e.ballot))
-                .collect();
-            format!(
-                "Promise {ballot} committed {committed} votes [{}]",
-                slots.join(", ")
-            )
-        }
-        Message::CatchupResponse { entries } => {
-            let first = entries.first().map_or(0, |(s, _)| *s);
-            format!("CatchupResponse {} values from {first}", entries.len())
-        }
-        other => format!("{other:?}"),
-    }
-}
-
-pub(crate) fn describe_packet(packet: &Packet) -> String {
-    match packet {
-        Packet::Peer { from, to, message } => {
-            format!("n{} -> n{}: {}", from + 1, to + 1, describe_peer(message))
-        }
-        Packet::Request { node, request } => format!(
-            "s{} -> n{}: #{} {}",
-            request.client.0,
-            node + 1,
-            request.request,
-            describe_op(&request.op)
-        ),
-        Packet::Answer {
-            node,
-            client,
-            request,
-            outcome,
-        } => {
-            format!("n{} -> client {client}: #{request} {outcome:?}", node + 1)
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! Ground truth and invariants. The checker sees every journal write the
+//! Ground truth and invariants, shared by the simulator and the model
+//! checker (`trexlock-model`). The checker sees every journal write the
 //! moment it becomes durable and every message the moment it is sent, so
 //! it knows which values a quorum really holds on disk, independent of
 //! what any node believes; and it sees every answer the table produced.
@@ -11,8 +12,33 @@ use trexlock_paxos::{
     Ballot, CONFIG_DELAY, JournalWrite, Membership, Message, NodeId, Slot, Value,
 };
 
+/// The rule a violation breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Rule {
+    /// At most one value is chosen per slot: one proposal per slot and
+    /// ballot, and nothing held that its leader never proposed.
+    OneValuePerSlot,
+    /// A leader proposes only with promises from a majority of the
+    /// membership governing the slot.
+    PhaseOneQuorum,
+    /// One membership change at a time, each changing one voter.
+    OneMembershipChange,
+    /// Snapshots of one slot are identical on every node.
+    SnapshotsAgree,
+    /// Nodes apply only the value chosen for a slot.
+    ApplyOnlyChosen,
+    /// No node's promise goes back, across restarts.
+    PromisesNeverGoBack,
+    /// A promise or a vote is durable before a message announces it.
+    DurableBeforeAnnounced,
+    /// No request is executed twice.
+    NoRequestExecutedTwice,
+    /// Every answer a client gets is the one the log gave.
+    AnswersAreTheLogs,
+}
+
 /// Records violations of the safety properties.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Checker {
     /// The memberships chosen so far, by the first slot each governs,
     /// with the slot each was chosen at (0 for the bootstrap one).
@@ -33,7 +59,9 @@ pub struct Checker {
     answers: BTreeMap<(ClientId, u64), Outcome>,
     /// Every snapshot a node persisted, by slot: all must be equal.
     snapshots: BTreeMap<Slot, Bytes>,
-    /// Problems found, in order.
+    /// The first violation of each rule.
+    broken: BTreeMap<Rule, String>,
+    /// Problems found, in order (the rules' and any the caller adds).
     pub violations: Vec<String>,
 }
 
@@ -44,6 +72,22 @@ impl Checker {
             memberships: BTreeMap::from([(1, (0, bootstrap))]),
             ..Checker::default()
         }
+    }
+
+    fn violate(&mut self, rule: Rule, what: String) {
+        self.broken.entry(rule).or_insert_with(|| what.clone());
+        self.violations.push(what);
+    }
+
+    /// The first violation of each rule broken so far.
+    pub fn broken(&self) -> &BTreeMap<Rule, String> {
+        &self.broken
+    }
+
+    /// The values chosen so far (held durably by a quorum in one ballot),
+    /// by slot.
+    pub fn chosen(&self) -> &BTreeMap<Slot, Value> {
+        &self.chosen
     }
 
     /// The membership governing `slot`, by the values chosen so far (a
@@ -65,19 +109,23 @@ impl Checker {
             .memberships
             .values()
             .filter(|(chosen_at, _)| *chosen_at < slot)
-            .max_by_key(|(chosen_at, _)| *chosen_at);
+            .max_by_key(|(chosen_at, _)| *chosen_at)
+            .cloned();
         if let Some((chosen_at, previous)) = before {
             let effective = chosen_at + CONFIG_DELAY;
-            if *chosen_at > 0 && slot < effective {
-                self.violations.push(format!(
+            if chosen_at > 0 && slot < effective {
+                self.violate(Rule::OneMembershipChange, format!(
                     "membership change chosen at slot {slot} while the one chosen at slot {chosen_at} was not in effect (from slot {effective})"
                 ));
             }
             let changed = previous.voters.symmetric_difference(&next.voters).count();
             if changed > 1 {
-                self.violations.push(format!(
-                    "membership change chosen at slot {slot} changes {changed} voters at once"
-                ));
+                self.violate(
+                    Rule::OneMembershipChange,
+                    format!(
+                        "membership change chosen at slot {slot} changes {changed} voters at once"
+                    ),
+                );
             }
         }
         self.memberships
@@ -92,7 +140,7 @@ impl Checker {
         let governing = self.governing(slot);
         if !governing.is_met_by(promisers.iter()) {
             let voters = governing.voters.clone();
-            self.violations.push(format!(
+            self.violate(Rule::PhaseOneQuorum, format!(
                 "leader of {ballot} proposed at slot {slot} with promises from {promisers:?}, which miss a majority of {voters:?}, the voters governing it"
             ));
         }
@@ -112,9 +160,10 @@ impl Checker {
                     self.propose(*slot, *ballot, value, from);
                 }
             }
-            Message::Accept { ballot, .. } => self.violations.push(format!(
-                "{from} sent an Accept in ballot {ballot}, which another node leads"
-            )),
+            Message::Accept { ballot, .. } => self.violate(
+                Rule::OneValuePerSlot,
+                format!("{from} sent an Accept in ballot {ballot}, which another node leads"),
+            ),
             Message::Accepted { ballot, slots } => {
                 for slot in slots {
                     let durable = self
@@ -127,7 +176,7 @@ impl Checker {
                         self.proposals.get(&(*slot, *ballot)) == Some(chosen)
                     });
                     if !durable && !already_chosen {
-                        self.violations.push(format!(
+                        self.violate(Rule::DurableBeforeAnnounced, format!(
                             "{from} announced its vote for slot {slot} in ballot {ballot} before it was durable"
                         ));
                     }
@@ -137,9 +186,12 @@ impl Checker {
                 self.promisers.entry(*ballot).or_default().insert(from);
                 let durable = self.max_promised.get(&from).copied().unwrap_or_default();
                 if durable < *ballot {
-                    self.violations.push(format!(
-                        "{from} sent a promise of {ballot} while only {durable} is durable"
-                    ));
+                    self.violate(
+                        Rule::DurableBeforeAnnounced,
+                        format!(
+                            "{from} sent a promise of {ballot} while only {durable} is durable"
+                        ),
+                    );
                 }
             }
             _ => {}
@@ -148,9 +200,10 @@ impl Checker {
 
     fn propose(&mut self, slot: Slot, ballot: Ballot, value: &Value, by: NodeId) {
         match self.proposals.get(&(slot, ballot)) {
-            Some(v) if v != value => self.violations.push(format!(
-                "{by}: two values for slot {slot} in ballot {ballot}"
-            )),
+            Some(v) if v != value => self.violate(
+                Rule::OneValuePerSlot,
+                format!("{by}: two values for slot {slot} in ballot {ballot}"),
+            ),
             Some(_) => {}
             None => {
                 self.proposals.insert((slot, ballot), value.clone());
@@ -180,17 +233,20 @@ impl Checker {
                     self.vote(slot, ballot, node);
                 }
                 _ if self.chosen.get(&slot) == Some(value) => {}
-                _ => self.violations.push(format!(
+                _ => self.violate(Rule::OneValuePerSlot, format!(
                     "{node} holds a value for slot {slot} in ballot {ballot} that its leader never proposed and no quorum chose"
                 )),
             }
         }
         if let Some(snapshot) = &write.snapshot {
             match self.snapshots.get(&snapshot.slot) {
-                Some(data) if *data != snapshot.data => self.violations.push(format!(
-                    "{node}: its snapshot at slot {} differs from another node's",
-                    snapshot.slot
-                )),
+                Some(data) if *data != snapshot.data => self.violate(
+                    Rule::SnapshotsAgree,
+                    format!(
+                        "{node}: its snapshot at slot {} differs from another node's",
+                        snapshot.slot
+                    ),
+                ),
                 Some(_) => {}
                 None => {
                     self.snapshots.insert(snapshot.slot, snapshot.data.clone());
@@ -208,9 +264,10 @@ impl Checker {
         }
         let value = self.proposals[&(slot, ballot)].clone();
         match self.chosen.get(&slot) {
-            Some(v) if *v != value => self.violations.push(format!(
-                "two values chosen for slot {slot} (second in ballot {ballot})"
-            )),
+            Some(v) if *v != value => self.violate(
+                Rule::OneValuePerSlot,
+                format!("two values chosen for slot {slot} (second in ballot {ballot})"),
+            ),
             Some(_) => {}
             None => {
                 if let Value::Reconfig(next) = &value {
@@ -230,8 +287,8 @@ impl Checker {
     pub fn saw_promise(&mut self, node: NodeId, ballot: Ballot) {
         let max = self.max_promised.entry(node).or_default();
         if ballot < *max {
-            self.violations
-                .push(format!("{node} promise went back from {max} to {ballot}"));
+            let what = format!("{node} promise went back from {max} to {ballot}");
+            self.violate(Rule::PromisesNeverGoBack, what);
         } else {
             *max = ballot;
         }
@@ -241,12 +298,14 @@ impl Checker {
     /// holds durably. `results` is what its commands did to the table.
     pub fn on_apply(&mut self, node: NodeId, slot: Slot, value: &Value, results: &[Applied]) {
         match self.chosen.get(&slot) {
-            None => self.violations.push(format!(
-                "{node} applied slot {slot}, which no quorum holds durably"
-            )),
-            Some(v) if v != value => self.violations.push(format!(
-                "{node} applied a value at slot {slot} other than the chosen one"
-            )),
+            None => self.violate(
+                Rule::ApplyOnlyChosen,
+                format!("{node} applied slot {slot}, which no quorum holds durably"),
+            ),
+            Some(v) if v != value => self.violate(
+                Rule::ApplyOnlyChosen,
+                format!("{node} applied a value at slot {slot} other than the chosen one"),
+            ),
             Some(_) => {}
         }
         // A retry may put the same command in two slots; the first slot is
@@ -260,7 +319,7 @@ impl Checker {
             }
             let key = (response.client, response.request);
             match self.answers.get(&key) {
-                Some(first) if execution(first) != execution(&response.outcome) => self.violations.push(format!(
+                Some(first) if execution(first) != execution(&response.outcome) => self.violate(Rule::NoRequestExecutedTwice, format!(
                     "{node}: request {} of session {} executed twice (slot {slot}: {:?} after {:?})",
                     response.request, response.client.0, response.outcome, first
                 )),
@@ -285,7 +344,7 @@ impl Checker {
     ) {
         if is_replay_refusal(outcome) {
             if waiting {
-                self.violations.push(format!(
+                self.violate(Rule::AnswersAreTheLogs, format!(
                     "session {} still waits for request {request}, which the table calls already answered",
                     client.0
                 ));
@@ -297,10 +356,13 @@ impl Checker {
         }
         match self.answers.get(&(client, request)) {
             Some(logged) if execution(logged) == execution(outcome) => {}
-            logged => self.violations.push(format!(
-                "session {} got {outcome:?} for request {request}; the log says {logged:?}",
-                client.0
-            )),
+            logged => self.violate(
+                Rule::AnswersAreTheLogs,
+                format!(
+                    "session {} got {outcome:?} for request {request}; the log says {logged:?}",
+                    client.0
+                ),
+            ),
         }
     }
 

@@ -12,9 +12,9 @@
 
 use crate::SimOptions;
 use crate::clock::Clock;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use trexlock_lease::client::ClientCore;
-use trexlock_lease::{ClientId, DriftBound, LeaseToken, Stamp};
+use trexlock_lease::{ClientId, DriftBound, LeaseToken, SessionId, Stamp};
 
 /// TTL clients ask for.
 pub(crate) const TTL_US: u64 = 300_000;
@@ -25,6 +25,8 @@ pub(crate) const LONG_TTL_US: u64 = 2_000_000;
 pub(crate) const ACTION_US: u64 = 2_000;
 /// The lease names clients compete for.
 pub(crate) const NAMES: [&str; 2] = ["alpha", "beta"];
+/// The lock-delay some holders set on their grant.
+pub(crate) const LOCK_DELAY_US: u64 = 150_000;
 
 /// The request a client waits on.
 pub(crate) struct Waiting {
@@ -43,6 +45,10 @@ pub(crate) struct Holding {
     pub(crate) renewals_left: u8,
     /// Whether it releases instead of letting the lease run out.
     pub(crate) release_when_done: bool,
+    /// Whether it still means to set a lock-delay on this grant.
+    pub(crate) wants_lock_delay: bool,
+    /// The share held, for a semaphore or read-write lease.
+    pub(crate) mode: Option<trexlock_lease::command::Mode>,
 }
 
 /// One application process using leases through its home node.
@@ -55,6 +61,10 @@ pub(crate) struct SimClient {
     pub(crate) busy_until: u64,
     pub(crate) waiting: Option<Waiting>,
     pub(crate) holding: Option<Holding>,
+    /// Binds its leases to a lease session (every other client).
+    pub(crate) uses_sessions: bool,
+    /// Its lease session, once opened.
+    pub(crate) session: Option<SessionId>,
 }
 
 impl SimClient {
@@ -73,6 +83,8 @@ impl SimClient {
             busy_until: 0,
             waiting: None,
             holding: None,
+            uses_sessions: c % 2 == 1,
+            session: None,
         }
     }
 }
@@ -85,9 +97,25 @@ pub(crate) struct LeaseChecker {
     /// Per lease, the highest stamp the resource has seen.
     resource: BTreeMap<String, Stamp>,
     pub(crate) actions: u64,
+    /// Per grant, when its last action so far ends (real ns).
+    last_end: BTreeMap<(String, Stamp), u64>,
+    /// Grants whose holder was told its lock-delay (real ns) is set.
+    lock_delays: BTreeMap<(String, Stamp), u64>,
+    /// Grants that ended by expiry (as some node applied it).
+    expired: BTreeSet<(String, Stamp)>,
+    /// Largest clock rate error, parts per million.
+    max_drift_ppm: i64,
 }
 
 impl LeaseChecker {
+    /// A checker for clocks whose rate errs by at most `max_drift_ppm`.
+    pub(crate) fn new(max_drift_ppm: i64) -> LeaseChecker {
+        LeaseChecker {
+            max_drift_ppm,
+            ..LeaseChecker::default()
+        }
+    }
+
     /// Records an action on `name` during real `[start, end)`.
     pub(crate) fn on_action(
         &mut self,
@@ -110,6 +138,9 @@ impl LeaseChecker {
             }
         }
         running.push((stamp, client, start, end));
+        found.extend(self.check_lock_delays(name, stamp, client, start));
+        let last = self.last_end.entry((name.to_owned(), stamp)).or_default();
+        *last = (*last).max(end);
         let seen = self.resource.entry(name.to_owned()).or_default();
         if stamp < *seen {
             found.push(format!(
@@ -119,5 +150,48 @@ impl LeaseChecker {
             *seen = stamp;
         }
         found
+    }
+}
+
+/// Lock-delay, checked in real time: after a grant with a lock-delay
+/// EXPIRED, no later holder of the name acts before the delay has passed
+/// since that grant's last action (its deadline, and so the cluster's
+/// expiry, came no earlier; the cluster then counts the delay on clocks
+/// that run at least `1 - ρ` as fast as real time).
+impl LeaseChecker {
+    /// The holder of `stamp` was told its lock-delay is set.
+    pub(crate) fn on_lock_delay(&mut self, name: &str, stamp: Stamp, delay_ns: u64) {
+        self.lock_delays.insert((name.to_owned(), stamp), delay_ns);
+    }
+
+    /// A node applied the expiry of `stamp`.
+    pub(crate) fn on_expired(&mut self, name: &str, stamp: Stamp) {
+        self.expired.insert((name.to_owned(), stamp));
+    }
+
+    fn check_lock_delays(
+        &self,
+        name: &str,
+        stamp: Stamp,
+        client: ClientId,
+        start: u64,
+    ) -> Vec<String> {
+        let slack = 1.0 - 3.0 * self.max_drift_ppm as f64 / 1e6;
+        let from = (name.to_owned(), Stamp::default());
+        let to = (name.to_owned(), stamp);
+        self.lock_delays
+            .range(from..to)
+            .filter(|(grant, _)| self.expired.contains(*grant))
+            .filter_map(|((_, earlier), delay_ns)| {
+                let end = *self.last_end.get(&(name.to_owned(), *earlier))?;
+                let allowed = end + (*delay_ns as f64 * slack) as u64;
+                (start < allowed).then(|| {
+                    format!(
+                        "lease {name}: client {} (stamp {stamp}) acted at {start} ns, within the lock-delay of stamp {earlier}, which expired after acting until {end} ns",
+                        client.0
+                    )
+                })
+            })
+            .collect()
     }
 }

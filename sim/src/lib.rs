@@ -18,16 +18,22 @@
 //! that no request is executed twice and every answer a client gets is the
 //! log's, that no two holders act on a lease at the same real instant, and
 //! that a list never shows a holder older than a grant acknowledged before
-//! the list was sent.
+//! the list was sent, that after a grant with a lock-delay expires no
+//! holder acts on its name before the delay has passed, that no more
+//! holders act on a semaphore than it has permits and nobody beside a
+//! writer of a read-write lease, that no reader overtakes a queued
+//! writer, and that a lease session that ended on a node leaves no lease
+//! bound to it there.
 //! After the faults stop, a new request must be applied on every node
 //! within a bound, and every acknowledged command must be in every history.
 #![deny(missing_docs)]
 
-mod checker;
+pub mod checker;
 mod clock;
 mod leases;
-mod lists;
+pub mod lists;
 mod machine;
+mod shares;
 mod world;
 
 pub use world::{Outcome, World};
@@ -152,7 +158,9 @@ const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sab
                   vote-after-disk-loss, unchecked-snapshot-chunks,
                   old-config-quorum, concurrent-changes (these two with --reconfig)
   sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
-                  deadline-from-reply, no-takeover-extension, list-from-local-table";
+                  deadline-from-reply, no-takeover-extension, list-from-local-table,
+                  lock-delay-dropped, semaphore-off-by-one, reader-slips-past-writer,
+                  session-lease-from-acquire";
 
 /// Parses a sabotage name as printed in the usage text.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
@@ -174,6 +182,10 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "deadline-from-reply" => Sabotage::Runtime(R::DeadlineFromReply),
         "no-takeover-extension" => Sabotage::Runtime(R::NoTakeoverExtension),
         "list-from-local-table" => Sabotage::Runtime(R::ListFromLocalTable),
+        "lock-delay-dropped" => Sabotage::Runtime(R::LockDelayDropped),
+        "semaphore-off-by-one" => Sabotage::Runtime(R::SemaphoreOffByOne),
+        "reader-slips-past-writer" => Sabotage::Runtime(R::ReaderSlipsPastWriter),
+        "session-lease-from-acquire" => Sabotage::Runtime(R::SessionLeaseFromAcquire),
         _ => return None,
     })
 }
@@ -265,7 +277,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
         if verbose {
             let _ = writeln!(
                 out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {} changes {} removals {}",
+                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} share_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {} changes {} removals {} sessions_ended {}",
                 outcome.chosen,
                 outcome.acknowledged,
                 outcome.crashes,
@@ -277,12 +289,14 @@ pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::E
                 outcome.elections,
                 outcome.lease_grants,
                 outcome.lease_actions,
+                outcome.share_actions,
                 outcome.resends,
                 outcome.snapshot_installs,
                 outcome.largest_install_bytes,
                 outcome.lists,
                 outcome.changes,
-                outcome.removals
+                outcome.removals,
+                outcome.sessions_ended
             );
         }
     }

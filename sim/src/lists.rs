@@ -2,14 +2,15 @@
 //! were told: once a grant of stamp S on a name is acknowledged to its
 //! client, a list sent afterwards (in real time) is ordered after that
 //! grant in the log, so it may show the name free (expired, released) or
-//! held with stamp S or higher, but never held with a lower stamp.
+//! held with stamp S or higher, but never held with a lower stamp. Shared
+//! by the simulator and the model checker (`trexlock-model`).
 
 use std::collections::BTreeMap;
 use trexlock_lease::{ClientId, ListedLease, Stamp};
 
 /// What clients were told, and what each list in flight must respect.
-#[derive(Default)]
-pub(crate) struct ListChecker {
+#[derive(Clone, Debug, Default)]
+pub struct ListChecker {
     /// Per name, the highest stamp a client has received a grant of.
     acknowledged: BTreeMap<String, Stamp>,
     /// Per list request in flight, `acknowledged` as of its first send.
@@ -20,19 +21,21 @@ pub(crate) struct ListChecker {
 
 impl ListChecker {
     /// A client received a grant of `stamp` on `name`.
-    pub(crate) fn on_granted(&mut self, name: &str, stamp: Stamp) {
+    pub fn on_granted(&mut self, name: &str, stamp: Stamp) {
         let highest = self.acknowledged.entry(name.to_owned()).or_default();
         *highest = (*highest).max(stamp);
     }
 
     /// A client sent list request `request` for the first time.
-    pub(crate) fn on_sent(&mut self, client: ClientId, request: u64) {
+    pub fn on_sent(&mut self, client: ClientId, request: u64) {
         self.floors
             .insert((client, request), self.acknowledged.clone());
     }
 
-    /// The list request was answered with `leases`.
-    pub(crate) fn on_listed(
+    /// The list request was answered with `leases`: the violations found
+    /// (a name listed with a stamp below one acknowledged before the list
+    /// was sent).
+    pub fn on_listed(
         &mut self,
         client: ClientId,
         request: u64,

@@ -217,6 +217,21 @@ fn a_list_answered_from_a_nodes_own_table_instead_of_the_log_is_caught() {
     assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ListFromLocalTable)).is_some());
 }
 
+#[test]
+fn a_lock_delay_dropped_before_it_is_proposed_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::LockDelayDropped)).is_some());
+}
+
+#[test]
+fn a_semaphore_granting_one_permit_too_many_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::SemaphoreOffByOne)).is_some());
+}
+
+#[test]
+fn a_reader_granted_past_a_queued_writer_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::ReaderSlipsPastWriter)).is_some());
+}
+
 /// The pause must outlast the margin the protocol leaves anyway (the
 /// cluster counts from a commit that follows the holder's send by a
 /// journal sync and a round trip or more).
@@ -250,4 +265,27 @@ fn without_pauses_drift_within_the_bound_needs_no_safety_gap() {
     };
     let found = violations(0, 300, opts);
     assert!(found.is_empty(), "{found:#?}");
+}
+
+/// Lease sessions are part of every run: opened, kept, closed and run
+/// out, each end checked on every node to leave no lease bound to it.
+#[test]
+fn lease_sessions_end_in_every_run_and_leave_no_lease_behind() {
+    let outcomes = simulate_many(0, 50, SimOptions::default());
+    let ended: u64 = outcomes.iter().map(|(_, o)| o.sessions_ended).sum();
+    let found: Vec<String> = outcomes
+        .into_iter()
+        .flat_map(|(seed, o)| {
+            o.violations
+                .into_iter()
+                .map(move |v| format!("seed {seed}: {v}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "{found:#?}");
+    assert!(ended >= 50, "{ended} session ends over 50 seeds");
+}
+
+#[test]
+fn a_holder_counting_its_session_lease_from_the_acquire_is_caught() {
+    assert!(seeds_to_catch(Sabotage::Runtime(Runtime::SessionLeaseFromAcquire)).is_some());
 }

@@ -19,6 +19,9 @@
 //!   (clientv3's mutex recipe). One op = one acquisition, latency = the wait.
 //! - `renew:K`: K leases kept alive on their keep-alive streams as fast as
 //!   the server answers.
+//! - `renew_session:K`: ONE lease with K keys attached (etcd's
+//!   one-lease-many-keys, what its `Session` does), kept alive on one
+//!   stream as fast as the server answers; one op = one keep-alive.
 //! - `failover:K`: the uncontended load, SIGKILL of the leader's process,
 //!   then the time until the next successful lock.
 //!
@@ -137,6 +140,7 @@ async fn run(settings: Settings) -> Result<(), Error> {
                 driver.contended_kv(k).await?;
             }
             "renew" => driver.renew(k).await?,
+            "renew_session" => driver.renew_session(k).await?,
             "failover" => driver.failover(k).await?,
             other => return Err(format!("unknown case {other:?}")),
         }
@@ -332,6 +336,39 @@ impl Driver {
         let recs = join(tasks).await;
         let cpu = meter.stop();
         load::report(SYSTEM, "renew", k, &load::merge(&window, recs), cpu);
+        Ok(())
+    }
+
+    async fn renew_session(&self, k: usize) -> Result<(), Error> {
+        let mut client = self.clients(1, false).await?.remove(0);
+        let lease = Self::grant(&mut client).await?;
+        for i in 0..k {
+            let key = format!("session-{i}");
+            let attached = PutOptions::new().with_lease(lease);
+            client.put(key, "", Some(attached)).await.map_err(err)?;
+        }
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await.map_err(err)?;
+        let window = self.window();
+        let meter = CpuMeter::start(self.pids.clone());
+        let task = tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            while rec.go_on(&window) {
+                let started = Instant::now();
+                let answered = match keeper.keep_alive().await {
+                    Ok(()) => matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0),
+                    Err(_) => false,
+                };
+                if answered {
+                    rec.ok(&window, started);
+                } else {
+                    rec.error(&window);
+                }
+            }
+            rec
+        });
+        let recs = join(vec![task]).await;
+        let cpu = meter.stop();
+        load::report(SYSTEM, "renew_session", k, &load::merge(&window, recs), cpu);
         Ok(())
     }
 

@@ -67,11 +67,14 @@ fn kind(e: &LeaseError) -> &'static str {
         LeaseError::LeaseLost { .. } => "lost",
         LeaseError::StaleStamp { .. } => "stale",
         LeaseError::Held { .. } => "held",
+        LeaseError::LockDelay { .. } => "lock-delay",
+        LeaseError::Busy { .. } => "busy",
         LeaseError::Invalid(_) => "invalid",
         LeaseError::Refused(_) => "refused",
         LeaseError::Random(_) => "random",
         LeaseError::Stopped => "stopped",
         LeaseError::Connect(_) => "connect",
+        LeaseError::SessionLost { .. } => "session-lost",
     }
 }
 

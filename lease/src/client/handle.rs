@@ -1,7 +1,7 @@
 //! A held lease, as its holder sees it.
 
 use super::{LeaseClient, millis, unexpected};
-use crate::command::{HolderInfo, LeaseToken, Op, Outcome, Stamp};
+use crate::command::{HolderInfo, LeaseToken, Op, Outcome, SessionId, Stamp};
 use crate::error::LeaseError;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -21,12 +21,16 @@ use std::time::{Duration, Instant};
 /// a reentrant acquire or a release through any of them is seen by all,
 /// and a reentrant acquire with a shorter TTL never makes the lease end
 /// sooner.
+///
+/// A lease acquired in a [`super::LeaseSession`] ends when its session
+/// does: its expiry is the session's, and renewing it keeps the session.
 #[derive(Debug)]
 pub struct LeaseHandle {
     client: LeaseClient,
     name: String,
     stamp: Stamp,
     ttl: Duration,
+    session: Option<SessionId>,
 }
 
 impl LeaseHandle {
@@ -36,7 +40,19 @@ impl LeaseHandle {
             name,
             stamp,
             ttl,
+            session: None,
         }
+    }
+
+    /// A handle of a lease bound to `session`.
+    pub(super) fn in_session(mut self, session: SessionId) -> Self {
+        self.session = Some(session);
+        self
+    }
+
+    /// The lease session the lease is bound to, if any.
+    pub fn session(&self) -> Option<SessionId> {
+        self.session
     }
 
     /// The lease's name.
@@ -97,11 +113,20 @@ impl LeaseHandle {
     }
 
     /// Extends the lease by its TTL, counted from now; the stamp stays.
+    /// For a lease bound to a session, keeps the session (and so every
+    /// lease of it).
     ///
     /// # Errors
-    /// [`LeaseError::LeaseLost`] if it is no longer ours; timeouts as for
-    /// any call (the lease may still be valid: retry).
+    /// [`LeaseError::LeaseLost`] if it is no longer ours
+    /// ([`LeaseError::SessionLost`] if its session is over); timeouts as
+    /// for any call (the lease may still be valid: retry).
     pub async fn renew(&self) -> Result<(), LeaseError> {
+        if let Some(session) = self.session {
+            return self
+                .client
+                .keep_session(session, self.client.token()?)
+                .await;
+        }
         let op = Op::Renew {
             name: self.name.clone(),
             owner: self.client.owner().to_owned(),
@@ -153,6 +178,30 @@ impl LeaseHandle {
                 name: self.name.clone(),
                 stamp: self.stamp,
             }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets this grant's lock-delay: if the lease EXPIRES (instead of
+    /// being released), the cluster grants the name to nobody for `delay`
+    /// afterwards, so that a resource that cannot check stamps sees this
+    /// holder's last requests drain first (Chubby's lock-delay). At most
+    /// [`crate::table::MAX_LOCK_DELAY_MS`]; zero removes it.
+    ///
+    /// # Errors
+    /// [`LeaseError::LeaseLost`] if the lease is no longer ours;
+    /// [`LeaseError::Invalid`] for a delay over the limit.
+    pub async fn set_lock_delay(&self, delay: Duration) -> Result<(), LeaseError> {
+        let op = Op::SetLockDelay {
+            name: self.name.clone(),
+            owner: self.client.owner().to_owned(),
+            stamp: self.stamp,
+            token: self.client.token()?,
+            lock_delay_ms: millis("lock delay", delay)?,
+        };
+        match self.call(op).await? {
+            Outcome::LockDelaySet => Ok(()),
+            Outcome::NotHolder { current } => Err(self.lost(current)),
             other => Err(unexpected(other)),
         }
     }

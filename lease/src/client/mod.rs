@@ -5,14 +5,17 @@
 //! [`ClientCore`] it keeps, the same one the simulator's clients use.
 
 mod handle;
+mod lease_session;
 mod list;
 pub(crate) mod members;
 mod session;
+mod shares;
 
 pub use handle::LeaseHandle;
+pub use lease_session::LeaseSession;
 pub use list::ListPage;
 pub use members::{MemberError, MemberList, MemberRefusal};
-pub use session::{ClientCore, LeaseState};
+pub use session::{ClientCore, LeaseState, SessionState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};
 use crate::error::LeaseError;
@@ -131,7 +134,8 @@ impl LeaseClient {
     ///
     /// # Errors
     /// [`LeaseError::Invalid`] for an empty or overlong name or a TTL of
-    /// zero or over a day; [`LeaseError::Timeout`] / [`LeaseError::NoLeader`]
+    /// zero or over a day; [`LeaseError::LockDelay`] while a lock-delay
+    /// blocks the name; [`LeaseError::Timeout`] / [`LeaseError::NoLeader`]
     /// when the cluster did not answer in time; [`LeaseError::Stopped`].
     pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<TryAcquire, LeaseError> {
         let op = Op::Acquire {
@@ -147,6 +151,10 @@ impl LeaseClient {
                 Ok(TryAcquire::Acquired(self.handle(name, stamp, ttl)))
             }
             Outcome::Held(holder) => Ok(TryAcquire::Held(holder)),
+            Outcome::Blocked { remaining_ms } => Err(LeaseError::LockDelay {
+                name: name.to_owned(),
+                remaining_ms,
+            }),
             other => Err(unexpected(other)),
         }
     }

@@ -13,6 +13,13 @@
 //! read the same entry here, so they always agree, and a deadline only
 //! moves later until the lease ends.
 //!
+//! A lease bound to a lease session has no deadline of its own: it is the
+//! session's, counted from the send of the newest keep (or open) the
+//! cluster acknowledged, and it moves with every acknowledged keep (see
+//! [`ClientCore::session`]). The table ends the lease no sooner than the
+//! session, and the session no sooner than that keep's commit plus its
+//! TTL, so the holder's deadline is never later than the table's.
+//!
 //! ```
 //! use std::time::Duration;
 //! use trexlock_lease::client::ClientCore;
@@ -32,11 +39,15 @@
 //! assert!(lease.deadline > sent + Duration::from_millis(9_900));
 //! ```
 
-use crate::command::{ClientId, Op, Outcome, Request, Stamp};
+use crate::command::{ClientId, Op, Outcome, Request, SessionId, Stamp};
 use crate::time::DriftBound;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+mod lease_sessions;
+
+pub use lease_sessions::SessionState;
 
 /// Ended leases kept so that old handles can still say when theirs ended;
 /// beyond this many the oldest are dropped.
@@ -57,6 +68,8 @@ pub struct LeaseState {
     /// Set once the lease is known to be over (released, lost, expired by
     /// the cluster's word); `deadline` is then no later than that moment.
     pub ended: bool,
+    /// The lease session it is bound to, whose deadline is its deadline.
+    pub session: Option<SessionId>,
 }
 
 /// A request of this session that has not had its final answer.
@@ -76,6 +89,7 @@ pub struct ClientCore {
     next_request: u64,
     in_flight: BTreeMap<u64, InFlight>,
     leases: BTreeMap<String, LeaseState>,
+    sessions: BTreeMap<SessionId, SessionState>,
     #[cfg(feature = "sabotage")]
     cfg: Settings,
 }
@@ -97,6 +111,7 @@ impl ClientCore {
             next_request: 1,
             in_flight: BTreeMap::new(),
             leases: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             #[cfg(feature = "sabotage")]
             cfg: Settings::default(),
         }
@@ -172,10 +187,13 @@ impl ClientCore {
             sent
         };
         match (op, outcome) {
-            (Op::Acquire { name, ttl_ms, .. }, Outcome::Granted { stamp, value }) => {
+            (
+                Op::Acquire { name, ttl_ms, .. } | Op::AcquireShare { name, ttl_ms, .. },
+                Outcome::Granted { stamp, value },
+            ) => {
                 let ttl = Duration::from_millis(ttl_ms);
                 let deadline = counted_from + self.belief(ttl);
-                self.granted(name, *stamp, ttl, deadline, value.clone());
+                self.granted(name, *stamp, ttl, deadline, value.clone(), None);
             }
             (
                 Op::Renew {
@@ -205,9 +223,17 @@ impl ClientCore {
             (
                 Op::Renew { name, stamp, .. }
                 | Op::Release { name, stamp, .. }
-                | Op::Write { name, stamp, .. },
+                | Op::Write { name, stamp, .. }
+                | Op::SetLockDelay { name, stamp, .. },
                 Outcome::NotHolder { .. },
             ) => self.end(&name, stamp, now),
+            (
+                op @ (Op::OpenSession { .. }
+                | Op::KeepSession { .. }
+                | Op::CloseSession { .. }
+                | Op::AcquireInSession { .. }),
+                outcome,
+            ) => self.session_answered(op, outcome, counted_from, now),
             _ => {}
         }
         Some(sent)
@@ -237,13 +263,14 @@ impl ClientCore {
         }
     }
 
-    fn granted(
+    pub(super) fn granted(
         &mut self,
         name: String,
         stamp: Stamp,
         ttl: Duration,
         deadline: Duration,
         value: Option<Bytes>,
+        session: Option<SessionId>,
     ) {
         match self.leases.get_mut(&name) {
             // A reentrant grant of the lease we hold: the cluster keeps
@@ -266,6 +293,7 @@ impl ClientCore {
                         deadline,
                         value,
                         ended: false,
+                        session,
                     },
                 );
             }
@@ -285,7 +313,7 @@ impl ClientCore {
         self.leases.retain(|_, l| !l.ended);
     }
 
-    fn belief(&self, ttl: Duration) -> Duration {
+    pub(super) fn belief(&self, ttl: Duration) -> Duration {
         let ttl_us = u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX);
         Duration::from_micros(self.drift.holder_belief_us(ttl_us))
     }

@@ -12,8 +12,8 @@
 //! | `trexlock://<cluster>/admin/<name>` | `<name>` |
 //! | `trexlock://<cluster>/node/<id>` | `node:<id>` |
 //!
-//! A request that names an owner (acquire, renew, release, cancel, write)
-//! is allowed only if the owner is the principal or starts with
+//! A request that names an owner (acquire, renew, release, cancel, write,
+//! and every lease-session operation) is allowed only if the owner is the principal or starts with
 //! `<principal>/` (so `billing` may use `billing` and `billing/worker-3`,
 //! never `alice`). Certificate names cannot contain `/` or `:`, so no
 //! certificate's owners overlap another's except a client's and an
@@ -101,7 +101,13 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
         | Op::Renew { owner, .. }
         | Op::Release { owner, .. }
         | Op::Cancel { owner, .. }
-        | Op::Write { owner, .. } => owner,
+        | Op::Write { owner, .. }
+        | Op::SetLockDelay { owner, .. }
+        | Op::AcquireShare { owner, .. }
+        | Op::OpenSession { owner, .. }
+        | Op::KeepSession { owner, .. }
+        | Op::CloseSession { owner, .. }
+        | Op::AcquireInSession { owner, .. } => owner,
     };
     match identity {
         Some(identity) if !owns(&principal(identity), owner) => Err(Refusal::OwnerNotCertified),
@@ -112,7 +118,7 @@ pub fn authorize(identity: Option<&Identity>, op: &Op) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{LeaseToken, Stamp};
+    use crate::command::{LeaseToken, SessionId, Stamp};
     use trexlock_paxos::NodeId;
 
     fn client(name: &str) -> Identity {
@@ -160,11 +166,33 @@ mod tests {
                 token,
             },
             Op::Write {
-                name,
-                owner,
+                name: name.clone(),
+                owner: owner.clone(),
                 stamp,
                 token,
                 value: bytes::Bytes::new(),
+            },
+            Op::OpenSession {
+                owner: owner.clone(),
+                token,
+                ttl_ms: 10,
+            },
+            Op::KeepSession {
+                session: SessionId(1),
+                owner: owner.clone(),
+                token,
+            },
+            Op::CloseSession {
+                session: SessionId(1),
+                owner: owner.clone(),
+                token,
+            },
+            Op::AcquireInSession {
+                name,
+                owner,
+                token,
+                session: SessionId(1),
+                wait_ms: 0,
             },
         ]
     }

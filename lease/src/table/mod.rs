@@ -46,9 +46,17 @@
 //! means clients that open more than [`MAX_SESSIONS`] sessions within
 //! [`SESSION_IDLE_US`] are refused new ones until idle ones are forgotten;
 //! limiting who may open sessions is the node's job, before proposing.
+//!
+//! These request-dedup sessions are not **lease sessions** (one TTL and
+//! one keep-alive for many leases, [`Op::OpenSession`]): those are opened
+//! explicitly, numbered by the table and end their leases when they end;
+//! at most [`MAX_LEASE_SESSIONS`] are open, holding at most
+//! [`MAX_LEASES_PER_SESSION`] leases each (`lease_sessions.rs` says why
+//! the two are kept apart).
 
 use crate::command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, Op, Outcome, Refusal, Request, SessionId,
+    Stamp,
 };
 use bytes::Bytes;
 use line::Line;
@@ -57,13 +65,21 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use trexlock_paxos::Ballot;
 
+mod lease_sessions;
 mod line;
 mod owners;
 mod snapshot;
 
+use lease_sessions::LeaseSessions;
+pub use lease_sessions::{MAX_LEASE_SESSIONS, MAX_LEASES_PER_SESSION};
+
 pub use snapshot::SnapshotError;
 mod list;
+mod lock_delay;
+mod shares;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
+pub use lock_delay::MAX_LOCK_DELAY_MS;
+pub use shares::{MAX_PERMITS, MAX_SHARE_HOLDERS};
 
 /// Longest lease name, in bytes.
 pub const MAX_NAME_BYTES: usize = 256;
@@ -102,13 +118,23 @@ pub const MAX_REMEMBERED_OUTCOMES: usize = 100_000;
 /// Most bytes of fenced values the whole table holds.
 pub const MAX_TOTAL_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Settings of a table beyond its state (feature `sabotage` only).
+#[cfg(feature = "sabotage")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Settings {
+    sabotage: Option<crate::Sabotage>,
+}
+
 /// The current holder of a lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holder {
     owner: Shared,
     token: LeaseToken,
     stamp: Stamp,
+    /// For a holder bound to a session, `u64::MAX`: its end is the
+    /// session's.
     expires_at: u64,
+    session: Option<SessionId>,
 }
 
 /// Someone waiting in line.
@@ -120,6 +146,7 @@ struct Waiter {
     request: u64,
     ttl_us: u64,
     give_up_at: u64,
+    session: Option<SessionId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,11 +165,14 @@ impl Lease {
 
     /// What the table's indexes record about this lease.
     fn marks(&self) -> Marks {
+        // A bound holder's expiry is its session's, indexed there once.
+        let own_expiry = self.holder.as_ref().filter(|h| h.session.is_none());
         Marks {
-            expires_at: self.holder.as_ref().map(|h| h.expires_at),
-            awaited: self.holder.is_some() && !self.waiters.is_empty(),
+            expires_at: own_expiry.map(|h| h.expires_at),
+            awaited: own_expiry.is_some() && !self.waiters.is_empty(),
             value_bytes: self.value.as_ref().map_or(0, |v| v.len() as u64),
             waiters: self.waiters.len(),
+            session: self.holder.as_ref().and_then(|h| h.session),
         }
     }
 }
@@ -155,6 +185,7 @@ struct Marks {
     awaited: bool,
     value_bytes: u64,
     waiters: usize,
+    session: Option<SessionId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +238,13 @@ pub enum Event {
         /// Lease name.
         name: String,
     },
+    /// A lease session ended, and every lease bound to it with it.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// True when it ran out; false when it was closed.
+        expired: bool,
+    },
 }
 
 /// What applying one command produced.
@@ -244,13 +282,37 @@ pub struct LeaseTable {
     sessions: BTreeMap<ClientId, Session>,
     /// Every session's `expires_at`.
     session_expiries: BTreeSet<(u64, ClientId)>,
+    lease_sessions: LeaseSessions,
     owners: Owners,
+    /// The lock-delay of a grant, by name: (its stamp, delay in µs).
+    lock_delays: BTreeMap<String, (Stamp, u64)>,
+    /// Names not to be granted before a table time (a lock-delay).
+    blocked: BTreeMap<String, u64>,
+    /// `blocked`, ordered by when each block ends.
+    unblocks: BTreeSet<(u64, String)>,
+    /// Semaphores and read-write leases, by name.
+    shares: BTreeMap<Shared, shares::ShareLine>,
+    /// Each share line's next deadline (an expiry or a give-up).
+    share_due: BTreeSet<(u64, Shared)>,
+    /// Shares held in all lines.
+    share_holders: usize,
+    /// A deliberately broken rule, the same on every node of a
+    /// simulated cluster (feature `sabotage` only).
+    #[cfg(feature = "sabotage")]
+    cfg: Settings,
 }
 
 impl LeaseTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same table running a deliberately broken rule.
+    #[cfg(feature = "sabotage")]
+    pub fn with_sabotage(mut self, sabotage: Option<crate::Sabotage>) -> Self {
+        self.cfg.sabotage = sabotage;
+        self
     }
 
     /// The table's time, in microseconds. Monotonic in log order.
@@ -268,19 +330,20 @@ impl LeaseTable {
         self.epoch_base
     }
 
-    /// How many leases are held or awaited.
+    /// How many leases, semaphores and read-write leases are held or
+    /// awaited.
     pub fn len(&self) -> usize {
-        self.leases.len()
+        self.leases.len() + self.shares.len()
     }
 
-    /// True when no lease is held or awaited.
+    /// True when nothing is held or awaited.
     pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
+        self.len() == 0
     }
 
     /// How many leases have a holder.
     pub fn held_len(&self) -> usize {
-        self.expiries.len()
+        self.expiries.len() + self.lease_sessions.bound
     }
 
     /// How many waiters wait in all lines.
@@ -291,7 +354,7 @@ impl LeaseTable {
     /// True when `name` is held or awaited (so acquiring it creates no
     /// lease).
     pub fn tracks(&self, name: &str) -> bool {
-        self.leases.contains_key(name)
+        self.leases.contains_key(name) || self.is_shared(name)
     }
 
     /// How many client sessions the table remembers.
@@ -308,8 +371,19 @@ impl LeaseTable {
     /// runs out: the leader proposes a tick then, so expiry is decided by
     /// a command, never by a timer on one node. Cheap: leases nobody
     /// waits for are not looked at.
+    /// Lease sessions count as due when they end, whoever waits.
     pub fn next_deadline_us(&self) -> Option<u64> {
-        self.awaited.first().map(|(at, _)| *at)
+        let expiry = self.awaited.first().map(|(at, _)| *at);
+        let sessions = self.next_lease_session_expiry_us();
+        [
+            expiry,
+            sessions,
+            self.next_unblock_us(),
+            self.next_share_due_us(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The earliest table time at which a session is forgotten. Any
@@ -325,6 +399,9 @@ impl LeaseTable {
         let mut out = Applied::default();
         self.advance(command.epoch, command.elapsed_us);
         self.expire_due(&mut out);
+        self.end_expired_sessions(&mut out);
+        self.unblock_due(&mut out);
+        self.settle_shares(&mut out);
         self.forget_idle_sessions();
         if let Body::Request(req) = &command.body {
             let outcome = self.answer(req, &mut out);
@@ -359,6 +436,7 @@ impl LeaseTable {
             self.expiries.pop_first();
             let now = self.now;
             if let Some(h) = self.update(&name, |l| l.holder.take_if(|h| h.expires_at <= now)) {
+                self.grant_ended(&name, h.stamp, Some(h.expires_at));
                 out.events.push(Event::Expired {
                     name: name.to_string(),
                     stamp: h.stamp,
@@ -484,17 +562,27 @@ impl LeaseTable {
     }
 
     fn info(&self, lease: &Lease) -> Option<HolderInfo> {
-        lease.holder.as_ref().map(|h| HolderInfo {
-            owner: h.owner.to_string(),
-            stamp: h.stamp,
-            remaining_ms: h.expires_at.saturating_sub(self.now) / 1000,
+        lease.holder.as_ref().map(|h| {
+            let ends = h
+                .session
+                .map_or(h.expires_at, |s| self.session_expires_at(s));
+            HolderInfo {
+                owner: h.owner.to_string(),
+                stamp: h.stamp,
+                remaining_ms: ends.saturating_sub(self.now) / 1000,
+            }
         })
     }
 
     fn execute(&mut self, req: &Request, out: &mut Applied) -> Outcome {
         let now = self.now;
         let name = req.op.name().to_owned();
+        let shared_name = !matches!(req.op, Op::List { .. } | Op::AcquireShare { .. });
+        if shared_name && self.is_shared(&name) {
+            return self.execute_on_share(&req.op, out);
+        }
         match &req.op {
+            Op::AcquireShare { .. } => self.acquire_share(req, out),
             Op::Acquire {
                 owner,
                 token,
@@ -502,50 +590,51 @@ impl LeaseTable {
                 wait_ms,
                 ..
             } => {
-                let ttl_us = ttl_ms.saturating_mul(1000);
-                let held_by = self.leases.get(name.as_str()).and_then(|l| {
-                    let h = l.holder.as_ref()?;
-                    Some((*h.owner == **owner && h.token == *token, self.info(l)?))
-                });
-                match held_by {
-                    Some((true, holder)) => {
-                        self.extend(&name, now.saturating_add(ttl_us));
-                        out.events.push(Event::Renewed { name: name.clone() });
-                        Outcome::Granted {
-                            stamp: holder.stamp,
-                            value: self
-                                .leases
-                                .get(name.as_str())
-                                .and_then(|l| l.value.as_deref().cloned()),
-                        }
-                    }
-                    Some((false, _)) if *wait_ms > 0 => {
-                        let waiter = Waiter {
-                            owner: self.owners.intern(owner),
-                            token: *token,
-                            client: req.client,
-                            request: req.request,
-                            ttl_us,
-                            give_up_at: now.saturating_add(wait_ms.saturating_mul(1000)),
-                        };
-                        self.queue(&name, waiter, out)
-                    }
-                    Some((false, holder)) => Outcome::Held(holder),
-                    None if self.leases.len() >= MAX_LEASES => {
-                        Outcome::Refused(Refusal::TooManyLeases)
-                    }
-                    None => {
-                        let owner = self.owners.intern(owner);
-                        let stamp = self.grant(&name, owner, *token, ttl_us);
-                        out.events.push(Event::Granted {
-                            name: name.clone(),
-                            stamp,
-                            waited: false,
-                        });
-                        Outcome::Granted { stamp, value: None }
-                    }
-                }
+                let claim = Claim {
+                    name: &name,
+                    owner,
+                    token: *token,
+                    ttl_us: ttl_ms.saturating_mul(1000),
+                    wait_ms: *wait_ms,
+                    session: None,
+                };
+                self.acquire(req, claim, out)
             }
+            Op::AcquireInSession {
+                owner,
+                token,
+                session,
+                wait_ms,
+                ..
+            } => match self.session_ttl_us(*session, owner, *token) {
+                Some(ttl_us) => {
+                    let claim = Claim {
+                        name: &name,
+                        owner,
+                        token: *token,
+                        ttl_us,
+                        wait_ms: *wait_ms,
+                        session: Some(*session),
+                    };
+                    self.acquire(req, claim, out)
+                }
+                None => Outcome::NoSession,
+            },
+            Op::OpenSession {
+                owner,
+                token,
+                ttl_ms,
+            } => self.open_session(owner, *token, ttl_ms.saturating_mul(1000)),
+            Op::KeepSession {
+                session,
+                owner,
+                token,
+            } => self.keep_session(*session, owner, *token),
+            Op::CloseSession {
+                session,
+                owner,
+                token,
+            } => self.close_session(*session, owner, *token, out),
             Op::Renew {
                 owner,
                 stamp,
@@ -555,6 +644,9 @@ impl LeaseTable {
             } => {
                 if !self.holds(&name, owner, *stamp, *token) {
                     return self.not_holder(&name);
+                }
+                if self.bound_to_session(&name) {
+                    return Outcome::Refused(Refusal::LeaseInSession);
                 }
                 self.extend(&name, now.saturating_add(ttl_ms.saturating_mul(1000)));
                 out.events.push(Event::Renewed { name });
@@ -572,6 +664,18 @@ impl LeaseTable {
                 self.release(&name, out)
             }
             Op::ForceRelease { .. } => self.release(&name, out),
+            Op::SetLockDelay {
+                owner,
+                stamp,
+                token,
+                lock_delay_ms,
+                ..
+            } => {
+                if !self.holds(&name, owner, *stamp, *token) {
+                    return self.not_holder(&name);
+                }
+                self.set_lock_delay(&name, *stamp, *lock_delay_ms)
+            }
             Op::Cancel { owner, token, .. } => {
                 if self.leases.contains_key(name.as_str()) {
                     self.update(&name, |l| {
@@ -619,6 +723,91 @@ impl LeaseTable {
                 Outcome::Written
             }
         }
+    }
+
+    /// Grants, renews (reentrant), queues or refuses a claim on a lease.
+    fn acquire(&mut self, req: &Request, claim: Claim<'_>, out: &mut Applied) -> Outcome {
+        let Claim {
+            name,
+            owner,
+            token,
+            ttl_us,
+            wait_ms,
+            session,
+        } = claim;
+        let now = self.now;
+        let held_by = self.leases.get(name).and_then(|l| {
+            let h = l.holder.as_ref()?;
+            // Reentrant only with the same binding: a plain acquire must
+            // not answer for a lease whose end is a session's, nor the
+            // reverse.
+            let same = *h.owner == *owner && h.token == token && h.session == session;
+            Some((same, self.info(l)?))
+        });
+        // Another holder, or nobody while a lock-delay blocks it.
+        let busy = match &held_by {
+            Some((mine, _)) => !mine,
+            None => self.is_blocked(name),
+        };
+        match held_by {
+            Some((true, holder)) => {
+                if session.is_none() {
+                    self.extend(name, now.saturating_add(ttl_us));
+                }
+                out.events.push(Event::Renewed {
+                    name: name.to_owned(),
+                });
+                Outcome::Granted {
+                    stamp: holder.stamp,
+                    value: self
+                        .leases
+                        .get(name)
+                        .and_then(|l| l.value.as_deref().cloned()),
+                }
+            }
+            _ if busy && wait_ms > 0 => {
+                let waiter = Waiter {
+                    owner: self.owners.intern(owner),
+                    token,
+                    client: req.client,
+                    request: req.request,
+                    ttl_us,
+                    give_up_at: now.saturating_add(wait_ms.saturating_mul(1000)),
+                    session,
+                };
+                self.queue(name, waiter, out)
+            }
+            Some((_, holder)) => Outcome::Held(holder),
+            None if busy => self.blocked_answer(name),
+            None => {
+                let refused = match session {
+                    Some(s) => self.session_refusal(s, true),
+                    None if self.len() + self.blocked_len() >= MAX_LEASES => {
+                        Some(Outcome::Refused(Refusal::TooManyLeases))
+                    }
+                    None => None,
+                };
+                if let Some(refused) = refused {
+                    return refused;
+                }
+                let owner = self.owners.intern(owner);
+                let stamp = self.grant(name, owner, token, ttl_us, session);
+                out.events.push(Event::Granted {
+                    name: name.to_owned(),
+                    stamp,
+                    waited: false,
+                });
+                Outcome::Granted { stamp, value: None }
+            }
+        }
+    }
+
+    /// True when the holder of `name` is bound to a lease session.
+    fn bound_to_session(&self, name: &str) -> bool {
+        self.leases
+            .get(name)
+            .and_then(|l| l.holder.as_ref())
+            .is_some_and(|h| h.session.is_some())
     }
 
     /// Puts `waiter` in line for the held lease `name`, first answering
@@ -687,7 +876,8 @@ impl LeaseTable {
             return Outcome::NotHolder { current: None };
         }
         match self.update(name, |l| l.holder.take()) {
-            Some(_) => {
+            Some(h) => {
+                self.grant_ended(name, h.stamp, None);
                 out.events.push(Event::Released {
                     name: name.to_owned(),
                 });
@@ -712,19 +902,36 @@ impl LeaseTable {
     }
 
     /// Makes `owner` the holder of the free lease `name`, with a fresh stamp.
-    fn grant(&mut self, name: &str, owner: Shared, token: LeaseToken, ttl_us: u64) -> Stamp {
+    fn grant(
+        &mut self,
+        name: &str,
+        owner: Shared,
+        token: LeaseToken,
+        ttl_us: u64,
+        session: Option<SessionId>,
+    ) -> Stamp {
         self.next_stamp += 1;
         let stamp = Stamp(self.next_stamp);
-        let expires_at = self.now.saturating_add(ttl_us);
+        let expires_at = self.own_expiry(ttl_us, session);
         self.update(name, |l| {
             l.holder = Some(Holder {
                 owner,
                 token,
                 stamp,
                 expires_at,
+                session,
             });
         });
         stamp
+    }
+
+    /// A new holder's own expiry: none (`u64::MAX`) when a session's end
+    /// is its end.
+    fn own_expiry(&self, ttl_us: u64, session: Option<SessionId>) -> u64 {
+        match session {
+            Some(_) => u64::MAX,
+            None => self.now.saturating_add(ttl_us),
+        }
     }
 
     /// Moves the holder's expiry to `until` unless it already ends later:
@@ -766,9 +973,13 @@ impl LeaseTable {
             if let Some(at) = after.expires_at {
                 self.expiries.insert((at, key.clone()));
                 if after.awaited {
-                    self.awaited.insert((at, key));
+                    self.awaited.insert((at, key.clone()));
                 }
             }
+        }
+        if before.session != after.session {
+            self.lease_sessions
+                .moved(&key, before.session, after.session);
         }
         self.value_bytes = self
             .value_bytes
@@ -784,34 +995,56 @@ impl LeaseTable {
     /// The lease came free: hand it to the first waiter still willing to
     /// wait (validity is checked again now, at grant time).
     fn grant_next(&mut self, name: &str, out: &mut Applied) {
-        if !self.leases.contains_key(name) {
+        let Some(lease) = self.leases.get(name) else {
+            return;
+        };
+        if self.is_blocked(name) {
             return;
         }
         let now = self.now;
         let stamp = Stamp(self.next_stamp + 1);
-        let (gone, granted) = self.update(name, |lease| {
-            let mut gone = Vec::new();
+        // Waiters whose session cannot take the lease (ended, or full),
+        // decided before the lease is borrowed for the change.
+        let barred: Vec<(SessionId, Outcome)> = lease
+            .waiters
+            .iter()
+            .filter_map(|w| w.session)
+            .filter_map(|s| Some((s, self.session_refusal(s, false)?)))
+            .collect();
+        let (gone, turned_away, granted) = self.update(name, |lease| {
+            let (mut gone, mut turned_away) = (Vec::new(), Vec::new());
             if lease.holder.is_some() {
-                return (gone, None);
+                return (gone, turned_away, None);
             }
             while let Some(w) = lease.waiters.pop_front() {
                 if w.give_up_at < now {
                     gone.push(w);
                     continue;
                 }
+                if let Some((_, answer)) = barred.iter().find(|(s, _)| Some(*s) == w.session) {
+                    turned_away.push((w, answer.clone()));
+                    continue;
+                }
                 lease.holder = Some(Holder {
                     owner: w.owner,
                     token: w.token,
                     stamp,
-                    expires_at: now.saturating_add(w.ttl_us),
+                    expires_at: match w.session {
+                        Some(_) => u64::MAX,
+                        None => now.saturating_add(w.ttl_us),
+                    },
+                    session: w.session,
                 });
                 let value = lease.value.as_deref().cloned();
-                return (gone, Some((w.client, w.request, value)));
+                return (gone, turned_away, Some((w.client, w.request, value)));
             }
-            (gone, None)
+            (gone, turned_away, None)
         });
         for w in gone {
             self.answer_waiter(w.client, w.request, Outcome::TimedOut, out);
+        }
+        for (w, answer) in turned_away {
+            self.answer_waiter(w.client, w.request, answer, out);
         }
         if let Some((client, request, value)) = granted {
             self.next_stamp = stamp.0;
@@ -825,6 +1058,17 @@ impl LeaseTable {
     }
 }
 
+/// A claim on a lease: what [`Op::Acquire`] and [`Op::AcquireInSession`]
+/// ask, once checked.
+struct Claim<'a> {
+    name: &'a str,
+    owner: &'a str,
+    token: LeaseToken,
+    ttl_us: u64,
+    wait_ms: u64,
+    session: Option<SessionId>,
+}
+
 /// Checks the limits every operation must respect. Pure: the same answer
 /// on every node, before proposing and when applying.
 ///
@@ -834,6 +1078,11 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     if let Op::List { .. } = op {
         return list::validate(op);
     }
+    if let Some(checked) = lease_sessions::validate(op) {
+        return checked;
+    }
+    lock_delay::validate(op)?;
+    shares::validate(op)?;
     let name = op.name();
     if name.is_empty() {
         return Err(Refusal::EmptyName);
@@ -847,24 +1096,33 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
             ttl_ms,
             wait_ms,
             ..
+        }
+        | Op::AcquireShare {
+            owner,
+            ttl_ms,
+            wait_ms,
+            ..
         } => (Some(owner), Some(*ttl_ms), *wait_ms),
+        Op::AcquireInSession { owner, wait_ms, .. } => (Some(owner), None, *wait_ms),
         Op::Renew { owner, ttl_ms, .. } => (Some(owner), Some(*ttl_ms), 0),
-        Op::Release { owner, .. } | Op::Cancel { owner, .. } => (Some(owner), None, 0),
+        Op::Release { owner, .. } | Op::Cancel { owner, .. } | Op::SetLockDelay { owner, .. } => {
+            (Some(owner), None, 0)
+        }
         Op::Write { owner, value, .. } => {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(Refusal::ValueTooLarge);
             }
             (Some(owner), None, 0)
         }
-        Op::Read { .. } | Op::ForceRelease { .. } | Op::List { .. } => (None, None, 0),
+        Op::Read { .. }
+        | Op::ForceRelease { .. }
+        | Op::List { .. }
+        | Op::OpenSession { .. }
+        | Op::KeepSession { .. }
+        | Op::CloseSession { .. } => (None, None, 0),
     };
     if let Some(owner) = owner {
-        if owner.is_empty() {
-            return Err(Refusal::EmptyOwner);
-        }
-        if owner.len() > MAX_OWNER_BYTES {
-            return Err(Refusal::OwnerTooLong);
-        }
+        check_owner(owner)?;
     }
     if let Some(ttl) = ttl_ms
         && !(1..=MAX_TTL_MS).contains(&ttl)
@@ -873,6 +1131,17 @@ pub fn validate(op: &Op) -> Result<(), Refusal> {
     }
     if wait_ms > MAX_WAIT_MS {
         return Err(Refusal::WaitTooLong);
+    }
+    Ok(())
+}
+
+/// An owner must be present and within [`MAX_OWNER_BYTES`].
+fn check_owner(owner: &str) -> Result<(), Refusal> {
+    if owner.is_empty() {
+        return Err(Refusal::EmptyOwner);
+    }
+    if owner.len() > MAX_OWNER_BYTES {
+        return Err(Refusal::OwnerTooLong);
     }
     Ok(())
 }

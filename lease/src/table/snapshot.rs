@@ -8,16 +8,22 @@
 //! after another into one buffer and decoded one at a time, so neither
 //! direction builds a second copy of the table in between.
 //!
-//! Layout: the format byte, a [`Header`], `leases` lease records in name
-//! order, then `sessions` session records.
+//! Layout: the format byte, a [`Header`], `lease_sessions` lease-session
+//! records in id order (so that holders can be checked against them),
+//! `leases` lease records in name order, `sessions` request-dedup session
+//! records, the lock-delay records, then the share lines (semaphores and
+//! read-write leases). A lease session's list of leases is an index: it is
+//! rebuilt from the holders bound to it.
 
+use super::lease_sessions::LeaseSession;
 use super::line::Line;
 use super::owners::Shared;
 use super::{
-    Holder, Lease, LeaseTable, MAX_LEASES, MAX_NAME_BYTES, MAX_OUTCOMES_PER_SESSION, MAX_SESSIONS,
-    MAX_TOTAL_VALUE_BYTES, MAX_WAITERS, MAX_WAITERS_PER_LEASE, Session,
+    Holder, Lease, LeaseTable, MAX_LEASE_SESSIONS, MAX_LEASES, MAX_LEASES_PER_SESSION,
+    MAX_NAME_BYTES, MAX_OUTCOMES_PER_SESSION, MAX_SESSIONS, MAX_TOTAL_VALUE_BYTES, MAX_WAITERS,
+    MAX_WAITERS_PER_LEASE, Session,
 };
-use crate::command::{ClientId, LeaseToken, Stamp};
+use crate::command::{ClientId, LeaseToken, SessionId, Stamp};
 use bytes::Bytes;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
@@ -25,14 +31,19 @@ use std::collections::{HashMap, VecDeque};
 use trexlock_paxos::Ballot;
 
 /// The encoding written by this build. A snapshot of another format is
-/// refused with [`SnapshotError::Format`].
-const FORMAT: u8 = 2;
+/// refused with [`SnapshotError::Format`]: format 2 had no lock-delays (a
+/// node installing it would grant blocked names at once), format 3 no
+/// semaphores or read-write leases, format 4 no lease sessions (no session
+/// on holders and waiters).
+const FORMAT: u8 = 5;
 
 /// Why bytes could not be loaded as a table.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     /// The first byte names another encoding.
-    #[error("snapshot format {found} is not the supported format {FORMAT}")]
+    #[error(
+        "snapshot format {found} is not the supported format {FORMAT} (written by another version of trexlock)"
+    )]
     Format {
         /// The format byte found.
         found: u8,
@@ -55,6 +66,8 @@ struct Header<'a> {
     owners: Vec<&'a str>,
     leases: u64,
     sessions: u64,
+    last_lease_session: u64,
+    lease_sessions: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,6 +75,16 @@ struct HolderRecord {
     owner: u32,
     token: [u8; 16],
     stamp: u64,
+    expires_at: u64,
+    session: Option<SessionId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseSessionRecord {
+    id: SessionId,
+    owner: u32,
+    token: [u8; 16],
+    ttl_us: u64,
     expires_at: u64,
 }
 
@@ -73,6 +96,7 @@ struct WaiterRecord {
     request: u64,
     ttl_us: u64,
     give_up_at: u64,
+    session: Option<SessionId>,
 }
 
 #[derive(Serialize)]
@@ -108,6 +132,7 @@ impl Serialize for WaitersOut<'_> {
                 request: w.request,
                 ttl_us: w.ttl_us,
                 give_up_at: w.give_up_at,
+                session: w.session,
             })?;
         }
         seq.end()
@@ -120,9 +145,13 @@ impl LeaseTable {
     pub fn to_snapshot(&self) -> Bytes {
         let mut positions: HashMap<&str, u32> = HashMap::new();
         let mut owners: Vec<&str> = Vec::new();
-        for lease in self.leases.values() {
+        let session_owners = self.lease_sessions.open.values().map(|s| &s.owner);
+        let lease_owners = self.leases.values().flat_map(|lease| {
             let holder = lease.holder.iter().map(|h| &h.owner);
-            for owner in holder.chain(lease.waiters.iter().map(|w| &w.owner)) {
+            holder.chain(lease.waiters.iter().map(|w| &w.owner))
+        });
+        {
+            for owner in session_owners.chain(lease_owners) {
                 positions.entry(owner).or_insert_with(|| {
                     owners.push(owner);
                     owners.len() as u32 - 1
@@ -137,10 +166,22 @@ impl LeaseTable {
             owners,
             leases: self.leases.len() as u64,
             sessions: self.sessions.len() as u64,
+            last_lease_session: self.lease_sessions.last_id,
+            lease_sessions: self.lease_sessions.open.len() as u64,
         };
         let mut out = Vec::with_capacity(64 + self.leases.len() * 48);
         out.push(FORMAT);
         let mut out = encode(&header, out);
+        for (id, s) in &self.lease_sessions.open {
+            let record = LeaseSessionRecord {
+                id: *id,
+                owner: positions[&*s.owner],
+                token: s.token.0.to_le_bytes(),
+                ttl_us: s.ttl_us,
+                expires_at: s.expires_at,
+            };
+            out = encode(&record, out);
+        }
         for (name, lease) in &self.leases {
             let record = LeaseOut {
                 name,
@@ -149,6 +190,7 @@ impl LeaseTable {
                     token: h.token.0.to_le_bytes(),
                     stamp: h.stamp.0,
                     expires_at: h.expires_at,
+                    session: h.session,
                 }),
                 waiters: WaitersOut {
                     line: &lease.waiters,
@@ -161,6 +203,8 @@ impl LeaseTable {
         for session in &self.sessions {
             out = encode(&session, out);
         }
+        out = encode(&self.lock_delay_records(), out);
+        out = encode(&self.share_records(), out);
         Bytes::from(out)
     }
 
@@ -177,7 +221,10 @@ impl LeaseTable {
             return Err(SnapshotError::Format { found: format });
         }
         let (header, mut rest) = postcard::take_from_bytes::<Header>(rest)?;
-        if header.leases > MAX_LEASES as u64 || header.sessions > MAX_SESSIONS as u64 {
+        if header.leases > MAX_LEASES as u64
+            || header.sessions > MAX_SESSIONS as u64
+            || header.lease_sessions > MAX_LEASE_SESSIONS as u64
+        {
             return Err(SnapshotError::Invalid(
                 "more leases or sessions than allowed",
             ));
@@ -200,6 +247,26 @@ impl LeaseTable {
                 .cloned()
                 .ok_or(SnapshotError::Invalid("owner out of range"))
         };
+        table.lease_sessions.last_id = header.last_lease_session;
+        let mut previous: Option<SessionId> = None;
+        for _ in 0..header.lease_sessions {
+            let (record, after) = postcard::take_from_bytes::<LeaseSessionRecord>(rest)?;
+            rest = after;
+            if previous.is_some_and(|p| p >= record.id) || record.id.0 > header.last_lease_session {
+                return Err(SnapshotError::Invalid(
+                    "lease sessions out of order or above the last id",
+                ));
+            }
+            previous = Some(record.id);
+            let session = LeaseSession {
+                owner: owner(record.owner)?,
+                token: LeaseToken(u128::from_le_bytes(record.token)),
+                ttl_us: record.ttl_us,
+                expires_at: record.expires_at,
+                held: Default::default(),
+            };
+            table.lease_sessions.insert(record.id, session);
+        }
         // Collected in name order and built in bulk: far faster than
         // inserting a million leases one by one, and the trees come out
         // full instead of half full.
@@ -229,6 +296,7 @@ impl LeaseTable {
                     token: LeaseToken(u128::from_le_bytes(h.token)),
                     stamp: Stamp(h.stamp),
                     expires_at: h.expires_at,
+                    session: h.session,
                 }),
                 None => None,
             };
@@ -243,6 +311,7 @@ impl LeaseTable {
                         request: w.request,
                         ttl_us: w.ttl_us,
                         give_up_at: w.give_up_at,
+                        session: w.session,
                     })
                 })
                 .collect::<Result<VecDeque<_>, SnapshotError>>()?;
@@ -256,6 +325,16 @@ impl LeaseTable {
             }
             let marks = lease.marks();
             let key = Shared::from(record.name);
+            if let Some(id) = marks.session {
+                let Some(session) = table.lease_sessions.open.get_mut(&id) else {
+                    return Err(SnapshotError::Invalid("a lease bound to no open session"));
+                };
+                if session.held.len() >= MAX_LEASES_PER_SESSION {
+                    return Err(SnapshotError::Invalid("too many leases in one session"));
+                }
+                session.held.insert(key.clone());
+                table.lease_sessions.bound += 1;
+            }
             if let Some(at) = marks.expires_at {
                 expiries.push((at, key.clone()));
                 if marks.awaited {
@@ -292,8 +371,12 @@ impl LeaseTable {
             table.session_expiries.insert((session.expires_at, client));
             table.sessions.insert(client, session);
         }
+        let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_lock_delays(lock_delays)?;
+        let (shares, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_shares(shares)?;
         if !rest.is_empty() {
-            return Err(SnapshotError::Invalid("bytes after the last session"));
+            return Err(SnapshotError::Invalid("bytes after the last record"));
         }
         Ok(table)
     }
@@ -357,6 +440,17 @@ mod tests {
         // holder and expiries written again with their names took 80.
         assert!(bytes.len() < 10_000 * 45, "{} bytes", bytes.len());
         assert_eq!(LeaseTable::from_snapshot(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn a_snapshot_of_format_2_which_had_no_lock_delays_is_refused_naming_both_formats() {
+        let mut old = table(3, 1).to_snapshot().to_vec();
+        old[0] = 2;
+        let error = LeaseTable::from_snapshot(&old).unwrap_err();
+        assert!(matches!(error, SnapshotError::Format { found: 2 }));
+        let text = error.to_string();
+        assert!(text.contains("format 2"), "{text}");
+        assert!(text.contains(&format!("format {FORMAT}")), "{text}");
     }
 
     #[test]

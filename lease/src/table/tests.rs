@@ -4,7 +4,7 @@ use super::*;
 use crate::command::Request;
 use proptest::prelude::*;
 
-const E1: Ballot = Ballot {
+pub(super) const E1: Ballot = Ballot {
     counter: 1,
     node: trexlock_paxos::NodeId(1),
 };
@@ -15,20 +15,20 @@ const E2: Ballot = Ballot {
 
 /// A log of requests, each acknowledging every request before it (as a
 /// client with one call at a time does).
-struct Log {
-    table: LeaseTable,
-    request: u64,
+pub(super) struct Log {
+    pub(super) table: LeaseTable,
+    pub(super) request: u64,
 }
 
 impl Log {
-    fn new() -> Log {
+    pub(super) fn new() -> Log {
         Log {
             table: LeaseTable::new(),
             request: 0,
         }
     }
 
-    fn run(&mut self, epoch: Ballot, at_ms: u64, client: u64, op: Op) -> Applied {
+    pub(super) fn run(&mut self, epoch: Ballot, at_ms: u64, client: u64, op: Op) -> Applied {
         self.request += 1;
         let request = Request {
             client: ClientId(client),
@@ -47,7 +47,7 @@ impl Log {
         })
     }
 
-    fn tick(&mut self, epoch: Ballot, at_ms: u64) -> Applied {
+    pub(super) fn tick(&mut self, epoch: Ballot, at_ms: u64) -> Applied {
         self.table.apply(&Command {
             epoch,
             elapsed_us: at_ms * 1000,
@@ -57,7 +57,7 @@ impl Log {
 }
 
 /// Each owner's secret in these tests.
-fn token(owner: &str) -> LeaseToken {
+pub(super) fn token(owner: &str) -> LeaseToken {
     LeaseToken(owner.bytes().fold(0x5eed, |t: u128, b| {
         t.wrapping_mul(31).wrapping_add(u128::from(b))
     }))
@@ -160,11 +160,11 @@ fn with_token(op: Op, new: LeaseToken) -> Op {
     }
 }
 
-fn outcome(applied: &Applied) -> &Outcome {
+pub(super) fn outcome(applied: &Applied) -> &Outcome {
     &applied.responses.last().expect("a response").outcome
 }
 
-fn stamp_of(applied: &Applied) -> Stamp {
+pub(super) fn stamp_of(applied: &Applied) -> Stamp {
     match outcome(applied) {
         Outcome::Granted { stamp, .. } => *stamp,
         other => panic!("not granted: {other:?}"),
@@ -173,20 +173,42 @@ fn stamp_of(applied: &Applied) -> Stamp {
 
 /// The table's indexes say exactly what its leases and sessions say, and
 /// every bound holds.
-fn assert_consistent(t: &LeaseTable) {
+pub(super) fn assert_consistent(t: &LeaseTable) {
+    let own = |l: &Lease| l.holder.clone().filter(|h| h.session.is_none());
     let expiries: BTreeSet<_> = t
         .leases
         .iter()
-        .filter_map(|(n, l)| l.holder.as_ref().map(|h| (h.expires_at, n.clone())))
+        .filter_map(|(n, l)| own(l).map(|h| (h.expires_at, n.clone())))
         .collect();
     assert_eq!(t.expiries, expiries, "expiries index");
     let awaited: BTreeSet<_> = t
         .leases
         .iter()
         .filter(|(_, l)| !l.waiters.is_empty())
-        .filter_map(|(n, l)| l.holder.as_ref().map(|h| (h.expires_at, n.clone())))
+        .filter_map(|(n, l)| own(l).map(|h| (h.expires_at, n.clone())))
         .collect();
     assert_eq!(t.awaited, awaited, "awaited index");
+    let mut bound: BTreeMap<SessionId, BTreeSet<Shared>> = BTreeMap::new();
+    for (n, l) in &t.leases {
+        if let Some(id) = l.holder.as_ref().and_then(|h| h.session) {
+            assert!(
+                t.lease_sessions.open.contains_key(&id),
+                "{n} bound to a closed session"
+            );
+            bound.entry(id).or_default().insert(n.clone());
+        }
+    }
+    for (id, s) in &t.lease_sessions.open {
+        assert_eq!(
+            s.held,
+            bound.remove(id).unwrap_or_default(),
+            "session {id} index"
+        );
+        assert!(s.held.len() <= MAX_LEASES_PER_SESSION);
+        assert!(t.lease_sessions.expiries.contains(&(s.expires_at, *id)));
+    }
+    assert_eq!(t.lease_sessions.expiries.len(), t.lease_sessions.open.len());
+    assert!(t.lease_sessions.open.len() <= MAX_LEASE_SESSIONS);
     let values: u64 = t
         .leases
         .values()

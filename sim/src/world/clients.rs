@@ -5,9 +5,10 @@
 //! a remote client does when its connection fails: late duplicates.
 
 use super::{Event, MS, World};
-use crate::leases::{ACTION_US, Holding, LONG_TTL_US, NAMES, TTL_US, Waiting};
+use crate::leases::{ACTION_US, Holding, LOCK_DELAY_US, LONG_TTL_US, NAMES, TTL_US, Waiting};
+use crate::shares::{PERMITS, READ_WRITE, SEMAPHORE};
 use std::time::Duration;
-use trexlock_lease::command::{Op, Outcome};
+use trexlock_lease::command::{Mode, Op, Outcome};
 
 /// A request unanswered for this long (client clock) is sent again, with
 /// the same id, to another node.
@@ -36,24 +37,61 @@ impl World {
             self.act_or_let_go(c, local_us);
         } else if self.clients[c].waiting.is_none() && self.rng.f64() < 0.1 {
             self.start_list(c);
+        } else if self.clients[c].waiting.is_none()
+            && self.clients[c].uses_sessions
+            && self.rng.bool()
+        {
+            // Half the time: the other half it competes for semaphores and
+            // read-write leases like any client.
+            self.session_client_wake(c, local_us);
         } else if self.clients[c].waiting.is_none() {
-            let name = NAMES[self.rng.usize(0..NAMES.len())].to_owned();
-            let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
-            let owner = self.clients[c].core.owner().to_owned();
-            let ttl_us = if self.rng.f64() < 0.3 {
-                LONG_TTL_US
-            } else {
-                TTL_US
-            };
+            self.start_acquire(c);
+        }
+    }
+
+    /// Asks for a lease, a permit of the semaphore, or a read or write
+    /// share of the read-write lease.
+    fn start_acquire(&mut self, c: usize) {
+        let wait_ms = if self.rng.f64() < 0.2 { 0 } else { 1_000 };
+        let owner = self.clients[c].core.owner().to_owned();
+        let ttl_us = if self.rng.f64() < 0.3 {
+            LONG_TTL_US
+        } else {
+            TTL_US
+        };
+        let (token, ttl_ms) = (self.clients[c].token, ttl_us / 1_000);
+        // The read-write lease twice as often as each other name: a
+        // reader arriving while a writer waits behind readers is rare.
+        let pick = self.rng.usize(0..NAMES.len() + 3);
+        let (name, mode) = match pick.checked_sub(NAMES.len()) {
+            None => (NAMES[pick], None),
+            Some(0) => (SEMAPHORE, Some(Mode::Permit { permits: PERMITS })),
+            Some(_) if self.rng.f64() < 0.3 => (READ_WRITE, Some(Mode::Write)),
+            Some(_) => (READ_WRITE, Some(Mode::Read)),
+        };
+        let name = name.to_owned();
+        let Some(mode) = mode else {
             let op = Op::Acquire {
                 name,
                 owner,
-                token: self.clients[c].token,
-                ttl_ms: ttl_us / 1_000,
+                token,
+                ttl_ms,
                 wait_ms,
             };
             self.start_request(c, op);
-        }
+            return;
+        };
+        let op = Op::AcquireShare {
+            name,
+            owner,
+            token,
+            ttl_ms,
+            wait_ms,
+            mode,
+        };
+        let id = self.start_request(c, op);
+        let session = self.clients[c].core.id();
+        self.shares.on_sent(session, id, mode, self.now);
     }
 
     fn resend_if_stuck(&mut self, c: usize, local_us: u64) {
@@ -87,11 +125,13 @@ impl World {
             .core
             .lease(&holding.name)
             .map_or(TTL_US, |l| l.ttl.as_micros() as u64);
+        let bound = client.core.lease(&holding.name).and_then(|l| l.session);
         if local_us + gap_us >= deadline {
             self.clients[c].holding = None;
             return;
         }
         let (name, stamp, clock) = (holding.name.clone(), holding.stamp, client.clock);
+        let mode = holding.mode;
         let owner = client.core.owner().to_owned();
         let token = client.token;
         let idle = client.waiting.is_none();
@@ -100,11 +140,14 @@ impl World {
         if idle && !renew && release && left < ttl_us / 2 {
             // Done with the resource: stop acting first, then release.
             self.clients[c].holding = None;
-            let op = Op::Release {
-                name,
-                owner,
-                stamp,
-                token,
+            let op = match bound {
+                Some(session) if self.rng.bool() => self.session_op(c, session, true),
+                _ => Op::Release {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                },
             };
             self.start_request(c, op);
             return;
@@ -117,33 +160,77 @@ impl World {
         };
         let end = clock.real_at((local_us + ACTION_US) * 1_000).max(self.now) + pause;
         let id = self.clients[c].core.id();
-        let found = self.leases.on_action(&name, stamp, id, self.now, end);
+        let found = match mode {
+            Some(mode) => self.shares.on_action(&name, stamp, id, mode, self.now, end),
+            None => self.leases.on_action(&name, stamp, id, self.now, end),
+        };
         self.checker.violations.extend(found);
         self.clients[c].busy_until = end;
         if !idle {
             return;
         }
-        if self.rng.f64() < 0.02 {
-            // A second handle of the same lease, asking for less time: the
-            // cluster must keep the longer promise the first one counts on.
-            let op = Op::Acquire {
+        if let Some(session) = bound.filter(|_| self.rng.f64() < 0.02) {
+            // A second handle of a lease bound to a session: the same
+            // grant, still the session's.
+            let op = Op::AcquireInSession {
                 name,
                 owner,
                 token,
-                ttl_ms: ttl_us / 3_000,
+                session,
                 wait_ms: 0,
+            };
+            self.start_request(c, op);
+        } else if self.clients[c]
+            .holding
+            .as_ref()
+            .is_some_and(|h| h.wants_lock_delay)
+        {
+            if let Some(h) = self.clients[c].holding.as_mut() {
+                h.wants_lock_delay = false;
+            }
+            let op = Op::SetLockDelay {
+                name,
+                owner,
+                stamp,
+                token,
+                lock_delay_ms: LOCK_DELAY_US / 1_000,
+            };
+            self.start_request(c, op);
+        } else if self.rng.f64() < 0.02 {
+            // A second handle of the same lease, asking for less time: the
+            // cluster must keep the longer promise the first one counts on.
+            let (ttl_ms, wait_ms) = (ttl_us / 3_000, 0);
+            let op = match mode {
+                Some(mode) => Op::AcquireShare {
+                    name,
+                    owner,
+                    token,
+                    ttl_ms,
+                    wait_ms,
+                    mode,
+                },
+                None => Op::Acquire {
+                    name,
+                    owner,
+                    token,
+                    ttl_ms,
+                    wait_ms,
+                },
             };
             self.start_request(c, op);
         } else if renew && left < ttl_us / 2 {
             if let Some(h) = self.clients[c].holding.as_mut() {
                 h.renewals_left -= 1;
             }
-            let op = Op::Renew {
-                name,
-                owner,
-                stamp,
-                token,
-                ttl_ms: ttl_us / 1_000,
+            let op = match bound {
+                Some(session) => self.session_op(c, session, false),
+                None => Op::Renew {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                    ttl_ms: ttl_us / 1_000,
+                },
             };
             self.start_request(c, op);
         }
@@ -161,7 +248,7 @@ impl World {
         self.lists.on_sent(self.clients[c].core.id(), id);
     }
 
-    fn start_request(&mut self, c: usize, op: Op) -> u64 {
+    pub(super) fn start_request(&mut self, c: usize, op: Op) -> u64 {
         let now = self.client_local(c);
         let request = self.clients[c].core.start(op, now);
         self.clients[c].waiting = Some(Waiting {
@@ -198,18 +285,24 @@ impl World {
         };
         if outcome == Outcome::Queued {
             w.queued = true;
+            self.shares.on_queued(session, request, self.now);
             return;
         }
         client.waiting = None;
         let op = client.core.request(request).map(|r| r.op);
         client.core.answered(request, &outcome, now);
         match (outcome, op) {
+            (Outcome::LockDelaySet, Some(Op::SetLockDelay { name, stamp, .. })) => {
+                self.leases
+                    .on_lock_delay(&name, stamp, LOCK_DELAY_US * 1_000);
+            }
             (Outcome::Listed { leases, .. }, _) => {
                 let found = self.lists.on_listed(session, request, &leases);
                 self.checker.violations.extend(found);
             }
-            (Outcome::Granted { stamp, .. }, Some(Op::Acquire { name, .. })) => {
-                self.lists.on_granted(&name, stamp);
+            (Outcome::Granted { stamp, .. }, Some(Op::AcquireShare { name, mode, .. })) => {
+                let found = self.shares.on_granted(session, request, stamp);
+                self.checker.violations.extend(found);
                 if client.holding.as_ref().is_some_and(|h| h.stamp == stamp) {
                     return;
                 }
@@ -220,9 +313,40 @@ impl World {
                     stamp,
                     renewals_left,
                     release_when_done,
+                    wants_lock_delay: false,
+                    mode: Some(mode),
+                });
+            }
+            (
+                Outcome::Granted { stamp, .. },
+                Some(op @ (Op::Acquire { .. } | Op::AcquireInSession { .. })),
+            ) => {
+                let name = op.name().to_owned();
+                self.lists.on_granted(&name, stamp);
+                if client.holding.as_ref().is_some_and(|h| h.stamp == stamp) {
+                    return;
+                }
+                let renewals_left = self.rng.u8(0..3);
+                let release_when_done = self.rng.f64() < 0.3;
+                // A lock-delay applies when a grant expires by itself; a
+                // lease bound to a session ends with the session instead.
+                let in_session = matches!(op, Op::AcquireInSession { .. });
+                let wants_lock_delay = !in_session && self.rng.f64() < 0.3;
+                self.clients[c].holding = Some(Holding {
+                    name,
+                    stamp,
+                    renewals_left,
+                    release_when_done,
+                    wants_lock_delay,
+                    mode: None,
                 });
             }
             (Outcome::NotHolder { .. } | Outcome::Released, _) => client.holding = None,
+            (Outcome::SessionOpened { session }, _) => client.session = Some(session),
+            (Outcome::NoSession | Outcome::SessionClosed, _) => {
+                client.holding = None;
+                client.session = None;
+            }
             _ => {}
         }
     }

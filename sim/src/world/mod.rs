@@ -8,11 +8,13 @@
 mod clients;
 mod node;
 mod reconfig;
+mod sessions;
 
 use crate::SimOptions;
 use crate::checker::Checker;
 use crate::leases::{LeaseChecker, SimClient};
 use crate::lists::ListChecker;
+use crate::shares::ShareChecker;
 use node::SimNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct Outcome {
     pub elections: u64,
     /// Actions lease holders took on their fenced resources.
     pub lease_actions: u64,
+    /// Actions holders of semaphore permits and read-write shares took.
+    pub share_actions: u64,
     /// Leases granted (counted at the first node to apply each grant).
     pub lease_grants: u64,
     /// Crashes that also wiped the node's journal.
@@ -65,6 +69,9 @@ pub struct Outcome {
     /// Lists answered to clients (each checked against the grants
     /// acknowledged before it was sent).
     pub lists: u64,
+    /// Lease sessions that ended (expired or closed), counted on every
+    /// node that applied the end, each checked to leave no lease behind.
+    pub sessions_ended: u64,
 }
 
 #[derive(Debug)]
@@ -130,6 +137,7 @@ pub struct World {
     clients: Vec<SimClient>,
     leases: LeaseChecker,
     lists: ListChecker,
+    shares: ShareChecker,
     outcome: Outcome,
 }
 
@@ -174,8 +182,9 @@ impl World {
             probe_slots: BTreeMap::new(),
             checker: Checker::new(Membership::of_voters(genesis)),
             clients,
-            leases: LeaseChecker::default(),
+            leases: LeaseChecker::new(opts.max_drift_ppm),
             lists: ListChecker::default(),
+            shares: ShareChecker::default(),
             outcome: Outcome::default(),
         }
     }
@@ -225,6 +234,7 @@ impl World {
         self.outcome.violations = std::mem::take(&mut self.checker.violations);
         self.outcome.acknowledged = self.checker.acknowledged().count() as u64;
         self.outcome.lease_actions = self.leases.actions;
+        self.outcome.share_actions = self.shares.actions;
         self.outcome.lists = self.lists.answered;
         self.outcome
     }

@@ -327,6 +327,7 @@ impl World {
                     return;
                 }
                 self.checker.on_apply(id, slot, &value, &results);
+                self.check_sessions_ended(i, &results);
                 self.outcome.chosen = self.outcome.chosen.max(slot);
                 for probe in &self.probes {
                     if carries(&value, *probe) {
@@ -356,6 +357,9 @@ impl World {
 
     /// Stamps grow per lease, on every node.
     fn granted(&mut self, i: usize, event: &LeaseEvent) {
+        if let LeaseEvent::Expired { name, stamp } = event {
+            self.leases.on_expired(name, *stamp);
+        }
         let LeaseEvent::Granted { name, stamp, .. } = event else {
             return;
         };

@@ -23,6 +23,10 @@ impl NodeCore {
                     what: "snapshot",
                     reason: e.to_string(),
                 })?;
+            #[cfg(feature = "sabotage")]
+            {
+                self.table = std::mem::take(&mut self.table).with_sabotage(self.cfg.sabotage);
+            }
             self.applied = snapshot.slot;
             self.metrics.table_sizes(&self.table);
             self.note_snapshot(snapshot.data.len());
@@ -89,6 +93,9 @@ impl NodeCore {
             }
             Event::Renewed { .. } => Metrics::add(&m.renewals, 1),
             Event::Released { .. } => Metrics::add(&m.releases, 1),
+            Event::SessionEnded { session, expired } => {
+                tracing::debug!(node = %self.cfg.node, %session, expired, "lease session ended");
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! off while the others grant and compact.
 
 use super::*;
-use crate::command::{LeaseToken, Op};
+use crate::command::{LeaseToken, Op, SessionId};
 use std::collections::VecDeque;
 use trexlock_paxos::Message;
 
@@ -77,7 +77,15 @@ impl Cluster {
                             self.in_flight.push_back((node(i), to, message));
                         }
                         Effect::Answer { outcome, .. } => {
-                            assert!(matches!(outcome, Outcome::Granted { .. }), "{outcome:?}");
+                            assert!(
+                                matches!(
+                                    outcome,
+                                    Outcome::Granted { .. }
+                                        | Outcome::SessionOpened { .. }
+                                        | Outcome::SessionKept
+                                ),
+                                "{outcome:?}"
+                            );
                             answers += 1;
                         }
                         Effect::Installed { .. } => self.installed[i] = true,
@@ -130,28 +138,29 @@ fn acquire(i: u64) -> Request {
     }
 }
 
-#[test]
-fn a_node_far_behind_catches_up_from_a_snapshot_several_times_the_message_limit() {
-    let mut c = Cluster::new();
+/// Runs `requests` through the leader of n1 and n2, one per step, until
+/// each is answered; returns the leader.
+fn run_without_n3(c: &mut Cluster, requests: impl IntoIterator<Item = Request>) -> usize {
     let leader = (0..5_000)
         .find_map(|_| {
             c.step();
             c.leader()
         })
         .expect("n1 and n2 elect a leader");
-    let mut granted = 0;
-    for i in 0..LEASES {
-        c.cores[leader].request(c.now, acquire(i));
-        granted += c.step();
+    let (mut sent, mut answered) = (0, 0);
+    for request in requests {
+        c.cores[leader].request(c.now, request);
+        sent += 1;
+        answered += c.step();
     }
-    while granted < LEASES as usize {
-        granted += c.step();
+    while answered < sent {
+        answered += c.step();
     }
-    let snapshot = c.cores[leader].table().to_snapshot().len();
-    assert!(
-        snapshot > 4 * MESSAGE_LIMIT,
-        "the table's snapshot is {snapshot} bytes"
-    );
+    leader
+}
+
+/// Reconnects n3 and steps until it applied what the leader had.
+fn bring_back_n3(c: &mut Cluster, leader: usize) {
     c.connected[2] = true;
     let target = c.cores[leader].status().applied;
     for _ in 0..5_000 {
@@ -161,8 +170,80 @@ fn a_node_far_behind_catches_up_from_a_snapshot_several_times_the_message_limit(
         }
     }
     assert!(c.installed[2], "n3 installed a snapshot");
-    assert!(c.chunks[2] >= 4, "in {} chunks", c.chunks[2]);
     assert!(c.cores[2].status().applied >= target);
+}
+
+const SESSION_OWNER: &str = "session-owner";
+
+fn session_request(i: u64, op: Op) -> Request {
+    Request {
+        client: ClientId(999),
+        request: i,
+        acked_below: i,
+        op,
+    }
+}
+
+#[test]
+fn a_node_that_installs_a_snapshot_keeps_the_lease_sessions_and_their_leases() {
+    let mut c = Cluster::new();
+    let token = LeaseToken(0xfeed);
+    let open = session_request(
+        1,
+        Op::OpenSession {
+            owner: SESSION_OWNER.into(),
+            token,
+            ttl_ms: 3_600_000,
+        },
+    );
+    // The table numbers sessions from 1.
+    let session = SessionId(1);
+    let bound = (0..20).map(|i| {
+        session_request(
+            2 + i,
+            Op::AcquireInSession {
+                name: format!("bound-{i:02}"),
+                owner: SESSION_OWNER.into(),
+                token,
+                session,
+                wait_ms: 0,
+            },
+        )
+    });
+    let requests = std::iter::once(open)
+        .chain(bound)
+        .chain((0..LEASES).map(acquire));
+    let leader = run_without_n3(&mut c, requests);
+    bring_back_n3(&mut c, leader);
+    let table = c.cores[2].table();
+    assert_eq!(table.lease_sessions_len(), 1);
+    assert_eq!(table.leases_bound_to(session).len(), 20);
+    assert_eq!(table, c.cores[leader].table());
+    // The session works through the node that installed it.
+    let keep = session_request(
+        100,
+        Op::KeepSession {
+            session,
+            owner: SESSION_OWNER.into(),
+            token,
+        },
+    );
+    c.cores[2].request(c.now, keep);
+    let kept = (0..1_000).map(|_| c.step()).sum::<usize>();
+    assert_eq!(kept, 1, "the keep is answered");
+}
+
+#[test]
+fn a_node_far_behind_catches_up_from_a_snapshot_several_times_the_message_limit() {
+    let mut c = Cluster::new();
+    let leader = run_without_n3(&mut c, (0..LEASES).map(acquire));
+    let snapshot = c.cores[leader].table().to_snapshot().len();
+    assert!(
+        snapshot > 4 * MESSAGE_LIMIT,
+        "the table's snapshot is {snapshot} bytes"
+    );
+    bring_back_n3(&mut c, leader);
+    assert!(c.chunks[2] >= 4, "in {} chunks", c.chunks[2]);
     assert_eq!(c.cores[2].table().len(), LEASES as usize);
     let applied = c.cores[2].status().applied;
     assert_eq!(

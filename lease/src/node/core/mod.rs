@@ -192,10 +192,14 @@ impl NodeCore {
         }
         let replica = Replica::new(paxos, state, now)?;
         let replicated = config.members.len() > 1;
+        #[cfg(feature = "sabotage")]
+        let table = LeaseTable::new().with_sabotage(config.sabotage);
+        #[cfg(not(feature = "sabotage"))]
+        let table = LeaseTable::new();
         Ok(NodeCore {
             cfg: config,
             replica,
-            table: LeaseTable::new(),
+            table,
             applied: 0,
             metrics: Arc::new(Metrics::default()),
             leader_clock: None,

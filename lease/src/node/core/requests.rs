@@ -5,7 +5,7 @@ use super::{Effect, NodeCore};
 use crate::command::{Body, ClientId, Command, Op, Outcome, Refusal, Request};
 use crate::error::NodeError;
 use crate::network::PeerMessage;
-use crate::table::admit;
+use crate::table::{MAX_LEASE_SESSIONS, admit};
 use std::time::Duration;
 use trexlock_paxos::{NodeId, PaxosError, ProposeError};
 
@@ -32,7 +32,9 @@ pub(super) struct Pending {
 /// How long a request's caller may wait for its answer.
 fn wait_of(request: &Request) -> Duration {
     match request.op {
-        Op::Acquire { wait_ms, .. } => Duration::from_millis(wait_ms),
+        Op::Acquire { wait_ms, .. } | Op::AcquireShare { wait_ms, .. } => {
+            Duration::from_millis(wait_ms)
+        }
         _ => Duration::ZERO,
     }
 }
@@ -42,11 +44,15 @@ impl NodeCore {
     /// the table's limits, and a new lease within the node's
     /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
     /// answered at once: it never reaches the log.
-    pub(super) fn admit(&mut self, request: Request) {
-        let full = matches!(&request.op, Op::Acquire { name, .. }
+    pub(super) fn admit(&mut self, mut request: Request) {
+        let full = matches!(&request.op, Op::Acquire { name, .. } | Op::AcquireShare { name, .. } | Op::AcquireInSession { name, .. }
             if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
+        let sessions_full = matches!(request.op, Op::OpenSession { .. })
+            && self.table.lease_sessions_len() >= MAX_LEASE_SESSIONS;
         let admitted = if full {
             Err(Refusal::TooManyLeases)
+        } else if sessions_full {
+            Err(Refusal::TooManyLeaseSessions)
         } else {
             admit(&request)
         };
@@ -73,6 +79,11 @@ impl NodeCore {
                 outcome,
             });
             return;
+        }
+        if sabotaged!(self, LockDelayDropped)
+            && let Op::SetLockDelay { lock_delay_ms, .. } = &mut request.op
+        {
+            *lock_delay_ms = 0;
         }
         let key = (request.client, request.request);
         let expires = self.now + wait_of(&request) + PENDING_GRACE;

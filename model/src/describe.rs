@@ -1,0 +1,137 @@
+//! Steps, packets, journal writes and log values as people read them,
+//! for the counterexamples the checker prints.
+
+use crate::world::Packet;
+use trexlock_lease::PeerMessage;
+use trexlock_lease::command::Op;
+use trexlock_paxos::{JournalWrite, Message};
+
+pub(crate) fn describe_write(write: &JournalWrite) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = write.promised {
+        parts.push(format!("promise {p}"));
+    }
+    for (slot, entry) in &write.entries {
+        parts.push(format!(
+            "vote slot {slot} in {}: {}",
+            entry.ballot,
+            describe_value(&entry.value)
+        ));
+    }
+    if let Some(committed) = write.committed {
+        parts.push(format!("committed {committed}"));
+    }
+    if let Some(s) = &write.snapshot {
+        parts.push(format!("snapshot at {}", s.slot));
+    }
+    parts.join(", ")
+}
+
+pub(crate) fn describe_value(value: &trexlock_paxos::Value) -> String {
+    use trexlock_lease::command::{Body, Command};
+    let commands: Vec<String> = value
+        .commands()
+        .iter()
+        .map(|bytes| match Command::decode(bytes) {
+            Ok(Command {
+                body: Body::Request(r),
+                ..
+            }) => {
+                format!("s{}#{} {}", r.client.0, r.request, describe_op(&r.op))
+            }
+            Ok(Command {
+                body, elapsed_us, ..
+            }) => format!("{body:?}@{}ms", elapsed_us / 1000),
+            Err(_) => "undecodable".into(),
+        })
+        .collect();
+    if commands.is_empty() {
+        "noop".into()
+    } else {
+        commands.join("; ")
+    }
+}
+
+fn describe_op(op: &Op) -> String {
+    match op {
+        Op::Acquire { name, .. } => format!("acquire {name}"),
+        Op::Renew { name, stamp, .. } => format!("renew {name} {stamp}"),
+        Op::Release { name, stamp, .. } => format!("release {name} {stamp}"),
+        other => format!("{other:?}"),
+    }
+}
+
+pub(crate) fn describe_peer(message: &PeerMessage) -> String {
+    match message {
+        PeerMessage::Forward(requests) => {
+            let ids: Vec<String> = requests
+                .iter()
+                .map(|r| format!("s{}#{}", r.client.0, r.request))
+                .collect();
+            format!("Forward[{}]", ids.join(","))
+        }
+        PeerMessage::Paxos(m) => describe_message(m),
+    }
+}
+
+fn describe_message(message: &Message) -> String {
+    match message {
+        Message::Accept {
+            ballot,
+            committed,
+            entries,
+        } => {
+            let slots: Vec<String> = entries
+                .iter()
+                .map(|(s, v)| format!("{s}={}", describe_value(v)))
+                .collect();
+            format!(
+                "Accept {ballot} committed {committed} [{}]",
+                slots.join(", ")
+            )
+        }
+        Message::Promise {
+            ballot,
+            committed,
+            entries,
+            ..
+        } => {
+            let slots: Vec<String> = entries
+                .iter()
+                .map(|(s, e)| format!("{s}@{}", e.ballot))
+                .collect();
+            format!(
+                "Promise {ballot} committed {committed} votes [{}]",
+                slots.join(", ")
+            )
+        }
+        Message::CatchupResponse { entries } => {
+            let first = entries.first().map_or(0, |(s, _)| *s);
+            format!("CatchupResponse {} values from {first}", entries.len())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+pub(crate) fn describe_packet(packet: &Packet) -> String {
+    match packet {
+        Packet::Peer { from, to, message } => {
+            format!("n{} -> n{}: {}", from + 1, to + 1, describe_peer(message))
+        }
+        Packet::Request { node, request } => format!(
+            "s{} -> n{}: #{} {}",
+            request.client.0,
+            node + 1,
+            request.request,
+            describe_op(&request.op)
+        ),
+        Packet::Answer {
+            node,
+            client,
+            request,
+            outcome,
+        } => {
+            format!("n{} -> client {client}: #{request} {outcome:?}", node + 1)
+        }
+    }
+}

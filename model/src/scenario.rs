@@ -1,0 +1,356 @@
+//! Scenario presets: a fixed, fault-free or partitioned prefix of steps
+//! that brings the cluster to a situation some protocol rules exist for (a
+//! leader cut off mid-proposal, a voter that lost its disk, a lease
+//! outliving its leader), after which the checker searches exhaustively.
+//!
+//! A prefix is made only of ordinary events (a client's request, a
+//! partition, a crash, time passing with every node ticking and every
+//! message arriving in order); it never performs a sabotaged rule's
+//! violation itself, and the same prefix without a sabotage keeps every
+//! property (the tests check both).
+
+use crate::Bounds;
+use crate::world::{Packet, State};
+
+/// A named situation the search starts from, instead of right after the
+/// first leader took over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scenario {
+    /// Client 0's acquire reaches the leader, which logs its proposal and
+    /// sends its Accepts; the leader is then cut off from its peers (its
+    /// Accepts still in flight) and time passes until a follower's
+    /// election is due.
+    LeaderCutOffMidProposal,
+    /// One follower is cut off while the leader and the other follower
+    /// choose client 0's acquire; that other follower then crashes and
+    /// loses its disk, the partition moves to the leader, and time passes
+    /// until an election is due.
+    VoterLosesItsDisk,
+    /// Client 0 holds the lease and client 1 waits for it in line when
+    /// the leader is cut off; time passes until an election is due.
+    LeaderCutOffWhileALeaseIsHeld,
+    /// One follower is cut off while the leader and the other follower
+    /// choose client 0's acquire; client 1's acquire reaches the leader,
+    /// which logs it and sends its Accepts; the cut moves to the leader
+    /// (its Accepts still in flight), and time passes until an election
+    /// is due.
+    LeaderCutOffWithAFollowerBehind,
+    /// Client 0 holds the lease; a follower is cut off while client 1
+    /// queues for it and client 0 releases it to client 1; client 0 then
+    /// asks the follower that was cut off which leases are held.
+    ListFromAFollowerBehind,
+}
+
+impl Scenario {
+    /// Every preset.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::LeaderCutOffMidProposal,
+        Scenario::VoterLosesItsDisk,
+        Scenario::LeaderCutOffWhileALeaseIsHeld,
+        Scenario::LeaderCutOffWithAFollowerBehind,
+        Scenario::ListFromAFollowerBehind,
+    ];
+
+    /// The name the command line knows it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LeaderCutOffMidProposal => "leader-cut-off-mid-proposal",
+            Scenario::VoterLosesItsDisk => "voter-loses-its-disk",
+            Scenario::LeaderCutOffWhileALeaseIsHeld => "leader-cut-off-while-a-lease-is-held",
+            Scenario::LeaderCutOffWithAFollowerBehind => "leader-cut-off-with-a-follower-behind",
+            Scenario::ListFromAFollowerBehind => "list-from-a-follower-behind",
+        }
+    }
+
+    /// The preset called `name`, if any.
+    pub fn parse(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The stages after the startup.
+    pub(crate) fn stages(self) -> Vec<Stage> {
+        use Stage::*;
+        match self {
+            Scenario::LeaderCutOffMidProposal => {
+                vec![
+                    Request(0, Who::Leader),
+                    Cut(Who::Leader),
+                    Settle,
+                    UntilElection,
+                ]
+            }
+            Scenario::VoterLosesItsDisk => vec![
+                Cut(Who::Follower),
+                Request(0, Who::Leader),
+                Settle,
+                Crash(Who::Voter),
+                Cut(Who::Leader),
+                UntilElection,
+            ],
+            Scenario::LeaderCutOffWhileALeaseIsHeld => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Voter),
+                Settle,
+                Cut(Who::Leader),
+                UntilElection,
+            ],
+            Scenario::ListFromAFollowerBehind => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Cut(Who::Follower),
+                Request(1, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
+                List(0, Who::CutOff),
+            ],
+            Scenario::LeaderCutOffWithAFollowerBehind => vec![
+                Cut(Who::Follower),
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Cut(Who::Leader),
+                Settle,
+                UntilElection,
+            ],
+        }
+    }
+}
+
+/// A node named by its role when the stage runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Who {
+    /// The node that leads.
+    Leader,
+    /// The follower with the highest id.
+    Follower,
+    /// The node that is neither the leader nor cut off.
+    Voter,
+    /// The node cut off.
+    CutOff,
+}
+
+/// One stage of a prefix; each step of the prefix performs one event of
+/// its stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// The fault-free startup: time passes, every node ticks, and every
+    /// write and message completes in order, until a leader has taken
+    /// over and every node applied its first slot.
+    Elect,
+    /// Client `c` starts its next operation and sends it to the node
+    /// (from now on its home), where it arrives.
+    Request(usize, Who),
+    /// The node is cut off from its peers (any earlier cut heals): what
+    /// either side sends across is lost; what was in flight stays in
+    /// flight, to arrive late or never.
+    Cut(Who),
+    /// Every write syncs and every message not crossing the cut arrives.
+    Settle,
+    /// Client `c` asks the node which leases are held (the request is
+    /// sent, not yet delivered).
+    List(usize, Who),
+    /// The node crashes, losing its disk, and restarts.
+    Crash(Who),
+    /// Time passes with every node ticking and everything settling, until
+    /// a node not cut off is due to start an election; nobody has ticked
+    /// at that instant yet, so the search decides who goes first.
+    UntilElection,
+}
+
+impl Who {
+    fn describe(self) -> &'static str {
+        match self {
+            Who::Leader => "the leader",
+            Who::Follower => "the follower",
+            Who::Voter => "the voter",
+            Who::CutOff => "the node cut off",
+        }
+    }
+}
+
+impl Stage {
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Stage::Elect => "the fault-free startup".into(),
+            Stage::Request(c, who) => {
+                format!("client {c}'s next request reaches {}", who.describe())
+            }
+            Stage::Cut(who) => format!("{} is cut off from its peers", who.describe()),
+            Stage::Settle => "every write syncs, every message not crossing the cut arrives".into(),
+            Stage::List(c, who) => {
+                format!("client {c} sends a list request to {}", who.describe())
+            }
+            Stage::Crash(who) => format!("{} crashes and loses its disk", who.describe()),
+            Stage::UntilElection => "time passes until an election is due".into(),
+        }
+    }
+}
+
+impl State {
+    fn resolve(&self, who: Who) -> Option<usize> {
+        let leader = self
+            .nodes
+            .iter()
+            .position(|n| n.core.as_ref().is_some_and(|c| c.status().is_leader));
+        match who {
+            Who::Leader => leader,
+            Who::Follower => (0..self.nodes.len())
+                .rev()
+                .find(|i| Some(*i) != leader && self.nodes[*i].core.is_some()),
+            Who::Voter => {
+                (0..self.nodes.len()).find(|i| Some(*i) != leader && Some(*i) != self.cut)
+            }
+            Who::CutOff => self.cut,
+        }
+    }
+
+    /// One event of the fault-free settling: the first write in flight
+    /// syncs, else the first packet not crossing the cut arrives. False
+    /// when there is nothing left to settle.
+    pub(crate) fn settle_one(&mut self) -> bool {
+        if let Some(i) = self.nodes.iter().position(|n| n.writing.is_some()) {
+            self.sync(i);
+            self.refresh(i);
+            return true;
+        }
+        let Some(index) = self.network.iter().position(|(_, p)| !self.crosses_cut(p)) else {
+            return false;
+        };
+        let to = match &self.network[index].1 {
+            Packet::Peer { to, .. } => Some(*to),
+            Packet::Request { node, .. } => Some(*node),
+            Packet::Answer { .. } => None,
+        };
+        if to.is_some_and(|n| self.nodes[n].core.is_none()) {
+            self.network.remove(index);
+        } else {
+            self.deliver(index);
+        }
+        if let Some(i) = to {
+            self.refresh(i);
+        }
+        true
+    }
+
+    /// Every node that has not ticked at the present instant ticks.
+    fn tick_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].ticked < self.now {
+                self.nodes[i].ticked = self.now;
+                self.step(i, |core, now| core.tick(now));
+                self.refresh(i);
+            }
+        }
+    }
+
+    /// Whether a node not cut off would start an election if it ticked
+    /// now (tried on a copy of its core).
+    fn election_due(&self) -> bool {
+        self.nodes.iter().enumerate().any(|(i, node)| {
+            let Some(core) = node.core.as_ref() else {
+                return false;
+            };
+            if Some(i) == self.cut || node.ticked >= self.now {
+                return false;
+            }
+            let before = core.replica().promised();
+            let mut copy = core.clone();
+            let now = crate::world::local(i, false, self.now);
+            copy.tick(now).is_ok() && copy.replica().promised() > before
+        })
+    }
+
+    fn startup_settled(&self) -> bool {
+        let cores: Vec<_> = self.nodes.iter().filter_map(|n| n.core.as_ref()).collect();
+        let leader = cores
+            .iter()
+            .find(|c| c.status().is_leader)
+            .map(|c| c.replica().id());
+        leader.is_some()
+            && cores.len() == self.nodes.len()
+            && cores
+                .iter()
+                .all(|c| c.status().leader == leader && c.status().applied > 0)
+    }
+
+    /// Client `c` starts its next operation, sent to node `home` (its home
+    /// from now on), where it arrives at once.
+    fn request_reaches(&mut self, c: usize, home: usize) {
+        self.clients[c].home = home;
+        self.client_start(c);
+        let session = self.clients[c].core.id();
+        let index = self.network.iter().position(
+            |(_, p)| matches!(p, Packet::Request { request, .. } if request.client == session),
+        );
+        if let Some(index) = index {
+            self.deliver(index);
+            self.refresh(home);
+        }
+    }
+
+    /// Performs one event of `stage` (`first`: its first); returns false
+    /// when the stage is over and did nothing.
+    pub(crate) fn stage_step(&mut self, bounds: &Bounds, stage: Stage, first: bool) -> bool {
+        match stage {
+            Stage::Request(c, who) => {
+                if first && let Some(home) = self.resolve(who) {
+                    self.request_reaches(c, home);
+                }
+                first
+            }
+            Stage::List(c, who) => {
+                if first && let Some(node) = self.resolve(who) {
+                    self.client_list(c, node);
+                }
+                first
+            }
+            Stage::Cut(who) => {
+                if first {
+                    self.cut = None;
+                    self.cut = self.resolve(who);
+                    let cut = self.cut.map(|i| self.nodes[i].id);
+                    self.note(|| format!("  cut off: {cut:?}"));
+                }
+                first
+            }
+            Stage::Crash(who) => {
+                if first && let Some(i) = self.resolve(who) {
+                    self.crashes_left += 1;
+                    self.disk_losses_left += 1;
+                    self.crash(i, false, true);
+                    self.start_node(bounds, i);
+                    self.refresh(i);
+                }
+                first
+            }
+            Stage::Settle => self.settle_one(),
+            Stage::Elect => {
+                if self.settle_one() {
+                    return true;
+                }
+                if self.startup_settled() {
+                    return false;
+                }
+                self.now += 1;
+                self.tick_all();
+                true
+            }
+            Stage::UntilElection => {
+                if self.settle_one() {
+                    return true;
+                }
+                if self.nodes.iter().all(|n| n.ticked >= self.now) {
+                    self.now += 1;
+                    return true;
+                }
+                if self.election_due() {
+                    return false;
+                }
+                self.tick_all();
+                true
+            }
+        }
+    }
+}
