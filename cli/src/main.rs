@@ -15,13 +15,19 @@
 //! trexlock watch jobs/ [--from 1042.3] [--json] --cluster orders --servers 127.0.0.1:7001
 //! trexlock status --cluster orders --servers 127.0.0.1:7001 [--json]
 //! trexlock force-release job-42 --cluster orders --servers 127.0.0.1:7001 --tls-ca ca.pem --tls-cert admin-ops.pem --tls-key admin-ops.key
+//! trexlock member list --cluster orders --servers 127.0.0.1:7001 [--json]
+//! trexlock member add 4 10.0.0.4:7001 --cluster orders --servers 127.0.0.1:7001
+//! trexlock member promote 4 --cluster orders --servers 127.0.0.1:7001
+//! trexlock member remove 2 --cluster orders --servers 127.0.0.1:7001
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
 //! ```
 
+mod bootstrap;
 mod config;
 mod force_release;
 mod http;
 mod list;
+mod member;
 mod session;
 mod shares;
 mod status;
@@ -195,6 +201,12 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// See and change the membership: list, add a learner, promote it,
+    /// remove a member (changes need an admin certificate over TLS).
+    Member {
+        #[command(subcommand)]
+        command: member::MemberCommand,
+    },
     /// Write a cluster CA and certificates naming each node, client and
     /// administrator (URI SANs trexlock://<cluster>/node/<id>,
     /// trexlock://<cluster>/client/<name> and
@@ -221,7 +233,7 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// The cluster id.
     #[arg(long)]
     cluster: String,
@@ -487,6 +499,7 @@ async fn run(command: Command) -> Result<(), String> {
         Command::ForceRelease { name, cluster } => force_release::run(&name, &cluster).await,
         Command::Session { command } => session::run(command).await,
         Command::Status { json, cluster } => status::run(cluster.remote().await?, json).await,
+        Command::Member { command } => member::run(command).await,
         Command::Certs {
             cluster,
             nodes,
@@ -552,7 +565,10 @@ async fn run_node(path: PathBuf) -> Result<(), String> {
         .init();
     let file = config::FileConfig::read(&path).map_err(|e| e.to_string())?;
     let metrics_listen = file.metrics_listen();
-    let config = file.into_node_config().map_err(|e| e.to_string())?;
+    let mut config = file.into_node_config().map_err(|e| e.to_string())?;
+    bootstrap::settle(&mut config)
+        .await
+        .map_err(|e| e.to_string())?;
     // Bound before the node starts, so a taken port is a start-up error.
     let metrics_listener = match metrics_listen {
         Some(addr) => Some(

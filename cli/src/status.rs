@@ -161,7 +161,14 @@ fn table(rows: &[Row]) -> String {
         }
         lines.push(line);
     }
-    let columns = header.len();
+    aligned(&lines)
+}
+
+/// Lines of cells as a table: each column as wide as its widest cell (a
+/// short line, such as an unreachable member's, does not count), the last
+/// cell of a line unpadded.
+pub(crate) fn aligned(lines: &[Vec<String>]) -> String {
+    let columns = lines.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             lines

@@ -4,7 +4,8 @@
 //! node (the leader included), SIGSTOP/SIGCONT of a node and of a client
 //! holding a lease for longer than its TTL, partitions through a
 //! fault-injecting proxy (isolating the leader, one-way cuts, delays,
-//! resets), and journals damaged on disk. A checker then goes over the
+//! resets), journals damaged on disk, and a node replaced by one with a
+//! new id through the membership API. A checker then goes over the
 //! recorded history (see `nemesis/history.rs`).
 //!
 //! ```text
@@ -63,6 +64,8 @@ mod cluster;
 mod history;
 #[path = "nemesis/proxy.rs"]
 mod proxy;
+#[path = "nemesis/replace.rs"]
+mod replace;
 #[path = "nemesis/repro.rs"]
 mod repro;
 #[path = "nemesis/schedule.rs"]

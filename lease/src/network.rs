@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
-use trexlock_paxos::{Message, NodeId};
+use trexlock_paxos::{Membership, Message, NodeId};
 
 /// What nodes send each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,12 @@ pub enum PeerMessage {
 pub trait Network: Send + Sync + 'static {
     /// Sends `message` from `from` to `to`, or drops it.
     fn send(&self, from: NodeId, to: NodeId, message: PeerMessage);
+
+    /// Told every tick which membership governs the node's next slot and
+    /// which is the newest chosen, so that a network that must know its
+    /// peers (the TCP transport) reaches the members of both and no one
+    /// else. Cheap when nothing changed; does nothing by default.
+    fn follow(&self, _governing: &Membership, _latest: &Membership) {}
 }
 
 /// Messages a node receives, with their sender.

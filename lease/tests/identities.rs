@@ -110,3 +110,32 @@ async fn only_an_administrators_certificate_may_force_a_release_over_tls() {
     assert!(!operator.force_release("invoices").await.unwrap());
     cluster.node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn only_an_administrators_certificate_may_change_members_over_tls() {
+    use trexlock_lease::client::{MemberError, MemberRefusal};
+    let cluster = Secured::start().await;
+    let billing = cluster.connect(cluster.ca.client("billing").unwrap()).await;
+    let client = billing.client("billing");
+    assert_eq!(
+        client.add_learner(NodeId(2), "127.0.0.1:7002").await,
+        Err(MemberError::Refused(MemberRefusal::NotPermitted))
+    );
+    assert_eq!(
+        client.remove(NodeId(1)).await,
+        Err(MemberError::Refused(MemberRefusal::NotPermitted))
+    );
+    // Anyone of the cluster may list the members.
+    let list = client.members().await.unwrap();
+    assert_eq!(list.members.len(), 1);
+    let own = cluster.node.local_addr().to_string();
+    assert_eq!(list.members[0].address.as_deref(), Some(own.as_str()));
+
+    let ops = cluster.connect(cluster.ca.admin("ops").unwrap()).await;
+    // Permitted: the leader itself judges the change.
+    assert_eq!(
+        ops.client("ops").remove(NodeId(9)).await,
+        Err(MemberError::Refused(MemberRefusal::UnknownNode(NodeId(9))))
+    );
+    cluster.node.shutdown().await.unwrap();
+}

@@ -120,18 +120,21 @@ enum Ended {
 /// The outgoing task for one peer: dials, handshakes, writes queued
 /// messages in batches, and on any failure reconnects with capped
 /// exponential backoff. Messages queue (boundedly) while the link is down.
+/// It ends when `stop` is cancelled: the transport stops, or the peer left
+/// the membership.
 pub(crate) async fn run_outgoing<M: Serialize>(
     shared: std::sync::Arc<Shared>,
     peer: NodeId,
     addr: SocketAddr,
     mut rx: mpsc::Receiver<M>,
+    stop: CancellationToken,
 ) {
     let hello = Hello::new(shared.cluster_id.clone(), Role::Peer(shared.node));
     let mut attempt = 0u32;
     let mut was_connected = false;
     loop {
         let dialled = tokio::select! {
-            _ = shared.stopping.cancelled() => return,
+            _ = stop.cancelled() => return,
             dialled = handshake::dial(addr, shared.tls.as_ref(), &hello, Some(peer), shared.handshake_timeout) => dialled,
         };
         match dialled {
@@ -142,7 +145,7 @@ pub(crate) async fn run_outgoing<M: Serialize>(
                 }
                 was_connected = true;
                 info!(%peer, %addr, "peer link up");
-                match pump(&shared, peer, conn, &mut rx).await {
+                match pump(&shared, &stop, peer, conn, &mut rx).await {
                     Ended::Stopped => return,
                     Ended::Lost(reason) => {
                         warn!(%peer, %addr, %reason, "peer link lost; reconnecting")
@@ -163,7 +166,7 @@ pub(crate) async fn run_outgoing<M: Serialize>(
         let delay = backoff(shared.backoff_min, shared.backoff_max, attempt);
         attempt = attempt.saturating_add(1);
         tokio::select! {
-            _ = shared.stopping.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
     }
@@ -173,6 +176,7 @@ pub(crate) async fn run_outgoing<M: Serialize>(
 /// the transport stops.
 async fn pump<M: Serialize>(
     shared: &Shared,
+    stop: &CancellationToken,
     peer: NodeId,
     conn: FrameReader<BoxIo>,
     rx: &mut mpsc::Receiver<M>,
@@ -182,7 +186,7 @@ async fn pump<M: Serialize>(
     loop {
         let first = tokio::select! {
             biased;
-            _ = shared.stopping.cancelled() => {
+            _ = stop.cancelled() => {
                 flush_and_close(shared, shared.max_frame_bytes, &peer, &mut writer, rx).await;
                 return Ended::Stopped;
             }

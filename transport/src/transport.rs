@@ -8,7 +8,7 @@ use crate::config::TransportConfig;
 use crate::error::{HandshakeError, SendError, TransportError};
 use crate::handshake::{self, HANDSHAKE_MAX_FRAME_BYTES, HelloReply, Membership, Refusal, Role};
 use crate::identity::Identity;
-use crate::peer::{run_outgoing, serve_incoming};
+use crate::peer::serve_incoming;
 use crate::stats::{Counters, Stats, bump};
 use crate::tls::{self, TlsConfig};
 use serde::Serialize;
@@ -28,11 +28,16 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 use trexlock_paxos::NodeId;
 
+mod follow;
+use follow::Outgoing;
+
 /// What every connection task of one transport shares.
 pub(crate) struct Shared {
     pub(crate) cluster_id: String,
     pub(crate) node: NodeId,
-    pub(crate) peers: BTreeMap<NodeId, SocketAddr>,
+    /// The peers admitted and dialled; it changes when the node follows a
+    /// new membership ([`Transport::set_peers`]).
+    pub(crate) peers: Mutex<BTreeMap<NodeId, SocketAddr>>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) max_client_frame_bytes: usize,
     pub(crate) client_idle_timeout: Duration,
@@ -160,11 +165,11 @@ impl Shared {
         });
     }
 
-    fn membership(&self) -> Membership<'_> {
+    fn membership<'a>(&'a self, peers: &'a BTreeMap<NodeId, SocketAddr>) -> Membership<'a> {
         Membership {
             cluster_id: &self.cluster_id,
             node: self.node,
-            peers: &self.peers,
+            peers,
         }
     }
 
@@ -255,7 +260,7 @@ impl<M, Req, Resp> Clone for Transport<M, Req, Resp> {
 
 struct Inner<M, Resp> {
     shared: Arc<Shared>,
-    outgoing: BTreeMap<NodeId, mpsc::Sender<M>>,
+    outgoing: Mutex<BTreeMap<NodeId, Outgoing<M>>>,
     clients: Arc<ClientTable<Resp>>,
     local_addr: SocketAddr,
 }
@@ -307,7 +312,7 @@ where
         let shared = Arc::new(Shared {
             cluster_id: config.cluster_id,
             node: config.node,
-            peers: config.peers,
+            peers: Mutex::new(config.peers.clone()),
             max_frame_bytes: config.max_frame_bytes,
             max_client_frame_bytes: config.max_client_frame_bytes,
             client_idle_timeout: config.client_idle_timeout,
@@ -335,10 +340,8 @@ where
         let clients = Arc::new(ClientTable::new());
 
         let mut outgoing = BTreeMap::new();
-        for (&peer, &addr) in &shared.peers {
-            let (tx, rx) = mpsc::channel(shared.queue_capacity);
-            outgoing.insert(peer, tx);
-            shared.spawn(run_outgoing(shared.clone(), peer, addr, rx));
+        for (&peer, &addr) in &config.peers {
+            outgoing.insert(peer, Outgoing::start(&shared, peer, addr));
         }
         shared.spawn(accept_loop(
             shared.clone(),
@@ -350,7 +353,7 @@ where
         let transport = Transport {
             inner: Arc::new(Inner {
                 shared,
-                outgoing,
+                outgoing: Mutex::new(outgoing),
                 clients,
                 local_addr,
             }),
@@ -371,12 +374,9 @@ impl<M, Req, Resp> Transport<M, Req, Resp> {
     /// the peer's queue is full (the message is dropped and counted: a dead
     /// peer costs bounded memory), or after shutdown.
     pub fn send(&self, to: NodeId, message: M) -> Result<(), SendError> {
-        let queue = self
-            .inner
-            .outgoing
-            .get(&to)
-            .ok_or(SendError::UnknownPeer(to))?;
-        self.enqueue(queue, message)
+        let outgoing = lock(&self.inner.outgoing);
+        let link = outgoing.get(&to).ok_or(SendError::UnknownPeer(to))?;
+        self.enqueue(&link.queue, message)
     }
 
     /// Queues `message` as a reply on client connection `client`, without
@@ -557,33 +557,32 @@ async fn serve_connection<M, Req, Resp>(
     Resp: Serialize + Send + 'static,
 {
     let number = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-    let greeting = async {
-        if shared.tls.is_some() {
-            refuse_plain_hello(&tcp).await?;
-        }
-        let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
-            .await
-            .map_err(HandshakeError::Tls)?;
-        let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
-        let authenticated = certified.is_some();
-        let (_, link) =
-            handshake::accept(
-                &mut conn,
-                &shared.membership(),
-                &certified,
-                |role| match role {
-                    Role::Peer(peer) => shared
-                        .claim_peer(peer, number, remote, authenticated)
-                        .map(Link::Peer),
-                    Role::Client(instance) => Ok(Link::Client(
-                        instance,
-                        certified.as_ref().and_then(|c| c.as_ref().ok()).cloned(),
-                    )),
-                },
-            )
-            .await?;
-        Ok::<_, HandshakeError>((conn, link))
-    };
+    let greeting =
+        async {
+            if shared.tls.is_some() {
+                refuse_plain_hello(&tcp).await?;
+            }
+            let (io, certified) = tls::accept(tcp, shared.tls.as_ref())
+                .await
+                .map_err(HandshakeError::Tls)?;
+            let mut conn = FrameReader::new(io, HANDSHAKE_MAX_FRAME_BYTES);
+            let authenticated = certified.is_some();
+            let peers = lock(&shared.peers).clone();
+            let (_, link) =
+                handshake::accept(&mut conn, &shared.membership(&peers), &certified, |role| {
+                    match role {
+                        Role::Peer(peer) => shared
+                            .claim_peer(peer, number, remote, authenticated)
+                            .map(Link::Peer),
+                        Role::Client(instance) => Ok(Link::Client(
+                            instance,
+                            certified.as_ref().and_then(|c| c.as_ref().ok()).cloned(),
+                        )),
+                    }
+                })
+                .await?;
+            Ok::<_, HandshakeError>((conn, link))
+        };
     let greeted = tokio::select! {
         // A stopping node does not wait for half-open handshakes.
         _ = shared.stopping.cancelled() => return,

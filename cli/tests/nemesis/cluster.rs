@@ -49,7 +49,7 @@ pub fn die_with_parent(cmd: &mut Command) {
 /// A free port below Linux's ephemeral range (32768 and up): a node keeps
 /// its port across restarts, and while it is down an ephemeral port (an
 /// outgoing connection's, or a `bind(0)`) could otherwise take it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..1000 {
         let port = fastrand::u16(20_000..32_000);
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -70,7 +70,24 @@ pub struct NodeProc {
 }
 
 impl NodeProc {
-    fn spawn(&mut self) {
+    /// A node process for the configuration file `config` (not started).
+    pub fn new(
+        config: PathBuf,
+        data_dir: PathBuf,
+        journal: &'static str,
+        log: PathBuf,
+    ) -> NodeProc {
+        NodeProc {
+            config,
+            data_dir,
+            journal,
+            log,
+            child: None,
+            paused: false,
+        }
+    }
+
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "node already running");
         let log = OpenOptions::new()
             .create(true)
@@ -99,7 +116,7 @@ impl NodeProc {
         self.child.as_ref().map(Child::id)
     }
 
-    fn sigkill(&mut self) {
+    pub fn sigkill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -148,6 +165,12 @@ pub struct JournalCopy {
 pub struct Cluster {
     pub proxy: Proxy,
     pub nodes: Vec<NodeProc>,
+    /// The node id each slot runs (slot `i` starts as node `i + 1`; a
+    /// replaced node's slot runs its successor, on the same port).
+    pub ids: Vec<u16>,
+    /// Where each slot's node listens (peers and clients reach it through
+    /// the proxy; a node added at runtime is reached here directly).
+    pub listen: Vec<SocketAddr>,
 }
 
 impl Cluster {
@@ -182,18 +205,37 @@ impl Cluster {
             }
             let config = dir.join(format!("n{}.toml", i + 1));
             std::fs::write(&config, text).expect("write config");
-            let mut node = NodeProc {
-                config,
-                data_dir,
-                journal,
-                log: dir.join(format!("n{}.log", i + 1)),
-                child: None,
-                paused: false,
-            };
+            let log = dir.join(format!("n{}.log", i + 1));
+            let mut node = NodeProc::new(config, data_dir, journal, log);
             node.spawn();
             nodes.push(node);
         }
-        Cluster { proxy, nodes }
+        let ids = (1..=n as u16).collect();
+        Cluster {
+            proxy,
+            nodes,
+            ids,
+            listen,
+        }
+    }
+
+    /// Makes slot `i` run node `id` from its next start: rewrites its
+    /// configuration (the slot must be down and wiped).
+    pub fn renumber(&mut self, i: usize, id: u16) {
+        assert!(!self.nodes[i].is_running());
+        let text = std::fs::read_to_string(&self.nodes[i].config).expect("read config");
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("node_id = ") {
+                    format!("node_id = {id}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect();
+        std::fs::write(&self.nodes[i].config, text.join("\n") + "\n").expect("write config");
+        self.ids[i] = id;
     }
 
     pub fn len(&self) -> usize {

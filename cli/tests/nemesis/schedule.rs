@@ -23,7 +23,7 @@ pub struct Nemesis {
     started: Instant,
 }
 
-const KINDS: [(&str, u32); 12] = [
+const KINDS: [(&str, u32); 13] = [
     ("kill node", 3),
     ("kill leader", 3),
     ("pause node", 2),
@@ -36,6 +36,7 @@ const KINDS: [(&str, u32); 12] = [
     ("delay links", 2),
     ("reset links", 1),
     ("damage journal then wipe and rejoin", 1),
+    ("replace node", 1),
 ];
 
 impl Nemesis {
@@ -58,7 +59,7 @@ impl Nemesis {
         }
     }
 
-    fn note(&mut self, what: String) {
+    pub(super) fn note(&mut self, what: String) {
         let line = format!("{:>8.1}s {what}", self.started.elapsed().as_secs_f64());
         eprintln!("nemesis: {line}");
         self.log.push(line);
@@ -209,6 +210,7 @@ impl Nemesis {
                     cluster.proxy.set(link, |s| s.resets += 1);
                 }
             }
+            "replace node" => self.replace_node(target).await,
             _ => self.damage_and_rejoin(target).await,
         }
     }
@@ -360,7 +362,7 @@ impl Nemesis {
 
     /// Whether every node but `except` runs, names the same leader and has
     /// applied as much as it.
-    async fn others_agree(&self, except: usize) -> Option<()> {
+    pub(super) async fn others_agree(&self, except: usize) -> Option<()> {
         let cluster = self.cluster.lock().await;
         let mut seen = Vec::new();
         for i in (0..cluster.len()).filter(|i| *i != except) {

@@ -7,6 +7,7 @@
 mod handle;
 mod lease_session;
 mod list;
+pub(crate) mod members;
 mod session;
 mod shares;
 mod watch;
@@ -14,6 +15,7 @@ mod watch;
 pub use handle::LeaseHandle;
 pub use lease_session::LeaseSession;
 pub use list::ListPage;
+pub use members::{MemberError, MemberList, MemberRefusal};
 pub use session::{ClientCore, LeaseState, SessionState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};

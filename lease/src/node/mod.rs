@@ -173,6 +173,7 @@ pub(crate) enum Call {
         client: ClientId,
         request: u64,
     },
+    Members(crate::client::members::MemberCall),
     Shutdown {
         done: oneshot::Sender<()>,
     },

@@ -4,6 +4,7 @@
 
 use super::core::{Effect, NodeCore};
 use super::{Call, NodeStatus, Reply};
+use crate::client::members::{self, MemberCall, MemberError};
 use crate::command::{ClientId, Outcome};
 use crate::error::NodeError;
 use crate::journal_worker::JournalWorker;
@@ -117,6 +118,10 @@ impl NodeTask {
                 _ = ticker.tick() => {
                     let ticked = self.core.tick(self.now());
                     self.perform(ticked)?;
+                    let replica = self.core.replica();
+                    self.io
+                        .network
+                        .follow(replica.membership_in_effect(), replica.membership());
                 }
             }
             // Take whatever else is already waiting, so it shares this
@@ -165,6 +170,7 @@ impl NodeTask {
                 self.replies.remove(&(client, request));
                 self.core.forget(client, request);
             }
+            Call::Members(call) => self.on_member_call(call),
             Call::Shutdown { done } => self.shutdown = Some(done),
             Call::Watch { id, request, sink } => {
                 self.watchers.insert(id, (sink, false));
@@ -174,6 +180,20 @@ impl NodeTask {
             Call::Unwatch { id } => {
                 self.watchers.remove(&id);
                 self.core.unwatch(id);
+            }
+        }
+    }
+
+    fn on_member_call(&mut self, call: MemberCall) {
+        let now = self.now();
+        match call {
+            MemberCall::List { reply } => {
+                let _ = reply.send(Ok(members::list(&self.core, now)));
+            }
+            MemberCall::Change { change, reply } => {
+                let proposed = members::propose(&mut self.core, now, change);
+                let _ = reply.send(proposed.map_err(MemberError::Refused));
+                let _ = self.perform(Ok(()));
             }
         }
     }

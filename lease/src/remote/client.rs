@@ -194,7 +194,10 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One connection to `addr`, as `config` says: TLS, plain TCP (loopback
 /// only), or plain TCP anywhere when `insecure` is set.
-async fn open(addr: SocketAddr, config: &RemoteConfig) -> Result<Connection, ConnectFailure> {
+pub(super) async fn open(
+    addr: SocketAddr,
+    config: &RemoteConfig,
+) -> Result<Connection, ConnectFailure> {
     let opened = match &config.tls {
         Some(tls) => Connection::connect(addr, &config.cluster_id, Some(tls)).await,
         None if config.insecure => Connection::connect_insecure(addr, &config.cluster_id).await,
@@ -401,7 +404,7 @@ impl Link {
                     Ok(Some(NodeReply::Outcome { client, request, outcome })) => {
                         self.answer((client, request), outcome);
                     }
-                    Ok(Some(NodeReply::Status(_))) => {}
+                    Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
                     Ok(Some(NodeReply::Watch { watch, delivery })) => {
                         if let Some(unwatch) = self.deliver_watch(WatchId(watch), delivery) {
                             self.send_all(vec![unwatch]).await;
@@ -441,6 +444,10 @@ impl Link {
             }
             Call::Forget { client, request } => {
                 self.waiting.remove(&(client, request));
+                None
+            }
+            Call::Members(call) => {
+                tokio::spawn(super::members::call_cluster(self.config.clone(), call));
                 None
             }
             Call::Shutdown { done } => {

@@ -25,12 +25,14 @@
 
 mod authz;
 mod client;
+mod members;
 mod server;
 mod watches;
 
 pub use crate::node::JournalFile;
 pub use authz::{authorize, principal};
 pub use client::{RemoteConfig, RemoteHandle, connect, status, status_of};
+pub use members::{AddressBook, MemberReply, MemberRequest, may_change_members, member_list};
 pub use server::{TcpNode, TcpNodeConfig};
 
 use crate::command::{ClientId, Outcome, Request};
@@ -60,6 +62,8 @@ pub enum ClientMessage {
         /// The client's id for the watch.
         watch: u64,
     },
+    /// A membership request (list, or a change).
+    Members(MemberRequest),
 }
 
 /// What a node answers a remote client.
@@ -83,6 +87,8 @@ pub enum NodeReply {
         /// What the watch is owed.
         delivery: WatchDelivery,
     },
+    /// An answer to a membership request.
+    Members(MemberReply),
 }
 
 /// A node's status, as it answered a remote client.
@@ -104,8 +110,8 @@ pub struct RemoteStatus {
     pub applied: u64,
     /// Highest slot its leader announced chosen.
     pub leader_committed: u64,
-    /// The members it is configured with and their addresses (its own
-    /// listen address for itself).
+    /// The members it reaches and their addresses (its own listen address
+    /// for itself), as of the membership it follows.
     pub members: Vec<(NodeId, SocketAddr)>,
     /// On the leader: slots each peer is behind, as of its last heartbeat
     /// answer.
@@ -122,17 +128,36 @@ pub type NodeTransport =
 /// queue or an unreachable peer drops the message, as the protocol allows).
 pub struct TcpNetwork {
     transport: NodeTransport,
+    book: Option<std::sync::Arc<AddressBook>>,
 }
 
 impl TcpNetwork {
-    /// Wraps a started transport.
+    /// Wraps a started transport whose peers stay as configured.
     pub fn new(transport: NodeTransport) -> TcpNetwork {
-        TcpNetwork { transport }
+        TcpNetwork {
+            transport,
+            book: None,
+        }
+    }
+
+    /// Wraps a started transport whose peers follow the committed
+    /// membership, with addresses from `book`.
+    pub fn following(transport: NodeTransport, book: std::sync::Arc<AddressBook>) -> TcpNetwork {
+        TcpNetwork {
+            transport,
+            book: Some(book),
+        }
     }
 }
 
 impl crate::network::Network for TcpNetwork {
     fn send(&self, _from: NodeId, to: NodeId, message: crate::network::PeerMessage) {
         let _ = self.transport.send(to, message);
+    }
+
+    fn follow(&self, governing: &trexlock_paxos::Membership, latest: &trexlock_paxos::Membership) {
+        if let Some(peers) = self.book.as_ref().and_then(|b| b.follow(governing, latest)) {
+            self.transport.set_peers(peers);
+        }
     }
 }

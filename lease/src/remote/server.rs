@@ -2,6 +2,7 @@
 //! clients, started and stopped together.
 
 use super::authz::authorize;
+use super::members::{AddressBook, MAX_MEMBER_REQUESTS, MemberService};
 use super::watches::{SWEEP_INTERVAL, ServedWatches};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::command::Outcome;
@@ -40,17 +41,16 @@ impl TcpNode {
     /// invalid.
     pub async fn start(config: TcpNodeConfig) -> Result<TcpNode, NodeError> {
         let cluster = config.transport.cluster_id.clone();
-        let mut members: Vec<(NodeId, SocketAddr)> = config
-            .transport
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, *addr))
-            .collect();
+        let bootstrap = config.transport.peers.clone();
         let tls = config.transport.tls.is_some();
+        let loopback = !tls && config.transport.listen.ip().is_loopback();
         let (transport, inbound) = NodeTransport::start(config.transport).await?;
-        members.push((config.node.node, transport.local_addr()));
-        members.sort();
-        let network = Arc::new(TcpNetwork::new(transport.clone()));
+        let book = Arc::new(AddressBook::new(
+            config.node.node,
+            transport.local_addr(),
+            bootstrap,
+        ));
+        let network = Arc::new(TcpNetwork::following(transport.clone(), book.clone()));
         let started = Node::start_with_journal(
             config.node,
             &cluster,
@@ -66,13 +66,14 @@ impl TcpNode {
                 return Err(e);
             }
         };
-        let service = tokio::spawn(serve_clients(
-            node.handle(),
-            members,
-            transport.clone(),
-            inbound.clients,
-            tls,
-        ));
+        let members = MemberService {
+            node: node.handle(),
+            transport: transport.clone(),
+            book,
+            loopback,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_MEMBER_REQUESTS)),
+        };
+        let service = tokio::spawn(serve_clients(members, inbound.clients, tls));
         Ok(TcpNode {
             node,
             transport,
@@ -125,12 +126,11 @@ impl TcpNode {
 /// (see [`authorize`]) becomes a call on the local node, and its answers go
 /// back on the client's connection.
 async fn serve_clients(
-    node: NodeHandle,
-    members: Vec<(NodeId, SocketAddr)>,
-    transport: NodeTransport,
+    members: MemberService,
     mut clients: mpsc::Receiver<(ConnectionId, ClientMessage)>,
     tls: bool,
 ) {
+    let (node, transport) = (&members.node, &members.transport);
     let mut watches = ServedWatches::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
@@ -140,7 +140,7 @@ async fn serve_clients(
                 None => return,
             },
             _ = sweep.tick() => {
-                watches.sweep(&node, &transport).await;
+                watches.sweep(node, transport).await;
                 continue;
             }
         };
@@ -152,19 +152,20 @@ async fn serve_clients(
                     Some(identity) if !tls || identity.is_some() => {}
                     _ => continue,
                 }
-                if !watches.start(&node, &transport, conn, watch, request).await {
+                if !watches.start(node, transport, conn, watch, request).await {
                     return;
                 }
             }
             ClientMessage::Unwatch { watch } => {
-                if !watches.stop(&node, conn, watch).await {
+                if !watches.stop(node, conn, watch).await {
                     return;
                 }
             }
             ClientMessage::Status => {
-                let reply = NodeReply::Status(remote_status(&node, &members));
+                let reply = NodeReply::Status(remote_status(node, &members.book.all()));
                 let _ = transport.reply(conn, reply);
             }
+            ClientMessage::Members(request) => members.serve(conn, request),
             ClientMessage::Lease(request) => {
                 // Over TLS a connection without an identity has closed:
                 // nobody is left to answer.
