@@ -17,7 +17,9 @@ mod cluster;
 
 use bytes::Bytes;
 use cluster::BoxError;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Barrier;
 use trexlock::{LeaseClient, LeaseError, LeaseHandle};
 
 const MUTEX: &str = "counter";
@@ -35,7 +37,17 @@ fn counter(value: Option<&Bytes>) -> Result<u64, BoxError> {
 
 /// Takes the mutex, increments the counter it carries, gives it back;
 /// the worker that makes the last increment returns the lock still held.
-async fn worker(name: String, client: LeaseClient) -> Result<Option<LeaseHandle>, BoxError> {
+/// Workers start together (once each has read through its own node), so
+/// that they take turns from the first increment: the value lives only
+/// while someone holds or waits, and a worker that came late to an empty
+/// line would start again from nothing.
+async fn worker(
+    name: String,
+    client: LeaseClient,
+    start: Arc<Barrier>,
+) -> Result<Option<LeaseHandle>, BoxError> {
+    client.holder(MUTEX).await?;
+    start.wait().await;
     for _ in 0..INCREMENTS {
         let lock = client.acquire(MUTEX, TTL, WAIT).await?;
         let seen = counter(lock.value().as_ref())?;
@@ -55,10 +67,12 @@ async fn worker(name: String, client: LeaseClient) -> Result<Option<LeaseHandle>
 async fn main() -> Result<(), BoxError> {
     let cluster = cluster::start().await?;
 
+    let start = Arc::new(Barrier::new(cluster.nodes.len()));
     let mut workers = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         let name = format!("worker@node-{}", i + 1);
-        workers.push(tokio::spawn(worker(name.clone(), node.client(name))));
+        let client = node.client(name.clone());
+        workers.push(tokio::spawn(worker(name, client, start.clone())));
     }
     let mut last = None;
     for w in workers {
