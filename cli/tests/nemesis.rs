@@ -4,8 +4,9 @@
 //! node (the leader included), SIGSTOP/SIGCONT of a node and of a client
 //! holding a lease for longer than its TTL, partitions through a
 //! fault-injecting proxy (isolating the leader, one-way cuts, delays,
-//! resets), journals damaged on disk, and a node replaced by one with a
-//! new id through the membership API. A checker then goes over the
+//! resets), journals damaged on disk, and (only when named in
+//! `TREXLOCK_NEMESIS_FAULTS`, e.g. `"replace node,kill node"`) a node
+//! replaced by one with a new id through the membership API. A checker then goes over the
 //! recorded history (see `nemesis/history.rs`).
 //!
 //! ```text
