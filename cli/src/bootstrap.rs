@@ -14,16 +14,23 @@
 //! `trexlock member add`) joins as one: it starts empty, needs only the
 //! leader, and votes once promoted. A node the cluster does not list is
 //! refused, so that a wiped node is never mistaken for a bootstrap member.
-//! When no peer answers, the cluster is new and the TOML's members are the
-//! bootstrap members.
+//! A node the cluster lists as a voter starts as a bootstrap member only
+//! while the membership is still the one the cluster began with: after a
+//! change, an empty journal would relearn against memberships the TOML
+//! cannot name, so it is refused and told to take the disk-loss procedure
+//! (remove it, add it back as a learner). Answers that make a node join or
+//! refuse come from the leader when one answers: a lagging member may list
+//! an older membership. When no peer answers, the cluster is new and the
+//! TOML's members are the bootstrap members.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use trexlock_lease::Role;
-use trexlock_lease::client::MemberError;
+use trexlock_lease::client::{MemberError, MemberList};
 use trexlock_lease::remote::{self, RemoteConfig, TcpNodeConfig};
 use trexlock_paxos::NodeId;
 
@@ -73,6 +80,25 @@ pub enum BootstrapError {
         /// The members the cluster listed.
         members: String,
     },
+    /// This node has no journal, and the running cluster lists it as a
+    /// voter of a membership other than the one its configuration
+    /// bootstraps: it lost its disk after the membership changed (or its
+    /// `[peers]` are not the cluster's first members). It must not vote as
+    /// the member it was: the disk-loss procedure takes it out and back in
+    /// as a learner.
+    #[error(
+        "node {node} has an empty journal and the running cluster lists it as a voter, but not of the membership its configuration starts from (the cluster's voters: {voters}, in effect from slot {effective}; [peers] and this node: {configured}): an empty journal cannot relearn what this node voted for since; take it out and add it back as a learner: trexlock member remove {node} --cluster <id> --servers <a member>, then trexlock member add {node} <address> ..., start it again, and promote it once caught up"
+    )]
+    EmptyVoter {
+        /// This node.
+        node: u16,
+        /// The voters the cluster listed.
+        voters: String,
+        /// From which slot the cluster's newest membership governs.
+        effective: u64,
+        /// The members the configuration file names.
+        configured: String,
+    },
 }
 
 /// Settles the members `config` starts with: the recorded ones, else
@@ -107,19 +133,36 @@ pub async fn settle(config: &mut TcpNodeConfig) -> Result<(), BootstrapError> {
     apply(&record, config, &path)
 }
 
+/// How long a first start waits for the leader's word before it acts on
+/// another member's when that word would make it join or refuse: a member
+/// that lags (or relearns after a disk loss) may list an older membership.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// How a node with no record starts, as the running cluster lists it.
+#[derive(Debug, PartialEq, Eq)]
+enum Start {
+    /// A bootstrap member: the TOML's members are the cluster's first ones.
+    Bootstrap,
+    /// A learner the cluster added: it joins, reaching these members.
+    Join(BTreeMap<String, SocketAddr>),
+}
+
 /// Decides how a node with no record starts: a learner the cluster lists
 /// joins; a journal already there (a node from before records) or a
-/// cluster that does not answer bootstraps from the TOML.
+/// cluster that does not answer bootstraps from the TOML. An answer that
+/// would make it join or refuse is taken from the leader when one answers
+/// within [`LEADER_WAIT`].
 async fn first_start(config: &TcpNodeConfig) -> Result<Record, BootstrapError> {
     let me = config.node.node;
-    let record = |joining| Record {
+    let record = |joining, peers| Record {
         cluster_id: config.transport.cluster_id.clone(),
         node_id: me.0,
         joining,
-        peers: names(&config.transport.peers),
+        peers,
     };
+    let toml_peers = names(&config.transport.peers);
     if config.journal.path().exists() || config.transport.peers.is_empty() {
-        return Ok(record(false));
+        return Ok(record(false, toml_peers));
     }
     let mut ask = RemoteConfig::new(
         config.transport.cluster_id.clone(),
@@ -127,44 +170,94 @@ async fn first_start(config: &TcpNodeConfig) -> Result<Record, BootstrapError> {
     );
     ask.tls = config.transport.tls.clone();
     ask.insecure = config.transport.insecure;
-    match remote::member_list(&ask).await {
-        Ok(list) => match list.members.iter().find(|m| m.node == me) {
-            Some(m) if m.role == Role::Learner => {
-                // The members as the cluster lists them, not as [peers]
-                // does: the leader may be one [peers] does not name, and
-                // its links must be admitted before this node learns the
-                // membership from the log.
-                let peers = list
-                    .members
-                    .iter()
-                    .filter(|m| m.node != me)
-                    .filter_map(|m| Some((m.node.0.to_string(), m.address.as_ref()?.parse().ok()?)))
-                    .collect();
-                tracing::info!(%me, ?peers, "the cluster lists this node as a learner: joining it");
-                Ok(Record {
-                    peers,
-                    ..record(true)
-                })
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mut heard = None;
+    let list = loop {
+        match remote::member_list(&ask).await {
+            Ok(list) => {
+                let from_leader = list.leader == Some(list.node);
+                let plain = decide(&list, config).is_ok_and(|s| s == Start::Bootstrap);
+                if from_leader || plain || tokio::time::Instant::now() >= deadline {
+                    break Some(list);
+                }
+                heard = Some(list);
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Some(_) => {
-                tracing::info!(%me, "bootstrapping from the configuration file: first start of a bootstrap member");
-                Ok(record(false))
-            }
-            None => Err(BootstrapError::NotAMember {
-                node: me.0,
-                members: list
-                    .members
-                    .iter()
-                    .map(|m| m.node.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }),
-        },
-        Err(MemberError::Cluster(_) | MemberError::Refused(_)) => {
-            tracing::info!(%me, "no peer answered: bootstrapping a new cluster from the configuration file");
-            Ok(record(false))
+            Err(MemberError::Cluster(_) | MemberError::Refused(_)) => break heard,
+        }
+    };
+    let Some(list) = list else {
+        tracing::info!(%me, "no peer answered: bootstrapping a new cluster from the configuration file");
+        return Ok(record(false, toml_peers));
+    };
+    match decide(&list, config)? {
+        Start::Bootstrap => {
+            tracing::info!(%me, "bootstrapping from the configuration file: first start of a bootstrap member");
+            Ok(record(false, toml_peers))
+        }
+        Start::Join(peers) => {
+            tracing::info!(%me, ?peers, "the cluster lists this node as a learner: joining it");
+            Ok(record(true, peers))
         }
     }
+}
+
+/// What the members `list` says about this node, which has no journal.
+///
+/// A learner joins. A voter starts as a bootstrap member only if the
+/// cluster still has the membership it began with and the TOML names it:
+/// an empty journal then relearns as the replica's rejoin rules say,
+/// asking every other voter. Once the membership has changed, an empty
+/// journal cannot tell which memberships governed the slots it missed,
+/// and the TOML's members are not the cluster's first ones (a node added
+/// later never had any): such a node is refused, and takes the disk-loss
+/// procedure (remove it, add it back as a learner).
+fn decide(list: &MemberList, config: &TcpNodeConfig) -> Result<Start, BootstrapError> {
+    let me = config.node.node;
+    let listed = |role| {
+        list.members
+            .iter()
+            .filter(move |m| m.role == role)
+            .map(|m| m.node)
+    };
+    let described = |role| joined(listed(role));
+    match list.members.iter().find(|m| m.node == me).map(|m| m.role) {
+        Some(Role::Learner) => {
+            // The members as the cluster lists them, not as [peers] does:
+            // the leader may be one [peers] does not name, and its links
+            // must be admitted before this node learns the membership from
+            // the log.
+            let peers = list
+                .members
+                .iter()
+                .filter(|m| m.node != me)
+                .filter_map(|m| Some((m.node.0.to_string(), m.address.as_ref()?.parse().ok()?)))
+                .collect();
+            Ok(Start::Join(peers))
+        }
+        Some(Role::Voter) => {
+            let voters: BTreeSet<NodeId> = listed(Role::Voter).collect();
+            let configured: BTreeSet<NodeId> = config.node.members.iter().copied().collect();
+            if list.effective <= 1 && voters == configured {
+                return Ok(Start::Bootstrap);
+            }
+            Err(BootstrapError::EmptyVoter {
+                node: me.0,
+                voters: described(Role::Voter),
+                effective: list.effective,
+                configured: joined(configured.iter()),
+            })
+        }
+        None => Err(BootstrapError::NotAMember {
+            node: me.0,
+            members: joined(list.members.iter().map(|m| m.node)),
+        }),
+    }
+}
+
+fn joined<N: std::borrow::Borrow<NodeId>>(nodes: impl Iterator<Item = N>) -> String {
+    let names: Vec<String> = nodes.map(|n| n.borrow().to_string()).collect();
+    names.join(", ")
 }
 
 /// Sets `config`'s members and peers from `record`.
@@ -299,5 +392,63 @@ mod tests {
         other.node.node = NodeId(2);
         let error = settle(&mut other).await.unwrap_err().to_string();
         assert!(error.contains("recorded for node 1"), "{error}");
+    }
+
+    fn listed(effective: u64, voters: &[u16], learners: &[u16]) -> MemberList {
+        let member = |node: u16, role| trexlock_lease::MemberInfo {
+            node: NodeId(node),
+            role,
+            address: Some(format!("127.0.0.1:{}", 7000 + node)),
+            lag: None,
+        };
+        let voters = voters.iter().map(|n| member(*n, Role::Voter));
+        let learners = learners.iter().map(|n| member(*n, Role::Learner));
+        MemberList {
+            node: NodeId(2),
+            leader: Some(NodeId(2)),
+            committed: 9000,
+            effective,
+            members: voters.chain(learners).collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_voter_starts_as_a_bootstrap_member_only_in_the_first_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &[(2, "127.0.0.1:9"), (3, "127.0.0.1:10")]);
+        assert_eq!(
+            decide(&listed(1, &[1, 2, 3], &[]), &config).unwrap(),
+            Start::Bootstrap
+        );
+        // Node 1 lost its disk after node 3 was replaced by node 13: the
+        // TOML's members are no longer the cluster's, whatever they say.
+        let error = decide(&listed(5012, &[1, 2, 13], &[]), &config)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("node 1 has an empty journal"), "{error}");
+        assert!(error.contains("n1, n2, n13"), "{error}");
+        assert!(error.contains("trexlock member remove 1"), "{error}");
+        // Changed and changed back: still not the first membership.
+        let back = decide(&listed(600, &[1, 2, 3], &[]), &config);
+        assert!(
+            matches!(back, Err(BootstrapError::EmptyVoter { effective: 600, .. })),
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn a_listed_learner_joins_reaching_the_members_the_cluster_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path(), &[(2, "127.0.0.1:9")]);
+        let start = decide(&listed(700, &[2, 3, 4], &[1]), &config).unwrap();
+        let Start::Join(peers) = start else {
+            panic!("{start:?}")
+        };
+        assert_eq!(peers.keys().collect::<Vec<_>>(), ["2", "3", "4"]);
+        let stranger = decide(&listed(700, &[2, 3, 4], &[]), &config);
+        assert!(
+            matches!(stranger, Err(BootstrapError::NotAMember { node: 1, .. })),
+            "{stranger:?}"
+        );
     }
 }

@@ -191,6 +191,21 @@ async fn stops_on_its_own(members: &mut Members, id: u16) {
     panic!("removed node {id} still runs 10 s after its removal");
 }
 
+/// Node `id` exits within 10 s (a refusal to start); its log.
+async fn exits_within_10s(members: &mut Members, id: u16) -> String {
+    let node = members.procs.get_mut(&id).unwrap();
+    for _ in 0..100 {
+        if node.exited().is_some() {
+            return members.log(id);
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "node {id} still runs 10 s after it started:\n{}",
+        members.log(id)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice() {
     let tempdir = tempfile::tempdir().expect("tempdir");
@@ -265,13 +280,29 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
         read_all(&members, &voters, &history).await;
     }
     sleep(Duration::from_secs(1)).await;
-    // A follower loses its disk: the README's procedure, with a majority
-    // up at every step: stop, remove, wipe, add back as a learner, start,
-    // promote.
+    // A follower loses its disk. Restarted on an empty data directory as
+    // it was, it refuses: the membership changed since the cluster began,
+    // so it could not relearn what it voted for.
     let lead = leader(&members.servers(&voters)).await;
     let lost = *voters.iter().find(|v| **v != lead).unwrap();
     let rest: Vec<u16> = voters.iter().copied().filter(|v| *v != lost).collect();
     members.procs.get_mut(&lost).unwrap().sigkill();
+    std::fs::remove_dir_all(dir.join(format!("n{lost}"))).expect("wipe");
+    let peers = if lost <= 3 {
+        vec![1, 2, 3]
+    } else {
+        voters.clone()
+    };
+    members.start(lost, &peers);
+    let refused = exits_within_10s(&mut members, lost).await;
+    assert!(
+        refused.contains(&format!(
+            "node {lost} has an empty journal and the running cluster lists it as a voter"
+        )) && refused.contains(&format!("trexlock member remove {lost}")),
+        "{refused}"
+    );
+    // The README's procedure, with a majority up at every step: stop,
+    // remove, wipe, add back as a learner, start, promote.
     change(&["remove", &lost.to_string()], &members.servers(&rest)).await;
     std::fs::remove_dir_all(dir.join(format!("n{lost}"))).expect("wipe");
     let at = members.addrs[&lost].to_string();
@@ -284,22 +315,10 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
 
     // A node the cluster does not list refuses to start, naming the fix.
     members.start(7, &voters);
-    let stranger = members.procs.get_mut(&7).unwrap();
-    let mut exited = None;
-    for _ in 0..100 {
-        exited = stranger.exited();
-        if exited.is_some() {
-            break;
-        }
-        sleep(Duration::from_millis(100)).await;
-    }
-    assert!(exited.is_some(), "node 7, never added, still runs");
+    let refused = exits_within_10s(&mut members, 7).await;
     assert!(
-        members
-            .log(7)
-            .contains("node 7 is not a member of the running cluster"),
-        "{}",
-        members.log(7)
+        refused.contains("node 7 is not a member of the running cluster"),
+        "{refused}"
     );
 
     stop.store(true, Ordering::SeqCst);

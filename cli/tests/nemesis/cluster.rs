@@ -171,6 +171,10 @@ pub struct Cluster {
     /// Where each slot's node listens (peers and clients reach it through
     /// the proxy; a node added at runtime is reached here directly).
     pub listen: Vec<SocketAddr>,
+    /// Whether the membership has changed since the start: a node that
+    /// loses its disk then must be taken out and added back (the README's
+    /// disk-loss procedure), as it refuses to relearn as a voter.
+    pub changed: bool,
 }
 
 impl Cluster {
@@ -216,6 +220,7 @@ impl Cluster {
             nodes,
             ids,
             listen,
+            changed: false,
         }
     }
 
@@ -236,6 +241,15 @@ impl Cluster {
             .collect();
         std::fs::write(&self.nodes[i].config, text.join("\n") + "\n").expect("write config");
         self.ids[i] = id;
+    }
+
+    /// Slot `i`'s node for the schedule's notes: its id, and its slot when
+    /// a successor runs there.
+    pub fn name(&self, i: usize) -> String {
+        match self.ids[i] {
+            id if usize::from(id) == i + 1 => format!("n{id}"),
+            id => format!("n{id} (slot {})", i + 1),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -310,14 +324,23 @@ impl Cluster {
         )
     }
 
-    /// Copies node `i`'s journal and mark (the node must be down).
-    pub fn copy_journal(&self, i: usize) -> JournalCopy {
+    /// Whether node `i` has a journal and its mark: not when it never
+    /// started since its data directory was wiped, nor while it relearns
+    /// after a disk loss (it writes nothing until it votes).
+    pub fn has_journal(&self, i: usize) -> bool {
+        let (journal, mark) = self.journal_paths(i);
+        journal.exists() && mark.exists()
+    }
+
+    /// Copies node `i`'s journal and mark (the node must be down); `None`
+    /// when it has none (see [`Cluster::has_journal`]).
+    pub fn copy_journal(&self, i: usize) -> Option<JournalCopy> {
         assert!(!self.nodes[i].is_running());
         let (journal, mark) = self.journal_paths(i);
-        JournalCopy {
-            journal: std::fs::read(journal).expect("read journal"),
-            mark: std::fs::read(mark).expect("read journal mark"),
-        }
+        Some(JournalCopy {
+            journal: std::fs::read(journal).ok()?,
+            mark: std::fs::read(mark).ok()?,
+        })
     }
 
     /// Whether node `i` has acknowledged a commit since `copy` was taken.

@@ -1,7 +1,9 @@
 //! The "replace node" fault: a node is taken out of the membership and a
 //! node with a new id takes its place (its slot and port), through the
 //! membership API, while the clients keep working: stop it, remove it,
-//! wipe it, add the successor as a learner, start it, promote it.
+//! wipe it, add the successor as a learner, start it, promote it. The same
+//! steps with the same id are the disk-loss procedure once the membership
+//! has changed ([`Nemesis::rejoin_as_learner`]).
 //!
 //! The successor's address in the membership is its port itself, not a
 //! proxy link: the other nodes reach it directly, so later partitions of
@@ -9,6 +11,7 @@
 
 use super::cluster::CLUSTER;
 use super::schedule::Nemesis;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use trexlock_lease::LeaseClient;
@@ -28,14 +31,7 @@ impl Nemesis {
             }
             sleep(Duration::from_millis(100)).await;
         }
-        let (old, servers, listen) = {
-            let cluster = self.cluster.lock().await;
-            let servers = (0..cluster.len())
-                .filter(|i| *i != target)
-                .map(|i| cluster.client_addr(i))
-                .collect();
-            (cluster.ids[target], servers, cluster.listen[target])
-        };
+        let (old, servers, listen) = self.others_of(target).await;
         let new = old + 10;
         let Ok(handle) = remote::connect(RemoteConfig::new(CLUSTER, servers)).await else {
             self.note("replace node: no other node answers; skipped".into());
@@ -52,29 +48,86 @@ impl Nemesis {
             return;
         }
         let mut cluster = self.cluster.lock().await;
+        cluster.changed = true;
         cluster.wipe(target);
         cluster.renumber(target, new);
         drop(cluster);
-        let add = Change::AddLearner {
-            node: NodeId(new),
-            address: listen.to_string(),
-        };
         let since = Instant::now();
-        if let Err(e) = step(&ops, add).await {
-            self.violation(format!(
-                "replace node: adding n{new} after removing n{old}: {e}"
-            ));
-            return;
-        }
-        self.cluster.lock().await.restart(target);
-        match step(&ops, Change::Promote { node: NodeId(new) }).await {
-            Ok(()) => self.note(format!(
+        if self.add_and_promote(&ops, target, new, listen).await {
+            self.note(format!(
                 "replace node: n{old} (slot {}) replaced by n{new}, a voter {:?} after it was added",
                 target + 1,
                 since.elapsed()
-            )),
-            Err(e) => self.violation(format!("replace node: promoting n{new}: {e}")),
+            ));
         }
+    }
+
+    /// The README's disk-loss procedure for the node of slot `target`
+    /// (down, its journal damaged): remove it, wipe it, add it back under
+    /// the same id as a learner, start it, promote it. False (a violation
+    /// recorded) if a step failed: the cluster had a leader and a majority
+    /// up, so every step should have gone through.
+    pub(super) async fn rejoin_as_learner(&mut self, target: usize) -> bool {
+        let (id, servers, listen) = self.others_of(target).await;
+        let name = format!("n{id}");
+        let Ok(handle) = remote::connect(RemoteConfig::new(CLUSTER, servers)).await else {
+            self.violation(format!(
+                "{name} lost its disk: no other node answers to take it out"
+            ));
+            return false;
+        };
+        let ops = handle.client("nemesis-ops");
+        if let Err(e) = step(&ops, Change::Remove { node: NodeId(id) }).await {
+            self.violation(format!("{name} lost its disk: removing it: {e}"));
+            return false;
+        }
+        self.cluster.lock().await.wipe(target);
+        let since = Instant::now();
+        if !self.add_and_promote(&ops, target, id, listen).await {
+            return false;
+        }
+        self.note(format!(
+            "{name} lost its disk: removed, wiped, added back as a learner and promoted in {:?}",
+            since.elapsed()
+        ));
+        true
+    }
+
+    /// Slot `target`'s node id, the other slots' client addresses and the
+    /// slot's listen address.
+    async fn others_of(&self, target: usize) -> (u16, Vec<SocketAddr>, SocketAddr) {
+        let cluster = self.cluster.lock().await;
+        let servers = (0..cluster.len())
+            .filter(|i| *i != target)
+            .map(|i| cluster.client_addr(i))
+            .collect();
+        (cluster.ids[target], servers, cluster.listen[target])
+    }
+
+    /// Adds node `id` (the wiped slot `target`) as a learner at `listen`,
+    /// starts it and promotes it; false (a violation recorded) if a step
+    /// failed.
+    async fn add_and_promote(
+        &mut self,
+        ops: &LeaseClient,
+        target: usize,
+        id: u16,
+        listen: SocketAddr,
+    ) -> bool {
+        let add = Change::AddLearner {
+            node: NodeId(id),
+            address: listen.to_string(),
+        };
+        if let Err(e) = step(ops, add).await {
+            self.violation(format!("adding n{id} as a learner: {e}"));
+            return false;
+        }
+        self.cluster.lock().await.restart(target);
+        if let Err(e) = step(ops, Change::Promote { node: NodeId(id) }).await {
+            self.violation(format!("promoting n{id}: {e}"));
+            return false;
+        }
+        true
     }
 
     fn violation(&mut self, what: String) {

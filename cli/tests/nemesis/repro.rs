@@ -225,7 +225,9 @@ async fn a_node_on_an_older_copy_of_its_journal_refuses_to_start() {
     // n2 keeps the log journal, n3 redb.
     for target in [1, 2] {
         cluster.sigkill(target);
-        let copy = cluster.copy_journal(target);
+        let copy = cluster
+            .copy_journal(target)
+            .expect("a node that ran has a journal");
         cluster.restart(target);
         let alice = client(&cluster, 0, "alice").await;
         let mut acknowledged = false;

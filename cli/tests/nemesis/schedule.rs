@@ -259,22 +259,26 @@ impl Nemesis {
         let copy = cluster.copy_journal(target);
         cluster.restart(target);
         drop(cluster);
+        let copy = copy?;
         for _ in 0..100 {
             sleep(Duration::from_millis(100)).await;
             if self.cluster.lock().await.acknowledged_since(target, &copy) {
                 return Some(copy);
             }
         }
+        let name = self.cluster.lock().await.name(target);
         self.note(format!(
-            "n{}: acknowledged nothing within 10 s of a restart; scribbling instead of \
-             restoring an older copy",
-            target + 1
+            "{name}: acknowledged nothing within 10 s of a restart; scribbling instead of \
+             restoring an older copy"
         ));
         None
     }
 
     /// Damages a journal, expects the node to refuse it, then follows the
-    /// operator procedure: wipe, restart, wait for the catch-up.
+    /// operator procedure: with the membership the cluster began with, wipe
+    /// and restart (it relearns as a voter); once the membership changed,
+    /// take it out, wipe it and add it back as a learner (see the README).
+    /// Either way, wait for the catch-up.
     async fn damage_and_rejoin(&mut self, target: usize) {
         let mut damage =
             [Damage::Truncate, Damage::Scribble, Damage::RestoreOlder][self.rng.usize(..3)];
@@ -286,20 +290,30 @@ impl Nemesis {
             damage = Damage::Scribble;
         }
         let mut cluster = self.cluster.lock().await;
+        let name = cluster.name(target);
         cluster.sigkill(target);
+        if !cluster.has_journal(target) {
+            cluster.restart(target);
+            drop(cluster);
+            self.note(format!(
+                "damage journal: {name} has none yet (it relearns, or never started since \
+                 its wipe); skipped"
+            ));
+            return;
+        }
         let what = cluster.damage_journal(target, damage, older, &mut self.rng);
         let refusal = cluster.expect_refusal(target).await;
+        let changed = cluster.changed;
         drop(cluster);
-        self.note(format!("damage journal of n{}: {what}", target + 1));
+        self.note(format!("damage journal of {name}: {what}"));
         match refusal {
             Ok(message) => {
-                self.note(format!("n{} refused to start: {message}", target + 1));
+                self.note(format!("{name} refused to start: {message}"));
                 let named = message.contains("journal")
                     && (!matches!(damage, Damage::RestoreOlder) || message.contains("rolled back"));
                 if !named {
                     self.history.lock().expect("history").violation(format!(
-                        "n{} refused a damaged journal ({damage:?}) without saying so: {message}",
-                        target + 1
+                        "{name} refused a damaged journal ({damage:?}) without saying so: {message}"
                     ));
                 }
             }
@@ -307,7 +321,7 @@ impl Nemesis {
                 .history
                 .lock()
                 .expect("history")
-                .violation(format!("n{}: {why}", target + 1)),
+                .violation(format!("{name}: {why}")),
         }
         // The operator procedure (see the top of nemesis.rs): every other
         // node up and caught up with one leader before the wiped one starts.
@@ -321,16 +335,26 @@ impl Nemesis {
         }
         if ready.is_none() {
             self.note(format!(
-                "n{}: the other nodes did not agree on a leader and slot within 10 s; \
-                 restarting the wiped node anyway",
-                target + 1
+                "{name}: the other nodes did not agree on a leader and slot within 10 s; \
+                 going on anyway"
             ));
         }
-        let mut cluster = self.cluster.lock().await;
-        cluster.wipe(target);
-        cluster.restart(target);
-        drop(cluster);
-        // Caught up: applied at least the leader's applied when we looked.
+        if changed {
+            if !self.rejoin_as_learner(target).await {
+                return;
+            }
+        } else {
+            let mut cluster = self.cluster.lock().await;
+            cluster.wipe(target);
+            cluster.restart(target);
+        }
+        self.await_catch_up(target).await;
+    }
+
+    /// Waits until `target` has applied what the leader had when it was
+    /// first asked; a violation after 30 s.
+    async fn await_catch_up(&mut self, target: usize) {
+        let name = self.cluster.lock().await.name(target);
         let since = Instant::now();
         let mut last = None;
         let mut goal = None;
@@ -347,8 +371,7 @@ impl Nemesis {
                 && status.applied >= goal
             {
                 self.note(format!(
-                    "n{} wiped and restarted: caught up to slot {goal} in {:?}",
-                    target + 1,
+                    "{name} wiped and restarted: caught up to slot {goal} in {:?}",
                     since.elapsed()
                 ));
                 return;
@@ -361,10 +384,9 @@ impl Nemesis {
             others.push(status.map(|s| (s.leader, s.is_leader, s.applied)));
         }
         self.history.lock().expect("history").violation(format!(
-            "n{} did not catch up to slot {goal:?} within 30 s of rejoining with a wiped \
+            "{name} did not catch up to slot {goal:?} within 30 s of rejoining with a wiped \
              journal (its last status: {last:?}; (leader, is_leader, applied) of each node: \
-             {others:?})",
-            target + 1
+             {others:?})"
         ));
     }
 
