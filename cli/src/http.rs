@@ -95,8 +95,12 @@ fn not_ready(status: &NodeStatus) -> Option<String> {
     }
     Some(if let Some(reason) = &status.stopped {
         format!("stopped: {reason}")
+    } else if status.removed {
+        "removed from the membership".into()
+    } else if status.relearning {
+        "relearning (started with an empty journal), catching up".into()
     } else if status.learner {
-        "a learner (started with an empty journal), catching up".into()
+        "a learner of the membership: it does not vote until promoted".into()
     } else if status.leader.is_none() {
         "no leader known".into()
     } else {

@@ -571,6 +571,13 @@ pub enum Refusal {
     /// so keep the session ([`Op::KeepSession`]) instead of renewing it.
     #[error("the lease is bound to a session: keep the session instead of renewing the lease")]
     LeaseInSession,
+    /// The node asked was removed from the cluster's membership: its table
+    /// ends at its removal, so it serves no client. Ask a member (a remote
+    /// client given other servers moves on to them by itself).
+    #[error(
+        "this node was removed from the cluster's membership and serves no client; ask a member (trexlock member list names them)"
+    )]
+    Removed,
 }
 
 impl Refusal {
@@ -604,6 +611,7 @@ impl Refusal {
             Refusal::TooManyLeaseSessions => "too_many_lease_sessions",
             Refusal::TooManyLeasesInSession => "too_many_leases_in_session",
             Refusal::LeaseInSession => "lease_in_session",
+            Refusal::Removed => "removed",
         }
     }
 

@@ -424,7 +424,7 @@ impl LeaseClient {
                 reply: Reply::Channel(reply),
             })
             .await
-            .map_err(|_| LeaseError::Stopped)?;
+            .map_err(|_| self.inner.node.gone())?;
         let mut queued = false;
         let wait = async {
             while let Some(outcome) = answers.recv().await {
@@ -434,7 +434,7 @@ impl LeaseClient {
                     return Ok(outcome);
                 }
             }
-            Err(LeaseError::Stopped)
+            Err(self.inner.node.gone())
         };
         let outcome = match tokio::time::timeout(timeout, wait).await {
             Ok(result) => result?,

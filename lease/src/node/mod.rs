@@ -203,9 +203,17 @@ pub struct NodeStatus {
     pub leader_committed: u64,
     /// The highest ballot this node has promised.
     pub promised: Ballot,
+    /// This node does not vote: the membership in effect lists it as a
+    /// learner (or does not list it yet), or it relearns after starting
+    /// from an empty journal (see `relearning`).
+    pub learner: bool,
     /// This node started from an empty journal and does not vote until it
     /// has caught up (see the crate docs on disk loss).
-    pub learner: bool,
+    pub relearning: bool,
+    /// The newest chosen membership no longer lists this node: it answers
+    /// clients [`crate::LeaseError::Removed`], and stops once a leader of
+    /// the new membership releases it.
+    pub removed: bool,
     /// Set once the node has stopped, with the reason.
     pub stopped: Option<String>,
 }
@@ -221,16 +229,30 @@ impl NodeStatus {
     /// slots the leader announced. What `/ready` answers.
     pub fn is_ready(&self) -> bool {
         self.stopped.is_none()
+            && !self.removed
             && self.leader.is_some()
             && !self.learner
             && self.applied + READY_LAG_SLOTS >= self.leader_committed
     }
 
-    /// The node's role in words: `leader`, `follower`, `learner`,
-    /// `electing` (no leader known) or `stopped`.
+    /// The node's role in words: `leader`, `follower`, `learner` (it does
+    /// not vote: a learner of the membership, or relearning after a disk
+    /// loss), `electing` (a voter that knows no leader), `removed` or
+    /// `stopped`.
+    ///
+    /// ```
+    /// use trexlock_lease::NodeStatus;
+    ///
+    /// let learner = NodeStatus { learner: true, ..NodeStatus::default() };
+    /// assert_eq!(learner.role(), "learner");
+    /// let removed = NodeStatus { removed: true, learner: true, ..NodeStatus::default() };
+    /// assert_eq!(removed.role(), "removed");
+    /// ```
     pub fn role(&self) -> &'static str {
         if self.stopped.is_some() {
             "stopped"
+        } else if self.removed {
+            "removed"
         } else if self.is_leader {
             "leader"
         } else if self.learner {
@@ -264,6 +286,16 @@ impl NodeHandle {
     /// The node's latest status.
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// Why a call found the node gone: removed from the membership
+    /// ([`Refusal::Removed`](crate::Refusal::Removed)), or stopped.
+    pub(crate) fn gone(&self) -> crate::LeaseError {
+        if self.status.borrow().removed {
+            crate::LeaseError::Refused(crate::Refusal::Removed)
+        } else {
+            crate::LeaseError::Stopped
+        }
     }
 
     /// A client session on this node. Leases are reentrant by `owner`.

@@ -74,9 +74,11 @@ impl NodeTask {
         self.replies.clear();
         self.watchers.clear();
         self.io.calls.close();
+        let removed = matches!(result, Err(NodeError::Removed { .. }));
         self.io.status.send_modify(|s| {
             s.stopped = Some(reason);
             s.is_leader = false;
+            s.removed |= removed;
         });
         let mut worker = self.io.worker;
         let _ = tokio::task::spawn_blocking(move || worker.close()).await;

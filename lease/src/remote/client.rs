@@ -2,7 +2,7 @@
 
 use super::{ClientMessage, NodeReply, RemoteStatus};
 use crate::client::LeaseClient;
-use crate::command::{ClientId, Outcome, Request};
+use crate::command::{ClientId, Outcome, Refusal, Request};
 use crate::error::{ConnectFailure, LeaseError};
 use crate::metrics::Metrics;
 use crate::node::{Call, NodeHandle, NodeStatus, Reply};
@@ -272,6 +272,11 @@ struct LinkWatch {
 struct Link {
     config: RemoteConfig,
     conn: Option<Connection>,
+    /// The server `conn` talks to.
+    server: Option<SocketAddr>,
+    /// Servers that answered [`Refusal::Removed`]: tried again only when
+    /// every server is among them.
+    removed: std::collections::BTreeSet<SocketAddr>,
     next_server: usize,
     waiting: HashMap<(ClientId, u64), Waiting>,
     watches: HashMap<WatchId, LinkWatch>,
@@ -282,6 +287,8 @@ impl Link {
         Link {
             config,
             conn: None,
+            server: None,
+            removed: std::collections::BTreeSet::new(),
             next_server: 0,
             waiting: HashMap::new(),
             watches: HashMap::new(),
@@ -302,12 +309,17 @@ impl Link {
     async fn reconnect_once(&mut self) -> Result<(), Vec<ConnectFailure>> {
         self.conn = None;
         let mut failures = Vec::new();
+        let everywhere_removed = self.config.servers.iter().all(|a| self.removed.contains(a));
         for _ in 0..self.config.servers.len() {
             let addr = self.config.servers[self.next_server % self.config.servers.len()];
             self.next_server += 1;
+            if self.removed.contains(&addr) && !everywhere_removed {
+                continue;
+            }
             match open(addr, &self.config).await {
                 Ok(conn) => {
                     self.conn = Some(conn);
+                    self.server = Some(addr);
                     return Ok(());
                 }
                 Err(failure) => failures.push(failure),
@@ -402,7 +414,12 @@ impl Link {
                 },
                 reply = conn.recv() => match reply {
                     Ok(Some(NodeReply::Outcome { client, request, outcome })) => {
-                        self.answer((client, request), outcome);
+                        if outcome == Outcome::Refused(Refusal::Removed) && self.elsewhere() {
+                            // Every request waiting goes to the next server.
+                            self.conn = None;
+                        } else {
+                            self.answer((client, request), outcome);
+                        }
                     }
                     Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
                     Ok(Some(NodeReply::Watch { watch, delivery })) => {
@@ -414,6 +431,15 @@ impl Link {
                 },
             }
         }
+    }
+
+    /// Notes that the server this link talks to was removed from the
+    /// membership; true if some other server may still serve.
+    fn elsewhere(&mut self) -> bool {
+        if let Some(server) = self.server {
+            self.removed.insert(server);
+        }
+        !self.config.servers.iter().all(|a| self.removed.contains(a))
     }
 
     /// Records a call; returns the message to send, if any.

@@ -186,12 +186,12 @@ async fn serve_clients(
                     continue;
                 }
                 let (client, id) = (request.client, request.request);
-                let transport = transport.clone();
+                let answering = transport.clone();
                 // Answers go straight from the node task onto the client's
                 // connection queue; a failed send (the client is gone or
                 // not reading) makes the node stop waiting on its behalf.
                 let reply = Reply::Remote(Box::new(move |outcome| {
-                    transport
+                    answering
                         .reply(
                             conn,
                             NodeReply::Outcome {
@@ -208,7 +208,17 @@ async fn serve_clients(
                     .await
                     .is_err()
                 {
-                    return;
+                    // A removed node keeps telling its clients why until
+                    // its process shuts the transport down.
+                    if !node.status().removed {
+                        return;
+                    }
+                    let reply = NodeReply::Outcome {
+                        client,
+                        request: id,
+                        outcome: Outcome::Refused(crate::command::Refusal::Removed),
+                    };
+                    let _ = transport.reply(conn, reply);
                 }
             }
         }

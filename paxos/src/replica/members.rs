@@ -62,6 +62,16 @@ impl Replica {
         self.released
     }
 
+    /// True once the newest chosen membership no longer lists this node,
+    /// which was a member before: it was removed (a node still joining,
+    /// which has not yet learned a membership naming it, has not left).
+    /// It still answers its peers until released (see
+    /// [`Replica::is_removed`]), but its table ends at its removal, so it
+    /// has nothing to tell a client.
+    pub fn has_left(&self) -> bool {
+        self.joined && !self.membership().contains(self.cfg.node)
+    }
+
     /// At the leader: a node outside every membership it may still act on
     /// has asked something; once that node is needed no more, it is told
     /// so by a `Commit` announcing a commit index at or past the last slot

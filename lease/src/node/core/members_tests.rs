@@ -1,8 +1,10 @@
-//! Membership at the node: a learner joins on the leader alone, a change
-//! that would lose the quorum is refused with a typed error, and a removed
-//! node stops with an error naming its removal once nobody needs it.
+//! Membership at the node: a learner joins on the leader alone and says it
+//! is a learner, a change that would lose the quorum is refused with a
+//! typed error, and a removed node refuses clients, then stops, with an
+//! error naming its removal.
 
 use super::*;
+use crate::command::{Op, Refusal};
 use std::collections::VecDeque;
 use trexlock_paxos::{Change, ChangeError};
 
@@ -142,12 +144,18 @@ fn a_learner_catches_up_on_the_leader_alone_and_is_promoted() {
     assert!(c.cores[3].replica().committed() + 200 < leader_at);
     c.run(250);
     assert!(c.cores[3].replica().committed() >= leader_at);
+    let status = c.cores[3].status();
+    assert!(status.learner && !status.relearning, "{status:?}");
+    assert_eq!(status.role(), "learner");
     for i in 0..3 {
         c.down[i] = false;
     }
     c.run(500);
     c.change(Change::Promote { node: node(3) }).unwrap();
     c.run(2_000);
+    let status = c.cores[3].status();
+    assert!(!status.learner, "{status:?}");
+    assert_eq!(status.role(), "follower");
     let members = c.cores[l].members();
     assert!(
         members
@@ -194,4 +202,42 @@ fn a_removed_node_stops_with_an_error_naming_its_removal() {
             .all(|i| c.stopped[i].is_none())
     );
     assert!(c.leader().is_some_and(|l| l != gone));
+}
+
+#[test]
+fn a_removed_node_refuses_clients_naming_its_removal_until_it_stops() {
+    let mut c = Cluster::new(0);
+    let l = c.leader().unwrap();
+    let gone = (0..3).find(|i| *i != l).unwrap();
+    c.change(Change::Remove { node: node(gone) }).unwrap();
+    let mut refused = 0;
+    for _ in 0..10_000 {
+        c.run(1);
+        if c.stopped[gone].is_some() {
+            break;
+        }
+        if !c.cores[gone].replica().has_left() {
+            continue;
+        }
+        assert_eq!(c.cores[gone].status().role(), "removed");
+        let request = Request {
+            client: ClientId(7),
+            request: refused + 1,
+            acked_below: 1,
+            op: Op::Read { name: "x".into() },
+        };
+        c.cores[gone].request(c.now, request);
+        let answers: Vec<Outcome> = c.cores[gone]
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Answer { outcome, .. } => Some(outcome),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answers, [Outcome::Refused(Refusal::Removed)]);
+        refused += 1;
+    }
+    assert!(refused > 0, "the removed node stopped before it knew");
+    assert!(matches!(c.stopped[gone], Some(NodeError::Removed { .. })));
 }

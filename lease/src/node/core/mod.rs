@@ -345,7 +345,14 @@ impl NodeCore {
             applied: self.applied,
             leader_committed: self.replica.leader_committed(),
             promised: self.replica.promised(),
-            learner: self.replica.is_learner(),
+            learner: self.replica.is_learner()
+                || !self
+                    .replica
+                    .membership_in_effect()
+                    .voters
+                    .contains(&self.cfg.node),
+            relearning: self.replica.is_learner(),
+            removed: self.replica.has_left(),
             stopped: None,
         }
     }
