@@ -191,6 +191,37 @@ async fn stops_on_its_own(members: &mut Members, id: u16) {
     panic!("removed node {id} still runs 10 s after its removal");
 }
 
+/// Runs `trexlock COMMAND ARGS --cluster … --servers …`: its exit status,
+/// stdout and stderr.
+fn cli(command: &str, args: &[&str], servers: &str) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg(command)
+        .args(args)
+        .args(["--cluster", CLUSTER, "--servers", servers])
+        .output()
+        .expect("run trexlock");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Node `id`'s role as `trexlock status --json` through it shows it (once
+/// it answers, within 10 s).
+async fn role_of(members: &Members, id: u16) -> String {
+    let at = members.addrs[&id].to_string();
+    for _ in 0..100 {
+        let (ok, out, _) = cli("status", &["--json"], &at);
+        if ok && let Ok(serde_json::Value::Array(rows)) = serde_json::from_str(&out) {
+            for row in rows {
+                if row["node"] == u64::from(id) && row["status"]["role"].is_string() {
+                    return row["status"]["role"].as_str().unwrap().to_owned();
+                }
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("node {id} did not answer `trexlock status` within 10 s");
+}
+
 /// Node `id` exits within 10 s (a refusal to start); its log.
 async fn exits_within_10s(members: &mut Members, id: u16) -> String {
     let node = members.procs.get_mut(&id).unwrap();
@@ -249,6 +280,8 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
         let at = members.addrs[&id].to_string();
         change(&["add", &id.to_string(), &at], &members.servers(&voters)).await;
         members.start(id, &voters);
+        // Until promoted, `trexlock status` shows it as a learner.
+        assert_eq!(role_of(&members, id).await, "learner");
         change(&["promote", &id.to_string()], &members.servers(&voters)).await;
         read_all(&members, &voters, &history).await;
         sleep(Duration::from_secs(1)).await;
@@ -373,10 +406,11 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
     for c in &mut procs {
         c.quit().await;
     }
-    let history = history.lock().unwrap();
-    let (violations, _) = history.check(u64::try_from(timing.gap.as_nanos()).unwrap());
-    let grants = history.grants.len();
-    let reads = history.reads.len();
+    let (violations, grants, reads) = {
+        let history = history.lock().unwrap();
+        let (violations, _) = history.check(u64::try_from(timing.gap.as_nanos()).unwrap());
+        (violations, history.grants.len(), history.reads.len())
+    };
     eprintln!(
         "members: {grants} grants, {reads} reads, {} violations, {:.1} s",
         violations.len(),
@@ -394,4 +428,27 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
         grants > 10,
         "too little load to mean anything: {grants} grants"
     );
+
+    // A removed node tells a client why it will not serve, and `status`
+    // calls it removed. The other voters are stopped the moment the
+    // removal is in effect, so that no leader releases the removed node
+    // (it would stop) while it is asked.
+    let lead = leader(&last).await;
+    let gone = *voters.iter().find(|v| **v != lead).unwrap();
+    let rest: Vec<u16> = voters.iter().copied().filter(|v| *v != gone).collect();
+    change(&["remove", &gone.to_string()], &members.servers(&rest)).await;
+    for id in &rest {
+        let pid = members.procs[id].pid().unwrap();
+        cluster::signal(pid, libc::SIGSTOP);
+    }
+    let at = members.addrs[&gone].to_string();
+    let (ok, _, refused) = cli("holder", &[NAMES[0]], &at);
+    assert!(
+        !ok && refused.contains("removed from the cluster's membership"),
+        "{refused}"
+    );
+    assert_eq!(role_of(&members, gone).await, "removed");
+    for id in &rest {
+        members.procs.get_mut(id).unwrap().sigkill();
+    }
 }

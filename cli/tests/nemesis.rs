@@ -45,6 +45,12 @@
 //!    vote, so if another node is down too, the cluster may have no quorum
 //!    until that node is back (in a 3-node cluster: a wiped node plus a
 //!    down node is two failures).
+//!    Once the membership has changed (a node replaced, say), the node
+//!    refuses to start empty as the voter it was (`... has an empty
+//!    journal and the running cluster lists it as a voter ...`): take it
+//!    out and add it back instead (`trexlock member remove`, wipe,
+//!    `trexlock member add`, start, `trexlock member promote`), as the
+//!    harness does then.
 //! 4. Wait until its `applied` (in `trexlock status`) reaches the leader's.
 //!    A learner keeps what it learns out of its journal until it votes, so
 //!    if it is stopped before then it simply starts learning again.
