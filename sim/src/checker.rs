@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-use trexlock_lease::command::{ClientId, Outcome};
+use trexlock_lease::command::{ClientId, Outcome, Refusal};
 use trexlock_lease::table::Applied;
 use trexlock_paxos::{
     Ballot, CONFIG_DELAY, JournalWrite, Membership, Message, NodeId, Slot, Value,
@@ -402,7 +402,11 @@ impl Checker {
             }
             return;
         }
-        if !is_final(outcome) || matches!(outcome, Outcome::Refused(r) if r.is_invalid()) {
+        // Refused at admission, never proposed: invalid, or asked of a node
+        // removed from the membership.
+        let admission =
+            matches!(outcome, Outcome::Refused(r) if r.is_invalid() || *r == Refusal::Removed);
+        if !is_final(outcome) || admission {
             return;
         }
         match self.answers.get(&(client, request)) {
