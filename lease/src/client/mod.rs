@@ -409,6 +409,9 @@ impl LeaseClient {
     /// returned future abandons the request cleanly.
     pub(crate) async fn call(&self, op: Op, timeout: Duration) -> Result<Answer, LeaseError> {
         validate(&op).map_err(refused)?;
+        if self.inner.node.status().removed {
+            return Err(refused(Refusal::Removed));
+        }
         let request = self.core().start(op, self.elapsed());
         let mut guard = InFlight {
             client: self,

@@ -210,9 +210,10 @@ pub struct NodeStatus {
     /// This node started from an empty journal and does not vote until it
     /// has caught up (see the crate docs on disk loss).
     pub relearning: bool,
-    /// The newest chosen membership no longer lists this node: it answers
-    /// clients [`crate::LeaseError::Removed`], and stops once a leader of
-    /// the new membership releases it.
+    /// The newest chosen membership no longer lists this node: its client
+    /// calls and remote clients are refused
+    /// [`Refusal::Removed`](crate::Refusal::Removed), and it stops once a
+    /// leader of the new membership releases it.
     pub removed: bool,
     /// Set once the node has stopped, with the reason.
     pub stopped: Option<String>,

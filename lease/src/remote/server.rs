@@ -5,7 +5,7 @@ use super::authz::authorize;
 use super::members::{AddressBook, MAX_MEMBER_REQUESTS, MemberService};
 use super::watches::{SWEEP_INTERVAL, ServedWatches};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
-use crate::command::Outcome;
+use crate::command::{Outcome, Refusal};
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::net::SocketAddr;
@@ -175,7 +175,13 @@ async fn serve_clients(
                 if tls && identity.is_none() {
                     continue;
                 }
-                if let Err(refusal) = authorize(identity.as_ref(), &request.op) {
+                let refused = if node.status().removed {
+                    // Its table ends at its removal: a member serves better.
+                    Err(Refusal::Removed)
+                } else {
+                    authorize(identity.as_ref(), &request.op)
+                };
+                if let Err(refusal) = refused {
                     node.metrics.refused(refusal);
                     let reply = NodeReply::Outcome {
                         client: request.client,
@@ -208,17 +214,7 @@ async fn serve_clients(
                     .await
                     .is_err()
                 {
-                    // A removed node keeps telling its clients why until
-                    // its process shuts the transport down.
-                    if !node.status().removed {
-                        return;
-                    }
-                    let reply = NodeReply::Outcome {
-                        client,
-                        request: id,
-                        outcome: Outcome::Refused(crate::command::Refusal::Removed),
-                    };
-                    let _ = transport.reply(conn, reply);
+                    return;
                 }
             }
         }

@@ -43,19 +43,8 @@ impl NodeCore {
     /// Admits a client's request (its fields and its encoded size within
     /// the table's limits, and a new lease within the node's
     /// [`super::NodeConfig::max_leases`]), then routes it. A request refused here is
-    /// answered at once: it never reaches the log. A node removed from the
-    /// membership refuses every request ([`Refusal::Removed`]): its table
-    /// ends at its removal, and the client is better served by a member.
+    /// answered at once: it never reaches the log.
     pub(super) fn admit(&mut self, mut request: Request) {
-        if self.replica.has_left() {
-            self.metrics.refused(Refusal::Removed);
-            self.effects.push(Effect::Answer {
-                client: request.client,
-                request: request.request,
-                outcome: Outcome::Refused(Refusal::Removed),
-            });
-            return;
-        }
         let full = matches!(&request.op, Op::Acquire { name, .. } | Op::AcquireShare { name, .. } | Op::AcquireInSession { name, .. }
             if self.table.len() >= self.cfg.max_leases && !self.table.tracks(name));
         let sessions_full = matches!(request.op, Op::OpenSession { .. })
