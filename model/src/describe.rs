@@ -57,6 +57,17 @@ fn describe_op(op: &Op) -> String {
         Op::Acquire { name, .. } => format!("acquire {name}"),
         Op::Renew { name, stamp, .. } => format!("renew {name} {stamp}"),
         Op::Release { name, stamp, .. } => format!("release {name} {stamp}"),
+        Op::AcquireShare { name, mode, .. } => format!("acquire {mode:?} of {name}"),
+        Op::SetLockDelay {
+            name,
+            stamp,
+            lock_delay_ms,
+            ..
+        } => format!("set a lock-delay of {lock_delay_ms} ms on {name} {stamp}"),
+        Op::OpenSession { ttl_ms, .. } => format!("open a session of {ttl_ms} ms"),
+        Op::AcquireInSession { name, session, .. } => {
+            format!("acquire {name} in session {session}")
+        }
         other => format!("{other:?}"),
     }
 }

@@ -39,9 +39,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clients;
 mod describe;
 mod ghost;
 mod model;
+mod primitives;
 mod scenario;
 mod trace;
 mod world;
@@ -82,13 +84,24 @@ pub enum Property {
     /// A list never shows a lease held with a stamp below one whose grant
     /// was acknowledged before the list was sent.
     ListsAreLinearizable,
+    /// After a grant with a lock-delay expired, no holder acts on the
+    /// name before the delay has passed.
+    LockDelayHonoured,
+    /// No more holders act on a semaphore than it has permits, and nobody
+    /// beside a writer of a read-write lease.
+    SharesWithinTheirLimits,
+    /// No reader sent after a writer was queued is granted before it.
+    NoReaderOvertakesAQueuedWriter,
+    /// Every watcher receives exactly the log's events after its
+    /// position, in order.
+    WatchersGetTheLog,
     /// Once faults stop, every command a client started is answered.
     EveryCommandAnswered,
 }
 
 impl Property {
     /// Every property, in the order they are reported.
-    pub const ALL: [Property; 11] = [
+    pub const ALL: [Property; 15] = [
         Property::OneValuePerSlot,
         Property::ApplyChosenInOrder,
         Property::PromisesNeverGoBack,
@@ -99,6 +112,10 @@ impl Property {
         Property::NoRequestExecutedTwice,
         Property::NoNodeStops,
         Property::ListsAreLinearizable,
+        Property::LockDelayHonoured,
+        Property::SharesWithinTheirLimits,
+        Property::NoReaderOvertakesAQueuedWriter,
+        Property::WatchersGetTheLog,
         Property::EveryCommandAnswered,
     ];
 
@@ -119,6 +136,14 @@ impl Property {
             Property::ListsAreLinearizable => {
                 "lists show no holder older than an acknowledged grant"
             }
+            Property::LockDelayHonoured => {
+                "no holder acts within the lock-delay of an expired grant"
+            }
+            Property::SharesWithinTheirLimits => {
+                "no more share holders than permits, nobody beside a writer"
+            }
+            Property::NoReaderOvertakesAQueuedWriter => "no reader overtakes a queued writer",
+            Property::WatchersGetTheLog => "every watcher receives the log's events in order",
             Property::EveryCommandAnswered => "every command is answered once faults stop",
         }
     }

@@ -139,6 +139,7 @@ fn run_prefix(model: &LeaseModel) -> (State, usize) {
             return (state, steps);
         }
         model.prefix_step(&mut state);
+        state.observe();
     }
     panic!("the prefix never ended: {state:?}");
 }
@@ -281,6 +282,7 @@ impl Model for LeaseModel {
         if let Some(i) = touched {
             state.refresh(i);
         }
+        state.observe();
         Some(state)
     }
 
@@ -319,6 +321,18 @@ impl Model for LeaseModel {
             }),
             P::always(Property::ListsAreLinearizable.name(), |_, s| {
                 kept(s, Property::ListsAreLinearizable)
+            }),
+            P::always(Property::LockDelayHonoured.name(), |_, s| {
+                kept(s, Property::LockDelayHonoured)
+            }),
+            P::always(Property::SharesWithinTheirLimits.name(), |_, s| {
+                kept(s, Property::SharesWithinTheirLimits)
+            }),
+            P::always(Property::NoReaderOvertakesAQueuedWriter.name(), |_, s| {
+                kept(s, Property::NoReaderOvertakesAQueuedWriter)
+            }),
+            P::always(Property::WatchersGetTheLog.name(), |_, s| {
+                kept(s, Property::WatchersGetTheLog)
             }),
             P::eventually(Property::EveryCommandAnswered.name(), |_, s: &State| {
                 s.clients

@@ -10,7 +10,16 @@
 //! property (the tests check both).
 
 use crate::Bounds;
+use crate::clients::Plan;
 use crate::world::{Packet, State};
+use trexlock_lease::command::Mode;
+use trexlock_lease::watch::WatchId;
+
+/// The lock-delay a holder sets in [`Scenario::LockDelayOnAnExpiringLease`].
+const LOCK_DELAY_MS: u64 = 300;
+/// The TTL its waiter asks for: it counts from the send of its request,
+/// so it lasts past the expiry and the delay after it.
+const WAITER_TTL_MS: u64 = 1_000;
 
 /// A named situation the search starts from, instead of right after the
 /// first leader took over.
@@ -39,16 +48,41 @@ pub enum Scenario {
     /// queues for it and client 0 releases it to client 1; client 0 then
     /// asks the follower that was cut off which leases are held.
     ListFromAFollowerBehind,
+    /// Client 0 holds the lease and sets a lock-delay on it, then lets it
+    /// run out; client 1 waits for it in line, for a longer TTL.
+    LockDelayOnAnExpiringLease,
+    /// Client 0 holds the one permit of a semaphore; client 1 is about to
+    /// ask for one too.
+    SemaphoreOfOnePermit,
+    /// Client 0 reads under a read-write lease and client 1, a writer,
+    /// was told it waits in line; a step of time later client 2, a
+    /// reader, is about to ask (clients 0 and 2 release when done).
+    ReaderBehindAQueuedWriter,
+    /// Client 0 opens a lease session and, two steps of time later,
+    /// acquires the lease bound to it, keeping the session no more;
+    /// client 1 waits for the lease in line.
+    LeaseBoundToAnUnkeptSession,
+    /// A watcher watches the leader while client 0 acquires and renews the
+    /// lease and client 1 waits for it; client 0 is about to release it,
+    /// in slot 5 (the release and the grant to client 1: two events), and
+    /// client 1 to release it after (an event the watcher receives after
+    /// those).
+    WatcherOfTheLeader,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
         Scenario::LeaderCutOffWithAFollowerBehind,
         Scenario::ListFromAFollowerBehind,
+        Scenario::LockDelayOnAnExpiringLease,
+        Scenario::SemaphoreOfOnePermit,
+        Scenario::ReaderBehindAQueuedWriter,
+        Scenario::LeaseBoundToAnUnkeptSession,
+        Scenario::WatcherOfTheLeader,
     ];
 
     /// The name the command line knows it by.
@@ -59,12 +93,51 @@ impl Scenario {
             Scenario::LeaderCutOffWhileALeaseIsHeld => "leader-cut-off-while-a-lease-is-held",
             Scenario::LeaderCutOffWithAFollowerBehind => "leader-cut-off-with-a-follower-behind",
             Scenario::ListFromAFollowerBehind => "list-from-a-follower-behind",
+            Scenario::LockDelayOnAnExpiringLease => "lock-delay-on-an-expiring-lease",
+            Scenario::SemaphoreOfOnePermit => "semaphore-of-one-permit",
+            Scenario::ReaderBehindAQueuedWriter => "reader-behind-a-queued-writer",
+            Scenario::LeaseBoundToAnUnkeptSession => "lease-bound-to-an-unkept-session",
+            Scenario::WatcherOfTheLeader => "watcher-of-the-leader",
         }
     }
 
     /// The preset called `name`, if any.
     pub fn parse(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// What each client does, in order (empty: the default workload of
+    /// acquiring, renewing and releasing the lease).
+    pub(crate) fn scripts(self) -> Vec<Vec<Plan>> {
+        use Plan::*;
+        match self {
+            Scenario::LockDelayOnAnExpiringLease => vec![
+                vec![Acquire, SetLockDelay(LOCK_DELAY_MS)],
+                vec![AcquireFor(WAITER_TTL_MS)],
+            ],
+            Scenario::SemaphoreOfOnePermit => {
+                let permit = Share(Mode::Permit { permits: 1 });
+                vec![vec![permit], vec![permit]]
+            }
+            Scenario::ReaderBehindAQueuedWriter => vec![
+                vec![Share(Mode::Read), Release],
+                vec![Share(Mode::Write)],
+                vec![Share(Mode::Read), Release],
+            ],
+            Scenario::LeaseBoundToAnUnkeptSession => {
+                vec![vec![OpenSession, AcquireInSession], vec![Acquire]]
+            }
+            Scenario::WatcherOfTheLeader => {
+                vec![vec![Acquire, Renew, Release], vec![Acquire, Release]]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether clients set lock-delays (holders' actions are then checked
+    /// against them).
+    pub(crate) fn sets_lock_delays(self) -> bool {
+        self == Scenario::LockDelayOnAnExpiringLease
     }
 
     /// The stages after the startup.
@@ -104,6 +177,41 @@ impl Scenario {
                 Request(0, Who::Leader),
                 Settle,
                 List(0, Who::CutOff),
+            ],
+            Scenario::LockDelayOnAnExpiringLease => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+            ],
+            Scenario::SemaphoreOfOnePermit => vec![Request(0, Who::Leader), Settle],
+            Scenario::ReaderBehindAQueuedWriter => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+                Pass,
+            ],
+            Scenario::LeaseBoundToAnUnkeptSession => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Pass,
+                Pass,
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+            ],
+            Scenario::WatcherOfTheLeader => vec![
+                Watch(Who::Leader),
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
             ],
             Scenario::LeaderCutOffWithAFollowerBehind => vec![
                 Cut(Who::Follower),
@@ -153,6 +261,10 @@ pub(crate) enum Stage {
     List(usize, Who),
     /// The node crashes, losing its disk, and restarts.
     Crash(Who),
+    /// A watcher asks the node for every event from now on.
+    Watch(Who),
+    /// Time advances one step; every node ticks and everything settles.
+    Pass,
     /// Time passes with every node ticking and everything settling, until
     /// a node not cut off is due to start an election; nobody has ticked
     /// at that instant yet, so the search decides who goes first.
@@ -183,6 +295,8 @@ impl Stage {
                 format!("client {c} sends a list request to {}", who.describe())
             }
             Stage::Crash(who) => format!("{} crashes and loses its disk", who.describe()),
+            Stage::Watch(who) => format!("a watcher watches {}", who.describe()),
+            Stage::Pass => "time advances one step, every node ticks, all settles".into(),
             Stage::UntilElection => "time passes until an election is due".into(),
         }
     }
@@ -326,6 +440,33 @@ impl State {
                 first
             }
             Stage::Settle => self.settle_one(),
+            Stage::Watch(who) => {
+                if first && let Some(i) = self.resolve(who) {
+                    let id = WatchId(1);
+                    let request = self.ghost.watch_requested(id);
+                    self.step(i, |core, _| {
+                        core.watch(id, request);
+                        Ok(())
+                    });
+                    self.refresh(i);
+                }
+                first
+            }
+            Stage::Pass => {
+                if first {
+                    self.now += 1;
+                    return true;
+                }
+                if self.settle_one() {
+                    return true;
+                }
+                let due = self
+                    .nodes
+                    .iter()
+                    .any(|n| n.core.is_some() && n.ticked < self.now);
+                self.tick_all();
+                due
+            }
             Stage::Elect => {
                 if self.settle_one() {
                     return true;

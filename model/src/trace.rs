@@ -134,8 +134,15 @@ fn describe_action(state: &State, action: &Action) -> String {
 /// What one event of a prefix stage does, seen from the state before it.
 fn describe_prefix_event(state: &State, stage: Stage) -> String {
     match stage {
-        Stage::Request(..) | Stage::List(..) | Stage::Cut(_) | Stage::Crash(_) => stage.describe(),
-        Stage::Elect | Stage::Settle | Stage::UntilElection => {
+        Stage::Request(..)
+        | Stage::List(..)
+        | Stage::Cut(_)
+        | Stage::Crash(_)
+        | Stage::Watch(_) => stage.describe(),
+        Stage::Pass if state.nodes.iter().all(|n| n.ticked >= state.now) => {
+            describe_action(state, &Action::Advance)
+        }
+        Stage::Elect | Stage::Settle | Stage::UntilElection | Stage::Pass => {
             if let Some(i) = state.nodes.iter().position(|n| n.writing.is_some()) {
                 describe_action(state, &Action::Sync(i))
             } else if let Some(i) = state
