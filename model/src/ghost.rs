@@ -49,10 +49,10 @@ pub(crate) struct Ghost {
 /// The property a rule of the shared checker belongs to.
 fn property(rule: Rule) -> Property {
     match rule {
-        Rule::OneValuePerSlot
-        | Rule::PhaseOneQuorum
-        | Rule::OneMembershipChange
-        | Rule::SnapshotsAgree => Property::OneValuePerSlot,
+        Rule::OneValuePerSlot | Rule::PhaseOneQuorum => Property::OneValuePerSlot,
+        Rule::OneMembershipChange => Property::OneMembershipChangeAtATime,
+        Rule::OneLeaderPerBallot => Property::OneLeaderPerBallot,
+        Rule::SnapshotsAgree => Property::SnapshotsAgree,
         Rule::ApplyOnlyChosen => Property::ApplyChosenInOrder,
         Rule::PromisesNeverGoBack => Property::PromisesNeverGoBack,
         Rule::DurableBeforeAnnounced => Property::DurableBeforeAnnounced,
@@ -117,6 +117,11 @@ impl Ghost {
     /// A node lost its disk: its promise legitimately starts again.
     pub(crate) fn disk_lost(&mut self, node: NodeId) {
         self.checker.forget_promises(node);
+    }
+
+    /// `node` became leader in `ballot` (see [`Checker::on_elected`]).
+    pub(crate) fn on_elected(&mut self, node: NodeId, ballot: Ballot) {
+        self.checker.on_elected(node, ballot);
     }
 
     /// A message leaves `from` (see [`Checker::on_send`]).

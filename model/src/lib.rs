@@ -95,13 +95,20 @@ pub enum Property {
     /// Every watcher receives exactly the log's events after its
     /// position, in order.
     WatchersGetTheLog,
+    /// No ballot elects two leaders.
+    OneLeaderPerBallot,
+    /// Membership changes are chosen one at a time, each in effect before
+    /// the next, each changing one voter.
+    OneMembershipChangeAtATime,
+    /// Snapshots of one slot are identical on every node.
+    SnapshotsAgree,
     /// Once faults stop, every command a client started is answered.
     EveryCommandAnswered,
 }
 
 impl Property {
     /// Every property, in the order they are reported.
-    pub const ALL: [Property; 15] = [
+    pub const ALL: [Property; 18] = [
         Property::OneValuePerSlot,
         Property::ApplyChosenInOrder,
         Property::PromisesNeverGoBack,
@@ -116,6 +123,9 @@ impl Property {
         Property::SharesWithinTheirLimits,
         Property::NoReaderOvertakesAQueuedWriter,
         Property::WatchersGetTheLog,
+        Property::OneLeaderPerBallot,
+        Property::OneMembershipChangeAtATime,
+        Property::SnapshotsAgree,
         Property::EveryCommandAnswered,
     ];
 
@@ -144,6 +154,9 @@ impl Property {
             }
             Property::NoReaderOvertakesAQueuedWriter => "no reader overtakes a queued writer",
             Property::WatchersGetTheLog => "every watcher receives the log's events in order",
+            Property::OneLeaderPerBallot => "no ballot elects two leaders",
+            Property::OneMembershipChangeAtATime => "one membership change at a time",
+            Property::SnapshotsAgree => "snapshots of one slot agree",
             Property::EveryCommandAnswered => "every command is answered once faults stop",
         }
     }

@@ -123,10 +123,9 @@ impl LeaseModel {
     /// time only moves on from such a state.
     fn quiescent(state: &State) -> bool {
         state.network.is_empty()
-            && state
-                .nodes
-                .iter()
-                .all(|n| n.core.is_some() && n.writing.is_none() && n.ticked == state.now)
+            && state.nodes.iter().all(|n| {
+                n.removed || (n.core.is_some() && n.writing.is_none() && n.ticked == state.now)
+            })
     }
 }
 
@@ -333,6 +332,15 @@ impl Model for LeaseModel {
             }),
             P::always(Property::WatchersGetTheLog.name(), |_, s| {
                 kept(s, Property::WatchersGetTheLog)
+            }),
+            P::always(Property::OneLeaderPerBallot.name(), |_, s| {
+                kept(s, Property::OneLeaderPerBallot)
+            }),
+            P::always(Property::OneMembershipChangeAtATime.name(), |_, s| {
+                kept(s, Property::OneMembershipChangeAtATime)
+            }),
+            P::always(Property::SnapshotsAgree.name(), |_, s| {
+                kept(s, Property::SnapshotsAgree)
             }),
             P::eventually(Property::EveryCommandAnswered.name(), |_, s: &State| {
                 s.clients

@@ -14,6 +14,8 @@ use crate::clients::Plan;
 use crate::world::{Packet, State};
 use trexlock_lease::command::Mode;
 use trexlock_lease::watch::WatchId;
+use trexlock_lease::{Effect, PeerMessage};
+use trexlock_paxos::{Change, Message, NodeId};
 
 /// The lock-delay a holder sets in [`Scenario::LockDelayOnAnExpiringLease`].
 const LOCK_DELAY_MS: u64 = 300;
@@ -68,11 +70,24 @@ pub enum Scenario {
     /// client 1 to release it after (an event the watcher receives after
     /// those).
     WatcherOfTheLeader,
+    /// The leader is asked to add a learner (node 4, which never runs),
+    /// and at once another (node 5).
+    TwoChangesAtOnce,
+    /// The leader crashes and restarts from its journal (its promise is
+    /// its own ballot); time passes until an election is due.
+    LeaderRestarts,
+    /// The voter that stays is cut off, and the leader is asked to remove
+    /// the follower with the highest id; once it knows the change chosen
+    /// (with the votes of the follower it removes) and has proposed the
+    /// no-ops up to the slot the change governs from (its window is wide
+    /// enough), client 0's acquire reaches it, for the first slot the new
+    /// membership governs.
+    LeaderRemovesAVoter,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
@@ -83,6 +98,9 @@ impl Scenario {
         Scenario::ReaderBehindAQueuedWriter,
         Scenario::LeaseBoundToAnUnkeptSession,
         Scenario::WatcherOfTheLeader,
+        Scenario::TwoChangesAtOnce,
+        Scenario::LeaderRestarts,
+        Scenario::LeaderRemovesAVoter,
     ];
 
     /// The name the command line knows it by.
@@ -98,6 +116,9 @@ impl Scenario {
             Scenario::ReaderBehindAQueuedWriter => "reader-behind-a-queued-writer",
             Scenario::LeaseBoundToAnUnkeptSession => "lease-bound-to-an-unkept-session",
             Scenario::WatcherOfTheLeader => "watcher-of-the-leader",
+            Scenario::TwoChangesAtOnce => "two-changes-at-once",
+            Scenario::LeaderRestarts => "leader-restarts",
+            Scenario::LeaderRemovesAVoter => "leader-removes-a-voter",
         }
     }
 
@@ -140,10 +161,25 @@ impl Scenario {
         self == Scenario::LockDelayOnAnExpiringLease
     }
 
+    /// The leader's window (most slots in flight), when the scenario needs
+    /// one wider than the library's default.
+    pub(crate) fn window(self) -> Option<usize> {
+        (self == Scenario::LeaderRemovesAVoter)
+            .then_some(trexlock_paxos::CONFIG_DELAY as usize + 64)
+    }
+
     /// The stages after the startup.
     pub(crate) fn stages(self) -> Vec<Stage> {
         use Stage::*;
         match self {
+            Scenario::TwoChangesAtOnce => vec![AddLearner(4), AddLearner(5)],
+            Scenario::LeaderRestarts => vec![Restart(Who::Leader), UntilElection],
+            Scenario::LeaderRemovesAVoter => vec![
+                Cut(Who::Voter),
+                Remove(Who::Follower),
+                SettleUntilChanged,
+                Request(0, Who::Leader),
+            ],
             Scenario::LeaderCutOffMidProposal => {
                 vec![
                     Request(0, Who::Leader),
@@ -265,6 +301,15 @@ pub(crate) enum Stage {
     Watch(Who),
     /// Time advances one step; every node ticks and everything settles.
     Pass,
+    /// The leader is asked to add node `n` as a learner.
+    AddLearner(u16),
+    /// The leader is asked to remove the node.
+    Remove(Who),
+    /// The node crashes, keeping its disk, and restarts.
+    Restart(Who),
+    /// Every write syncs and every message arrives, until the leader
+    /// knows a membership change chosen.
+    SettleUntilChanged,
     /// Time passes with every node ticking and everything settling, until
     /// a node not cut off is due to start an election; nobody has ticked
     /// at that instant yet, so the search decides who goes first.
@@ -297,12 +342,37 @@ impl Stage {
             Stage::Crash(who) => format!("{} crashes and loses its disk", who.describe()),
             Stage::Watch(who) => format!("a watcher watches {}", who.describe()),
             Stage::Pass => "time advances one step, every node ticks, all settles".into(),
+            Stage::AddLearner(n) => format!("the leader is asked to add n{n} as a learner"),
+            Stage::Remove(who) => format!("the leader is asked to remove {}", who.describe()),
+            Stage::Restart(who) => {
+                format!("{} crashes and restarts from its journal", who.describe())
+            }
+            Stage::SettleUntilChanged => {
+                "everything settles until the leader knows the change chosen".into()
+            }
             Stage::UntilElection => "time passes until an election is due".into(),
         }
     }
 }
 
 impl State {
+    /// Asks the leader for `change` (it may refuse: nothing is proposed
+    /// then); true when there was a leader to ask.
+    fn ask_change(&mut self, change: Change) -> bool {
+        let Some(leader) = self.resolve(Who::Leader) else {
+            return false;
+        };
+        let mut asked = None;
+        self.step(leader, |core, now| {
+            asked = Some(core.change_members(now, change));
+            Ok(())
+        });
+        self.refresh(leader);
+        let id = self.nodes[leader].id;
+        self.note(|| format!("  {id} answers the change: {asked:?}"));
+        true
+    }
+
     fn resolve(&self, who: Who) -> Option<usize> {
         let leader = self
             .nodes
@@ -372,7 +442,19 @@ impl State {
             let before = core.replica().promised();
             let mut copy = core.clone();
             let now = crate::world::local(i, false, self.now);
-            copy.tick(now).is_ok() && copy.replica().promised() > before
+            let ticked = copy.tick(now).and_then(|()| copy.end_round(now)).is_ok();
+            // A campaign raises the promise, or (in its own ballot again)
+            // at least sends a Prepare.
+            let prepares = copy.take_effects().iter().any(|e| {
+                matches!(
+                    e,
+                    Effect::Send {
+                        message: PeerMessage::Paxos(Message::Prepare { .. }),
+                        ..
+                    }
+                )
+            });
+            ticked && (copy.replica().promised() > before || prepares)
         })
     }
 
@@ -451,6 +533,34 @@ impl State {
                     self.refresh(i);
                 }
                 first
+            }
+            Stage::AddLearner(n) => {
+                let node = NodeId(n);
+                let change = Change::AddLearner {
+                    node,
+                    address: format!("model:{node}"),
+                };
+                first && self.ask_change(change)
+            }
+            Stage::Remove(who) => {
+                let node = self.resolve(who).map(|i| self.nodes[i].id);
+                first && node.is_some_and(|node| self.ask_change(Change::Remove { node }))
+            }
+            Stage::Restart(who) => {
+                if first && let Some(i) = self.resolve(who) {
+                    self.crashes_left += 1;
+                    self.crash(i, false, false);
+                    self.start_node(bounds, i);
+                    self.refresh(i);
+                }
+                first
+            }
+            Stage::SettleUntilChanged => {
+                let changed = self.resolve(Who::Leader).is_some_and(|i| {
+                    let core = self.nodes[i].core.as_ref();
+                    core.is_some_and(|c| c.membership().voters.len() != self.nodes.len())
+                });
+                !changed && self.settle_one()
             }
             Stage::Pass => {
                 if first {

@@ -38,6 +38,8 @@ pub(crate) struct Node {
     /// The real step at which it last ticked.
     pub(crate) ticked: u32,
     pub(crate) incarnation: u64,
+    /// It left the membership and stopped for good.
+    pub(crate) removed: bool,
     /// Hash of everything above but `ticked`, refreshed after each step
     /// that touched the node (see [`State::refresh`]).
     fingerprint: u64,
@@ -213,6 +215,7 @@ impl State {
                 writing: None,
                 ticked: 0,
                 incarnation: 0,
+                removed: false,
                 fingerprint: 0,
             })
             .collect();
@@ -278,8 +281,8 @@ impl State {
         let node = &self.nodes[i];
         let mut sip = std::hash::DefaultHasher::new();
         let text = format!(
-            "{:?}{:?}{:?}{}",
-            node.core, node.journal, node.writing, node.incarnation
+            "{:?}{:?}{:?}{}{}",
+            node.core, node.journal, node.writing, node.incarnation, node.removed
         );
         text.hash(&mut sip);
         self.nodes[i].fingerprint = sip.finish();
@@ -316,6 +319,9 @@ impl State {
         let node = &mut self.nodes[i];
         let cfg = Self::node_config(bounds, node.id);
         let mut paxos = cfg.paxos_config(u64::from(node.id.0) << 8 | node.incarnation);
+        if let Some(window) = bounds.scenario.and_then(|s| s.window()) {
+            paxos.window = window;
+        }
         paxos.sabotage = bounds.sabotage.and_then(|s| s.core());
         let now = local(i, false, self.now);
         let state = match node.journal.load() {
@@ -352,8 +358,24 @@ impl State {
         let Some(core) = self.nodes[i].core.as_mut() else {
             return;
         };
+        let was_leading = core.replica().is_leader();
         let result = input(core, now).and_then(|()| core.end_round(now));
         let effects = core.take_effects();
+        if core.replica().is_leader() && !was_leading {
+            let ballot = core.replica().promised();
+            let id = self.nodes[i].id;
+            self.ghost.on_elected(id, ballot);
+        }
+        if let Err(NodeError::Removed { .. }) = result {
+            // As the shell does: the node delivers what it decided, then
+            // stops serving.
+            self.nodes[i].core = None;
+            self.nodes[i].removed = true;
+            for effect in effects {
+                self.perform(i, effect);
+            }
+            return;
+        }
         if let Err(e) = result {
             let what = format!("{} stopped: {e}", self.nodes[i].id);
             self.ghost.violate(Property::NoNodeStops, what);
@@ -390,6 +412,11 @@ impl State {
                 }
                 self.note(|| format!("  {id} sends {} to {to}", describe_peer(&message)));
                 let to = usize::from(to.0) - 1;
+                if to >= self.nodes.len() {
+                    // A member the model does not run (a learner added
+                    // by a scenario): it never answers.
+                    return;
+                }
                 self.send(Packet::Peer {
                     from: i,
                     to,
