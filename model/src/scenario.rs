@@ -17,6 +17,9 @@ use trexlock_lease::watch::WatchId;
 use trexlock_lease::{Effect, PeerMessage};
 use trexlock_paxos::{Change, Message, NodeId};
 
+/// The chunks snapshots travel in, in [`Scenario::FollowerBehindASnapshot`]:
+/// a snapshot of one lease takes a few.
+const SNAPSHOT_CHUNK_BYTES: usize = 64;
 /// The lock-delay a holder sets in [`Scenario::LockDelayOnAnExpiringLease`].
 const LOCK_DELAY_MS: u64 = 300;
 /// The TTL its waiter asks for: it counts from the send of its request,
@@ -83,11 +86,17 @@ pub enum Scenario {
     /// enough), client 0's acquire reaches it, for the first slot the new
     /// membership governs.
     LeaderRemovesAVoter,
+    /// A follower is cut off while client 0's acquire is chosen, in the
+    /// slot after which the others snapshot their table and compact their
+    /// logs (snapshots of a few small chunks); the cut moves to the other
+    /// follower and client 1's acquire reaches the leader, whose Accept
+    /// tells the follower behind how far behind it is.
+    FollowerBehindASnapshot,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
@@ -101,6 +110,7 @@ impl Scenario {
         Scenario::TwoChangesAtOnce,
         Scenario::LeaderRestarts,
         Scenario::LeaderRemovesAVoter,
+        Scenario::FollowerBehindASnapshot,
     ];
 
     /// The name the command line knows it by.
@@ -119,6 +129,7 @@ impl Scenario {
             Scenario::TwoChangesAtOnce => "two-changes-at-once",
             Scenario::LeaderRestarts => "leader-restarts",
             Scenario::LeaderRemovesAVoter => "leader-removes-a-voter",
+            Scenario::FollowerBehindASnapshot => "follower-behind-a-snapshot",
         }
     }
 
@@ -168,10 +179,24 @@ impl Scenario {
             .then_some(trexlock_paxos::CONFIG_DELAY as usize + 64)
     }
 
+    /// How the nodes compact, when the scenario needs them to: a snapshot
+    /// every this many slots, no slot kept behind it, and chunks of this
+    /// many bytes.
+    pub(crate) fn compaction(self) -> Option<(u64, usize)> {
+        (self == Scenario::FollowerBehindASnapshot).then_some((2, SNAPSHOT_CHUNK_BYTES))
+    }
+
     /// The stages after the startup.
     pub(crate) fn stages(self) -> Vec<Stage> {
         use Stage::*;
         match self {
+            Scenario::FollowerBehindASnapshot => vec![
+                Cut(Who::Follower),
+                Request(0, Who::Leader),
+                Settle,
+                Cut(Who::Voter),
+                Request(1, Who::Leader),
+            ],
             Scenario::TwoChangesAtOnce => vec![AddLearner(4), AddLearner(5)],
             Scenario::LeaderRestarts => vec![Restart(Who::Leader), UntilElection],
             Scenario::LeaderRemovesAVoter => vec![
@@ -310,6 +335,7 @@ pub(crate) enum Stage {
     /// Every write syncs and every message arrives, until the leader
     /// knows a membership change chosen.
     SettleUntilChanged,
+
     /// Time passes with every node ticking and everything settling, until
     /// a node not cut off is due to start an election; nobody has ticked
     /// at that instant yet, so the search decides who goes first.
@@ -350,6 +376,7 @@ impl Stage {
             Stage::SettleUntilChanged => {
                 "everything settles until the leader knows the change chosen".into()
             }
+
             Stage::UntilElection => "time passes until an election is due".into(),
         }
     }

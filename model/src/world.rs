@@ -317,10 +317,15 @@ impl State {
 
     pub(crate) fn start_node(&mut self, bounds: &Bounds, i: usize) {
         let node = &mut self.nodes[i];
-        let cfg = Self::node_config(bounds, node.id);
+        let mut cfg = Self::node_config(bounds, node.id);
         let mut paxos = cfg.paxos_config(u64::from(node.id.0) << 8 | node.incarnation);
         if let Some(window) = bounds.scenario.and_then(|s| s.window()) {
             paxos.window = window;
+        }
+        if let Some((every, chunk_bytes)) = bounds.scenario.and_then(|s| s.compaction()) {
+            cfg.snapshot_every = every;
+            paxos.keep_after_snapshot = 0;
+            paxos.snapshot_chunk_bytes = chunk_bytes;
         }
         paxos.sabotage = bounds.sabotage.and_then(|s| s.core());
         let now = local(i, false, self.now);

@@ -204,3 +204,21 @@ fn list_from_local_table_shows_a_holder_older_than_an_acknowledged_grant() {
         explain(&LeaseModel::new(bounds), &found.1)
     );
 }
+
+#[test]
+fn unchecked_snapshot_chunks_install_a_duplicated_chunk_and_stop_the_follower() {
+    // A follower behind a compacted log catches up by snapshot chunks; the
+    // network may duplicate one message, so a chunk can arrive twice.
+    let bounds = Bounds {
+        commands: 2,
+        duplicates: 1,
+        time_steps: 0,
+        fault_steps: 1,
+        ..after(Scenario::FollowerBehindASnapshot, 8)
+    };
+    common::caught_only_under(
+        core(trexlock_paxos::Sabotage::UncheckedSnapshotChunks),
+        bounds,
+        Property::NoNodeStops,
+    );
+}
