@@ -45,6 +45,7 @@ mod ghost;
 mod model;
 mod primitives;
 mod scenario;
+mod stages;
 mod trace;
 mod world;
 

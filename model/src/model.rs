@@ -1,7 +1,8 @@
 //! The stateright model: which steps each state allows, and the
 //! properties every reachable state must keep.
 
-use crate::scenario::{Scenario, Stage};
+use crate::scenario::Scenario;
+use crate::stages::Stage;
 use crate::world::{Packet, State};
 use crate::{Bounds, Property};
 use stateright::Model;

@@ -3,7 +3,7 @@
 
 use crate::describe::describe_packet;
 use crate::model::{Action, LeaseModel};
-use crate::scenario::Stage;
+use crate::stages::Stage;
 use crate::world::{State, local};
 use stateright::Model;
 use std::fmt::Write as _;
