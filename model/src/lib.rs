@@ -16,7 +16,10 @@
 //!   has its own offset and runs at one end of the drift bound or the
 //!   other, and each node handles a tick whenever the checker lets it;
 //! - clients that acquire, renew and release one lease, resend a request
-//!   to another node, and, since nothing makes them act, pause anywhere.
+//!   to another node, and, since nothing makes them act, pause anywhere;
+//!   in a [`Scenario`], clients that follow a script instead (semaphores,
+//!   read-write leases, lock-delays, lease sessions), a watcher, and an
+//!   operator who asks the leader for membership changes.
 //!
 //! After a bounded window of faults the network becomes timely (time only
 //! advances once every message is delivered and every write synced), so
@@ -170,7 +173,8 @@ pub struct Bounds {
     pub nodes: usize,
     /// Lease clients.
     pub clients: usize,
-    /// Operations the clients start in all (shared out in turn).
+    /// Operations the clients start in all (shared out in turn); a
+    /// scenario whose clients follow a script starts its scripts instead.
     pub commands: usize,
     /// Crashes (each followed by a restart whenever the checker likes).
     pub crashes: usize,
