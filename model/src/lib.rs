@@ -283,6 +283,32 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
     }
 }
 
+/// As [`check`], deepening the search one step at a time up to
+/// `bounds.max_depth` and stopping at the first depth where a safety
+/// property breaks: its counterexample is a shortest one. (A single
+/// breadth-first run stops once it has found one, but it reports the last
+/// path it found before it noticed, which can be longer.) The report's
+/// states and time are the last run's.
+pub fn check_shortest(bounds: &Bounds, threads: Option<usize>) -> Report {
+    let deepest = bounds.max_depth.unwrap_or(usize::MAX);
+    let mut depth = 0;
+    loop {
+        let bounds = Bounds {
+            max_depth: Some(depth),
+            ..*bounds
+        };
+        let report = check(&bounds, threads);
+        let broken = report
+            .counterexamples
+            .iter()
+            .any(|(p, _)| *p != Property::EveryCommandAnswered);
+        if broken || depth >= deepest {
+            return report;
+        }
+        depth += 1;
+    }
+}
+
 fn report(checker: impl Checker<LeaseModel>, prefix_steps: usize, start: Instant) -> Report {
     let elapsed = start.elapsed();
     let discoveries = checker.discoveries();

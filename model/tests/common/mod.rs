@@ -3,7 +3,9 @@
 // Each test binary uses its own part of these.
 #![allow(dead_code)]
 
-use trexlock_model::{Bounds, LeaseModel, Property, Report, Sabotage, check, explain};
+use trexlock_model::{
+    Bounds, LeaseModel, Property, Report, Sabotage, check, check_shortest, explain,
+};
 
 /// Checks `bounds` on two threads and prints what the search saw.
 pub fn checked(bounds: Bounds) -> Report {
@@ -57,12 +59,34 @@ pub fn counterexample(sabotage: Sabotage, bounds: Bounds) -> (Property, usize) {
     (found.0, found.1.len())
 }
 
-/// The sabotage breaks `property` within `bounds`, and the same bounds
-/// without it keep every property: the property can fail, and fails only
-/// for the broken rule.
+/// The sabotage breaks `property` within `bounds` (the shortest path that
+/// does, found by deepening the search step by step, is printed), and the
+/// same bounds without it keep every property: the property can fail, and
+/// fails only for the broken rule.
 pub fn caught_only_under(sabotage: Sabotage, bounds: Bounds, property: Property) {
-    let (broken, _) = counterexample(sabotage, bounds);
+    let sabotaged = Bounds {
+        sabotage: Some(sabotage),
+        ..bounds
+    };
+    let report = check_shortest(&sabotaged, Some(2));
+    let found = report
+        .counterexamples
+        .iter()
+        .find(|(p, _)| *p != Property::EveryCommandAnswered)
+        .unwrap_or_else(|| panic!("{sabotage:?} broke no safety property within {bounds:?}"));
+    let after = found.1.len().saturating_sub(report.prefix_steps);
+    println!(
+        "{sabotage:?}: shortest counterexample to \"{}\": {} steps ({after} after the prefix; that search: {} states, {:.1?})\n{}",
+        found.0.name(),
+        found.1.len(),
+        report.states,
+        report.elapsed,
+        explain(&LeaseModel::new(sabotaged), &found.1)
+    );
+    let broken = found.0;
     assert_eq!(broken, property, "{sabotage:?} broke another property");
+    // The whole bounds, sabotaged, as CI runs them, then without it.
+    checked(sabotaged);
     let honest = Bounds {
         sabotage: None,
         ..bounds
