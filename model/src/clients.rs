@@ -109,9 +109,10 @@ impl Client {
                 name,
                 owner,
                 token,
-                ttl_ms: match plan {
-                    Plan::AcquireFor(ttl_ms) => ttl_ms,
-                    _ => ttl_ms,
+                ttl_ms: if let Plan::AcquireFor(own) = plan {
+                    own
+                } else {
+                    ttl_ms
                 },
                 wait_ms: WAIT_MS,
             },
@@ -138,17 +139,7 @@ impl Client {
                 token,
                 lock_delay_ms,
             },
-            Plan::Share(mode) => {
-                self.share = Some(mode);
-                Op::AcquireShare {
-                    name: share_name(mode).to_owned(),
-                    owner,
-                    token,
-                    ttl_ms,
-                    wait_ms: WAIT_MS,
-                    mode,
-                }
-            }
+            Plan::Share(mode) => self.share_op(mode, ttl_ms),
             Plan::OpenSession => Op::OpenSession {
                 owner,
                 token,
@@ -161,6 +152,21 @@ impl Client {
                 session: self.session.unwrap_or_default(),
                 wait_ms: WAIT_MS,
             },
+        }
+    }
+}
+
+impl Client {
+    /// A request for a share of `mode`, waiting in line.
+    fn share_op(&mut self, mode: Mode, ttl_ms: u64) -> Op {
+        self.share = Some(mode);
+        Op::AcquireShare {
+            name: share_name(mode).to_owned(),
+            owner: self.core.owner().to_owned(),
+            token: self.token,
+            ttl_ms,
+            wait_ms: WAIT_MS,
+            mode,
         }
     }
 }

@@ -105,11 +105,11 @@ impl Stage {
 }
 
 impl State {
-    /// Asks the leader for `change` (it may refuse: nothing is proposed
-    /// then); true when there was a leader to ask.
-    fn ask_change(&mut self, change: Change) -> bool {
+    /// Asks the leader, if any, for `change` (it may refuse: nothing is
+    /// proposed then).
+    fn ask_change(&mut self, change: Change) {
         let Some(leader) = self.resolve(Who::Leader) else {
-            return false;
+            return;
         };
         let mut asked = None;
         self.step(leader, |core, now| {
@@ -119,7 +119,6 @@ impl State {
         self.refresh(leader);
         let id = self.nodes[leader].id;
         self.note(|| format!("  {id} answers the change: {asked:?}"));
-        true
     }
 
     fn resolve(&self, who: Who) -> Option<usize> {
@@ -239,40 +238,51 @@ impl State {
     /// when the stage is over and did nothing.
     pub(crate) fn stage_step(&mut self, bounds: &Bounds, stage: Stage, first: bool) -> bool {
         match stage {
+            Stage::Settle => self.settle_one(),
+            Stage::SettleUntilChanged => !self.leader_changed_members() && self.settle_one(),
+            Stage::Pass => self.pass_step(first),
+            Stage::Elect => self.elect_step(),
+            Stage::UntilElection => self.until_election_step(),
+            once => {
+                if first {
+                    self.perform_once(bounds, once);
+                }
+                first
+            }
+        }
+    }
+
+    /// The one event of a stage that has one.
+    fn perform_once(&mut self, bounds: &Bounds, stage: Stage) {
+        match stage {
             Stage::Request(c, who) => {
-                if first && let Some(home) = self.resolve(who) {
+                if let Some(home) = self.resolve(who) {
                     self.request_reaches(c, home);
                 }
-                first
             }
             Stage::List(c, who) => {
-                if first && let Some(node) = self.resolve(who) {
+                if let Some(node) = self.resolve(who) {
                     self.client_list(c, node);
                 }
-                first
             }
             Stage::Cut(who) => {
-                if first {
-                    self.cut = None;
-                    self.cut = self.resolve(who);
-                    let cut = self.cut.map(|i| self.nodes[i].id);
-                    self.note(|| format!("  cut off: {cut:?}"));
-                }
-                first
+                self.cut = None;
+                self.cut = self.resolve(who);
+                let cut = self.cut.map(|i| self.nodes[i].id);
+                self.note(|| format!("  cut off: {cut:?}"));
             }
-            Stage::Crash(who) => {
-                if first && let Some(i) = self.resolve(who) {
+            Stage::Crash(who) | Stage::Restart(who) => {
+                let disk_lost = matches!(stage, Stage::Crash(_));
+                if let Some(i) = self.resolve(who) {
                     self.crashes_left += 1;
-                    self.disk_losses_left += 1;
-                    self.crash(i, false, true);
+                    self.disk_losses_left += usize::from(disk_lost);
+                    self.crash(i, false, disk_lost);
                     self.start_node(bounds, i);
                     self.refresh(i);
                 }
-                first
             }
-            Stage::Settle => self.settle_one(),
             Stage::Watch(who) => {
-                if first && let Some(i) = self.resolve(who) {
+                if let Some(i) = self.resolve(who) {
                     let id = WatchId(1);
                     let request = self.ghost.watch_requested(id);
                     self.step(i, |core, _| {
@@ -281,76 +291,78 @@ impl State {
                     });
                     self.refresh(i);
                 }
-                first
             }
             Stage::AddLearner(n) => {
                 let node = NodeId(n);
-                let change = Change::AddLearner {
-                    node,
-                    address: format!("model:{node}"),
-                };
-                first && self.ask_change(change)
+                let address = format!("model:{node}");
+                self.ask_change(Change::AddLearner { node, address });
             }
             Stage::Remove(who) => {
-                let node = self.resolve(who).map(|i| self.nodes[i].id);
-                first && node.is_some_and(|node| self.ask_change(Change::Remove { node }))
+                if let Some(i) = self.resolve(who) {
+                    let node = self.nodes[i].id;
+                    self.ask_change(Change::Remove { node });
+                }
             }
-            Stage::Restart(who) => {
-                if first && let Some(i) = self.resolve(who) {
-                    self.crashes_left += 1;
-                    self.crash(i, false, false);
-                    self.start_node(bounds, i);
-                    self.refresh(i);
-                }
-                first
-            }
-            Stage::SettleUntilChanged => {
-                let changed = self.resolve(Who::Leader).is_some_and(|i| {
-                    let core = self.nodes[i].core.as_ref();
-                    core.is_some_and(|c| c.membership().voters.len() != self.nodes.len())
-                });
-                !changed && self.settle_one()
-            }
-            Stage::Pass => {
-                if first {
-                    self.now += 1;
-                    return true;
-                }
-                if self.settle_one() {
-                    return true;
-                }
-                let due = self
-                    .nodes
-                    .iter()
-                    .any(|n| n.core.is_some() && n.ticked < self.now);
-                self.tick_all();
-                due
-            }
-            Stage::Elect => {
-                if self.settle_one() {
-                    return true;
-                }
-                if self.startup_settled() {
-                    return false;
-                }
-                self.now += 1;
-                self.tick_all();
-                true
-            }
-            Stage::UntilElection => {
-                if self.settle_one() {
-                    return true;
-                }
-                if self.nodes.iter().all(|n| n.ticked >= self.now) {
-                    self.now += 1;
-                    return true;
-                }
-                if self.election_due() {
-                    return false;
-                }
-                self.tick_all();
-                true
-            }
+            Stage::Settle
+            | Stage::SettleUntilChanged
+            | Stage::Pass
+            | Stage::Elect
+            | Stage::UntilElection => {}
         }
+    }
+
+    /// Whether the leader knows a membership change chosen.
+    fn leader_changed_members(&self) -> bool {
+        self.resolve(Who::Leader).is_some_and(|i| {
+            let core = self.nodes[i].core.as_ref();
+            core.is_some_and(|c| c.membership().voters.len() != self.nodes.len())
+        })
+    }
+
+    /// One event of [`Stage::Pass`]: time advances, then everything
+    /// settles and every node ticks.
+    fn pass_step(&mut self, first: bool) -> bool {
+        if first {
+            self.now += 1;
+            return true;
+        }
+        if self.settle_one() {
+            return true;
+        }
+        let due = self
+            .nodes
+            .iter()
+            .any(|n| n.core.is_some() && n.ticked < self.now);
+        self.tick_all();
+        due
+    }
+
+    /// One event of [`Stage::Elect`].
+    fn elect_step(&mut self) -> bool {
+        if self.settle_one() {
+            return true;
+        }
+        if self.startup_settled() {
+            return false;
+        }
+        self.now += 1;
+        self.tick_all();
+        true
+    }
+
+    /// One event of [`Stage::UntilElection`].
+    fn until_election_step(&mut self) -> bool {
+        if self.settle_one() {
+            return true;
+        }
+        if self.nodes.iter().all(|n| n.ticked >= self.now) {
+            self.now += 1;
+            return true;
+        }
+        if self.election_due() {
+            return false;
+        }
+        self.tick_all();
+        true
     }
 }
