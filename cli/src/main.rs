@@ -154,7 +154,8 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print the held leases (all, or those whose names start with PREFIX), one per line.
+    /// Print the held leases, semaphores and read-write leases (all, or
+    /// those whose names start with PREFIX), one line per holder.
     List {
         /// Only names that start with this.
         prefix: Option<String>,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseClient, LeaseError, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, Mode, TryAcquire};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 const CLUSTER: &str = "proc-test";
@@ -222,35 +222,27 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     let seen: Vec<_> = page
         .leases
         .iter()
-        .map(|l| (l.name.as_str(), l.holder.owner.as_str(), l.holder.stamp))
+        .map(|l| {
+            (
+                l.name.as_str(),
+                l.holders[0].owner.as_str(),
+                l.holders[0].stamp,
+            )
+        })
         .collect();
     assert_eq!(
         seen,
         [("jobs/a", "alice", a.stamp()), ("jobs/b", "bob", b.stamp())]
     );
-    assert!(page.leases.iter().all(|l| l.holder.remaining_ms <= 30_000));
+    assert!(
+        page.leases
+            .iter()
+            .all(|l| l.holders[0].remaining_ms <= 30_000)
+    );
     assert_eq!(page.next, None);
 
     // One lease per page: the command follows the continuation.
-    let out = Command::new(BIN)
-        .args([
-            "list",
-            "jobs/",
-            "--page",
-            "1",
-            "--cluster",
-            CLUSTER,
-            "--servers",
-        ])
-        .arg(cluster.addrs[2].to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = cli(&cluster, 2, &["list", "jobs/", "--page", "1"]).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
@@ -260,6 +252,62 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     assert!(
         lines[1].starts_with(&format!("jobs/b owner=bob stamp={} ", b.stamp())),
         "{stdout}"
+    );
+
+    // Permits, readers and leases bound to a session are listed too, each
+    // holder with its stamp.
+    let wait = Duration::from_secs(5);
+    let p1 = alice
+        .acquire_permit("shared/pool", 2, ttl, wait)
+        .await
+        .unwrap();
+    let p2 = bob
+        .acquire_permit("shared/pool", 2, ttl, wait)
+        .await
+        .unwrap();
+    let r = bob.acquire_read("shared/report", ttl, wait).await.unwrap();
+    let session = alice.open_session(ttl).await.unwrap();
+    let s = session
+        .acquire("shared/shard", Duration::ZERO)
+        .await
+        .unwrap();
+    let page = cluster
+        .client(&[2], "reader")
+        .await
+        .list("shared/")
+        .await
+        .unwrap();
+    let seen: Vec<_> = page
+        .leases
+        .iter()
+        .flat_map(|l| {
+            l.holders
+                .iter()
+                .map(move |h| (l.name.as_str(), h.stamp, h.mode, h.session))
+        })
+        .collect();
+    let permit = Some(Mode::Permit { permits: 2 });
+    assert_eq!(
+        seen,
+        [
+            ("shared/pool", p1.stamp(), permit, None),
+            ("shared/pool", p2.stamp(), permit, None),
+            ("shared/report", r.stamp(), Some(Mode::Read), None),
+            ("shared/shard", s.stamp(), None, Some(session.id())),
+        ]
+    );
+    let out = cli(&cluster, 2, &["list", "shared/"]).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].starts_with(&format!("shared/pool owner=bob stamp={} ", p2.stamp())),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" mode=permit/2"), "{out}");
+    assert!(lines[2].ends_with(" mode=read"), "{out}");
+    assert!(
+        lines[3].ends_with(&format!(" session={}", session.id())),
+        "{out}"
     );
 }
 

@@ -25,7 +25,7 @@ async fn a_list_from_a_follower_sees_every_grant_and_release_acknowledged_before
     let seen: Vec<_> = page
         .leases
         .iter()
-        .map(|l| (l.name.as_str(), l.holder.stamp))
+        .map(|l| (l.name.as_str(), l.holders[0].stamp))
         .collect();
     assert_eq!(
         seen,

@@ -29,7 +29,7 @@ use super::{
     Applied, Event, Holder, LeaseTable, MAX_LEASES, MAX_WAITERS, MAX_WAITERS_PER_LEASE,
     SESSION_IDLE_US, Waiter,
 };
-use crate::command::{Mode, Op, Outcome, Refusal, Request, Stamp};
+use crate::command::{ListedHolder, ListedLease, Mode, Op, Outcome, Refusal, Request, Stamp};
 use std::collections::VecDeque;
 
 mod snapshot;
@@ -90,6 +90,30 @@ impl ShareLine {
             .iter()
             .map(|(w, _)| w.give_up_at.saturating_add(1));
         expiries.chain(give_ups).min()
+    }
+
+    /// The line as a list reports it at table time `now`: every holder,
+    /// oldest grant first; `None` while nobody holds a share.
+    pub(super) fn listed(&self, name: &str, now: u64) -> Option<ListedLease> {
+        if self.holders.is_empty() {
+            return None;
+        }
+        let holders = self
+            .holders
+            .iter()
+            .map(|(h, mode)| ListedHolder {
+                owner: h.owner.to_string(),
+                stamp: h.stamp,
+                remaining_ms: h.expires_at.saturating_sub(now) / 1000,
+                mode: Some(*mode),
+                session: None,
+            })
+            .collect();
+        Some(ListedLease {
+            name: name.to_owned(),
+            holders,
+            waiters: u32::try_from(self.waiters.len()).unwrap_or(u32::MAX),
+        })
     }
 
     fn holder_of(&self, owner: &str, token: crate::command::LeaseToken) -> Option<usize> {

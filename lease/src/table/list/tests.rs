@@ -1,7 +1,7 @@
 //! Specifications of listing leases.
 
 use super::*;
-use crate::command::{Body, ClientId, Command, LeaseToken, Request, Stamp};
+use crate::command::{Body, ClientId, Command, LeaseToken, Mode, Request, SessionId, Stamp};
 use crate::table::{MAX_VALUE_BYTES, admit};
 use trexlock_paxos::{Ballot, NodeId};
 
@@ -95,10 +95,17 @@ fn a_list_reports_the_held_leases_under_a_prefix_in_name_order_with_holder_stamp
     assert_eq!(names(&leases), ["jobs/a", "jobs/b"]);
     assert_eq!(next, None);
     let a = &leases[0];
-    assert_eq!((a.holder.owner.as_str(), a.holder.stamp), ("bob", Stamp(2)));
-    assert_eq!(a.holder.remaining_ms, 4_000);
+    assert_eq!(a.holders.len(), 1);
+    assert_eq!(
+        (a.holders[0].owner.as_str(), a.holders[0].stamp),
+        ("bob", Stamp(2))
+    );
+    assert_eq!(a.holders[0].remaining_ms, 4_000);
     assert_eq!(a.waiters, 1);
-    assert_eq!((leases[1].holder.stamp, leases[1].waiters), (Stamp(1), 0));
+    assert_eq!(
+        (leases[1].holders[0].stamp, leases[1].waiters),
+        (Stamp(1), 0)
+    );
     let (all, _) = log.list(1_001, "", None, 100);
     assert_eq!(names(&all), ["jobs", "jobs/a", "jobs/b", "other"]);
 }
@@ -111,7 +118,7 @@ fn an_expired_lease_is_not_listed_and_a_waiter_that_took_over_is() {
     log.acquire(1, "b", "carol", 1_000, 60_000);
     let (leases, _) = log.list(1_500, "", None, 10);
     assert_eq!(names(&leases), ["b"]);
-    assert_eq!(leases[0].holder.owner, "carol");
+    assert_eq!(leases[0].holders[0].owner, "carol");
 }
 
 #[test]
@@ -196,4 +203,148 @@ fn a_list_needs_no_session_and_leaves_the_table_unchanged() {
     log.list(0, "", None, 10);
     assert_eq!(log.table.sessions_len(), before);
     assert_eq!(log.table, snapshot);
+}
+
+impl Log {
+    fn release_share(&mut self, at_ms: u64, name: &str, owner: &str, stamp: Stamp) {
+        let client = owner.bytes().map(u64::from).sum();
+        let op = Op::Release {
+            name: name.into(),
+            owner: owner.into(),
+            stamp,
+            token: LeaseToken(u128::from(client)),
+        };
+        assert_eq!(self.run(at_ms, client, op), Outcome::Released);
+    }
+
+    fn share(&mut self, at_ms: u64, name: &str, owner: &str, mode: Mode) -> Stamp {
+        let client = owner.bytes().map(u64::from).sum();
+        let op = Op::AcquireShare {
+            name: name.into(),
+            owner: owner.into(),
+            token: LeaseToken(u128::from(client)),
+            ttl_ms: 10_000,
+            wait_ms: 60_000,
+            mode,
+        };
+        match self.run(at_ms, client, op) {
+            Outcome::Granted { stamp, .. } => stamp,
+            Outcome::Queued => Stamp(0),
+            other => panic!("not granted: {other:?}"),
+        }
+    }
+
+    fn in_session(&mut self, at_ms: u64, names: &[&str], owner: &str, ttl_ms: u64) -> SessionId {
+        let client = owner.bytes().map(u64::from).sum();
+        let token = LeaseToken(u128::from(client));
+        let op = Op::OpenSession {
+            owner: owner.into(),
+            token,
+            ttl_ms,
+        };
+        let Outcome::SessionOpened { session } = self.run(at_ms, client, op) else {
+            panic!("no session");
+        };
+        for name in names {
+            let op = Op::AcquireInSession {
+                name: (*name).into(),
+                owner: owner.into(),
+                token,
+                session,
+                wait_ms: 0,
+            };
+            assert!(matches!(
+                self.run(at_ms, client, op),
+                Outcome::Granted { .. }
+            ));
+        }
+        session
+    }
+}
+
+fn holders(lease: &ListedLease) -> Vec<(&str, Stamp, Option<Mode>)> {
+    lease
+        .holders
+        .iter()
+        .map(|h| (h.owner.as_str(), h.stamp, h.mode))
+        .collect()
+}
+
+#[test]
+fn a_list_reports_every_permit_holder_of_a_semaphore_and_every_reader_or_the_writer_of_a_read_write_lease()
+ {
+    let mut log = Log::new();
+    let permit = Mode::Permit { permits: 2 };
+    let a = log.share(0, "pool", "alice", permit);
+    let b = log.share(1, "pool", "bob", permit);
+    log.share(2, "pool", "carol", permit);
+    let r1 = log.share(0, "report", "reader-1", Mode::Read);
+    let r2 = log.share(1, "report", "reader-2", Mode::Read);
+    log.share(2, "report", "writer", Mode::Write);
+    log.acquire(3, "plain", "dave", 10_000, 0);
+    let (leases, next) = log.list(1_000, "", None, 100);
+    assert_eq!(
+        (names(&leases), next),
+        (vec!["plain", "pool", "report"], None)
+    );
+    assert_eq!(
+        holders(&leases[1]),
+        [("alice", a, Some(permit)), ("bob", b, Some(permit))]
+    );
+    assert_eq!(leases[1].waiters, 1);
+    assert_eq!(leases[1].holders[0].remaining_ms, 9_000);
+    assert_eq!(
+        holders(&leases[2]),
+        [
+            ("reader-1", r1, Some(Mode::Read)),
+            ("reader-2", r2, Some(Mode::Read))
+        ]
+    );
+    assert_eq!(leases[2].waiters, 1);
+
+    log.release_share(1_000, "report", "reader-1", r1);
+    log.release_share(1_000, "report", "reader-2", r2);
+    let (leases, _) = log.list(1_000, "report", None, 100);
+    assert_eq!(leases[0].holders[0].owner, "writer");
+    assert_eq!(leases[0].holders[0].mode, Some(Mode::Write));
+}
+
+#[test]
+fn a_lease_bound_to_a_session_is_listed_with_its_session_and_the_time_the_session_has_left() {
+    let mut log = Log::new();
+    let session = log.in_session(0, &["s/a", "s/b"], "alice", 5_000);
+    log.acquire(0, "s/c", "bob", 60_000, 0);
+    let (leases, _) = log.list(2_000, "s/", None, 100);
+    assert_eq!(names(&leases), ["s/a", "s/b", "s/c"]);
+    for lease in &leases[..2] {
+        assert_eq!(lease.holders[0].session, Some(session));
+        assert_eq!(lease.holders[0].remaining_ms, 3_000);
+    }
+    assert_eq!(leases[2].holders[0].session, None);
+}
+
+#[test]
+fn pages_of_plain_and_shared_names_interleave_in_name_order_without_gaps_or_repeats() {
+    let mut log = Log::new();
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let name = format!("n{i:02}");
+        if i % 3 == 0 {
+            log.share(0, &name, "alice", Mode::Read);
+        } else {
+            log.acquire(0, &name, "alice", 60_000, 0);
+        }
+        expected.push(name);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (leases, next) = log.list(1, "n", after.as_deref(), 5);
+        seen.extend(leases.into_iter().map(|l| l.name));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
 }
