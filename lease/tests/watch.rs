@@ -294,3 +294,77 @@ async fn an_elections_change_stream_reports_every_leader_and_what_it_proclaimed(
         ]
     );
 }
+
+/// How many values the writer writes while the remote watcher's process
+/// reads nothing: far more bytes than the socket buffers and the node's
+/// four-frame queue for the connection hold, and less than the 16 MiB of
+/// values the node keeps for resumes.
+const BACKLOG_WRITES: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_watcher_whose_connection_backs_up_is_told_it_lagged_and_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut transport = TransportConfig::new("lag-test", NodeId(1), addr, BTreeMap::new());
+    transport.queue_capacity = 4;
+    let node = TcpNode::start(TcpNodeConfig {
+        node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
+        transport,
+        journal: JournalFile::Redb(dir.path().join("1.redb")),
+    })
+    .await
+    .unwrap();
+    assert!(node.node().wait_for_leader(WAIT).await.is_some());
+    // The remote client's connection is served by a runtime of its own,
+    // which the test then blocks: nothing reads the connection, while the
+    // watch itself is read here.
+    let (opened, watch) = std::sync::mpsc::channel();
+    let (resume, blocked) = std::sync::mpsc::channel::<()>();
+    let (finished, done) = tokio::sync::oneshot::channel::<()>();
+    let link = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let cluster = remote::connect(RemoteConfig::new("lag-test", vec![addr]))
+                .await
+                .unwrap();
+            opened
+                .send(cluster.client("w").watch("").await.unwrap())
+                .unwrap();
+            blocked.recv().unwrap();
+            // Serve the connection until the test is done with it.
+            let _ = done.await;
+        });
+    });
+    let mut watch: Watch = watch.recv().unwrap();
+    let writer = node.node().client("alice");
+    let TryAcquire::Acquired(lease) = writer.try_acquire("v", WAIT * 6).await.unwrap() else {
+        panic!("free")
+    };
+    let value = bytes::Bytes::from(vec![7u8; 60 * 1024]);
+    for _ in 0..BACKLOG_WRITES {
+        lease.write_value(value.clone()).await.unwrap();
+    }
+    resume.send(()).unwrap();
+    let mut seen = 0;
+    let resume_from = loop {
+        match tokio::time::timeout(WAIT, watch.next()).await {
+            Ok(Some(Ok(_))) => seen += 1,
+            Ok(Some(Err(WatchError::Lagged { resume_from }))) => break resume_from,
+            other => panic!("after {seen} events the watch stalled or ended otherwise: {other:?}"),
+        }
+    };
+    assert!(seen < BACKLOG_WRITES + 1, "it lagged");
+    assert!(resume_from >= watch.position());
+    // From where it was told to resume, the rest comes, none missing.
+    let mut again = writer.watch_from("", resume_from).await.unwrap();
+    for _ in seen..=BACKLOG_WRITES {
+        next(&mut again).await;
+    }
+    drop(watch);
+    finished.send(()).unwrap();
+    link.join().unwrap();
+    node.shutdown().await.unwrap();
+}
