@@ -77,6 +77,8 @@ pub use snapshot::SnapshotError;
 mod list;
 mod lock_delay;
 mod shares;
+#[cfg(test)]
+mod test_log;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use lock_delay::MAX_LOCK_DELAY_MS;
 pub use shares::{MAX_PERMITS, MAX_SHARE_HOLDERS};
