@@ -4,7 +4,7 @@ mod common;
 
 use common::Cluster;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
 use trexlock_lease::table::Event;
@@ -173,18 +173,11 @@ async fn a_watcher_that_does_not_read_is_cut_off_with_where_to_resume() {
     assert_eq!(e.event.name(), Some(format!("n{delivered}").as_str()));
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_watch_resumes_on_another_node_after_its_node_stops_without_missing_an_event() {
     let dir = tempfile::tempdir().unwrap();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
-    let addrs: Vec<SocketAddr> = ids.iter().map(|_| free_addr()).collect();
+    let addrs: Vec<SocketAddr> = ids.iter().map(|_| common::free_addr()).collect();
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let peers: BTreeMap<NodeId, SocketAddr> = ids
@@ -304,16 +297,8 @@ const BACKLOG_WRITES: usize = 150;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_watcher_whose_connection_backs_up_is_told_it_lagged_and_where_to_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let mut transport = TransportConfig::new("lag-test", NodeId(1), addr, BTreeMap::new());
-    transport.queue_capacity = 4;
-    let node = TcpNode::start(TcpNodeConfig {
-        node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
-        transport,
-        journal: JournalFile::Redb(dir.path().join("1.redb")),
-    })
-    .await
-    .unwrap();
+    let node = common::tcp_node("lag-test", dir.path(), |t| t.queue_capacity = 4).await;
+    let addr = node.local_addr();
     assert!(node.node().wait_for_leader(WAIT).await.is_some());
     // The remote client's connection is served by a runtime of its own,
     // which the test then blocks, so nothing reads the connection. Two
