@@ -213,12 +213,8 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     let b = held(bob.try_acquire("jobs/b", ttl).await.unwrap());
     held(bob.try_acquire("other", ttl).await.unwrap());
 
-    let page = cluster
-        .client(&[2], "reader")
-        .await
-        .list("jobs/")
-        .await
-        .unwrap();
+    let reader = cluster.client(&[2], "reader").await;
+    let page = reader.list("jobs/").await.unwrap();
     let seen: Vec<_> = page
         .leases
         .iter()
@@ -271,12 +267,7 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
         .acquire("shared/shard", Duration::ZERO)
         .await
         .unwrap();
-    let page = cluster
-        .client(&[2], "reader")
-        .await
-        .list("shared/")
-        .await
-        .unwrap();
+    let page = reader.list("shared/").await.unwrap();
     let seen: Vec<_> = page
         .leases
         .iter()

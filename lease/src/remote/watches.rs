@@ -198,6 +198,13 @@ mod tests {
     }
 
     impl Queue {
+        fn full() -> Queue {
+            Queue {
+                room: RefCell::new(0),
+                sent: RefCell::default(),
+            }
+        }
+
         fn reply(&self, _: ConnectionId, reply: NodeReply) -> Result<(), SendError> {
             let mut room = self.room.borrow_mut();
             if *room == 0 {
@@ -206,6 +213,20 @@ mod tests {
             *room -= 1;
             self.sent.borrow_mut().push(reply);
             Ok(())
+        }
+
+        /// Makes room for one message, offers `owed` again: what was sent.
+        fn drain(&self, owed: &Owed) -> Vec<NodeReply> {
+            *self.room.borrow_mut() = 1;
+            owed.send(|c, r| self.reply(c, r));
+            self.sent.take()
+        }
+    }
+
+    fn ended_with(watch: u64, error: WatchError) -> NodeReply {
+        NodeReply::Watch {
+            watch,
+            delivery: WatchDelivery::Ended(error),
         }
     }
 
@@ -217,10 +238,7 @@ mod tests {
 
     #[test]
     fn an_ending_a_full_queue_refuses_is_owed_and_sent_once_there_is_room() {
-        let queue = Queue {
-            room: RefCell::new(0),
-            sent: RefCell::default(),
-        };
+        let queue = Queue::full();
         let owed = Owed::default();
         let conn = ConnectionId(1);
         let ended = WatchDelivery::Ended(lagged(7));
@@ -230,24 +248,13 @@ mod tests {
         assert_eq!(send(reply, &owed, conn, 3, ended), Delivered::Yes);
         owed.send(reply);
         assert_eq!(owed.len(), 1, "still no room: still owed");
-        *queue.room.borrow_mut() = 1;
-        owed.send(reply);
+        assert_eq!(queue.drain(&owed), [ended_with(3, lagged(7))]);
         assert_eq!(owed.len(), 0);
-        assert_eq!(
-            queue.sent.take(),
-            [NodeReply::Watch {
-                watch: 3,
-                delivery: WatchDelivery::Ended(lagged(7)),
-            }]
-        );
     }
 
     #[test]
     fn a_start_a_full_queue_refuses_is_owed_as_lagged_from_the_position_asked_for() {
-        let queue = Queue {
-            room: RefCell::new(0),
-            sent: RefCell::default(),
-        };
+        let queue = Queue::full();
         let owed = Owed::default();
         let started = WatchDelivery::Started {
             after: WatchPosition::after_slot(5),
@@ -258,15 +265,7 @@ mod tests {
             send(reply, &owed, ConnectionId(1), 4, started),
             Delivered::Full
         );
-        *queue.room.borrow_mut() = 1;
-        owed.send(reply);
-        assert_eq!(
-            queue.sent.take(),
-            [NodeReply::Watch {
-                watch: 4,
-                delivery: WatchDelivery::Ended(lagged(5)),
-            }]
-        );
+        assert_eq!(queue.drain(&owed), [ended_with(4, lagged(5))]);
     }
 
     #[test]
