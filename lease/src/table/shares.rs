@@ -337,10 +337,7 @@ impl LeaseTable {
                     let h = &mut l.holders[i].0;
                     h.expires_at = h.expires_at.max(now.saturating_add(ttl_us));
                 });
-                out.events.push(Event::Renewed {
-                    name: name.clone(),
-                    stamp,
-                });
+                out.renewed(name, stamp);
                 return Outcome::Granted { stamp, value: None };
             }
             Some(Found { waiting: true, .. }) => return Outcome::Queued,
@@ -433,11 +430,7 @@ impl LeaseTable {
                 if renewed.is_none() {
                     return Outcome::NotHolder { current: None };
                 }
-                out.events.push(Event::Renewed {
-                    name: name.to_owned(),
-                    stamp: *stamp,
-                });
-                Outcome::Renewed
+                out.renewed(name, *stamp)
             }
             Op::Release {
                 owner,
@@ -452,10 +445,7 @@ impl LeaseTable {
                 if released.is_none() {
                     return Outcome::NotHolder { current: None };
                 }
-                out.events.push(Event::Released {
-                    name: name.to_owned(),
-                    stamp: *stamp,
-                });
+                out.released(name, *stamp);
                 self.serve_share(name, out);
                 Outcome::Released
             }
@@ -465,10 +455,7 @@ impl LeaseTable {
                     return Outcome::NotHolder { current: None };
                 }
                 for (h, _) in &ended {
-                    out.events.push(Event::Released {
-                        name: name.to_owned(),
-                        stamp: h.stamp,
-                    });
+                    out.released(name, h.stamp);
                 }
                 self.serve_share(name, out);
                 Outcome::Released
