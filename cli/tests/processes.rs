@@ -9,55 +9,14 @@ use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
 use trexlock_lease::{LeaseClient, LeaseError, Mode, TryAcquire};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
+mod support;
+
+use support::{BIN, Process, local_addr, with_cert};
+
 const CLUSTER: &str = "proc-test";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process {
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(config: &Path) -> Process {
-        let child = Command::new(BIN)
-            .args(["node", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn trexlock node");
-        Process {
-            config: config.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        *self = Process::start(&self.config.clone());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+    local_addr().port()
 }
 
 struct Cluster {
@@ -116,7 +75,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             for i in 0..3 {
-                if self.procs[i].child.is_none() {
+                if !self.procs[i].is_running() {
                     continue;
                 }
                 if let Ok(s) = remote::status(&self.remote(&[i])).await
@@ -615,10 +574,6 @@ fn single_node(dir: &Path, addr: SocketAddr, extra: &str) -> PathBuf {
     path
 }
 
-fn local_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_task_stops_exits_non_zero_with_the_reason() {
     use std::os::unix::process::CommandExt;
@@ -777,17 +732,11 @@ async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
     std::fs::write(&config, text).unwrap();
     let _node = Process::start(&config);
     let status = |cert: &str| {
-        Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["status", "--cluster", CLUSTER, "--servers"])
-            .arg(addr.to_string())
-            .arg("--tls-ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(certs.join(format!("{cert}.pem")))
-            .arg("--tls-key")
-            .arg(certs.join(format!("{cert}.key")))
-            .output()
-            .unwrap()
+            .arg(addr.to_string());
+        with_cert(&mut command, &certs, cert).output().unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
