@@ -228,13 +228,8 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
         .unwrap();
     let page = reader.list("shared/").await.unwrap();
     let seen: Vec<_> = page
-        .leases
-        .iter()
-        .flat_map(|l| {
-            l.holders
-                .iter()
-                .map(move |h| (l.name.as_str(), h.stamp, h.mode, h.session))
-        })
+        .holders()
+        .map(|(name, h)| (name, h.stamp, h.mode, h.session))
         .collect();
     let permit = Some(Mode::Permit { permits: 2 });
     assert_eq!(

@@ -52,13 +52,8 @@ async fn a_list_through_a_local_client_names_every_permit_reader_and_session_hol
     let bound = session.acquire("p/shard", Duration::ZERO).await.unwrap();
     let page = reader.list("p/").await.unwrap();
     let seen: Vec<_> = page
-        .leases
-        .iter()
-        .flat_map(|l| {
-            l.holders
-                .iter()
-                .map(move |h| (l.name.as_str(), h.stamp, h.mode, h.session))
-        })
+        .holders()
+        .map(|(name, h)| (name, h.stamp, h.mode, h.session))
         .collect();
     assert_eq!(
         seen,

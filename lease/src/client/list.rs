@@ -1,7 +1,7 @@
 //! Listing held leases: one linearizable read per page.
 
 use super::{LeaseClient, unexpected};
-use crate::command::{ListedLease, Op, Outcome};
+use crate::command::{ListedHolder, ListedLease, Op, Outcome};
 use crate::error::LeaseError;
 use crate::table::MAX_LIST_ENTRIES;
 
@@ -16,6 +16,16 @@ pub struct ListPage {
     /// Pass to [`LeaseClient::list_page`] as `after` for the next page;
     /// `None` when this page ends the list.
     pub next: Option<String>,
+}
+
+impl ListPage {
+    /// Every holder on the page with the name it holds, in page order
+    /// (a shared name's holders oldest grant first).
+    pub fn holders(&self) -> impl Iterator<Item = (&str, &ListedHolder)> {
+        self.leases
+            .iter()
+            .flat_map(|l| l.holders.iter().map(move |h| (l.name.as_str(), h)))
+    }
 }
 
 impl LeaseClient {
