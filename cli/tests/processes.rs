@@ -849,3 +849,79 @@ fn without_ansi(line: &str) -> String {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_run_under_a_lease_gets_its_stamp_and_is_killed_when_the_lease_cannot_be_kept() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let reader = cluster.client(&[2], "reader").await;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster
+        .addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let under_lease = |name: &str, script: &str| {
+        Command::new(BIN)
+            .args([
+                "acquire",
+                name,
+                "--ttl",
+                "3s",
+                "--gap",
+                "1s",
+                "--cluster",
+                CLUSTER,
+            ])
+            .args(["--servers", &servers, "--", "sh", "-c", script])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A command that ends by itself: it saw the stamp, the lease is released.
+    let done = under_lease("job", "echo \"$TREXLOCK_NAME $TREXLOCK_STAMP\" > seen")
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let printed = String::from_utf8_lossy(&done.stdout).into_owned();
+    let stamp = field(printed.trim(), "stamp");
+    let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+    assert_eq!(seen.trim(), format!("job {stamp}"));
+    assert!(reader.holder("job").await.unwrap().is_none(), "released");
+
+    // A command whose lease cannot be renewed (two of three nodes gone) is
+    // killed before the lease runs out.
+    let mut held = under_lease("long", "echo $$ > pid; exec sleep 60");
+    let start = Instant::now();
+    while reader.holder("long").await.unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cluster = cluster;
+    cluster.procs[0].sigkill();
+    cluster.procs[1].sigkill();
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = held.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(held.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("was killed"), "{stderr}");
+    let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the command still runs"
+    );
+}
