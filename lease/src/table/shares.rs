@@ -214,12 +214,19 @@ impl LeaseTable {
     }
 
     /// Settles every line that is due: expired holders go, waiters whose
-    /// wait ran out are answered, and the line's head is served.
+    /// wait ran out are answered, and the line's head is served. Each due
+    /// line is served once per command, so a line whose due time stays
+    /// behind the clock can never hold up the table (and with it every
+    /// replica applying the same command).
     pub(super) fn settle_shares(&mut self, out: &mut Applied) {
-        while let Some((at, name)) = self.share_due.first().cloned() {
-            if at > self.now {
-                break;
-            }
+        let now = self.now;
+        let due: Vec<Shared> = self
+            .share_due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, name)| name.clone())
+            .collect();
+        for name in due {
             self.serve_share(&name, out);
         }
     }
@@ -238,13 +245,14 @@ impl LeaseTable {
                 .into_iter()
                 .partition(|(h, _)| h.expires_at <= now);
             line.holders = live;
-            let mut gone = Vec::new();
+            // Anywhere in the line, not only at its head: the line is due
+            // at every waiter's give-up (see `due`).
+            let (gone, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut line.waiters)
+                .into_iter()
+                .partition(|(w, _)| w.give_up_at < now);
+            line.waiters = waiting;
             let mut granted = Vec::new();
-            while let Some((w, mode)) = line.waiters.front() {
-                if w.give_up_at < now {
-                    gone.extend(line.waiters.pop_front());
-                    continue;
-                }
+            while let Some((_, mode)) = line.waiters.front() {
                 if !line.fits(*mode, extra) {
                     break;
                 }

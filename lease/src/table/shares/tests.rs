@@ -207,6 +207,22 @@ fn a_writer_that_gave_up_lets_the_readers_behind_it_in_when_its_wait_ends() {
 }
 
 #[test]
+fn a_reader_whose_wait_ran_out_behind_a_waiting_writer_is_answered_and_the_writer_keeps_its_place()
+{
+    let mut log = Log::default();
+    granted(&log.take(0, "doc", "r1", Mode::Read, 0));
+    assert_eq!(log.take(1, "doc", "w", Mode::Write, 5_000), Outcome::Queued);
+    assert_eq!(log.take(2, "doc", "r2", Mode::Read, 10), Outcome::Queued);
+    assert_eq!(log.table.next_deadline_us(), Some(12_001));
+    let answers = log.apply(20, Body::Tick);
+    assert_eq!(answers, vec![(client("r2"), Outcome::TimedOut)]);
+    assert_eq!(log.table.next_deadline_us(), Some(1_000_000));
+    let served = log.apply(1_000, Body::Tick);
+    assert_eq!(served[0].0, client("w"));
+    granted(&served[0].1);
+}
+
+#[test]
 fn a_holder_asking_for_the_other_mode_is_refused_so_no_writer_is_slipped_past() {
     let mut log = Log::default();
     granted(&log.take(0, "doc", "alice", Mode::Read, 0));
