@@ -527,3 +527,32 @@ fn right_after_an_election_only_the_voters_that_promised_count_as_reachable() {
             .is_ok()
     );
 }
+
+/// 5-node `--reconfig` seed 8383: a leader proposed a removal while an
+/// earlier slot was still open, and that slot was later chosen with a
+/// promotion an earlier leader had proposed there: two changes at once.
+/// A change goes in only once every slot before it is chosen.
+#[test]
+fn a_change_is_proposed_only_once_every_slot_before_it_is_chosen() {
+    let (mut r, _) = elect_n1(vec![], 0);
+    let ballot = r.promised();
+    let ready = r.propose(ms(10_002), vec![cmd("open")]).unwrap();
+    assert_eq!(first_accept(&ready), &vec![(1, batch("open"))]);
+    let ready = r.change_membership(ms(10_003), add(N4)).unwrap();
+    let reconfig = |ready: &Ready| {
+        ready.messages.iter().any(|e| match &e.message {
+            Message::Accept { entries, .. } => {
+                entries.iter().any(|(_, v)| matches!(v, Value::Reconfig(_)))
+            }
+            _ => false,
+        })
+    };
+    assert!(!reconfig(&ready), "{:?}", ready.messages);
+    let voted = Message::Accepted {
+        ballot,
+        slots: vec![1],
+    };
+    let ready = r.handle(ms(10_004), env(N2, N1, voted)).unwrap();
+    assert_eq!(r.committed(), 1);
+    assert!(reconfig(&ready), "{:?}", ready.messages);
+}
