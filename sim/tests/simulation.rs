@@ -105,6 +105,18 @@ fn three_nodes_keep_serving_while_members_change_over_100_seeds() {
 /// teach it its promotion, learners of a new cluster chasing a busy
 /// leader's newest proposal, a leader that counted voters it never heard
 /// as reachable right after its election.
+/// 5-node seed 8383 once chose two membership changes at once: a leader
+/// proposed a removal behind an open slot, which a later leader filled
+/// with a promotion an earlier leader had proposed there.
+#[test]
+fn a_change_proposed_behind_an_open_slot_cannot_make_two_changes_at_once() {
+    let five = SimOptions {
+        nodes: 5,
+        ..reconfig()
+    };
+    assert_eq!(simulate(8383, five).violations, Vec::<String>::new());
+}
+
 #[test]
 fn seeds_that_once_lost_liveness_while_members_changed_now_finish() {
     let five = SimOptions {
