@@ -42,14 +42,17 @@
 
 #[path = "support/load.rs"]
 mod load;
+#[path = "support/processes.rs"]
+mod processes;
 
 use load::{CpuMeter, Recorder, Settings, Window};
-use std::net::{SocketAddr, TcpListener};
+use processes::{built_binary, connect, free_port};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use trexlock::lease::remote::{self, RemoteConfig, RemoteHandle};
+use trexlock::lease::remote::{self, RemoteConfig};
 use trexlock::lease::{LeaseClient, TryAcquire};
 
 const CLUSTER: &str = "bench";
@@ -87,30 +90,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `trexlock` binary: `--bin`, else freshly built next to this bench
-/// (a stale binary would measure old code).
+/// The `trexlock` binary: `--bin`, else freshly built next to this bench.
 fn locate_binary(settings: &Settings) -> Result<PathBuf, String> {
-    if let Some(bin) = settings.get("bin") {
-        return Ok(PathBuf::from(bin));
+    match settings.get("bin") {
+        Some(bin) => Ok(PathBuf::from(bin)),
+        None => built_binary(),
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "-p", "trexlock-cli"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err("building trexlock-cli failed".into());
-    }
-    // This bench runs as <target>/release/deps/cluster-HASH.
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("trexlock"))
-        .filter(|p| p.exists())
-        .ok_or("no trexlock binary beside this bench; pass --bin PATH")?;
-    Ok(bin)
 }
 
 async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
@@ -167,13 +152,6 @@ fn default_clients(case: &str) -> usize {
         "renew" | "renew_session" => 64,
         _ => 16,
     }
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
 }
 
 type Children = Arc<Mutex<Vec<Option<Child>>>>;
@@ -315,16 +293,6 @@ fn kill_on_signal(children: Children) {
         }
         std::process::exit(130);
     });
-}
-
-async fn connect(config: &RemoteConfig) -> Result<RemoteHandle, String> {
-    for _ in 0..100 {
-        if let Ok(handle) = remote::connect(config.clone()).await {
-            return Ok(handle);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("cannot reach {:?}", config.servers))
 }
 
 struct Bench<'a> {

@@ -21,7 +21,11 @@
 //! with the largest RSS and snapshot over the three nodes. Every node
 //! process is killed when the bench ends or fails.
 
-use std::net::{SocketAddr, TcpListener};
+#[path = "support/processes.rs"]
+mod processes;
+
+use processes::{built_binary, connect, free_port};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -80,7 +84,7 @@ fn main() -> ExitCode {
     let result = options().and_then(|o| {
         let bin = match &o.bin {
             Some(bin) => bin.clone(),
-            None => build_binary()?,
+            None => built_binary()?,
         };
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -98,25 +102,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The `trexlock` binary, freshly built beside this bench.
-fn build_binary() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "-p", "trexlock-cli"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !status.success() {
-        return Err("building trexlock-cli failed".into());
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("trexlock"))
-        .filter(|p| p.exists())
-        .ok_or_else(|| "no trexlock binary beside this bench; pass --bin PATH".into())
 }
 
 async fn run(o: Options, bin: PathBuf) -> Result<String, String> {
@@ -279,23 +264,6 @@ fn snapshot_time(leases: u64, sessions: u64) -> Duration {
         took.as_millis()
     );
     took
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-async fn connect(config: &RemoteConfig) -> Result<RemoteHandle, String> {
-    for _ in 0..100 {
-        if let Ok(handle) = remote::connect(config.clone()).await {
-            return Ok(handle);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(format!("cannot reach {:?}", config.servers))
 }
 
 /// Three node processes; killed and reaped when dropped.

@@ -126,8 +126,9 @@ pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeCon
 pub use trexlock_lease::{
     ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
     HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
-    LeaseSession, LeaseToken, ListPage, ListedLease, MetricsSnapshot, Mode, Network, Node,
-    NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal, SessionId, Stamp, TryAcquire,
+    LeaseSession, LeaseToken, ListPage, ListedHolder, ListedLease, MetricsSnapshot, Mode, Network,
+    Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal, SessionId, Stamp,
+    TryAcquire,
 };
 pub use trexlock_lease::{
     LeaderChange, LeaderChanges, Watch, WatchError, WatchEvent, WatchPosition,

@@ -5,6 +5,7 @@
 //! trexlock acquire job-42 --owner me --cluster orders --servers node1.example:7001,node2.example:7001 --ttl 30s
 //! trexlock acquire gpus --permits 4 --owner me --cluster orders --servers 127.0.0.1:7001
 //! trexlock acquire report --read --owner me --cluster orders --servers 127.0.0.1:7001
+//! trexlock acquire nightly --ttl 10s --cluster orders --servers 127.0.0.1:7001 -- ./backup.sh
 //! trexlock renew job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --ttl 30s --cluster orders --servers 127.0.0.1:7001
 //! trexlock release job-42 --owner me --stamp 17 --token 9f86d081884c7d659a2feaa0c55ad015 --cluster orders --servers 127.0.0.1:7001
 //! trexlock session open --ttl 10s --owner me --cluster orders --servers 127.0.0.1:7001
@@ -25,6 +26,7 @@
 mod bootstrap;
 mod config;
 mod force_release;
+mod guard;
 mod http;
 mod list;
 mod member;
@@ -63,7 +65,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Take a lease; prints its stamp. With --hold, keeps it (renewing) until interrupted.
+    /// Take a lease; prints its stamp. With --hold, keeps it (renewing) until
+    /// interrupted; with `-- COMMAND`, runs the command only while it holds.
     Acquire {
         /// Lease name.
         name: String,
@@ -81,6 +84,15 @@ enum Command {
         /// Keep renewing until interrupted, then release.
         #[arg(long, conflicts_with = "session")]
         hold: bool,
+        /// With a COMMAND: kill it once the lease is valid for less than this.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        gap: Duration,
+        /// Run this (after `--`) while the lease is held, renewing it; the
+        /// command gets TREXLOCK_NAME and TREXLOCK_STAMP, is killed if the
+        /// lease is lost or cannot be renewed in time, and the lease is
+        /// released when it ends.
+        #[arg(last = true, conflicts_with_all = ["session", "hold"])]
+        command: Vec<String>,
         /// If the lease EXPIRES (is not released), grant it to nobody for this long afterwards (at most 60s).
         #[arg(long, value_parser = humantime::parse_duration)]
         lock_delay: Option<Duration>,
@@ -154,7 +166,8 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print the held leases (all, or those whose names start with PREFIX), one per line.
+    /// Print the held leases, semaphores and read-write leases (all, or
+    /// those whose names start with PREFIX), one line per holder.
     List {
         /// Only names that start with this.
         prefix: Option<String>,
@@ -362,6 +375,8 @@ async fn run(command: Command) -> Result<(), String> {
             wait,
             owner,
             hold,
+            gap,
+            command,
             lock_delay,
             permits,
             read,
@@ -412,6 +427,9 @@ async fn run(command: Command) -> Result<(), String> {
                 lease.stamp(),
                 token.0
             );
+            if !command.is_empty() {
+                return guard::run_while_held(lease, gap, &command).await;
+            }
             if hold {
                 let lease = std::sync::Arc::new(lease);
                 let mut keep_alive = trexlock_lease::KeepAlive::start(lease.clone());

@@ -3,12 +3,15 @@
 //! is refused, naming the cause, with a client's; a client's certificate
 //! cannot act for another owner.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
+mod support;
+
+use support::{BIN, local_addr, with_cert};
+
 const CLUSTER: &str = "force-test";
 
 /// A `trexlock node` process, killed when dropped.
@@ -19,13 +22,6 @@ impl Drop for Node {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn local_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// Issues certificates for node 1, client `billing` and admin `ops`, and
@@ -59,18 +55,12 @@ fn secured_node(dir: &Path, addr: SocketAddr) -> (PathBuf, Node) {
 
 /// Runs a client command with the certificate `cert` (file stem in `certs`).
 fn as_cert(certs: &Path, cert: &str, addr: SocketAddr, args: &[&str]) -> Output {
-    Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(args)
         .args(["--cluster", CLUSTER, "--servers"])
-        .arg(addr.to_string())
-        .arg("--tls-ca")
-        .arg(certs.join("ca.pem"))
-        .arg("--tls-cert")
-        .arg(certs.join(format!("{cert}.pem")))
-        .arg("--tls-key")
-        .arg(certs.join(format!("{cert}.key")))
-        .output()
-        .unwrap()
+        .arg(addr.to_string());
+    with_cert(&mut command, certs, cert).output().unwrap()
 }
 
 fn stdout(out: &Output) -> String {

@@ -4,9 +4,9 @@
 //! paths beside the config file, and errors that name their cause.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
@@ -14,50 +14,12 @@ use trexlock_lease::{ConnectFailure, LeaseError, TryAcquire};
 
 #[path = "operations/exposition.rs"]
 mod exposition;
+mod support;
 
 use exposition::{check_exposition, promtool};
+use support::{BIN, Process, local_addr};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 const CLUSTER: &str = "ops-test";
-
-fn local_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A node process, SIGKILLed when dropped.
-struct Process(Option<Child>);
-
-impl Process {
-    /// Starts a node in `cwd`, logging at `level` to `stderr`.
-    fn start(config: &Path, level: &str, stderr: Stdio, cwd: &Path) -> Process {
-        let child = Command::new(BIN)
-            .args(["node", "--config"])
-            .arg(config)
-            .current_dir(cwd)
-            .env("RUST_LOG", level)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn trexlock node");
-        Process(Some(child))
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
 
 /// One three-node cluster at a time: the tests run in parallel, and several
 /// clusters electing at once on a small, busy machine can take longer than
@@ -97,7 +59,12 @@ impl Cluster {
             }
             let path = dir.path().join(format!("n{}.toml", i + 1));
             std::fs::write(&path, text).unwrap();
-            procs.push(Process::start(&path, "error", Stdio::inherit(), dir.path()));
+            procs.push(Process::start_in(
+                &path,
+                "error",
+                Stdio::inherit(),
+                dir.path(),
+            ));
         }
         Cluster {
             _dir: dir,
@@ -438,7 +405,7 @@ fn tls_node(dir: &Path) -> (Process, SocketAddr, PathBuf) {
     let elsewhere = dir.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     (
-        Process::start(&config, "error", Stdio::inherit(), &elsewhere),
+        Process::start_in(&config, "error", Stdio::inherit(), &elsewhere),
         addr,
         certs,
     )
@@ -544,8 +511,8 @@ async fn a_node_logging_into_a_pipe_writes_no_colour_codes() {
         ),
     )
     .unwrap();
-    let mut node = Process::start(&config, "info", Stdio::piped(), dir.path());
-    let mut child = node.0.take().unwrap();
+    let mut node = Process::start_in(&config, "info", Stdio::piped(), dir.path());
+    let mut child = node.take_child();
     let mut stderr = child.stderr.take().unwrap();
     let start = Instant::now();
     while remote::status(&RemoteConfig::new(CLUSTER, vec![addr]))

@@ -7,57 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use trexlock_lease::remote::{self, RemoteConfig};
-use trexlock_lease::{LeaseClient, LeaseError, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, Mode, TryAcquire};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
+mod support;
+
+use support::{BIN, Process, local_addr, with_cert};
+
 const CLUSTER: &str = "proc-test";
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Process {
-    config: PathBuf,
-    child: Option<Child>,
-}
-
-impl Process {
-    fn start(config: &Path) -> Process {
-        let child = Command::new(BIN)
-            .args(["node", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn trexlock node");
-        Process {
-            config: config.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    fn sigkill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        *self = Process::start(&self.config.clone());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
+    local_addr().port()
 }
 
 struct Cluster {
@@ -116,7 +75,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             for i in 0..3 {
-                if self.procs[i].child.is_none() {
+                if !self.procs[i].is_running() {
                     continue;
                 }
                 if let Ok(s) = remote::status(&self.remote(&[i])).await
@@ -213,44 +172,32 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     let b = held(bob.try_acquire("jobs/b", ttl).await.unwrap());
     held(bob.try_acquire("other", ttl).await.unwrap());
 
-    let page = cluster
-        .client(&[2], "reader")
-        .await
-        .list("jobs/")
-        .await
-        .unwrap();
+    let reader = cluster.client(&[2], "reader").await;
+    let page = reader.list("jobs/").await.unwrap();
     let seen: Vec<_> = page
         .leases
         .iter()
-        .map(|l| (l.name.as_str(), l.holder.owner.as_str(), l.holder.stamp))
+        .map(|l| {
+            (
+                l.name.as_str(),
+                l.holders[0].owner.as_str(),
+                l.holders[0].stamp,
+            )
+        })
         .collect();
     assert_eq!(
         seen,
         [("jobs/a", "alice", a.stamp()), ("jobs/b", "bob", b.stamp())]
     );
-    assert!(page.leases.iter().all(|l| l.holder.remaining_ms <= 30_000));
+    assert!(
+        page.leases
+            .iter()
+            .all(|l| l.holders[0].remaining_ms <= 30_000)
+    );
     assert_eq!(page.next, None);
 
     // One lease per page: the command follows the continuation.
-    let out = Command::new(BIN)
-        .args([
-            "list",
-            "jobs/",
-            "--page",
-            "1",
-            "--cluster",
-            CLUSTER,
-            "--servers",
-        ])
-        .arg(cluster.addrs[2].to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = cli(&cluster, 2, &["list", "jobs/", "--page", "1"]).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
@@ -260,6 +207,52 @@ async fn a_list_through_a_remote_client_and_the_cli_names_every_holder_with_its_
     assert!(
         lines[1].starts_with(&format!("jobs/b owner=bob stamp={} ", b.stamp())),
         "{stdout}"
+    );
+
+    // Permits, readers and leases bound to a session are listed too, each
+    // holder with its stamp.
+    let wait = Duration::from_secs(5);
+    let p1 = alice
+        .acquire_permit("shared/pool", 2, ttl, wait)
+        .await
+        .unwrap();
+    let p2 = bob
+        .acquire_permit("shared/pool", 2, ttl, wait)
+        .await
+        .unwrap();
+    let r = bob.acquire_read("shared/report", ttl, wait).await.unwrap();
+    let session = alice.open_session(ttl).await.unwrap();
+    let s = session
+        .acquire("shared/shard", Duration::ZERO)
+        .await
+        .unwrap();
+    let page = reader.list("shared/").await.unwrap();
+    let seen: Vec<_> = page
+        .holders()
+        .map(|(name, h)| (name, h.stamp, h.mode, h.session))
+        .collect();
+    let permit = Some(Mode::Permit { permits: 2 });
+    assert_eq!(
+        seen,
+        [
+            ("shared/pool", p1.stamp(), permit, None),
+            ("shared/pool", p2.stamp(), permit, None),
+            ("shared/report", r.stamp(), Some(Mode::Read), None),
+            ("shared/shard", s.stamp(), None, Some(session.id())),
+        ]
+    );
+    let out = cli(&cluster, 2, &["list", "shared/"]).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[1].starts_with(&format!("shared/pool owner=bob stamp={} ", p2.stamp())),
+        "{out}"
+    );
+    assert!(lines[1].ends_with(" mode=permit/2"), "{out}");
+    assert!(lines[2].ends_with(" mode=read"), "{out}");
+    assert!(
+        lines[3].ends_with(&format!(" session={}", session.id())),
+        "{out}"
     );
 }
 
@@ -576,10 +569,6 @@ fn single_node(dir: &Path, addr: SocketAddr, extra: &str) -> PathBuf {
     path
 }
 
-fn local_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_task_stops_exits_non_zero_with_the_reason() {
     use std::os::unix::process::CommandExt;
@@ -738,17 +727,11 @@ async fn certificates_from_the_certs_command_secure_a_node_and_its_clients() {
     std::fs::write(&config, text).unwrap();
     let _node = Process::start(&config);
     let status = |cert: &str| {
-        Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["status", "--cluster", CLUSTER, "--servers"])
-            .arg(addr.to_string())
-            .arg("--tls-ca")
-            .arg(certs.join("ca.pem"))
-            .arg("--tls-cert")
-            .arg(certs.join(format!("{cert}.pem")))
-            .arg("--tls-key")
-            .arg(certs.join(format!("{cert}.key")))
-            .output()
-            .unwrap()
+            .arg(addr.to_string());
+        with_cert(&mut command, &certs, cert).output().unwrap()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -865,4 +848,80 @@ fn without_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_run_under_a_lease_gets_its_stamp_and_is_killed_when_the_lease_cannot_be_kept() {
+    let cluster = Cluster::start();
+    cluster.leader().await;
+    let reader = cluster.client(&[2], "reader").await;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = cluster
+        .addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let under_lease = |name: &str, script: &str| {
+        Command::new(BIN)
+            .args([
+                "acquire",
+                name,
+                "--ttl",
+                "3s",
+                "--gap",
+                "1s",
+                "--cluster",
+                CLUSTER,
+            ])
+            .args(["--servers", &servers, "--", "sh", "-c", script])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A command that ends by itself: it saw the stamp, the lease is released.
+    let done = under_lease("job", "echo \"$TREXLOCK_NAME $TREXLOCK_STAMP\" > seen")
+        .wait_with_output()
+        .unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let printed = String::from_utf8_lossy(&done.stdout).into_owned();
+    let stamp = field(printed.trim(), "stamp");
+    let seen = std::fs::read_to_string(dir.path().join("seen")).unwrap();
+    assert_eq!(seen.trim(), format!("job {stamp}"));
+    assert!(reader.holder("job").await.unwrap().is_none(), "released");
+
+    // A command whose lease cannot be renewed (two of three nodes gone) is
+    // killed before the lease runs out.
+    let mut held = under_lease("long", "echo $$ > pid; exec sleep 60");
+    let start = Instant::now();
+    while reader.holder("long").await.unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cluster = cluster;
+    cluster.procs[0].sigkill();
+    cluster.procs[1].sigkill();
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = held.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(held.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("was killed"), "{stderr}");
+    let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the command still runs"
+    );
 }

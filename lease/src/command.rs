@@ -435,15 +435,37 @@ pub enum Outcome {
     NoSession,
 }
 
-/// A held lease, as [`Op::List`] reports it.
+/// A held name, as [`Op::List`] reports it: a plain lease (bound to a
+/// lease session or not), a semaphore or a read-write lease, with every
+/// holder it has.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedLease {
     /// Lease name.
     pub name: String,
-    /// Holder, stamp and time left.
-    pub holder: HolderInfo,
+    /// Its holders, oldest grant first: one for a plain lease, up to
+    /// [`crate::table::MAX_PERMITS`] for a semaphore or the readers of a
+    /// read-write lease; never empty.
+    pub holders: Vec<ListedHolder>,
     /// How many wait in line for it.
     pub waiters: u32,
+}
+
+/// One holder of a listed name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedHolder {
+    /// The holder.
+    pub owner: String,
+    /// Its stamp.
+    pub stamp: Stamp,
+    /// Milliseconds left, as the cluster counts (for a lease bound to a
+    /// session, the session's).
+    pub remaining_ms: u64,
+    /// The share it holds: `None` for a plain lease, a permit of a
+    /// semaphore (with the semaphore's size), or the read or write side of
+    /// a read-write lease.
+    pub mode: Option<Mode>,
+    /// The lease session the lease is bound to, if any.
+    pub session: Option<SessionId>,
 }
 
 /// Why the table, or the node admitting a request for it, refused it. The

@@ -77,8 +77,8 @@ pub mod watch;
 
 pub use client::{LeaseClient, LeaseHandle, LeaseSession, ListPage, TryAcquire};
 pub use command::{
-    Body, ClientId, Command, HolderInfo, LeaseToken, ListedLease, Mode, Op, Outcome, Refusal,
-    Request, SessionId, Stamp,
+    Body, ClientId, Command, HolderInfo, LeaseToken, ListedHolder, ListedLease, Mode, Op, Outcome,
+    Refusal, Request, SessionId, Stamp,
 };
 pub use election::{Elected, Election, Observed};
 pub use error::{ConnectFailure, LeaseError, NodeError};

@@ -1,26 +1,16 @@
 //! What a node accepts from remote clients.
 
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
 use std::time::Duration;
-use trexlock_lease::remote::{ClientMessage, JournalFile, NodeReply, TcpNode, TcpNodeConfig};
-use trexlock_lease::{ClientId, NodeConfig, Op, Outcome, Refusal, Request};
-use trexlock_paxos::NodeId;
-use trexlock_transport::{ClientConnection, TransportConfig};
+use trexlock_lease::remote::{ClientMessage, NodeReply};
+use trexlock_lease::{ClientId, Op, Outcome, Refusal, Request};
+use trexlock_transport::ClientConnection;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_remote_client_may_not_force_a_release() {
     let dir = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let config = TcpNodeConfig {
-        node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
-        transport: TransportConfig::new("remote-test", NodeId(1), addr, BTreeMap::new()),
-        journal: JournalFile::Redb(dir.path().join("journal.redb")),
-    };
-    let node = TcpNode::start(config).await.unwrap();
+    let node = common::tcp_node("remote-test", dir.path(), |_| {}).await;
     let mut conn: ClientConnection<ClientMessage, NodeReply> =
         ClientConnection::connect(node.local_addr(), "remote-test", None)
             .await

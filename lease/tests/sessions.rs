@@ -4,14 +4,10 @@
 mod common;
 
 use common::Cluster;
-use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
-use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
-use trexlock_lease::{FencedMutex, GuardError, LeaseError, NodeConfig, TryAcquire};
-use trexlock_paxos::NodeId;
-use trexlock_transport::TransportConfig;
+use trexlock_lease::remote::{self, RemoteConfig};
+use trexlock_lease::{FencedMutex, GuardError, LeaseError, TryAcquire};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_session_keeps_all_its_leases_past_their_ttl_and_closing_it_frees_them() {
@@ -104,16 +100,7 @@ async fn a_dropped_session_runs_out_and_its_leases_go_to_their_waiters() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_remote_client_binds_leases_to_a_session_and_closes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let config = TcpNodeConfig {
-        node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
-        transport: TransportConfig::new("sessions-test", NodeId(1), addr, BTreeMap::new()),
-        journal: JournalFile::Redb(dir.path().join("journal.redb")),
-    };
-    let node = TcpNode::start(config).await.unwrap();
+    let node = common::tcp_node("sessions-test", dir.path(), |_| {}).await;
     let remote = remote::connect(RemoteConfig::new("sessions-test", vec![node.local_addr()]))
         .await
         .unwrap();

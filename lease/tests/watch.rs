@@ -4,7 +4,7 @@ mod common;
 
 use common::Cluster;
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
 use trexlock_lease::table::Event;
@@ -173,18 +173,11 @@ async fn a_watcher_that_does_not_read_is_cut_off_with_where_to_resume() {
     assert_eq!(e.event.name(), Some(format!("n{delivered}").as_str()));
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_watch_resumes_on_another_node_after_its_node_stops_without_missing_an_event() {
     let dir = tempfile::tempdir().unwrap();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
-    let addrs: Vec<SocketAddr> = ids.iter().map(|_| free_addr()).collect();
+    let addrs: Vec<SocketAddr> = ids.iter().map(|_| common::free_addr()).collect();
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let peers: BTreeMap<NodeId, SocketAddr> = ids
@@ -293,4 +286,76 @@ async fn an_elections_change_stream_reports_every_leader_and_what_it_proclaimed(
             "proclaimed b:1".to_owned(),
         ]
     );
+}
+
+/// How many values of 60 KiB the writer writes while the remote client
+/// reads nothing: far more bytes than the socket buffers and the node's
+/// four-frame queue for the connection hold, and less than the 16 MiB of
+/// values the node keeps for resumes.
+const BACKLOG_WRITES: usize = 150;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_watcher_whose_connection_backs_up_is_told_it_lagged_and_where_to_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = common::tcp_node("lag-test", dir.path(), |t| t.queue_capacity = 4).await;
+    let addr = node.local_addr();
+    assert!(node.node().wait_for_leader(WAIT).await.is_some());
+    // The remote client's connection is served by a runtime of its own,
+    // which the test then blocks, so nothing reads the connection. Two
+    // watches share it: `bulk` (never read) sees the big values that fill
+    // the connection, `few` (read here) sees only a handful of events, so
+    // its own buffer in this process never overflows: whatever ends it
+    // must come from the node.
+    let (opened, watch) = std::sync::mpsc::channel();
+    let (resume, blocked) = std::sync::mpsc::channel::<()>();
+    let (finished, done) = tokio::sync::oneshot::channel::<()>();
+    let link = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let cluster = remote::connect(RemoteConfig::new("lag-test", vec![addr]))
+                .await
+                .unwrap();
+            let client = cluster.client("w");
+            let _bulk = client.watch("bulk").await.unwrap();
+            opened.send(client.watch("few/").await.unwrap()).unwrap();
+            blocked.recv().unwrap();
+            // Serve the connection until the test is done with it.
+            let _ = done.await;
+        });
+    });
+    let mut few: Watch = watch.recv().unwrap();
+    let writer = node.node().client("alice");
+    let first = grant(&writer, "few/0").await;
+    let TryAcquire::Acquired(bulk) = writer.try_acquire("bulk", WAIT * 6).await.unwrap() else {
+        panic!("free")
+    };
+    let value = bytes::Bytes::from(vec![7u8; 60 * 1024]);
+    for _ in 0..BACKLOG_WRITES {
+        bulk.write_value(value.clone()).await.unwrap();
+    }
+    let later = [grant(&writer, "few/1").await, grant(&writer, "few/2").await];
+    resume.send(()).unwrap();
+    let e = next(&mut few).await;
+    assert!(matches!(e.event, Event::Granted { stamp, .. } if stamp == first));
+    let resume_from = match tokio::time::timeout(WAIT, few.next()).await {
+        Ok(Some(Err(WatchError::Lagged { resume_from }))) => resume_from,
+        other => panic!("the watch stalled or went on otherwise: {other:?}"),
+    };
+    assert!(resume_from >= few.position());
+    // From where it was told to resume, the rest comes, none missing.
+    let mut again = writer.watch_from("few/", resume_from).await.unwrap();
+    for stamp in later {
+        let e = next(&mut again).await;
+        assert!(
+            matches!(e.event, Event::Granted { stamp: s, .. } if s == stamp),
+            "{e:?}"
+        );
+    }
+    drop(few);
+    finished.send(()).unwrap();
+    link.join().unwrap();
+    node.shutdown().await.unwrap();
 }

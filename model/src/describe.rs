@@ -11,12 +11,26 @@ pub(crate) fn describe_write(write: &JournalWrite) -> String {
     if let Some(p) = write.promised {
         parts.push(format!("promise {p}"));
     }
-    for (slot, entry) in &write.entries {
-        parts.push(format!(
-            "vote slot {slot} in {}: {}",
-            entry.ballot,
-            describe_value(&entry.value)
-        ));
+    let ballots: std::collections::BTreeSet<_> =
+        write.entries.iter().map(|(_, e)| e.ballot).collect();
+    match ballots.iter().next() {
+        Some(ballot) if ballots.len() == 1 && write.entries.len() > 1 => {
+            let entries: Vec<_> = write
+                .entries
+                .iter()
+                .map(|(slot, e)| (*slot, e.value.clone()))
+                .collect();
+            parts.push(format!("votes in {ballot}: {}", describe_entries(&entries)));
+        }
+        _ => {
+            for (slot, entry) in &write.entries {
+                parts.push(format!(
+                    "vote slot {slot} in {}: {}",
+                    entry.ballot,
+                    describe_value(&entry.value)
+                ));
+            }
+        }
     }
     if let Some(committed) = write.committed {
         parts.push(format!("committed {committed}"));
@@ -29,6 +43,19 @@ pub(crate) fn describe_write(write: &JournalWrite) -> String {
 
 pub(crate) fn describe_value(value: &trexlock_paxos::Value) -> String {
     use trexlock_lease::command::{Body, Command};
+    if let trexlock_paxos::Value::Reconfig(m) = value {
+        let ids = |set: &std::collections::BTreeSet<trexlock_paxos::NodeId>| {
+            set.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        return format!(
+            "membership voters {{{}}} learners {{{}}}",
+            ids(&m.voters),
+            ids(&m.learners)
+        );
+    }
     let commands: Vec<String> = value
         .commands()
         .iter()
@@ -57,8 +84,41 @@ fn describe_op(op: &Op) -> String {
         Op::Acquire { name, .. } => format!("acquire {name}"),
         Op::Renew { name, stamp, .. } => format!("renew {name} {stamp}"),
         Op::Release { name, stamp, .. } => format!("release {name} {stamp}"),
+        Op::AcquireShare { name, mode, .. } => format!("acquire {mode:?} of {name}"),
+        Op::SetLockDelay {
+            name,
+            stamp,
+            lock_delay_ms,
+            ..
+        } => format!("set a lock-delay of {lock_delay_ms} ms on {name} {stamp}"),
+        Op::OpenSession { ttl_ms, .. } => format!("open a session of {ttl_ms} ms"),
+        Op::AcquireInSession { name, session, .. } => {
+            format!("acquire {name} in session {session}")
+        }
         other => format!("{other:?}"),
     }
+}
+
+/// Slots and values, a run of no-ops (a leader filling the slots before
+/// a membership change takes effect) as one range.
+fn describe_entries(entries: &[(trexlock_paxos::Slot, trexlock_paxos::Value)]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut noops: Option<(u64, u64)> = None;
+    let flush = |parts: &mut Vec<String>, noops: &mut Option<(u64, u64)>| match noops.take() {
+        Some((a, b)) if a == b => parts.push(format!("{a}=noop")),
+        Some((a, b)) => parts.push(format!("{a}..={b}=noop")),
+        None => {}
+    };
+    for (slot, value) in entries {
+        if matches!(value, trexlock_paxos::Value::Noop) {
+            noops = Some(noops.map_or((*slot, *slot), |(a, _)| (a, *slot)));
+            continue;
+        }
+        flush(&mut parts, &mut noops);
+        parts.push(format!("{slot}={}", describe_value(value)));
+    }
+    flush(&mut parts, &mut noops);
+    parts.join(", ")
 }
 
 pub(crate) fn describe_peer(message: &PeerMessage) -> String {
@@ -81,13 +141,9 @@ fn describe_message(message: &Message) -> String {
             committed,
             entries,
         } => {
-            let slots: Vec<String> = entries
-                .iter()
-                .map(|(s, v)| format!("{s}={}", describe_value(v)))
-                .collect();
             format!(
                 "Accept {ballot} committed {committed} [{}]",
-                slots.join(", ")
+                describe_entries(entries)
             )
         }
         Message::Promise {
@@ -105,6 +161,12 @@ fn describe_message(message: &Message) -> String {
                 slots.join(", ")
             )
         }
+        Message::Accepted { ballot, slots } => match (slots.first(), slots.last()) {
+            (Some(first), Some(last)) if slots.len() > 2 => {
+                format!("Accepted {ballot} slots {first}..={last}")
+            }
+            _ => format!("Accepted {ballot} slots {slots:?}"),
+        },
         Message::CatchupResponse { entries } => {
             let first = entries.first().map_or(0, |(s, _)| *s);
             format!("CatchupResponse {} values from {first}", entries.len())

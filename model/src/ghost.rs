@@ -10,9 +10,13 @@ use std::collections::BTreeMap;
 use trexlock_lease::Stamp;
 use trexlock_lease::command::{ClientId, Outcome};
 use trexlock_lease::table::{Applied, Event};
+use trexlock_lease::watch::{WatchId, WatchPosition};
 use trexlock_paxos::{Ballot, JournalWrite, Membership, Message, NodeId, Slot, Value};
 use trexlock_sim::checker::{Checker, Rule};
+use trexlock_sim::leases::LeaseChecker;
 use trexlock_sim::lists::ListChecker;
+use trexlock_sim::shares::ShareChecker;
+use trexlock_sim::watches::WatchChecker;
 
 /// What has happened so far, as far as the properties need to know.
 #[derive(Clone, Debug)]
@@ -27,15 +31,28 @@ pub(crate) struct Ghost {
     granted: BTreeMap<(NodeId, String), Stamp>,
     /// The first violation of each property the model checks itself.
     own: BTreeMap<Property, String>,
+    /// Holders' actions on the lease, as the simulator checks them against
+    /// lock-delays (only when the scenario sets lock-delays).
+    pub(crate) leases: Option<LeaseChecker>,
+    /// The grant each client last acted under, and the step it did.
+    pub(crate) acted: BTreeMap<ClientId, (Stamp, u32)>,
+    /// Requests for shares, queued writers and grants, as the simulator
+    /// checks them.
+    pub(crate) shares: ShareChecker,
+    /// The events of each slot, once a watcher watches.
+    pub(crate) watches: Option<WatchChecker>,
+    /// Each watcher's position: the last event it received (where its
+    /// watch started, before the first; `None` until it started).
+    pub(crate) watchers: BTreeMap<WatchId, Option<WatchPosition>>,
 }
 
 /// The property a rule of the shared checker belongs to.
 fn property(rule: Rule) -> Property {
     match rule {
-        Rule::OneValuePerSlot
-        | Rule::PhaseOneQuorum
-        | Rule::OneMembershipChange
-        | Rule::SnapshotsAgree => Property::OneValuePerSlot,
+        Rule::OneValuePerSlot | Rule::PhaseOneQuorum => Property::OneValuePerSlot,
+        Rule::OneMembershipChange => Property::OneMembershipChangeAtATime,
+        Rule::OneLeaderPerBallot => Property::OneLeaderPerBallot,
+        Rule::SnapshotsAgree => Property::SnapshotsAgree,
         Rule::ApplyOnlyChosen => Property::ApplyChosenInOrder,
         Rule::PromisesNeverGoBack => Property::PromisesNeverGoBack,
         Rule::DurableBeforeAnnounced => Property::DurableBeforeAnnounced,
@@ -45,14 +62,20 @@ fn property(rule: Rule) -> Property {
 }
 
 impl Ghost {
-    /// The ground truth of a cluster whose members are `nodes`.
-    pub(crate) fn new(nodes: impl IntoIterator<Item = NodeId>) -> Ghost {
+    /// The ground truth of a cluster whose members are `nodes`; with
+    /// `lock_delays`, holders' actions are checked against lock-delays.
+    pub(crate) fn new(nodes: impl IntoIterator<Item = NodeId>, lock_delays: bool) -> Ghost {
         Ghost {
             checker: Checker::new(Membership::of_voters(nodes)),
             lists: ListChecker::default(),
             applied: BTreeMap::new(),
             granted: BTreeMap::new(),
             own: BTreeMap::new(),
+            leases: lock_delays.then(|| LeaseChecker::new(crate::world::DRIFT_PPM)),
+            acted: BTreeMap::new(),
+            shares: ShareChecker::default(),
+            watches: None,
+            watchers: BTreeMap::new(),
         }
     }
 
@@ -96,6 +119,11 @@ impl Ghost {
         self.checker.forget_promises(node);
     }
 
+    /// `node` became leader in `ballot` (see [`Checker::on_elected`]).
+    pub(crate) fn on_elected(&mut self, node: NodeId, ballot: Ballot) {
+        self.checker.on_elected(node, ballot);
+    }
+
     /// A message leaves `from` (see [`Checker::on_send`]).
     pub(crate) fn on_send(&mut self, from: NodeId, message: &Message) {
         self.checker.on_send(from, message);
@@ -122,6 +150,7 @@ impl Ghost {
         }
         self.applied.insert(node, slot);
         self.checker.on_apply(node, slot, value, results);
+        self.events_applied(node, slot, results);
         for event in results.iter().flat_map(|a| &a.events) {
             if let Event::Granted { name, stamp, .. } = event {
                 let key = (node, name.clone());

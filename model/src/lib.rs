@@ -16,7 +16,10 @@
 //!   has its own offset and runs at one end of the drift bound or the
 //!   other, and each node handles a tick whenever the checker lets it;
 //! - clients that acquire, renew and release one lease, resend a request
-//!   to another node, and, since nothing makes them act, pause anywhere.
+//!   to another node, and, since nothing makes them act, pause anywhere;
+//!   in a [`Scenario`], clients that follow a script instead (semaphores,
+//!   read-write leases, lock-delays, lease sessions), a watcher, and an
+//!   operator who asks the leader for membership changes.
 //!
 //! After a bounded window of faults the network becomes timely (time only
 //! advances once every message is delivered and every write synced), so
@@ -39,10 +42,13 @@
 //! ```
 #![deny(missing_docs)]
 
+mod clients;
 mod describe;
 mod ghost;
 mod model;
+mod primitives;
 mod scenario;
+mod stages;
 mod trace;
 mod world;
 
@@ -82,13 +88,31 @@ pub enum Property {
     /// A list never shows a lease held with a stamp below one whose grant
     /// was acknowledged before the list was sent.
     ListsAreLinearizable,
+    /// After a grant with a lock-delay expired, no holder acts on the
+    /// name before the delay has passed.
+    LockDelayHonoured,
+    /// No more holders act on a semaphore than it has permits, and nobody
+    /// beside a writer of a read-write lease.
+    SharesWithinTheirLimits,
+    /// No reader sent after a writer was queued is granted before it.
+    NoReaderOvertakesAQueuedWriter,
+    /// Every watcher receives exactly the log's events after its
+    /// position, in order.
+    WatchersGetTheLog,
+    /// No ballot elects two leaders.
+    OneLeaderPerBallot,
+    /// Membership changes are chosen one at a time, each in effect before
+    /// the next, each changing one voter.
+    OneMembershipChangeAtATime,
+    /// Snapshots of one slot are identical on every node.
+    SnapshotsAgree,
     /// Once faults stop, every command a client started is answered.
     EveryCommandAnswered,
 }
 
 impl Property {
     /// Every property, in the order they are reported.
-    pub const ALL: [Property; 11] = [
+    pub const ALL: [Property; 18] = [
         Property::OneValuePerSlot,
         Property::ApplyChosenInOrder,
         Property::PromisesNeverGoBack,
@@ -99,6 +123,13 @@ impl Property {
         Property::NoRequestExecutedTwice,
         Property::NoNodeStops,
         Property::ListsAreLinearizable,
+        Property::LockDelayHonoured,
+        Property::SharesWithinTheirLimits,
+        Property::NoReaderOvertakesAQueuedWriter,
+        Property::WatchersGetTheLog,
+        Property::OneLeaderPerBallot,
+        Property::OneMembershipChangeAtATime,
+        Property::SnapshotsAgree,
         Property::EveryCommandAnswered,
     ];
 
@@ -119,6 +150,17 @@ impl Property {
             Property::ListsAreLinearizable => {
                 "lists show no holder older than an acknowledged grant"
             }
+            Property::LockDelayHonoured => {
+                "no holder acts within the lock-delay of an expired grant"
+            }
+            Property::SharesWithinTheirLimits => {
+                "no more share holders than permits, nobody beside a writer"
+            }
+            Property::NoReaderOvertakesAQueuedWriter => "no reader overtakes a queued writer",
+            Property::WatchersGetTheLog => "every watcher receives the log's events in order",
+            Property::OneLeaderPerBallot => "no ballot elects two leaders",
+            Property::OneMembershipChangeAtATime => "one membership change at a time",
+            Property::SnapshotsAgree => "snapshots of one slot agree",
             Property::EveryCommandAnswered => "every command is answered once faults stop",
         }
     }
@@ -131,7 +173,8 @@ pub struct Bounds {
     pub nodes: usize,
     /// Lease clients.
     pub clients: usize,
-    /// Operations the clients start in all (shared out in turn).
+    /// Operations the clients start in all (shared out in turn); a
+    /// scenario whose clients follow a script starts its scripts instead.
     pub commands: usize,
     /// Crashes (each followed by a restart whenever the checker likes).
     pub crashes: usize,
@@ -237,6 +280,32 @@ pub fn check(bounds: &Bounds, threads: Option<usize>) -> Report {
         report(builder.spawn_dfs().join(), prefix_steps, start)
     } else {
         report(builder.spawn_bfs().join(), prefix_steps, start)
+    }
+}
+
+/// As [`check`], deepening the search one step at a time up to
+/// `bounds.max_depth` and stopping at the first depth where a safety
+/// property breaks: its counterexample is a shortest one. (A single
+/// breadth-first run stops once it has found one, but it reports the last
+/// path it found before it noticed, which can be longer.) The report's
+/// states and time are the last run's.
+pub fn check_shortest(bounds: &Bounds, threads: Option<usize>) -> Report {
+    let deepest = bounds.max_depth.unwrap_or(usize::MAX);
+    let mut depth = 0;
+    loop {
+        let bounds = Bounds {
+            max_depth: Some(depth),
+            ..*bounds
+        };
+        let report = check(&bounds, threads);
+        let broken = report
+            .counterexamples
+            .iter()
+            .any(|(p, _)| *p != Property::EveryCommandAnswered);
+        if broken || depth >= deepest {
+            return report;
+        }
+        depth += 1;
     }
 }
 

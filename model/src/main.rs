@@ -4,7 +4,9 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use trexlock_model::{Bounds, LeaseModel, Property, Scenario, check, explain, parse_sabotage};
+use trexlock_model::{
+    Bounds, LeaseModel, Property, Scenario, check, check_shortest, explain, parse_sabotage,
+};
 
 /// Command-line bounds; every default is the CI run's.
 #[derive(Parser, Debug)]
@@ -49,6 +51,10 @@ struct Args {
     /// Search depth-first (the first counterexample is not the shortest).
     #[arg(long)]
     dfs: bool,
+    /// Deepen the search one step at a time up to --depth, stopping at the
+    /// first depth with a counterexample: a shortest one.
+    #[arg(long)]
+    shortest: bool,
     /// A sabotage switch of the simulator, e.g. minority-quorum.
     #[arg(long)]
     sabotage: Option<String>,
@@ -124,7 +130,11 @@ fn main() -> ExitCode {
         print!("{}", explain(&model, &prefix));
         return ExitCode::SUCCESS;
     }
-    let report = check(&bounds, args.threads);
+    let report = if args.shortest {
+        check_shortest(&bounds, args.threads)
+    } else {
+        check(&bounds, args.threads)
+    };
     println!(
         "states explored: {} unique ({} generated), max depth {} (prefix {}), time {:.1?}",
         report.states, report.generated, report.max_depth, report.prefix_steps, report.elapsed

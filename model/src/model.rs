@@ -1,7 +1,8 @@
 //! The stateright model: which steps each state allows, and the
 //! properties every reachable state must keep.
 
-use crate::scenario::{Scenario, Stage};
+use crate::scenario::Scenario;
+use crate::stages::Stage;
 use crate::world::{Packet, State};
 use crate::{Bounds, Property};
 use stateright::Model;
@@ -123,10 +124,9 @@ impl LeaseModel {
     /// time only moves on from such a state.
     fn quiescent(state: &State) -> bool {
         state.network.is_empty()
-            && state
-                .nodes
-                .iter()
-                .all(|n| n.core.is_some() && n.writing.is_none() && n.ticked == state.now)
+            && state.nodes.iter().all(|n| {
+                n.removed || (n.core.is_some() && n.writing.is_none() && n.ticked == state.now)
+            })
     }
 }
 
@@ -139,6 +139,7 @@ fn run_prefix(model: &LeaseModel) -> (State, usize) {
             return (state, steps);
         }
         model.prefix_step(&mut state);
+        state.observe();
     }
     panic!("the prefix never ended: {state:?}");
 }
@@ -281,6 +282,7 @@ impl Model for LeaseModel {
         if let Some(i) = touched {
             state.refresh(i);
         }
+        state.observe();
         Some(state)
     }
 
@@ -319,6 +321,27 @@ impl Model for LeaseModel {
             }),
             P::always(Property::ListsAreLinearizable.name(), |_, s| {
                 kept(s, Property::ListsAreLinearizable)
+            }),
+            P::always(Property::LockDelayHonoured.name(), |_, s| {
+                kept(s, Property::LockDelayHonoured)
+            }),
+            P::always(Property::SharesWithinTheirLimits.name(), |_, s| {
+                kept(s, Property::SharesWithinTheirLimits)
+            }),
+            P::always(Property::NoReaderOvertakesAQueuedWriter.name(), |_, s| {
+                kept(s, Property::NoReaderOvertakesAQueuedWriter)
+            }),
+            P::always(Property::WatchersGetTheLog.name(), |_, s| {
+                kept(s, Property::WatchersGetTheLog)
+            }),
+            P::always(Property::OneLeaderPerBallot.name(), |_, s| {
+                kept(s, Property::OneLeaderPerBallot)
+            }),
+            P::always(Property::OneMembershipChangeAtATime.name(), |_, s| {
+                kept(s, Property::OneMembershipChangeAtATime)
+            }),
+            P::always(Property::SnapshotsAgree.name(), |_, s| {
+                kept(s, Property::SnapshotsAgree)
             }),
             P::eventually(Property::EveryCommandAnswered.name(), |_, s: &State| {
                 s.clients

@@ -9,8 +9,18 @@
 //! violation itself, and the same prefix without a sabotage keeps every
 //! property (the tests check both).
 
-use crate::Bounds;
-use crate::world::{Packet, State};
+use crate::clients::Plan;
+use crate::stages::{Stage, Who};
+use trexlock_lease::command::Mode;
+
+/// The chunks snapshots travel in, in [`Scenario::FollowerBehindASnapshot`]:
+/// a snapshot of one lease takes a few.
+const SNAPSHOT_CHUNK_BYTES: usize = 64;
+/// The lock-delay a holder sets in [`Scenario::LockDelayOnAnExpiringLease`].
+const LOCK_DELAY_MS: u64 = 300;
+/// The TTL its waiter asks for: it counts from the send of its request,
+/// so it lasts past the expiry and the delay after it.
+const WAITER_TTL_MS: u64 = 1_000;
 
 /// A named situation the search starts from, instead of right after the
 /// first leader took over.
@@ -39,16 +49,64 @@ pub enum Scenario {
     /// queues for it and client 0 releases it to client 1; client 0 then
     /// asks the follower that was cut off which leases are held.
     ListFromAFollowerBehind,
+    /// Client 0 holds the lease and sets a lock-delay on it, then lets it
+    /// run out; client 1 waits for it in line, for a longer TTL.
+    LockDelayOnAnExpiringLease,
+    /// Client 0 holds the one permit of a semaphore; client 1 is about to
+    /// ask for one too.
+    SemaphoreOfOnePermit,
+    /// Client 0 reads under a read-write lease and client 1, a writer,
+    /// was told it waits in line; a step of time later client 2, a
+    /// reader, is about to ask (clients 0 and 2 release when done).
+    ReaderBehindAQueuedWriter,
+    /// Client 0 opens a lease session and, two steps of time later,
+    /// acquires the lease bound to it, keeping the session no more;
+    /// client 1 waits for the lease in line.
+    LeaseBoundToAnUnkeptSession,
+    /// A watcher watches the leader while client 0 acquires and renews the
+    /// lease and client 1 waits for it; client 0 is about to release it,
+    /// in slot 5 (the release and the grant to client 1: two events), and
+    /// client 1 to release it after (an event the watcher receives after
+    /// those).
+    WatcherOfTheLeader,
+    /// The leader is asked to add a learner (node 4, which never runs),
+    /// and at once another (node 5).
+    TwoChangesAtOnce,
+    /// The leader crashes and restarts from its journal (its promise is
+    /// its own ballot); time passes until an election is due.
+    LeaderRestarts,
+    /// The voter that stays is cut off, and the leader is asked to remove
+    /// the follower with the highest id; once it knows the change chosen
+    /// (with the votes of the follower it removes) and has proposed the
+    /// no-ops up to the slot the change governs from (its window is wide
+    /// enough), client 0's acquire reaches it, for the first slot the new
+    /// membership governs.
+    LeaderRemovesAVoter,
+    /// A follower is cut off while client 0's acquire is chosen, in the
+    /// slot after which the others snapshot their table and compact their
+    /// logs (snapshots of a few small chunks); the cut moves to the other
+    /// follower and client 1's acquire reaches the leader, whose Accept
+    /// tells the follower behind how far behind it is.
+    FollowerBehindASnapshot,
 }
 
 impl Scenario {
     /// Every preset.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::LeaderCutOffMidProposal,
         Scenario::VoterLosesItsDisk,
         Scenario::LeaderCutOffWhileALeaseIsHeld,
         Scenario::LeaderCutOffWithAFollowerBehind,
         Scenario::ListFromAFollowerBehind,
+        Scenario::LockDelayOnAnExpiringLease,
+        Scenario::SemaphoreOfOnePermit,
+        Scenario::ReaderBehindAQueuedWriter,
+        Scenario::LeaseBoundToAnUnkeptSession,
+        Scenario::WatcherOfTheLeader,
+        Scenario::TwoChangesAtOnce,
+        Scenario::LeaderRestarts,
+        Scenario::LeaderRemovesAVoter,
+        Scenario::FollowerBehindASnapshot,
     ];
 
     /// The name the command line knows it by.
@@ -59,6 +117,15 @@ impl Scenario {
             Scenario::LeaderCutOffWhileALeaseIsHeld => "leader-cut-off-while-a-lease-is-held",
             Scenario::LeaderCutOffWithAFollowerBehind => "leader-cut-off-with-a-follower-behind",
             Scenario::ListFromAFollowerBehind => "list-from-a-follower-behind",
+            Scenario::LockDelayOnAnExpiringLease => "lock-delay-on-an-expiring-lease",
+            Scenario::SemaphoreOfOnePermit => "semaphore-of-one-permit",
+            Scenario::ReaderBehindAQueuedWriter => "reader-behind-a-queued-writer",
+            Scenario::LeaseBoundToAnUnkeptSession => "lease-bound-to-an-unkept-session",
+            Scenario::WatcherOfTheLeader => "watcher-of-the-leader",
+            Scenario::TwoChangesAtOnce => "two-changes-at-once",
+            Scenario::LeaderRestarts => "leader-restarts",
+            Scenario::LeaderRemovesAVoter => "leader-removes-a-voter",
+            Scenario::FollowerBehindASnapshot => "follower-behind-a-snapshot",
         }
     }
 
@@ -67,10 +134,73 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
+    /// What each client does, in order (empty: the default workload of
+    /// acquiring, renewing and releasing the lease).
+    pub(crate) fn scripts(self) -> Vec<Vec<Plan>> {
+        use Plan::*;
+        match self {
+            Scenario::LockDelayOnAnExpiringLease => vec![
+                vec![Acquire, SetLockDelay(LOCK_DELAY_MS)],
+                vec![AcquireFor(WAITER_TTL_MS)],
+            ],
+            Scenario::SemaphoreOfOnePermit => {
+                let permit = Share(Mode::Permit { permits: 1 });
+                vec![vec![permit], vec![permit]]
+            }
+            Scenario::ReaderBehindAQueuedWriter => vec![
+                vec![Share(Mode::Read), Release],
+                vec![Share(Mode::Write)],
+                vec![Share(Mode::Read), Release],
+            ],
+            Scenario::LeaseBoundToAnUnkeptSession => {
+                vec![vec![OpenSession, AcquireInSession], vec![Acquire]]
+            }
+            Scenario::WatcherOfTheLeader => {
+                vec![vec![Acquire, Renew, Release], vec![Acquire, Release]]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether clients set lock-delays (holders' actions are then checked
+    /// against them).
+    pub(crate) fn sets_lock_delays(self) -> bool {
+        self == Scenario::LockDelayOnAnExpiringLease
+    }
+
+    /// The leader's window (most slots in flight), when the scenario needs
+    /// one wider than the library's default.
+    pub(crate) fn window(self) -> Option<usize> {
+        (self == Scenario::LeaderRemovesAVoter)
+            .then_some(trexlock_paxos::CONFIG_DELAY as usize + 64)
+    }
+
+    /// How the nodes compact, when the scenario needs them to: a snapshot
+    /// every this many slots, no slot kept behind it, and chunks of this
+    /// many bytes.
+    pub(crate) fn compaction(self) -> Option<(u64, usize)> {
+        (self == Scenario::FollowerBehindASnapshot).then_some((2, SNAPSHOT_CHUNK_BYTES))
+    }
+
     /// The stages after the startup.
     pub(crate) fn stages(self) -> Vec<Stage> {
         use Stage::*;
         match self {
+            Scenario::FollowerBehindASnapshot => vec![
+                Cut(Who::Follower),
+                Request(0, Who::Leader),
+                Settle,
+                Cut(Who::Voter),
+                Request(1, Who::Leader),
+            ],
+            Scenario::TwoChangesAtOnce => vec![AddLearner(4), AddLearner(5)],
+            Scenario::LeaderRestarts => vec![Restart(Who::Leader), UntilElection],
+            Scenario::LeaderRemovesAVoter => vec![
+                Cut(Who::Voter),
+                Remove(Who::Follower),
+                SettleUntilChanged,
+                Request(0, Who::Leader),
+            ],
             Scenario::LeaderCutOffMidProposal => {
                 vec![
                     Request(0, Who::Leader),
@@ -105,6 +235,41 @@ impl Scenario {
                 Settle,
                 List(0, Who::CutOff),
             ],
+            Scenario::LockDelayOnAnExpiringLease => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+            ],
+            Scenario::SemaphoreOfOnePermit => vec![Request(0, Who::Leader), Settle],
+            Scenario::ReaderBehindAQueuedWriter => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+                Pass,
+            ],
+            Scenario::LeaseBoundToAnUnkeptSession => vec![
+                Request(0, Who::Leader),
+                Settle,
+                Pass,
+                Pass,
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+            ],
+            Scenario::WatcherOfTheLeader => vec![
+                Watch(Who::Leader),
+                Request(0, Who::Leader),
+                Settle,
+                Request(1, Who::Leader),
+                Settle,
+                Request(0, Who::Leader),
+                Settle,
+            ],
             Scenario::LeaderCutOffWithAFollowerBehind => vec![
                 Cut(Who::Follower),
                 Request(0, Who::Leader),
@@ -114,243 +279,6 @@ impl Scenario {
                 Settle,
                 UntilElection,
             ],
-        }
-    }
-}
-
-/// A node named by its role when the stage runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Who {
-    /// The node that leads.
-    Leader,
-    /// The follower with the highest id.
-    Follower,
-    /// The node that is neither the leader nor cut off.
-    Voter,
-    /// The node cut off.
-    CutOff,
-}
-
-/// One stage of a prefix; each step of the prefix performs one event of
-/// its stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Stage {
-    /// The fault-free startup: time passes, every node ticks, and every
-    /// write and message completes in order, until a leader has taken
-    /// over and every node applied its first slot.
-    Elect,
-    /// Client `c` starts its next operation and sends it to the node
-    /// (from now on its home), where it arrives.
-    Request(usize, Who),
-    /// The node is cut off from its peers (any earlier cut heals): what
-    /// either side sends across is lost; what was in flight stays in
-    /// flight, to arrive late or never.
-    Cut(Who),
-    /// Every write syncs and every message not crossing the cut arrives.
-    Settle,
-    /// Client `c` asks the node which leases are held (the request is
-    /// sent, not yet delivered).
-    List(usize, Who),
-    /// The node crashes, losing its disk, and restarts.
-    Crash(Who),
-    /// Time passes with every node ticking and everything settling, until
-    /// a node not cut off is due to start an election; nobody has ticked
-    /// at that instant yet, so the search decides who goes first.
-    UntilElection,
-}
-
-impl Who {
-    fn describe(self) -> &'static str {
-        match self {
-            Who::Leader => "the leader",
-            Who::Follower => "the follower",
-            Who::Voter => "the voter",
-            Who::CutOff => "the node cut off",
-        }
-    }
-}
-
-impl Stage {
-    pub(crate) fn describe(self) -> String {
-        match self {
-            Stage::Elect => "the fault-free startup".into(),
-            Stage::Request(c, who) => {
-                format!("client {c}'s next request reaches {}", who.describe())
-            }
-            Stage::Cut(who) => format!("{} is cut off from its peers", who.describe()),
-            Stage::Settle => "every write syncs, every message not crossing the cut arrives".into(),
-            Stage::List(c, who) => {
-                format!("client {c} sends a list request to {}", who.describe())
-            }
-            Stage::Crash(who) => format!("{} crashes and loses its disk", who.describe()),
-            Stage::UntilElection => "time passes until an election is due".into(),
-        }
-    }
-}
-
-impl State {
-    fn resolve(&self, who: Who) -> Option<usize> {
-        let leader = self
-            .nodes
-            .iter()
-            .position(|n| n.core.as_ref().is_some_and(|c| c.status().is_leader));
-        match who {
-            Who::Leader => leader,
-            Who::Follower => (0..self.nodes.len())
-                .rev()
-                .find(|i| Some(*i) != leader && self.nodes[*i].core.is_some()),
-            Who::Voter => {
-                (0..self.nodes.len()).find(|i| Some(*i) != leader && Some(*i) != self.cut)
-            }
-            Who::CutOff => self.cut,
-        }
-    }
-
-    /// One event of the fault-free settling: the first write in flight
-    /// syncs, else the first packet not crossing the cut arrives. False
-    /// when there is nothing left to settle.
-    pub(crate) fn settle_one(&mut self) -> bool {
-        if let Some(i) = self.nodes.iter().position(|n| n.writing.is_some()) {
-            self.sync(i);
-            self.refresh(i);
-            return true;
-        }
-        let Some(index) = self.network.iter().position(|(_, p)| !self.crosses_cut(p)) else {
-            return false;
-        };
-        let to = match &self.network[index].1 {
-            Packet::Peer { to, .. } => Some(*to),
-            Packet::Request { node, .. } => Some(*node),
-            Packet::Answer { .. } => None,
-        };
-        if to.is_some_and(|n| self.nodes[n].core.is_none()) {
-            self.network.remove(index);
-        } else {
-            self.deliver(index);
-        }
-        if let Some(i) = to {
-            self.refresh(i);
-        }
-        true
-    }
-
-    /// Every node that has not ticked at the present instant ticks.
-    fn tick_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].ticked < self.now {
-                self.nodes[i].ticked = self.now;
-                self.step(i, |core, now| core.tick(now));
-                self.refresh(i);
-            }
-        }
-    }
-
-    /// Whether a node not cut off would start an election if it ticked
-    /// now (tried on a copy of its core).
-    fn election_due(&self) -> bool {
-        self.nodes.iter().enumerate().any(|(i, node)| {
-            let Some(core) = node.core.as_ref() else {
-                return false;
-            };
-            if Some(i) == self.cut || node.ticked >= self.now {
-                return false;
-            }
-            let before = core.replica().promised();
-            let mut copy = core.clone();
-            let now = crate::world::local(i, false, self.now);
-            copy.tick(now).is_ok() && copy.replica().promised() > before
-        })
-    }
-
-    fn startup_settled(&self) -> bool {
-        let cores: Vec<_> = self.nodes.iter().filter_map(|n| n.core.as_ref()).collect();
-        let leader = cores
-            .iter()
-            .find(|c| c.status().is_leader)
-            .map(|c| c.replica().id());
-        leader.is_some()
-            && cores.len() == self.nodes.len()
-            && cores
-                .iter()
-                .all(|c| c.status().leader == leader && c.status().applied > 0)
-    }
-
-    /// Client `c` starts its next operation, sent to node `home` (its home
-    /// from now on), where it arrives at once.
-    fn request_reaches(&mut self, c: usize, home: usize) {
-        self.clients[c].home = home;
-        self.client_start(c);
-        let session = self.clients[c].core.id();
-        let index = self.network.iter().position(
-            |(_, p)| matches!(p, Packet::Request { request, .. } if request.client == session),
-        );
-        if let Some(index) = index {
-            self.deliver(index);
-            self.refresh(home);
-        }
-    }
-
-    /// Performs one event of `stage` (`first`: its first); returns false
-    /// when the stage is over and did nothing.
-    pub(crate) fn stage_step(&mut self, bounds: &Bounds, stage: Stage, first: bool) -> bool {
-        match stage {
-            Stage::Request(c, who) => {
-                if first && let Some(home) = self.resolve(who) {
-                    self.request_reaches(c, home);
-                }
-                first
-            }
-            Stage::List(c, who) => {
-                if first && let Some(node) = self.resolve(who) {
-                    self.client_list(c, node);
-                }
-                first
-            }
-            Stage::Cut(who) => {
-                if first {
-                    self.cut = None;
-                    self.cut = self.resolve(who);
-                    let cut = self.cut.map(|i| self.nodes[i].id);
-                    self.note(|| format!("  cut off: {cut:?}"));
-                }
-                first
-            }
-            Stage::Crash(who) => {
-                if first && let Some(i) = self.resolve(who) {
-                    self.crashes_left += 1;
-                    self.disk_losses_left += 1;
-                    self.crash(i, false, true);
-                    self.start_node(bounds, i);
-                    self.refresh(i);
-                }
-                first
-            }
-            Stage::Settle => self.settle_one(),
-            Stage::Elect => {
-                if self.settle_one() {
-                    return true;
-                }
-                if self.startup_settled() {
-                    return false;
-                }
-                self.now += 1;
-                self.tick_all();
-                true
-            }
-            Stage::UntilElection => {
-                if self.settle_one() {
-                    return true;
-                }
-                if self.nodes.iter().all(|n| n.ticked >= self.now) {
-                    self.now += 1;
-                    return true;
-                }
-                if self.election_due() {
-                    return false;
-                }
-                self.tick_all();
-                true
-            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::describe::describe_packet;
 use crate::model::{Action, LeaseModel};
-use crate::scenario::Stage;
+use crate::stages::Stage;
 use crate::world::{State, local};
 use stateright::Model;
 use std::fmt::Write as _;
@@ -57,7 +57,7 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
         };
         state = next;
         let _ = writeln!(out, "{:>3}. t={} {what}", n + 1, state.now);
-        for note in &state.notes {
+        for note in collapse_noops(&state.notes) {
             let _ = writeln!(out, "     {note}");
         }
     }
@@ -72,6 +72,44 @@ pub fn explain(model: &LeaseModel, actions: &[Action]) -> String {
             state.now
         );
     }
+    out
+}
+
+/// The notes of one step, a node's run of applied no-ops (slots a leader
+/// filled before a membership change takes effect) as one line.
+fn collapse_noops(notes: &[String]) -> Vec<String> {
+    let noop = |note: &str| -> Option<(String, u64)> {
+        let (who, rest) = note.split_once(" applies slot ")?;
+        let slot = rest.strip_suffix(": noop")?.parse().ok()?;
+        Some((who.to_owned(), slot))
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(String, u64, u64)> = None;
+    let end = |out: &mut Vec<String>, run: &mut Option<(String, u64, u64)>| {
+        if let Some((who, first, last)) = run.take() {
+            out.push(if first == last {
+                format!("{who} applies slot {first}: noop")
+            } else {
+                format!("{who} applies slots {first} to {last}: noops")
+            });
+        }
+    };
+    for note in notes {
+        match (noop(note), run.as_mut()) {
+            (Some((who, slot)), Some((w, _, last))) if *w == who && slot == *last + 1 => {
+                *last = slot;
+            }
+            (Some((who, slot)), _) => {
+                end(&mut out, &mut run);
+                run = Some((who, slot, slot));
+            }
+            (None, _) => {
+                end(&mut out, &mut run);
+                out.push(note.clone());
+            }
+        }
+    }
+    end(&mut out, &mut run);
     out
 }
 
@@ -134,8 +172,22 @@ fn describe_action(state: &State, action: &Action) -> String {
 /// What one event of a prefix stage does, seen from the state before it.
 fn describe_prefix_event(state: &State, stage: Stage) -> String {
     match stage {
-        Stage::Request(..) | Stage::List(..) | Stage::Cut(_) | Stage::Crash(_) => stage.describe(),
-        Stage::Elect | Stage::Settle | Stage::UntilElection => {
+        Stage::Request(..)
+        | Stage::List(..)
+        | Stage::Cut(_)
+        | Stage::Crash(_)
+        | Stage::Watch(_)
+        | Stage::AddLearner(_)
+        | Stage::Remove(_)
+        | Stage::Restart(_) => stage.describe(),
+        Stage::Pass if state.nodes.iter().all(|n| n.ticked >= state.now) => {
+            describe_action(state, &Action::Advance)
+        }
+        Stage::Elect
+        | Stage::Settle
+        | Stage::UntilElection
+        | Stage::Pass
+        | Stage::SettleUntilChanged => {
             if let Some(i) = state.nodes.iter().position(|n| n.writing.is_some()) {
                 describe_action(state, &Action::Sync(i))
             } else if let Some(i) = state

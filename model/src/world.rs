@@ -5,6 +5,7 @@
 //! delivers their inputs and performs their effects, as the simulator's
 //! world does, with the checker choosing the order instead of a seed.
 
+use crate::clients::Plan;
 use crate::describe::{describe_packet, describe_peer, describe_value, describe_write};
 use crate::ghost::Ghost;
 use crate::{Bounds, Property};
@@ -12,7 +13,7 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 use trexlock_lease::client::ClientCore;
-use trexlock_lease::command::{ClientId, Op, Outcome, Request};
+use trexlock_lease::command::{ClientId, Mode, Outcome, Request, SessionId};
 use trexlock_lease::{
     DriftBound, Effect, LeaseToken, NodeConfig, NodeCore, NodeError, PeerMessage,
 };
@@ -21,12 +22,7 @@ use trexlock_paxos::{Journal, JournalWrite, MemJournal, NodeId};
 /// Real time one step of the clock stands for.
 pub(crate) const STEP_US: u64 = 100_000;
 /// Rate error of every clock: the configured bound, fast or slow.
-const DRIFT_PPM: i64 = 1_000;
-/// How long an acquire waits in line: longer than any run, so that a
-/// waiter is granted the lease rather than timed out.
-const WAIT_MS: u64 = 60_000;
-/// A holder stops believing this long before its deadline.
-const GAP_US: u64 = 1_000;
+pub(crate) const DRIFT_PPM: i64 = 1_000;
 /// The lease every client competes for.
 pub(crate) const NAME: &str = "x";
 
@@ -42,6 +38,8 @@ pub(crate) struct Node {
     /// The real step at which it last ticked.
     pub(crate) ticked: u32,
     pub(crate) incarnation: u64,
+    /// It left the membership and stopped for good.
+    pub(crate) removed: bool,
     /// Hash of everything above but `ticked`, refreshed after each step
     /// that touched the node (see [`State::refresh`]).
     fingerprint: u64,
@@ -57,6 +55,14 @@ pub(crate) struct Client {
     pub(crate) commands_left: usize,
     /// The request it waits on, and whether the table queued it.
     pub(crate) waiting: Option<(u64, bool)>,
+    /// What it does, in order (empty: the default lease workload).
+    pub(crate) script: Vec<Plan>,
+    /// Operations it has started.
+    pub(crate) started: usize,
+    /// The share it asked for last, if any.
+    pub(crate) share: Option<Mode>,
+    /// Its lease session, once opened.
+    pub(crate) session: Option<SessionId>,
 }
 
 /// A message in flight.
@@ -209,9 +215,11 @@ impl State {
                 writing: None,
                 ticked: 0,
                 incarnation: 0,
+                removed: false,
                 fingerprint: 0,
             })
             .collect();
+        let scripts = bounds.scenario.map(|s| s.scripts()).unwrap_or_default();
         let clients = (0..bounds.clients)
             .map(|c| {
                 let core = ClientCore::new(
@@ -220,13 +228,22 @@ impl State {
                     DriftBound::DEFAULT,
                 )
                 .with_sabotage(bounds.sabotage.and_then(|s| s.runtime()));
-                let commands_left = (bounds.commands + bounds.clients - 1 - c) / bounds.clients;
+                let script = scripts.get(c).cloned().unwrap_or_default();
+                let commands_left = if scripts.is_empty() {
+                    (bounds.commands + bounds.clients - 1 - c) / bounds.clients
+                } else {
+                    script.len()
+                };
                 Client {
                     core,
                     token: LeaseToken(0x5eed + c as u128),
                     home: c % bounds.nodes,
                     commands_left,
                     waiting: None,
+                    script,
+                    started: 0,
+                    share: None,
+                    session: None,
                 }
             })
             .collect();
@@ -240,7 +257,10 @@ impl State {
             drops_left: bounds.drops,
             duplicates_left: bounds.duplicates,
             resends_left: bounds.resends,
-            ghost: Ghost::new((1..=bounds.nodes as u16).map(NodeId)),
+            ghost: Ghost::new(
+                (1..=bounds.nodes as u16).map(NodeId),
+                bounds.scenario.is_some_and(|s| s.sets_lock_delays()),
+            ),
             notes: Vec::new(),
             tracing: false,
             prefix: Some(0),
@@ -261,8 +281,8 @@ impl State {
         let node = &self.nodes[i];
         let mut sip = std::hash::DefaultHasher::new();
         let text = format!(
-            "{:?}{:?}{:?}{}",
-            node.core, node.journal, node.writing, node.incarnation
+            "{:?}{:?}{:?}{}{}",
+            node.core, node.journal, node.writing, node.incarnation, node.removed
         );
         text.hash(&mut sip);
         self.nodes[i].fingerprint = sip.finish();
@@ -297,8 +317,16 @@ impl State {
 
     pub(crate) fn start_node(&mut self, bounds: &Bounds, i: usize) {
         let node = &mut self.nodes[i];
-        let cfg = Self::node_config(bounds, node.id);
+        let mut cfg = Self::node_config(bounds, node.id);
         let mut paxos = cfg.paxos_config(u64::from(node.id.0) << 8 | node.incarnation);
+        if let Some(window) = bounds.scenario.and_then(|s| s.window()) {
+            paxos.window = window;
+        }
+        if let Some((every, chunk_bytes)) = bounds.scenario.and_then(|s| s.compaction()) {
+            cfg.snapshot_every = every;
+            paxos.keep_after_snapshot = 0;
+            paxos.snapshot_chunk_bytes = chunk_bytes;
+        }
         paxos.sabotage = bounds.sabotage.and_then(|s| s.core());
         let now = local(i, false, self.now);
         let state = match node.journal.load() {
@@ -335,8 +363,24 @@ impl State {
         let Some(core) = self.nodes[i].core.as_mut() else {
             return;
         };
+        let was_leading = core.replica().is_leader();
         let result = input(core, now).and_then(|()| core.end_round(now));
         let effects = core.take_effects();
+        if core.replica().is_leader() && !was_leading {
+            let ballot = core.replica().promised();
+            let id = self.nodes[i].id;
+            self.ghost.on_elected(id, ballot);
+        }
+        if let Err(NodeError::Removed { .. }) = result {
+            // As the shell does: the node delivers what it decided, then
+            // stops serving.
+            self.nodes[i].core = None;
+            self.nodes[i].removed = true;
+            for effect in effects {
+                self.perform(i, effect);
+            }
+            return;
+        }
         if let Err(e) = result {
             let what = format!("{} stopped: {e}", self.nodes[i].id);
             self.ghost.violate(Property::NoNodeStops, what);
@@ -373,6 +417,11 @@ impl State {
                 }
                 self.note(|| format!("  {id} sends {} to {to}", describe_peer(&message)));
                 let to = usize::from(to.0) - 1;
+                if to >= self.nodes.len() {
+                    // A member the model does not run (a learner added
+                    // by a scenario): it never answers.
+                    return;
+                }
                 self.send(Packet::Peer {
                     from: i,
                     to,
@@ -407,11 +456,18 @@ impl State {
                 self.note(|| format!("  {id} applies slot {slot}: {}", describe_value(&value)));
                 self.ghost.on_apply(id, slot, &value, &results);
             }
+            Effect::Watch {
+                id: watch,
+                delivery,
+            } => {
+                self.note(|| format!("  {id} delivers to watch {}: {delivery:?}", watch.0));
+                self.ghost.on_watch(watch, delivery);
+            }
             Effect::Installed { slot } => {
                 self.note(|| format!("  {id} installs a snapshot up to slot {slot}"));
                 self.ghost.on_install(id, slot);
             }
-            Effect::Abandoned { .. } | Effect::Watch { .. } => {}
+            Effect::Abandoned { .. } => {}
         }
     }
 
@@ -493,117 +549,5 @@ impl State {
             self.nodes[i].journal = MemJournal::new();
             self.ghost.disk_lost(self.nodes[i].id);
         }
-    }
-
-    /// Client `c` starts its next operation: acquire the lease, or, while
-    /// it holds it, renew and then release it.
-    pub(crate) fn client_start(&mut self, c: usize) {
-        let now = local(c, true, self.now);
-        let client = &mut self.clients[c];
-        client.commands_left -= 1;
-        let owner = client.core.owner().to_owned();
-        let token = client.token;
-        let held = client
-            .core
-            .lease(NAME)
-            .filter(|l| !l.ended)
-            .map(|l| l.stamp);
-        let op = match held {
-            Some(stamp) if client.commands_left % 2 == 1 => Op::Renew {
-                name: NAME.into(),
-                owner,
-                stamp,
-                token,
-                ttl_ms: self.ttl_ms,
-            },
-            Some(stamp) => Op::Release {
-                name: NAME.into(),
-                owner,
-                stamp,
-                token,
-            },
-            None => Op::Acquire {
-                name: NAME.into(),
-                owner,
-                token,
-                ttl_ms: self.ttl_ms,
-                wait_ms: WAIT_MS,
-            },
-        };
-        let request = client.core.start(op, now);
-        client.waiting = Some((request.request, false));
-        let node = client.home;
-        self.send(Packet::Request { node, request });
-    }
-
-    /// Client `c` asks node `node` (its home from now on) which leases are
-    /// held.
-    pub(crate) fn client_list(&mut self, c: usize, node: usize) {
-        let now = local(c, true, self.now);
-        let client = &mut self.clients[c];
-        client.home = node;
-        let op = Op::List {
-            prefix: String::new(),
-            after: None,
-            limit: 10,
-        };
-        let request = client.core.start(op, now);
-        client.waiting = Some((request.request, false));
-        let session = client.core.id();
-        self.ghost.list_sent(session, request.request);
-        self.send(Packet::Request { node, request });
-    }
-
-    /// Client `c` sends its unanswered request again, to the next node, as
-    /// a client whose connection failed does: same id, a late duplicate.
-    pub(crate) fn client_resend(&mut self, c: usize) {
-        let client = &mut self.clients[c];
-        let Some(request) = client.waiting.and_then(|(id, _)| client.core.request(id)) else {
-            return;
-        };
-        client.home = (client.home + 1) % self.nodes.len();
-        let node = client.home;
-        self.send(Packet::Request { node, request });
-    }
-
-    fn client_answer(&mut self, c: usize, request: u64, outcome: Outcome) {
-        let now = local(c, true, self.now);
-        let session = self.clients[c].core.id();
-        let waiting = self.clients[c].waiting.is_some_and(|(id, _)| id == request);
-        self.ghost
-            .on_acknowledged(session, request, &outcome, waiting);
-        let client = &mut self.clients[c];
-        if client.waiting.is_none_or(|(id, _)| id != request) {
-            return;
-        }
-        if outcome == Outcome::Queued {
-            client.waiting = Some((request, true));
-            return;
-        }
-        client.waiting = None;
-        client.core.answered(request, &outcome, now);
-    }
-
-    /// Who believes it holds the lease at this instant: the clients whose
-    /// core's deadline, on their own clock, is still ahead (less the gap),
-    /// and who have not sent a release.
-    pub(crate) fn believers(&self) -> Vec<usize> {
-        (0..self.clients.len())
-            .filter(|c| {
-                let client = &self.clients[*c];
-                // A holder that has sent its release has stopped acting
-                // under the lease, though its core learns the lease ended
-                // only from the answer.
-                let releasing = client
-                    .waiting
-                    .and_then(|(id, _)| client.core.request(id))
-                    .is_some_and(|r| matches!(r.op, Op::Release { .. }));
-                let now = local(*c, true, self.now);
-                !releasing
-                    && client.core.lease(NAME).is_some_and(|l| {
-                        !l.ended && now + Duration::from_micros(GAP_US) < l.deadline
-                    })
-            })
-            .collect()
     }
 }

@@ -35,8 +35,10 @@
 //!   governing `t` (`|P ∩ V| ≥ |V| - majority(V) + 1`). When a change taking
 //!   effect later breaks that, it runs phase 1 again with a new ballot.
 //! - **One voter change at a time.** A leader refuses a change while
-//!   another is proposed or chosen but not yet in effect, and each change
-//!   adds or removes one voter. Two memberships that differ by one voter
+//!   another is proposed or chosen but not yet in effect, proposes it only
+//!   once every slot before it is chosen (an open slot may still be
+//!   chosen with a change a leader of a lower ballot proposed there), and
+//!   each change adds or removes one voter. Two memberships that differ by one voter
 //!   have intersecting majorities (Raft's single-server argument), so a
 //!   promise majority of the governing membership also covers the one
 //!   change waiting to take effect: a change costs no new election, and

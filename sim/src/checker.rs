@@ -23,6 +23,8 @@ pub enum Rule {
     PhaseOneQuorum,
     /// One membership change at a time, each changing one voter.
     OneMembershipChange,
+    /// No ballot elects two leaders.
+    OneLeaderPerBallot,
     /// Snapshots of one slot are identical on every node.
     SnapshotsAgree,
     /// Nodes apply only the value chosen for a slot.
@@ -158,7 +160,7 @@ impl Checker {
     pub fn on_elected(&mut self, node: NodeId, ballot: Ballot) {
         if !self.elected.insert(ballot) {
             self.violate(
-                Rule::OneValuePerSlot,
+                Rule::OneLeaderPerBallot,
                 format!(
                     "{node} became leader in ballot {ballot}, which elected a leader before: two leaders in one ballot"
                 ),

@@ -90,8 +90,8 @@ impl SimClient {
 }
 
 /// What holders did, checked against real time.
-#[derive(Default)]
-pub(crate) struct LeaseChecker {
+#[derive(Clone, Debug, Default)]
+pub struct LeaseChecker {
     /// Per lease, actions still running: (stamp, client, start, end).
     running: BTreeMap<String, Vec<(Stamp, ClientId, u64, u64)>>,
     /// Per lease, the highest stamp the resource has seen.
@@ -109,7 +109,7 @@ pub(crate) struct LeaseChecker {
 
 impl LeaseChecker {
     /// A checker for clocks whose rate errs by at most `max_drift_ppm`.
-    pub(crate) fn new(max_drift_ppm: i64) -> LeaseChecker {
+    pub fn new(max_drift_ppm: i64) -> LeaseChecker {
         LeaseChecker {
             max_drift_ppm,
             ..LeaseChecker::default()
@@ -117,7 +117,7 @@ impl LeaseChecker {
     }
 
     /// Records an action on `name` during real `[start, end)`.
-    pub(crate) fn on_action(
+    pub fn on_action(
         &mut self,
         name: &str,
         stamp: Stamp,
@@ -160,16 +160,18 @@ impl LeaseChecker {
 /// that run at least `1 - ρ` as fast as real time).
 impl LeaseChecker {
     /// The holder of `stamp` was told its lock-delay is set.
-    pub(crate) fn on_lock_delay(&mut self, name: &str, stamp: Stamp, delay_ns: u64) {
+    pub fn on_lock_delay(&mut self, name: &str, stamp: Stamp, delay_ns: u64) {
         self.lock_delays.insert((name.to_owned(), stamp), delay_ns);
     }
 
     /// A node applied the expiry of `stamp`.
-    pub(crate) fn on_expired(&mut self, name: &str, stamp: Stamp) {
+    pub fn on_expired(&mut self, name: &str, stamp: Stamp) {
         self.expired.insert((name.to_owned(), stamp));
     }
 
-    fn check_lock_delays(
+    /// The lock-delays an action of `client` under `stamp` of `name`
+    /// starting at real `start` ns would break (see [`LeaseChecker`]).
+    pub fn check_lock_delays(
         &self,
         name: &str,
         stamp: Stamp,

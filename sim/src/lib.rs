@@ -37,11 +37,11 @@
 
 pub mod checker;
 mod clock;
-mod leases;
+pub mod leases;
 pub mod lists;
 mod machine;
-mod shares;
-mod watches;
+pub mod shares;
+pub mod watches;
 mod world;
 
 pub use world::{Outcome, World};

@@ -2,7 +2,10 @@
 //! were told: once a grant of stamp S on a name is acknowledged to its
 //! client, a list sent afterwards (in real time) is ordered after that
 //! grant in the log, so it may show the name free (expired, released) or
-//! held with stamp S or higher, but never held with a lower stamp. Shared
+//! held with stamp S or higher, but never held with a lower stamp (a name
+//! is one kind at a time and stamps only grow, so this holds for every
+//! holder of a semaphore or read-write lease listed under a name that was
+//! a plain lease's when the grant was acknowledged). Shared
 //! by the simulator and the model checker (`trexlock-model`).
 
 use std::collections::BTreeMap;
@@ -47,12 +50,13 @@ impl ListChecker {
         self.answered += 1;
         leases
             .iter()
-            .filter_map(|l| {
-                let acked = floor.get(&l.name)?;
-                (l.holder.stamp < *acked).then(|| {
+            .flat_map(|l| l.holders.iter().map(move |h| (&l.name, h.stamp)))
+            .filter_map(|(name, stamp)| {
+                let acked = floor.get(name)?;
+                (stamp < *acked).then(|| {
                     format!(
-                        "session {} listed {} held with stamp {} after a grant of stamp {acked} was acknowledged",
-                        client.0, l.name, l.holder.stamp
+                        "session {} listed {name} held with stamp {stamp} after a grant of stamp {acked} was acknowledged",
+                        client.0
                     )
                 })
             })

@@ -22,7 +22,7 @@ pub(crate) const PERMITS: u32 = 2;
 pub(crate) const READ_WRITE: &str = "doc";
 
 /// One action on a shared resource: who, in which mode, when (real ns).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Action {
     stamp: Stamp,
     client: ClientId,
@@ -32,8 +32,8 @@ struct Action {
 }
 
 /// What holders of shares did, and when writers were queued and granted.
-#[derive(Default)]
-pub(crate) struct ShareChecker {
+#[derive(Clone, Debug, Default)]
+pub struct ShareChecker {
     running: BTreeMap<String, Vec<Action>>,
     /// Per request: (mode, real ns it was first sent).
     sent: BTreeMap<(ClientId, u64), (Mode, u64)>,
@@ -52,24 +52,19 @@ pub(crate) struct ShareChecker {
 
 impl ShareChecker {
     /// A request for a share was sent for the first time.
-    pub(crate) fn on_sent(&mut self, client: ClientId, request: u64, mode: Mode, now: u64) {
+    pub fn on_sent(&mut self, client: ClientId, request: u64, mode: Mode, now: u64) {
         self.sent.entry((client, request)).or_insert((mode, now));
     }
 
     /// The client waiting on `request` learnt it is queued.
-    pub(crate) fn on_queued(&mut self, client: ClientId, request: u64, now: u64) {
+    pub fn on_queued(&mut self, client: ClientId, request: u64, now: u64) {
         if let Some((Mode::Write, _)) = self.sent.get(&(client, request)) {
             self.queued.entry((client, request)).or_insert(now);
         }
     }
 
     /// The client waiting on `request` was granted `stamp`.
-    pub(crate) fn on_granted(
-        &mut self,
-        client: ClientId,
-        request: u64,
-        stamp: Stamp,
-    ) -> Vec<String> {
+    pub fn on_granted(&mut self, client: ClientId, request: u64, stamp: Stamp) -> Vec<String> {
         let renewal = !self.told.insert((client, stamp));
         let Some(&(mode, sent_at)) = self.sent.get(&(client, request)) else {
             return Vec::new();
@@ -99,7 +94,7 @@ impl ShareChecker {
     }
 
     /// Records an action on the shared `name` during real `[start, end)`.
-    pub(crate) fn on_action(
+    pub fn on_action(
         &mut self,
         name: &str,
         stamp: Stamp,

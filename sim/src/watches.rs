@@ -11,8 +11,8 @@ use trexlock_lease::watch::{WatchEvent, WatchPosition};
 use trexlock_paxos::{NodeId, Slot};
 
 /// The events of every slot applied anywhere, and the counts of a run.
-#[derive(Default)]
-pub(crate) struct WatchChecker {
+#[derive(Clone, Debug, Default)]
+pub struct WatchChecker {
     log: BTreeMap<Slot, Vec<LeaseEvent>>,
     /// Events delivered to watchers (each checked against the log).
     pub(crate) delivered: u64,
@@ -25,7 +25,7 @@ pub(crate) struct WatchChecker {
 impl WatchChecker {
     /// Node `node` applied `slot`, whose commands produced `events`. Every
     /// node must produce the same events for a slot.
-    pub(crate) fn on_applied(
+    pub fn on_applied(
         &mut self,
         node: NodeId,
         slot: Slot,
@@ -62,7 +62,7 @@ impl WatchChecker {
 
     /// A watcher at `cursor` under `prefix` received `got`: it must be the
     /// log's next event for it.
-    pub(crate) fn on_delivered(
+    pub fn on_delivered(
         &mut self,
         watcher: usize,
         cursor: WatchPosition,

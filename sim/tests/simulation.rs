@@ -93,23 +93,40 @@ fn three_nodes_keep_serving_while_members_change_over_100_seeds() {
 }
 
 /// Seeds that once ended without a leader or with a member stuck behind
-/// (3 nodes: 89, 599, 2421, 7959; 5 nodes: 447, 596, 797, 944, 2571, 3286): a
+/// (3 nodes: 89, 599, 2421, 7959, 9214; 5 nodes: 447, 596, 652, 797, 944,
+/// 1294, 1398, 2062, 2571, 3286): a
 /// member that could not take a snapshot from a leader it did not know
 /// yet, a joiner that promised a removed voter's ballot and refused the
 /// leader, a removed voter that stopped while the others still needed it
 /// beside a wiped one, a learner promoted on its votes before it caught
 /// up, a shrink counting relearning voters as reachable, a removed voter
-/// that refused the promise the members behind it needed.
+/// that refused the promise the members behind it needed, a promoted
+/// voter that asked its silent former leader for the slots that would
+/// teach it its promotion, learners of a new cluster chasing a busy
+/// leader's newest proposal, a leader that counted voters it never heard
+/// as reachable right after its election.
+/// 5-node seed 8383 once chose two membership changes at once: a leader
+/// proposed a removal behind an open slot, which a later leader filled
+/// with a promotion an earlier leader had proposed there.
+#[test]
+fn a_change_proposed_behind_an_open_slot_cannot_make_two_changes_at_once() {
+    let five = SimOptions {
+        nodes: 5,
+        ..reconfig()
+    };
+    assert_eq!(simulate(8383, five).violations, Vec::<String>::new());
+}
+
 #[test]
 fn seeds_that_once_lost_liveness_while_members_changed_now_finish() {
     let five = SimOptions {
         nodes: 5,
         ..reconfig()
     };
-    let runs = [89, 599, 2421, 7959]
+    let runs = [89, 599, 2421, 7959, 9214]
         .map(|seed| (seed, reconfig()))
         .into_iter()
-        .chain([447, 596, 797, 944, 2571, 3286].map(|seed| (seed, five)));
+        .chain([447, 596, 652, 797, 944, 1294, 1398, 2062, 2571, 3286].map(|seed| (seed, five)));
     for (seed, opts) in runs {
         assert_eq!(
             simulate(seed, opts).violations,

@@ -115,16 +115,13 @@ impl LeaseClient {
         session: SessionId,
         token: LeaseToken,
     ) -> Result<(), LeaseError> {
+        let owner = self.inner.owner.clone();
         let op = Op::KeepSession {
             session,
-            owner: self.inner.owner.clone(),
+            owner,
             token,
         };
-        match self.call(op, self.inner.call_timeout).await?.outcome {
-            Outcome::SessionKept => Ok(()),
-            Outcome::NoSession => Err(LeaseError::SessionLost { session }),
-            other => Err(unexpected(other)),
-        }
+        self.session_call(op, session, Outcome::SessionKept).await
     }
 
     /// Ends session `session` now: every lease bound to it is released.
@@ -136,13 +133,25 @@ impl LeaseClient {
         session: SessionId,
         token: LeaseToken,
     ) -> Result<(), LeaseError> {
+        let owner = self.inner.owner.clone();
         let op = Op::CloseSession {
             session,
-            owner: self.inner.owner.clone(),
+            owner,
             token,
         };
+        self.session_call(op, session, Outcome::SessionClosed).await
+    }
+
+    /// Runs `op` on session `session`: `Ok` when the table answers
+    /// `done`, [`LeaseError::SessionLost`] when the session is not open.
+    async fn session_call(
+        &self,
+        op: Op,
+        session: SessionId,
+        done: Outcome,
+    ) -> Result<(), LeaseError> {
         match self.call(op, self.inner.call_timeout).await?.outcome {
-            Outcome::SessionClosed => Ok(()),
+            outcome if outcome == done => Ok(()),
             Outcome::NoSession => Err(LeaseError::SessionLost { session }),
             other => Err(unexpected(other)),
         }

@@ -1,23 +1,38 @@
 //! Listing held leases: one linearizable read per page.
 
 use super::{LeaseClient, unexpected};
-use crate::command::{ListedLease, Op, Outcome};
+use crate::command::{ListedHolder, ListedLease, Op, Outcome};
 use crate::error::LeaseError;
 use crate::table::MAX_LIST_ENTRIES;
 
-/// One page of held leases, in name order, as of one point in the log.
+/// One page of held names (plain leases, leases bound to a session,
+/// semaphores and read-write leases), in name order, as of one point in
+/// the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListPage {
-    /// The held leases of this page: holder, stamp, time left, waiters.
+    /// The held names of this page: each holder with its stamp, time left,
+    /// share and session; the waiters.
     pub leases: Vec<ListedLease>,
     /// Pass to [`LeaseClient::list_page`] as `after` for the next page;
     /// `None` when this page ends the list.
     pub next: Option<String>,
 }
 
+impl ListPage {
+    /// Every holder on the page with the name it holds, in page order
+    /// (a shared name's holders oldest grant first).
+    pub fn holders(&self) -> impl Iterator<Item = (&str, &ListedHolder)> {
+        self.leases
+            .iter()
+            .flat_map(|l| l.holders.iter().map(move |h| (l.name.as_str(), h)))
+    }
+}
+
 impl LeaseClient {
-    /// The held leases whose names start with `prefix` (empty: all), in
-    /// name order: the first page, of up to [`MAX_LIST_ENTRIES`] leases
+    /// The held names that start with `prefix` (empty: all), in name
+    /// order, with every holder (a semaphore's permit holders, a
+    /// read-write lease's readers or writer, a lease's session): the first
+    /// page, of up to [`MAX_LIST_ENTRIES`] names
     /// (fewer when names and owners are long; see
     /// [`crate::table::MAX_LIST_PAGE_BYTES`]). The page is a linearizable
     /// read: it goes through the log like [`LeaseClient::holder`].
@@ -27,8 +42,10 @@ impl LeaseClient {
     /// let mut page = client.list("jobs/").await?;
     /// loop {
     ///     for lease in &page.leases {
-    ///         println!("{} {} stamp {} {} ms left", lease.name, lease.holder.owner,
-    ///                  lease.holder.stamp, lease.holder.remaining_ms);
+    ///         for holder in &lease.holders {
+    ///             println!("{} {} stamp {} {} ms left", lease.name, holder.owner,
+    ///                      holder.stamp, holder.remaining_ms);
+    ///         }
     ///     }
     ///     let Some(after) = page.next else { break };
     ///     page = client.list_page("jobs/", Some(&after), 100).await?;

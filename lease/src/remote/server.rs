@@ -3,7 +3,7 @@
 
 use super::authz::authorize;
 use super::members::{AddressBook, MAX_MEMBER_REQUESTS, MemberService};
-use super::watches::{SWEEP_INTERVAL, ServedWatches};
+use super::watches::{OWED_RETRY, SWEEP_INTERVAL, ServedWatches};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
 use crate::command::{Outcome, Refusal};
 use crate::error::NodeError;
@@ -133,6 +133,7 @@ async fn serve_clients(
     let (node, transport) = (&members.node, &members.transport);
     let mut watches = ServedWatches::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut retry = tokio::time::interval(OWED_RETRY);
     loop {
         let (conn, message) = tokio::select! {
             received = clients.recv() => match received {
@@ -141,6 +142,10 @@ async fn serve_clients(
             },
             _ = sweep.tick() => {
                 watches.sweep(node, transport).await;
+                continue;
+            }
+            _ = retry.tick(), if watches.owes() => {
+                watches.send_owed(transport);
                 continue;
             }
         };

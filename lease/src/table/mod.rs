@@ -77,6 +77,8 @@ pub use snapshot::SnapshotError;
 mod list;
 mod lock_delay;
 mod shares;
+#[cfg(test)]
+mod test_log;
 pub use list::{MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use lock_delay::MAX_LOCK_DELAY_MS;
 pub use shares::{MAX_PERMITS, MAX_SHARE_HOLDERS};
@@ -288,6 +290,26 @@ pub struct Applied {
     pub responses: Vec<Response>,
     /// Lease events.
     pub events: Vec<Event>,
+}
+
+impl Applied {
+    /// Records that grant `stamp` of `name` was renewed; the answer to
+    /// the renewal, for a plain lease and a share alike.
+    fn renewed(&mut self, name: &str, stamp: Stamp) -> Outcome {
+        self.events.push(Event::Renewed {
+            name: name.to_owned(),
+            stamp,
+        });
+        Outcome::Renewed
+    }
+
+    /// Records that grant `stamp` of `name` was released.
+    fn released(&mut self, name: &str, stamp: Stamp) {
+        self.events.push(Event::Released {
+            name: name.to_owned(),
+            stamp,
+        });
+    }
 }
 
 /// The replicated lease table. See the module docs for how time works,
@@ -683,11 +705,7 @@ impl LeaseTable {
                     return Outcome::Refused(Refusal::LeaseInSession);
                 }
                 self.extend(&name, now.saturating_add(ttl_ms.saturating_mul(1000)));
-                out.events.push(Event::Renewed {
-                    name,
-                    stamp: *stamp,
-                });
-                Outcome::Renewed
+                out.renewed(&name, *stamp)
             }
             Op::Release {
                 owner,
@@ -796,10 +814,7 @@ impl LeaseTable {
                 if session.is_none() {
                     self.extend(name, now.saturating_add(ttl_us));
                 }
-                out.events.push(Event::Renewed {
-                    name: name.to_owned(),
-                    stamp: holder.stamp,
-                });
+                out.renewed(name, holder.stamp);
                 Outcome::Granted {
                     stamp: holder.stamp,
                     value: self
@@ -922,10 +937,7 @@ impl LeaseTable {
         match self.update(name, |l| l.holder.take()) {
             Some(h) => {
                 self.grant_ended(name, h.stamp, None);
-                out.events.push(Event::Released {
-                    name: name.to_owned(),
-                    stamp: h.stamp,
-                });
+                out.released(name, h.stamp);
                 self.grant_next(name, out);
                 Outcome::Released
             }

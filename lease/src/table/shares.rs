@@ -29,7 +29,7 @@ use super::{
     Applied, Event, Holder, LeaseTable, MAX_LEASES, MAX_WAITERS, MAX_WAITERS_PER_LEASE,
     SESSION_IDLE_US, Waiter,
 };
-use crate::command::{Mode, Op, Outcome, Refusal, Request, Stamp};
+use crate::command::{ListedHolder, ListedLease, Mode, Op, Outcome, Refusal, Request, Stamp};
 use std::collections::VecDeque;
 
 mod snapshot;
@@ -90,6 +90,30 @@ impl ShareLine {
             .iter()
             .map(|(w, _)| w.give_up_at.saturating_add(1));
         expiries.chain(give_ups).min()
+    }
+
+    /// The line as a list reports it at table time `now`: every holder,
+    /// oldest grant first; `None` while nobody holds a share.
+    pub(super) fn listed(&self, name: &str, now: u64) -> Option<ListedLease> {
+        if self.holders.is_empty() {
+            return None;
+        }
+        let holders = self
+            .holders
+            .iter()
+            .map(|(h, mode)| ListedHolder {
+                owner: h.owner.to_string(),
+                stamp: h.stamp,
+                remaining_ms: h.expires_at.saturating_sub(now) / 1000,
+                mode: Some(*mode),
+                session: None,
+            })
+            .collect();
+        Some(ListedLease {
+            name: name.to_owned(),
+            holders,
+            waiters: u32::try_from(self.waiters.len()).unwrap_or(u32::MAX),
+        })
     }
 
     fn holder_of(&self, owner: &str, token: crate::command::LeaseToken) -> Option<usize> {
@@ -190,12 +214,19 @@ impl LeaseTable {
     }
 
     /// Settles every line that is due: expired holders go, waiters whose
-    /// wait ran out are answered, and the line's head is served.
+    /// wait ran out are answered, and the line's head is served. Each due
+    /// line is served once per command, so a line whose due time stays
+    /// behind the clock can never hold up the table (and with it every
+    /// replica applying the same command).
     pub(super) fn settle_shares(&mut self, out: &mut Applied) {
-        while let Some((at, name)) = self.share_due.first().cloned() {
-            if at > self.now {
-                break;
-            }
+        let now = self.now;
+        let due: Vec<Shared> = self
+            .share_due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, name)| name.clone())
+            .collect();
+        for name in due {
             self.serve_share(&name, out);
         }
     }
@@ -214,13 +245,14 @@ impl LeaseTable {
                 .into_iter()
                 .partition(|(h, _)| h.expires_at <= now);
             line.holders = live;
-            let mut gone = Vec::new();
+            // Anywhere in the line, not only at its head: the line is due
+            // at every waiter's give-up (see `due`).
+            let (gone, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut line.waiters)
+                .into_iter()
+                .partition(|(w, _)| w.give_up_at < now);
+            line.waiters = waiting;
             let mut granted = Vec::new();
-            while let Some((w, mode)) = line.waiters.front() {
-                if w.give_up_at < now {
-                    gone.extend(line.waiters.pop_front());
-                    continue;
-                }
+            while let Some((_, mode)) = line.waiters.front() {
                 if !line.fits(*mode, extra) {
                     break;
                 }
@@ -313,10 +345,7 @@ impl LeaseTable {
                     let h = &mut l.holders[i].0;
                     h.expires_at = h.expires_at.max(now.saturating_add(ttl_us));
                 });
-                out.events.push(Event::Renewed {
-                    name: name.clone(),
-                    stamp,
-                });
+                out.renewed(name, stamp);
                 return Outcome::Granted { stamp, value: None };
             }
             Some(Found { waiting: true, .. }) => return Outcome::Queued,
@@ -409,11 +438,7 @@ impl LeaseTable {
                 if renewed.is_none() {
                     return Outcome::NotHolder { current: None };
                 }
-                out.events.push(Event::Renewed {
-                    name: name.to_owned(),
-                    stamp: *stamp,
-                });
-                Outcome::Renewed
+                out.renewed(name, *stamp)
             }
             Op::Release {
                 owner,
@@ -428,10 +453,7 @@ impl LeaseTable {
                 if released.is_none() {
                     return Outcome::NotHolder { current: None };
                 }
-                out.events.push(Event::Released {
-                    name: name.to_owned(),
-                    stamp: *stamp,
-                });
+                out.released(name, *stamp);
                 self.serve_share(name, out);
                 Outcome::Released
             }
@@ -441,10 +463,7 @@ impl LeaseTable {
                     return Outcome::NotHolder { current: None };
                 }
                 for (h, _) in &ended {
-                    out.events.push(Event::Released {
-                        name: name.to_owned(),
-                        stamp: h.stamp,
-                    });
+                    out.released(name, h.stamp);
                 }
                 self.serve_share(name, out);
                 Outcome::Released

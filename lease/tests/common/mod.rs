@@ -2,11 +2,16 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
+use trexlock_lease::remote::{JournalFile, TcpNode, TcpNodeConfig};
 use trexlock_lease::{InProcessNetwork, LeaseClient, Node, NodeConfig};
 use trexlock_paxos::NodeId;
+use trexlock_transport::TransportConfig;
 
 pub const CLUSTER: &str = "test-cluster";
 
@@ -100,4 +105,29 @@ impl Cluster {
             }
         }
     }
+}
+
+/// A loopback address nobody listens on (as of now).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A one-node cluster `cluster` on TCP, its journal in `dir`, its
+/// transport changed by `tweak` first.
+pub async fn tcp_node(
+    cluster: &str,
+    dir: &Path,
+    tweak: impl FnOnce(&mut TransportConfig),
+) -> TcpNode {
+    let mut transport = TransportConfig::new(cluster, NodeId(1), free_addr(), BTreeMap::new());
+    tweak(&mut transport);
+    let config = TcpNodeConfig {
+        node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
+        transport,
+        journal: JournalFile::Redb(dir.join("journal.redb")),
+    };
+    TcpNode::start(config).await.unwrap()
 }

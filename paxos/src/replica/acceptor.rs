@@ -42,9 +42,19 @@ impl Replica {
     /// was heard recently (so a node rejoining from a partition cannot
     /// depose a healthy leader), refuses a lower one with a NACK. A node
     /// whose promise could count for nothing (see `may_promise`) stays
-    /// silent.
+    /// silent, but catches up from a candidate that knows more slots
+    /// chosen: with the leader gone, candidates are the members that show
+    /// themselves, and a voter that has yet to learn of its own promotion
+    /// promises nothing until it does (a promoted voter that lagged behind
+    /// its promotion once ignored every prepare, and the majority the
+    /// candidates needed included it).
     pub(super) fn on_prepare(&mut self, now: Duration, from: NodeId, ballot: Ballot, slot: Slot) {
         if self.rejoin.is_some() || !self.may_promise() {
+            let known = slot.saturating_sub(1);
+            if known > self.committed && !self.heard_leader_recently(now) {
+                self.leader_committed = self.leader_committed.max(known);
+                self.request_catchup(now, from);
+            }
             return;
         }
         if ballot < self.promised {

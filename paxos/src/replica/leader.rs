@@ -313,17 +313,29 @@ impl Replica {
             }
         }
         let last = picked.keys().next_back().copied().unwrap_or(c.from - 1);
+        let promisers: BTreeSet<NodeId> = c
+            .promises
+            .iter()
+            .filter(|(_, p)| p.complete)
+            .map(|(n, _)| *n)
+            .collect();
+        // Heard from are those that promised, not every peer: a change
+        // right after the election counts these as reachable, and a voter
+        // that never answered (cut off, or relearning and unable to
+        // promise) is not (a leader elected by three of five once removed
+        // itself at once, counting the two voters cut off from it as
+        // reachable, and left the four that stayed no majority to make).
+        let last_heard = promisers
+            .iter()
+            .filter(|n| **n != self.cfg.node)
+            .map(|n| (*n, now))
+            .collect();
         let leader = Leader {
             ballot: c.ballot,
             next_slot: c.from,
             in_flight: BTreeMap::new(),
             queue: c.queue,
-            promisers: c
-                .promises
-                .iter()
-                .filter(|(_, p)| p.complete)
-                .map(|(n, _)| *n)
-                .collect(),
+            promisers,
             elected_with: self.governing(c.from).membership.clone(),
             recovered: picked.into_iter().map(|(s, (_, e))| (s, e.value)).collect(),
             recover_until: last,
@@ -334,7 +346,7 @@ impl Replica {
             announced: 0,
             last_heartbeat: now,
             elected_at: now,
-            last_heard: self.peers().into_iter().map(|p| (p, now)).collect(),
+            last_heard,
         };
         self.role = Role::Leader(Box::new(leader));
         self.leader_hint = Some(self.cfg.node);
@@ -371,23 +383,43 @@ impl Replica {
     /// `max_batch_bytes` bytes per slot; every queued command fits a slot
     /// alone: `propose` refuses others), then, while a chosen membership
     /// is not yet in effect, no-ops that bring it into effect.
+    ///
+    /// A sole voter's own vote chooses a slot (its node applies nothing
+    /// before that vote is synced), so a full window empties at once: it
+    /// fills again here, or no answer from a peer would ever come to make
+    /// room, and a change would wait for client traffic to take effect.
     pub(super) fn fill_window(&mut self, now: Duration) {
+        loop {
+            let before = self.committed;
+            if !self.fill_once(now) {
+                return;
+            }
+            self.advance_commit(now);
+            if self.committed == before {
+                return;
+            }
+        }
+    }
+
+    /// Proposes while the window has room; false when the leader left
+    /// its role (to campaign again or to hand over).
+    fn fill_once(&mut self, now: Duration) -> bool {
         loop {
             match self.next_slot_rule() {
                 NextSlot::Propose => {}
-                NextSlot::Wait => break,
+                NextSlot::Wait => return true,
                 NextSlot::Reelect => {
                     self.start_election(now);
-                    return;
+                    return false;
                 }
                 NextSlot::StepDown => {
                     self.step_down(now);
-                    return;
+                    return false;
                 }
             }
             let pending_until = self.history.latest().effective;
             let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
-                return;
+                return false;
             };
             let slot = leader.next_slot;
             let value = self.next_value(&mut leader, slot, pending_until);
@@ -397,18 +429,29 @@ impl Replica {
             }
             self.role = Role::Leader(leader);
             if !proposed {
-                break;
+                return true;
             }
         }
-        self.advance_commit(now);
     }
 
     fn next_value(&self, leader: &mut Leader, slot: Slot, pending_until: Slot) -> Option<Value> {
         if slot <= leader.recover_until {
             return Some(leader.recovered.remove(&slot).unwrap_or(Value::Noop));
         }
-        if let Some(membership) = leader.changes.pop_front() {
-            return Some(Value::Reconfig(membership));
+        if !leader.changes.is_empty() {
+            // A change waits until every slot before it is chosen. Any slot
+            // still open may yet be chosen with a change another leader
+            // proposed there in a lower ballot (its vote can be missing
+            // from our phase-1 quorum and found by the next leader's), and
+            // two changes would then be in flight at once (5-node
+            // `--reconfig` seed 8383: a promotion at slot 351, proposed by a
+            // leader cut off from the others, was chosen after a removal
+            // at 357). Once the slots before it are chosen, the change
+            // check has seen every value they hold.
+            if slot != self.committed.saturating_add(1) && !sabotaged!(self, ConcurrentChanges) {
+                return None;
+            }
+            return leader.changes.pop_front().map(Value::Reconfig);
         }
         if !leader.queue.is_empty() {
             let mut bytes = 0usize;
@@ -515,17 +558,14 @@ impl Replica {
         }
     }
 
-    /// While leading: how many slots each peer that answered a heartbeat
-    /// is behind this replica's commit index, as of its last answer.
-    /// Empty on a follower. Read-only, for monitoring.
+    /// While leading: how many slots each peer that answered is behind
+    /// this replica's commit index, as of its last answer (see
+    /// [`Replica::peer_progress`]). Empty on a follower. Read-only, for
+    /// monitoring.
     pub fn peer_lag(&self) -> Vec<(NodeId, Slot)> {
-        let Role::Leader(leader) = &self.role else {
-            return Vec::new();
-        };
-        leader
-            .progress
-            .iter()
-            .map(|(peer, c)| (*peer, self.committed.saturating_sub(*c)))
+        self.peer_progress()
+            .into_iter()
+            .map(|(peer, at)| (peer, self.committed.saturating_sub(at)))
             .collect()
     }
 

@@ -453,9 +453,7 @@ impl Replica {
             Role::Follower => {
                 if now >= self.election_deadline {
                     self.start_election(now);
-                } else if self.committed < self.leader_committed
-                    && let Some(leader) = self.leader_hint
-                {
+                } else if let Some(leader) = self.live_leader_behind(now) {
                     self.request_catchup(now, leader);
                 }
             }
@@ -552,6 +550,19 @@ impl Replica {
         let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
         let extra = Duration::from_nanos(self.rng.u64(0..=nanos));
         self.election_deadline = now + base + extra;
+    }
+
+    /// The leader to catch up from: one heard within an election timeout
+    /// that announced slots this replica lacks. A silent leader is not
+    /// asked: it may be down, or relearning after a disk loss with nothing
+    /// to serve, and asking it every retry would crowd out the peer that
+    /// `seek_cluster` finds ahead (a promoted voter that missed its
+    /// promotion once asked a wiped former leader for good, and the
+    /// cluster waited for its vote).
+    fn live_leader_behind(&self, now: Duration) -> Option<NodeId> {
+        let behind = self.committed < self.leader_committed;
+        self.leader_hint
+            .filter(|_| behind && self.heard_leader_recently(now))
     }
 
     fn heard_leader_recently(&self, now: Duration) -> bool {

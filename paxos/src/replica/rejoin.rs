@@ -81,9 +81,19 @@ impl Replica {
         );
     }
 
-    /// A learner counts the reply (see the module docs); any other node
-    /// that hears no leader catches up from a peer that is ahead (see
-    /// `seek_cluster`).
+    /// A learner counts the reply (see the module docs); any node that
+    /// hears no leader, a learner included, catches up from a peer that is
+    /// ahead (see `seek_cluster`).
+    ///
+    /// Of a member's replies the learner keeps the latest promise and the
+    /// lowest last slot. Every reply came after the journal was lost, so
+    /// any one of them reports every vote the learner may have forgotten:
+    /// the lowest is as sound as the latest, and it does not move. Taking
+    /// the latest made the learner chase a busy leader's newest proposal,
+    /// which its commit index never reaches while requests keep coming (a
+    /// node of a new cluster that missed the first round of answers stayed
+    /// a learner for good, and with one more voter down no majority was
+    /// left). A forged or corrupt high reply is outlived the same way.
     pub(super) fn on_probe_reply(
         &mut self,
         now: Duration,
@@ -93,8 +103,11 @@ impl Replica {
     ) {
         self.max_seen = self.max_seen.max(promised);
         if let Some(rejoin) = &mut self.rejoin {
-            rejoin.replies.insert(from, (promised, last_slot));
-            return;
+            let lowest = rejoin
+                .replies
+                .get(&from)
+                .map_or(last_slot, |(_, s)| last_slot.min(*s));
+            rejoin.replies.insert(from, (promised, lowest));
         }
         if !self.heard_leader_recently(now) && last_slot > self.committed {
             self.leader_committed = self.leader_committed.max(last_slot);
@@ -102,12 +115,10 @@ impl Replica {
         }
     }
 
-    /// A learner probes every other member every two heartbeats, and a
-    /// member's later reply replaces its earlier one: so one forged or
-    /// corrupt reply (a last slot nobody reached) cannot hold the learner
-    /// back for good. Any reply is sound to use, since every probe was
-    /// sent after the journal was lost: a reply reflects every promise and
-    /// vote the learner forgot.
+    /// A learner probes every other member every two heartbeats (see
+    /// `on_probe_reply` for which of the replies it keeps). Any reply is
+    /// sound to use, since every probe was sent after the journal was
+    /// lost: a reply reflects every promise and vote the learner forgot.
     pub(super) fn rejoin_tick(&mut self, now: Duration) {
         let retry = self.cfg.heartbeat_interval * 2;
         let peers = self.peers();
@@ -121,9 +132,7 @@ impl Replica {
         for peer in peers {
             self.send(peer, Message::Probe);
         }
-        if self.committed < self.leader_committed
-            && let Some(leader) = self.leader_hint
-        {
+        if let Some(leader) = self.live_leader_behind(now) {
             self.request_catchup(now, leader);
         }
     }

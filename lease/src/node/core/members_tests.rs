@@ -1,7 +1,7 @@
 //! Membership at the node: a learner joins on the leader alone and says it
 //! is a learner, a change that would lose the quorum is refused with a
-//! typed error, and a removed node refuses clients, then stops, with an
-//! error naming its removal.
+//! typed error, and a removed node says so, then stops, with an error
+//! naming its removal.
 
 use super::*;
 use std::collections::VecDeque;
@@ -53,6 +53,28 @@ impl Cluster {
         };
         c.run(2_000);
         assert!(c.leader().is_some());
+        c
+    }
+
+    /// A one-member cluster (which elects itself) and a joiner, down,
+    /// whose configuration lists that member.
+    fn solo() -> Cluster {
+        let cores = (0..2)
+            .map(|i| {
+                let cfg = NodeConfig::new(node(i), vec![node(0)]);
+                let paxos = cfg.paxos_config(i as u64);
+                NodeCore::new(cfg, paxos, JournalState::default(), Duration::ZERO).unwrap()
+            })
+            .collect();
+        let mut c = Cluster {
+            cores,
+            down: vec![false, true],
+            stopped: vec![None, None],
+            in_flight: VecDeque::new(),
+            now: Duration::ZERO,
+        };
+        c.run(2_000);
+        assert_eq!(c.leader(), Some(0));
         c
     }
 
@@ -225,4 +247,28 @@ fn a_removed_node_says_it_was_removed_until_it_stops() {
     assert!(said > 0, "the removed node stopped before it knew");
     assert!(matches!(c.stopped[gone], Some(NodeError::Removed { .. })));
     assert!(!c.cores[l].status().removed);
+}
+
+#[test]
+fn a_one_node_cluster_brings_a_learner_into_effect_and_promotes_it() {
+    let mut c = Cluster::solo();
+    c.change(Change::AddLearner {
+        node: node(1),
+        address: "10.0.0.2:7000".into(),
+    })
+    .unwrap();
+    c.run(1_000);
+    let learners = &c.cores[0].replica().membership_in_effect().learners;
+    assert!(
+        learners.contains(&node(1)),
+        "in effect before the learner runs"
+    );
+    c.down[1] = false;
+    c.run(1_000);
+    c.change(Change::Promote { node: node(1) }).unwrap();
+    c.run(1_000);
+    for core in &c.cores {
+        let voters = &core.replica().membership_in_effect().voters;
+        assert_eq!(voters.len(), 2, "{voters:?}");
+    }
 }

@@ -1,62 +1,25 @@
 //! Specifications of listing leases.
 
 use super::*;
-use crate::command::{Body, ClientId, Command, LeaseToken, Request, Stamp};
+use crate::command::{ClientId, Mode, Request, SessionId, Stamp};
+use crate::table::test_log::{Log, token};
 use crate::table::{MAX_VALUE_BYTES, admit};
-use trexlock_paxos::{Ballot, NodeId};
-
-const EPOCH: Ballot = Ballot {
-    counter: 1,
-    node: NodeId(1),
-};
-
-struct Log {
-    table: LeaseTable,
-    request: u64,
-}
 
 impl Log {
-    fn new() -> Log {
-        Log {
-            table: LeaseTable::new(),
-            request: 0,
-        }
+    /// Applies `op` from `owner`'s session at `at_ms`: the last answer.
+    fn answer(&mut self, at_ms: u64, owner: &str, op: Op) -> Outcome {
+        self.run(at_ms, owner, op).pop().expect("an answer").1
     }
 
-    fn run(&mut self, at_ms: u64, client: u64, op: Op) -> Outcome {
-        self.request += 1;
-        let request = Request {
-            client: ClientId(client),
-            request: self.request,
-            acked_below: self.request,
-            op,
-        };
-        admit(&request).expect("admitted");
-        let applied = self.table.apply(&Command {
-            epoch: EPOCH,
-            elapsed_us: at_ms * 1000,
-            body: Body::Request(request),
-        });
-        applied.responses.last().expect("an answer").outcome.clone()
-    }
-
-    fn acquire(
-        &mut self,
-        at_ms: u64,
-        name: &str,
-        owner: &str,
-        ttl_ms: u64,
-        wait_ms: u64,
-    ) -> Outcome {
-        let client = owner.bytes().map(u64::from).sum();
+    fn hold(&mut self, at_ms: u64, name: &str, owner: &str, ttl_ms: u64, wait_ms: u64) -> Outcome {
         let op = Op::Acquire {
             name: name.into(),
             owner: owner.into(),
-            token: LeaseToken(u128::from(client)),
+            token: token(owner),
             ttl_ms,
             wait_ms,
         };
-        self.run(at_ms, client, op)
+        self.answer(at_ms, owner, op)
     }
 
     fn list(
@@ -71,7 +34,7 @@ impl Log {
             after: after.map(str::to_owned),
             limit,
         };
-        match self.run(at_ms, 999, op) {
+        match self.answer(at_ms, "lister", op) {
             Outcome::Listed { leases, next } => (leases, next),
             other => panic!("not a list: {other:?}"),
         }
@@ -85,43 +48,50 @@ fn names(leases: &[ListedLease]) -> Vec<&str> {
 #[test]
 fn a_list_reports_the_held_leases_under_a_prefix_in_name_order_with_holder_stamp_time_left_and_waiters()
  {
-    let mut log = Log::new();
-    log.acquire(0, "jobs/b", "alice", 10_000, 0);
-    log.acquire(1, "jobs/a", "bob", 5_000, 0);
-    log.acquire(2, "other", "carol", 10_000, 0);
-    log.acquire(3, "jobs/a", "dave", 10_000, 60_000);
-    log.acquire(4, "jobs", "erin", 10_000, 0);
+    let mut log = Log::default();
+    log.hold(0, "jobs/b", "alice", 10_000, 0);
+    log.hold(1, "jobs/a", "bob", 5_000, 0);
+    log.hold(2, "other", "carol", 10_000, 0);
+    log.hold(3, "jobs/a", "dave", 10_000, 60_000);
+    log.hold(4, "jobs", "erin", 10_000, 0);
     let (leases, next) = log.list(1_001, "jobs/", None, 100);
     assert_eq!(names(&leases), ["jobs/a", "jobs/b"]);
     assert_eq!(next, None);
     let a = &leases[0];
-    assert_eq!((a.holder.owner.as_str(), a.holder.stamp), ("bob", Stamp(2)));
-    assert_eq!(a.holder.remaining_ms, 4_000);
+    assert_eq!(a.holders.len(), 1);
+    assert_eq!(
+        (a.holders[0].owner.as_str(), a.holders[0].stamp),
+        ("bob", Stamp(2))
+    );
+    assert_eq!(a.holders[0].remaining_ms, 4_000);
     assert_eq!(a.waiters, 1);
-    assert_eq!((leases[1].holder.stamp, leases[1].waiters), (Stamp(1), 0));
+    assert_eq!(
+        (leases[1].holders[0].stamp, leases[1].waiters),
+        (Stamp(1), 0)
+    );
     let (all, _) = log.list(1_001, "", None, 100);
     assert_eq!(names(&all), ["jobs", "jobs/a", "jobs/b", "other"]);
 }
 
 #[test]
 fn an_expired_lease_is_not_listed_and_a_waiter_that_took_over_is() {
-    let mut log = Log::new();
-    log.acquire(0, "a", "alice", 1_000, 0);
-    log.acquire(0, "b", "bob", 1_000, 0);
-    log.acquire(1, "b", "carol", 1_000, 60_000);
+    let mut log = Log::default();
+    log.hold(0, "a", "alice", 1_000, 0);
+    log.hold(0, "b", "bob", 1_000, 0);
+    log.hold(1, "b", "carol", 1_000, 60_000);
     let (leases, _) = log.list(1_500, "", None, 10);
     assert_eq!(names(&leases), ["b"]);
-    assert_eq!(leases[0].holder.owner, "carol");
+    assert_eq!(leases[0].holders[0].owner, "carol");
 }
 
 #[test]
 fn pages_follow_the_limit_and_the_continuation_resumes_without_gaps_or_repeats() {
-    let mut log = Log::new();
+    let mut log = Log::default();
     let mut expected: Vec<String> = (0..25).map(|i| format!("n{i:02}")).collect();
     for name in &expected {
-        log.acquire(0, name, "alice", 60_000, 0);
+        log.hold(0, name, "alice", 60_000, 0);
     }
-    log.acquire(0, "z", "alice", 60_000, 0);
+    log.hold(0, "z", "alice", 60_000, 0);
     let mut seen = Vec::new();
     let mut after = None;
     let mut pages = 0;
@@ -142,11 +112,11 @@ fn pages_follow_the_limit_and_the_continuation_resumes_without_gaps_or_repeats()
 
 #[test]
 fn a_page_of_the_longest_names_and_owners_stays_within_its_byte_bound() {
-    let mut log = Log::new();
+    let mut log = Log::default();
     let owner = "o".repeat(crate::table::MAX_OWNER_BYTES);
     for i in 0..300 {
         let name = format!("{i:03}{}", "n".repeat(MAX_NAME_BYTES - 3));
-        log.acquire(0, &name, &owner, 60_000, 0);
+        log.hold(0, &name, &owner, 60_000, 0);
     }
     let (leases, next) = log.list(1, "", None, MAX_LIST_ENTRIES);
     assert!(next.is_some(), "the rest is on later pages");
@@ -189,11 +159,152 @@ fn a_list_with_a_limit_out_of_range_or_an_overlong_prefix_is_refused_before_it_i
 
 #[test]
 fn a_list_needs_no_session_and_leaves_the_table_unchanged() {
-    let mut log = Log::new();
-    log.acquire(0, "a", "alice", 60_000, 0);
+    let mut log = Log::default();
+    log.hold(0, "a", "alice", 60_000, 0);
     let before = log.table.sessions_len();
     let snapshot = log.table.clone();
     log.list(0, "", None, 10);
     assert_eq!(log.table.sessions_len(), before);
     assert_eq!(log.table, snapshot);
+}
+
+impl Log {
+    fn release_share(&mut self, at_ms: u64, name: &str, owner: &str, stamp: Stamp) {
+        let op = Op::Release {
+            name: name.into(),
+            owner: owner.into(),
+            stamp,
+            token: token(owner),
+        };
+        assert_eq!(self.answer(at_ms, owner, op), Outcome::Released);
+    }
+
+    fn share(&mut self, at_ms: u64, name: &str, owner: &str, mode: Mode) -> Stamp {
+        let op = Op::AcquireShare {
+            name: name.into(),
+            owner: owner.into(),
+            token: token(owner),
+            ttl_ms: 10_000,
+            wait_ms: 60_000,
+            mode,
+        };
+        match self.answer(at_ms, owner, op) {
+            Outcome::Granted { stamp, .. } => stamp,
+            Outcome::Queued => Stamp(0),
+            other => panic!("not granted: {other:?}"),
+        }
+    }
+
+    fn in_session(&mut self, at_ms: u64, names: &[&str], owner: &str, ttl_ms: u64) -> SessionId {
+        let token = token(owner);
+        let op = Op::OpenSession {
+            owner: owner.into(),
+            token,
+            ttl_ms,
+        };
+        let Outcome::SessionOpened { session } = self.answer(at_ms, owner, op) else {
+            panic!("no session");
+        };
+        for name in names {
+            let op = Op::AcquireInSession {
+                name: (*name).into(),
+                owner: owner.into(),
+                token,
+                session,
+                wait_ms: 0,
+            };
+            assert!(matches!(
+                self.answer(at_ms, owner, op),
+                Outcome::Granted { .. }
+            ));
+        }
+        session
+    }
+}
+
+fn holders(lease: &ListedLease) -> Vec<(&str, Stamp, Option<Mode>)> {
+    lease
+        .holders
+        .iter()
+        .map(|h| (h.owner.as_str(), h.stamp, h.mode))
+        .collect()
+}
+
+#[test]
+fn a_list_reports_every_permit_holder_of_a_semaphore_and_every_reader_or_the_writer_of_a_read_write_lease()
+ {
+    let mut log = Log::default();
+    let permit = Mode::Permit { permits: 2 };
+    let a = log.share(0, "pool", "alice", permit);
+    let b = log.share(1, "pool", "bob", permit);
+    log.share(2, "pool", "carol", permit);
+    let r1 = log.share(0, "report", "reader-1", Mode::Read);
+    let r2 = log.share(1, "report", "reader-2", Mode::Read);
+    log.share(2, "report", "writer", Mode::Write);
+    log.hold(3, "plain", "dave", 10_000, 0);
+    let (leases, next) = log.list(1_000, "", None, 100);
+    assert_eq!(
+        (names(&leases), next),
+        (vec!["plain", "pool", "report"], None)
+    );
+    assert_eq!(
+        holders(&leases[1]),
+        [("alice", a, Some(permit)), ("bob", b, Some(permit))]
+    );
+    assert_eq!(leases[1].waiters, 1);
+    assert_eq!(leases[1].holders[0].remaining_ms, 9_000);
+    assert_eq!(
+        holders(&leases[2]),
+        [
+            ("reader-1", r1, Some(Mode::Read)),
+            ("reader-2", r2, Some(Mode::Read))
+        ]
+    );
+    assert_eq!(leases[2].waiters, 1);
+
+    log.release_share(1_000, "report", "reader-1", r1);
+    log.release_share(1_000, "report", "reader-2", r2);
+    let (leases, _) = log.list(1_000, "report", None, 100);
+    assert_eq!(leases[0].holders[0].owner, "writer");
+    assert_eq!(leases[0].holders[0].mode, Some(Mode::Write));
+}
+
+#[test]
+fn a_lease_bound_to_a_session_is_listed_with_its_session_and_the_time_the_session_has_left() {
+    let mut log = Log::default();
+    let session = log.in_session(0, &["s/a", "s/b"], "alice", 5_000);
+    log.hold(0, "s/c", "bob", 60_000, 0);
+    let (leases, _) = log.list(2_000, "s/", None, 100);
+    assert_eq!(names(&leases), ["s/a", "s/b", "s/c"]);
+    for lease in &leases[..2] {
+        assert_eq!(lease.holders[0].session, Some(session));
+        assert_eq!(lease.holders[0].remaining_ms, 3_000);
+    }
+    assert_eq!(leases[2].holders[0].session, None);
+}
+
+#[test]
+fn pages_of_plain_and_shared_names_interleave_in_name_order_without_gaps_or_repeats() {
+    let mut log = Log::default();
+    let mut expected = Vec::new();
+    for i in 0..12 {
+        let name = format!("n{i:02}");
+        if i % 3 == 0 {
+            log.share(0, &name, "alice", Mode::Read);
+        } else {
+            log.hold(0, &name, "alice", 60_000, 0);
+        }
+        expected.push(name);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let (leases, next) = log.list(1, "n", after.as_deref(), 5);
+        seen.extend(leases.into_iter().map(|l| l.name));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
 }

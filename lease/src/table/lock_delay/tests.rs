@@ -1,56 +1,11 @@
 //! Specifications of lock-delay.
 
 use super::*;
-use crate::command::{Body, ClientId, Command, LeaseToken, Request};
+use crate::command::{Body, ClientId, Request};
 use crate::table::admit;
-use trexlock_paxos::{Ballot, NodeId};
-
-const EPOCH: Ballot = Ballot {
-    counter: 1,
-    node: NodeId(1),
-};
-
-#[derive(Default)]
-struct Log {
-    table: LeaseTable,
-    request: u64,
-}
-
-fn token(owner: &str) -> LeaseToken {
-    LeaseToken(owner.bytes().map(u128::from).sum())
-}
-
-fn client(owner: &str) -> u64 {
-    owner.bytes().map(u64::from).sum()
-}
+use crate::table::test_log::{Log, client, token};
 
 impl Log {
-    /// Applies `op` from `owner`'s session at `at_ms`; every response.
-    fn run(&mut self, at_ms: u64, owner: &str, op: Op) -> Vec<(u64, Outcome)> {
-        self.request += 1;
-        let request = Request {
-            client: ClientId(client(owner)),
-            request: self.request,
-            acked_below: 0,
-            op,
-        };
-        admit(&request).expect("admitted");
-        self.apply(at_ms, Body::Request(request))
-    }
-
-    fn apply(&mut self, at_ms: u64, body: Body) -> Vec<(u64, Outcome)> {
-        let applied = self.table.apply(&Command {
-            epoch: EPOCH,
-            elapsed_us: at_ms * 1000,
-            body,
-        });
-        applied
-            .responses
-            .into_iter()
-            .map(|r| (r.client.0, r.outcome))
-            .collect()
-    }
-
     fn acquire(&mut self, at_ms: u64, owner: &str, ttl_ms: u64, wait_ms: u64) -> Outcome {
         let op = Op::Acquire {
             name: "l".into(),
@@ -73,7 +28,7 @@ impl Log {
         self.run(at_ms, owner, op).pop().expect("an answer").1
     }
 
-    fn release(&mut self, at_ms: u64, owner: &str, stamp: Stamp) -> Outcome {
+    fn release_lease(&mut self, at_ms: u64, owner: &str, stamp: Stamp) -> Outcome {
         let op = Op::Release {
             name: "l".into(),
             owner: owner.into(),
@@ -115,7 +70,7 @@ fn a_released_lease_is_not_blocked_by_its_lock_delay() {
     let mut log = Log::default();
     let stamp = granted(log.acquire(0, "alice", 1_000, 0));
     log.set_delay(10, "alice", stamp, 500);
-    assert_eq!(log.release(20, "alice", stamp), Outcome::Released);
+    assert_eq!(log.release_lease(20, "alice", stamp), Outcome::Released);
     granted(log.acquire(30, "bob", 1_000, 0));
 }
 
@@ -143,7 +98,7 @@ fn a_lock_delay_belongs_to_one_grant() {
     let mut log = Log::default();
     let first = granted(log.acquire(0, "alice", 1_000, 0));
     log.set_delay(10, "alice", first, 500);
-    log.release(20, "alice", first);
+    log.release_lease(20, "alice", first);
     granted(log.acquire(30, "bob", 100, 0));
     granted(log.acquire(200, "carol", 100, 0));
 }

@@ -1,30 +1,11 @@
 //! Specifications of semaphores and read-write leases.
 
 use super::*;
-use crate::command::{Body, ClientId, Command, LeaseToken, Request};
+use crate::command::{Body, ClientId, Request};
 use crate::table::admit;
-use trexlock_paxos::{Ballot, NodeId};
-
-const EPOCH: Ballot = Ballot {
-    counter: 1,
-    node: NodeId(1),
-};
+use crate::table::test_log::{Log, client, token};
 
 const SEM: Mode = Mode::Permit { permits: 2 };
-
-#[derive(Default)]
-struct Log {
-    table: LeaseTable,
-    request: u64,
-}
-
-fn token(owner: &str) -> LeaseToken {
-    LeaseToken(owner.bytes().map(u128::from).sum())
-}
-
-fn client(owner: &str) -> u64 {
-    owner.bytes().map(u64::from).sum()
-}
 
 fn granted(outcome: &Outcome) -> Stamp {
     match outcome {
@@ -34,32 +15,6 @@ fn granted(outcome: &Outcome) -> Stamp {
 }
 
 impl Log {
-    /// Applies `op` from `owner`'s session at `at_ms`; every response.
-    fn run(&mut self, at_ms: u64, owner: &str, op: Op) -> Vec<(u64, Outcome)> {
-        self.request += 1;
-        let request = Request {
-            client: ClientId(client(owner)),
-            request: self.request,
-            acked_below: self.request,
-            op,
-        };
-        admit(&request).expect("admitted");
-        self.apply(at_ms, Body::Request(request))
-    }
-
-    fn apply(&mut self, at_ms: u64, body: Body) -> Vec<(u64, Outcome)> {
-        let applied = self.table.apply(&Command {
-            epoch: EPOCH,
-            elapsed_us: at_ms * 1000,
-            body,
-        });
-        applied
-            .responses
-            .into_iter()
-            .map(|r| (r.client.0, r.outcome))
-            .collect()
-    }
-
     fn take(&mut self, at_ms: u64, name: &str, owner: &str, mode: Mode, wait_ms: u64) -> Outcome {
         let op = Op::AcquireShare {
             name: name.into(),
@@ -249,6 +204,22 @@ fn a_writer_that_gave_up_lets_the_readers_behind_it_in_when_its_wait_ends() {
     assert_eq!(answers[0], (client("w"), Outcome::TimedOut));
     assert_eq!(answers[1].0, client("r2"));
     granted(&answers[1].1);
+}
+
+#[test]
+fn a_reader_whose_wait_ran_out_behind_a_waiting_writer_is_answered_and_the_writer_keeps_its_place()
+{
+    let mut log = Log::default();
+    granted(&log.take(0, "doc", "r1", Mode::Read, 0));
+    assert_eq!(log.take(1, "doc", "w", Mode::Write, 5_000), Outcome::Queued);
+    assert_eq!(log.take(2, "doc", "r2", Mode::Read, 10), Outcome::Queued);
+    assert_eq!(log.table.next_deadline_us(), Some(12_001));
+    let answers = log.apply(20, Body::Tick);
+    assert_eq!(answers, vec![(client("r2"), Outcome::TimedOut)]);
+    assert_eq!(log.table.next_deadline_us(), Some(1_000_000));
+    let served = log.apply(1_000, Body::Tick);
+    assert_eq!(served[0].0, client("w"));
+    granted(&served[0].1);
 }
 
 #[test]

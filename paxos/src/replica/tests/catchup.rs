@@ -309,3 +309,70 @@ fn invalid_configs_are_refused() {
         Err(PaxosError::Config(ConfigError::Timing))
     ));
 }
+
+// ------------------------------------------------- With the leader gone
+
+/// Whether `ready` asks `peer` for catch-up.
+fn asks_catchup(ready: &Ready, peer: NodeId) -> bool {
+    ready
+        .messages
+        .iter()
+        .any(|e| e.to == peer && matches!(e.message, Message::CatchupRequest { .. }))
+}
+
+/// A node that joins: its configuration lists the voters, not itself, so
+/// it never campaigns (it seeks the cluster instead).
+fn joiner_behind_n1(committed: Slot) -> Replica {
+    let mut n4 = Replica::new(config(NodeId(4)), JournalState::default(), T0).unwrap();
+    let commit = Message::Commit {
+        ballot: b(1, N1),
+        committed,
+    };
+    let ready = n4.handle(ms(1), env(N1, NodeId(4), commit)).unwrap();
+    assert!(asks_catchup(&ready, N1));
+    n4
+}
+
+/// 3-node `--reconfig` seed 9214: a promoted voter that had not learned
+/// its promotion asked its wiped former leader for slots every retry,
+/// which left no room for the peer its probe found ahead.
+#[test]
+fn a_node_behind_a_silent_leader_catches_up_from_a_peer_that_is_ahead() {
+    let n4 = NodeId(4);
+    let mut r = joiner_behind_n1(50);
+    // Its election timeout passes: it probes (it may not campaign), and
+    // its next election timeout starts.
+    let _ = r.tick(ms(1_000)).unwrap();
+    let ready = r.tick(ms(1_100)).unwrap();
+    assert!(!asks_catchup(&ready, N1), "{:?}", ready.messages);
+    let reply = Message::ProbeReply {
+        promised: b(3, N2),
+        last_slot: 50,
+    };
+    let ready = r.handle(ms(1_101), env(N2, n4, reply)).unwrap();
+    assert!(asks_catchup(&ready, N2), "{:?}", ready.messages);
+}
+
+/// A node whose promise would count for nothing (here: one that has yet
+/// to learn that it votes) still learns from a candidate that knows more
+/// slots chosen: with the leader gone, candidates are who shows up.
+#[test]
+fn a_node_that_may_not_promise_catches_up_from_a_candidate_ahead_of_it() {
+    let n4 = NodeId(4);
+    let mut r = Replica::new(config(n4), JournalState::default(), T0).unwrap();
+    let prepare = Message::Prepare {
+        ballot: b(5, N2),
+        from: 843,
+    };
+    let ready = r.handle(ms(1), env(N2, n4, prepare)).unwrap();
+    assert!(
+        ready
+            .messages
+            .iter()
+            .all(|e| !matches!(e.message, Message::Promise { .. })),
+        "{:?}",
+        ready.messages
+    );
+    assert!(asks_catchup(&ready, N2), "{:?}", ready.messages);
+    assert_eq!(r.leader_committed(), 842);
+}

@@ -161,3 +161,32 @@ fn every_replica_answers_a_probe_with_its_promise_and_highest_slot() {
         }
     );
 }
+
+/// Seeds 652, 1294, 1398 and 2062 (5 nodes, `--reconfig`): a node of a new
+/// cluster that missed the first round of answers stayed a learner, as
+/// each newer reply named the busy leader's newest proposal, which its
+/// commit index never reached. Any reply after the loss is sound, so the
+/// lowest last slot of a member counts.
+#[test]
+fn a_learner_is_not_held_back_by_slots_proposed_after_a_members_first_reply() {
+    let mut r = replica_with(N3, JournalState::default());
+    let reply = |last_slot| Message::ProbeReply {
+        promised: b(2, N1),
+        last_slot,
+    };
+    let _ = r.handle(ms(1), env(N1, N3, reply(10))).unwrap();
+    let _ = r.handle(ms(1), env(N2, N3, reply(10))).unwrap();
+    let commit = Message::Commit {
+        ballot: b(2, N1),
+        committed: 10,
+    };
+    let _ = r.handle(ms(2), env(N1, N3, commit)).unwrap();
+    let _ = r.handle(ms(3), env(N1, N3, reply(20))).unwrap();
+    assert!(r.is_learner());
+    let entries = (1..=10).map(|s| (s, Value::Noop)).collect();
+    let response = Message::CatchupResponse { entries };
+    let ready = r.handle(ms(4), env(N1, N3, response)).unwrap();
+    assert_eq!(r.committed(), 10);
+    assert!(!r.is_learner(), "caught up through every reply's slots");
+    assert_eq!(ready.write.promised, Some(b(2, N1)));
+}
