@@ -45,6 +45,19 @@ fn a_deposed_leaders_proposal_for_a_slot_learned_by_catch_up_is_refused_quietly(
     assert_eq!(simulate(18548, opts).violations, Vec::<String>::new());
 }
 
+/// Seed 3870 (3 nodes) once elected no leader for good: both voters left
+/// knew 187 slots past their commit index, a promise of them came in a
+/// dozen parts that the network reordered, and a candidate that dropped
+/// every part ahead of its turn never held a whole promise before its
+/// election timed out.
+#[test]
+fn a_long_promise_whose_parts_arrive_out_of_order_still_elects_a_leader() {
+    assert_eq!(
+        simulate(3870, SimOptions::default()).violations,
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let a = simulate(42, SimOptions::default());

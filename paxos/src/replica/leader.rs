@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 /// One part of a promise, as received (see [`Message::Promise`]).
+#[derive(Clone, Debug)]
 pub(crate) struct PromisePart {
     pub(crate) ballot: Ballot,
     pub(crate) committed: Slot,
@@ -45,17 +46,53 @@ pub(crate) struct PromiseInfo {
     next: Slot,
     /// Parts have reported on every slot: the promise counts.
     complete: bool,
+    /// Parts that arrived before the one reporting on `next` (the network
+    /// reorders them), by their first slot, taken in once their turn
+    /// comes: a long promise sent again in full on every retry could
+    /// otherwise lose its order each time and never complete before the
+    /// election timed out. At most [`MAX_EARLY_PARTS`].
+    early: BTreeMap<Slot, PromisePart>,
 }
+
+/// Out-of-order promise parts a candidate keeps per member: enough for the
+/// reordering of one round of parts, and a bound on what a peer's parts
+/// can hold in memory (each within `max_message_bytes`).
+const MAX_EARLY_PARTS: usize = 8;
 
 impl PromiseInfo {
     /// Takes one part in: its votes, each known chosen if at or below the
     /// commit index the part was sent with (a later part may know more;
     /// each vote keeps what its own part knew). A part that starts past a
-    /// slot not yet reported on is set aside: the candidate asks again.
+    /// slot not yet reported on waits in `early` for its turn; past
+    /// [`MAX_EARLY_PARTS`] it is dropped and the candidate asks again.
     fn take(&mut self, from: Slot, part: PromisePart, partial_counts: bool) {
-        if self.complete || part.first > self.next {
+        if self.complete {
             return;
         }
+        if part.first > self.next {
+            if self.early.len() < MAX_EARLY_PARTS {
+                self.early.insert(part.first, part);
+            }
+            return;
+        }
+        self.take_in_turn(from, part, partial_counts);
+        while !self.complete {
+            let Some(entry) = self.early.first_entry() else {
+                break;
+            };
+            if *entry.key() > self.next {
+                break;
+            }
+            let part = entry.remove();
+            self.take_in_turn(from, part, partial_counts);
+        }
+        if self.complete {
+            self.early.clear();
+        }
+    }
+
+    /// Takes a part whose first slot is at or below `next` in.
+    fn take_in_turn(&mut self, from: Slot, part: PromisePart, partial_counts: bool) {
         for (slot, entry) in part.entries.into_iter().filter(|(s, _)| *s >= from) {
             let vote = (slot <= part.committed, entry);
             if better(self.votes.get(&slot), &vote) {
@@ -178,6 +215,7 @@ impl Replica {
                 .collect(),
             next: MAX_SLOT + 1,
             complete: true,
+            early: BTreeMap::new(),
         };
         let mut promises = BTreeMap::new();
         promises.insert(self.cfg.node, own);
@@ -272,6 +310,7 @@ impl Replica {
                 votes: BTreeMap::new(),
                 next: start,
                 complete: false,
+                early: BTreeMap::new(),
             })
             .take(start, part, partial_counts);
         let whole: Vec<NodeId> = c

@@ -270,16 +270,33 @@ fn split_promise(ballot: Ballot) -> (Message, Message) {
 }
 
 #[test]
-fn a_split_promise_counts_only_once_its_parts_have_reported_on_every_slot_in_order() {
+fn a_split_promise_counts_once_its_parts_have_reported_on_every_slot_in_whatever_order_they_came() {
     let mut r = fresh(N1);
     let ready = r.tick(ms(10_000)).unwrap();
     let Message::Prepare { ballot, .. } = ready.messages[0].message else {
         panic!("expected a prepare");
     };
     let (head, tail) = split_promise(ballot);
-    let _ = r.handle(ms(10_001), env(N2, N1, tail.clone())).unwrap();
+    let _ = r.handle(ms(10_001), env(N2, N1, tail)).unwrap();
     assert!(!r.is_leader(), "the tail alone says nothing of slot 1");
-    let _ = r.handle(ms(10_002), env(N2, N1, head)).unwrap();
+    let ready = r.handle(ms(10_002), env(N2, N1, head)).unwrap();
+    assert!(r.is_leader(), "the head completes the tail that came first");
+    assert_eq!(
+        first_accept(&ready),
+        &vec![(1, batch("one")), (2, batch("two"))],
+        "both parts' votes are proposed again"
+    );
+}
+
+#[test]
+fn a_split_promise_still_missing_a_part_is_asked_again() {
+    let mut r = fresh(N1);
+    let ready = r.tick(ms(10_000)).unwrap();
+    let Message::Prepare { ballot, .. } = ready.messages[0].message else {
+        panic!("expected a prepare");
+    };
+    let (head, tail) = split_promise(ballot);
+    let _ = r.handle(ms(10_001), env(N2, N1, head)).unwrap();
     assert!(!r.is_leader(), "the head alone says nothing of slot 2 on");
     let ready = r.tick(ms(10_200)).unwrap();
     assert!(
