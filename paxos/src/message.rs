@@ -141,6 +141,18 @@ pub enum Message {
         /// The highest slot the sender holds a vote or a chosen value for.
         last_slot: Slot,
     },
+    /// A leader tells a node it removed that it is needed no more and
+    /// must stop: a majority of the membership in effect knows every slot
+    /// the node voted on. Sent only to a node outside every membership
+    /// the leader may still act on, never as a heartbeat, so a node that
+    /// was added back stays up while its log still replays its removal.
+    Release {
+        /// The leader's ballot.
+        ballot: Ballot,
+        /// The leader's commit index: at or past the slot before the
+        /// membership that removed the node.
+        committed: Slot,
+    },
 }
 
 impl Message {
@@ -160,6 +172,7 @@ impl Message {
             Message::SnapshotChunk { .. } => "snapshot_chunk",
             Message::Probe => "probe",
             Message::ProbeReply { .. } => "probe_reply",
+            Message::Release { .. } => "release",
         }
     }
 }

@@ -229,9 +229,9 @@ impl Checker {
                     }
                 }
             }
-            Message::Commit { committed, .. } | Message::CommitAck { committed, .. } => {
-                self.check_announced(from, *committed)
-            }
+            Message::Commit { committed, .. }
+            | Message::CommitAck { committed, .. }
+            | Message::Release { committed, .. } => self.check_announced(from, *committed),
             Message::Promise {
                 ballot, committed, ..
             } => {

@@ -37,8 +37,11 @@ use trexlock_paxos::NodeId;
 /// identities and added refusal reasons that version 1 cannot decode.
 /// Version 3 sends snapshots in chunks (`SnapshotRequest`,
 /// `SnapshotChunk`) instead of whole inside a catch-up response, and a
-/// Paxos promise in parts, each naming its slot range.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Paxos promise in parts, each naming its slot range. Version 4
+/// changes membership at runtime (a `Release` for a removed node, a
+/// `Removed` refusal) and adds the client's watch, member, session and
+/// share requests, and each listed lease's holders.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4096;

@@ -2,8 +2,8 @@
 //! node with a new id takes its place (its slot and port), through the
 //! membership API, while the clients keep working: stop it, remove it,
 //! wipe it, add the successor as a learner, start it, promote it. The same
-//! steps are the disk-loss procedure once the membership has changed
-//! ([`Nemesis::rejoin_as_learner`]).
+//! steps, with the node's own id, are the disk-loss procedure once the
+//! membership has changed ([`Nemesis::rejoin_as_learner`]).
 //!
 //! The successor's address in the membership is its port itself, not a
 //! proxy link: the other nodes reach it directly, so later partitions of
@@ -63,39 +63,34 @@ impl Nemesis {
     }
 
     /// The README's disk-loss procedure for the node of slot `target`
-    /// (down, its journal damaged): remove it, wipe it, and add a node
-    /// back as a learner, start it, promote it. The node comes back under
-    /// a new id: one added back under its old id can take a leader's
-    /// heartbeat, while it catches up through its own removal, for the
-    /// release of the node it was, and stop (seen with seed 42 and every
-    /// fault named; a core matter, reported). False (a violation recorded)
-    /// if a step failed: the cluster had a leader and a majority up, so
-    /// every step should have gone through.
+    /// (down, its journal damaged): remove it, wipe it, add it back under
+    /// its own id as a learner, start it, promote it. Its log replays its
+    /// own removal before the membership that names it again, so a node
+    /// that took anything but a release for its release would stop here.
+    /// False (a violation recorded) if a step failed: the cluster had a
+    /// leader and a majority up, so every step should have gone through.
     pub(super) async fn rejoin_as_learner(&mut self, target: usize) -> bool {
-        let (old, servers, listen) = self.others_of(target).await;
-        let new = old + 10;
+        let (id, servers, listen) = self.others_of(target).await;
         let Ok(handle) = remote::connect(RemoteConfig::new(CLUSTER, servers)).await else {
             self.violation(format!(
-                "n{old} lost its disk: no other node answers to take it out"
+                "n{id} lost its disk: no other node answers to take it out"
             ));
             return false;
         };
         let ops = handle.client("nemesis-ops");
-        if let Err(e) = step(&ops, Change::Remove { node: NodeId(old) }).await {
-            self.violation(format!("n{old} lost its disk: removing it: {e}"));
+        if let Err(e) = step(&ops, Change::Remove { node: NodeId(id) }).await {
+            self.violation(format!("n{id} lost its disk: removing it: {e}"));
             return false;
         }
         let mut cluster = self.cluster.lock().await;
         cluster.wipe(target);
-        cluster.renumber(target, new);
         drop(cluster);
         let since = Instant::now();
-        if !self.add_and_promote(&ops, target, new, listen).await {
+        if !self.add_and_promote(&ops, target, id, listen).await {
             return false;
         }
         self.note(format!(
-            "n{old} lost its disk: removed, wiped, and back as n{new}, added as a learner and \
-             promoted in {:?}",
+            "n{id} lost its disk: removed, wiped, added back as a learner and promoted in {:?}",
             since.elapsed()
         ));
         true

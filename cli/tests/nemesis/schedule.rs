@@ -277,7 +277,7 @@ impl Nemesis {
     /// Damages a journal, expects the node to refuse it, then follows the
     /// operator procedure: with the membership the cluster began with, wipe
     /// and restart (it relearns as a voter); once the membership changed,
-    /// take it out, wipe it and add it back under a new id as a learner
+    /// take it out, wipe it and add it back under its own id as a learner
     /// (see the README).
     /// Either way, wait for the catch-up.
     async fn damage_and_rejoin(&mut self, target: usize) {

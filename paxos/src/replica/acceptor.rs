@@ -170,7 +170,6 @@ impl Replica {
         ballot: Ballot,
         committed: Slot,
     ) {
-        self.note_release(ballot, committed);
         if ballot < self.promised {
             let promised = self.promised;
             self.send(from, Message::Nack { ballot, promised });

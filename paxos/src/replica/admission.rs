@@ -377,6 +377,7 @@ impl Replica {
                 | Message::Probe
                 | Message::ProbeReply { .. }
                 | Message::Nack { .. }
+                | Message::Release { .. }
         );
         let admitted = |node: NodeId| match self.standing(node) {
             Standing::Member => true,
@@ -471,7 +472,7 @@ impl Replica {
                 mine(*ballot)?;
                 increasing(kind, slots.iter().copied(), false)
             }
-            Message::Commit { ballot, committed } => {
+            Message::Commit { ballot, committed } | Message::Release { ballot, committed } => {
                 owned_by_sender(*ballot)?;
                 index_in_range(kind, *committed)
             }

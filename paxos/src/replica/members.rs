@@ -74,11 +74,11 @@ impl Replica {
 
     /// At the leader: a node outside every membership it may still act on
     /// has asked something; once that node is needed no more, it is told
-    /// so by a `Commit` announcing a commit index at or past the last slot
-    /// before the membership in effect. Only this release carries such an
-    /// index to it: while a leader's commit index is below that slot, the
-    /// node is still among the leader's peers, and once it is not, the
-    /// leader sends it nothing else (see `note_release`).
+    /// so by a [`Message::Release`] announcing a commit index at or past
+    /// the last slot before the membership in effect (see
+    /// `note_release`). A heartbeat never releases: a node removed and
+    /// added back hears heartbeats past its removal while its log still
+    /// replays it.
     pub(super) fn release(&mut self, node: NodeId) {
         if matches!(self.standing(node), Standing::Member) {
             return;
@@ -108,10 +108,10 @@ impl Replica {
             return;
         }
         let ballot = leader.ballot;
-        self.send(node, Message::Commit { ballot, committed });
+        self.send(node, Message::Release { ballot, committed });
     }
 
-    /// A `Commit` of `ballot` announcing `committed` arrived: if this node
+    /// A [`Message::Release`] of `ballot` announcing `committed` arrived: if this node
     /// was removed (it is out of the membership in effect and of the
     /// newest one) and the index reaches the slot before the membership in
     /// effect, it is the release (see `release`). Checked before the

@@ -349,6 +349,10 @@ impl Replica {
                 self.on_commit_ack(now, from, ballot, committed);
                 Ok(())
             }
+            Message::Release { ballot, committed } => {
+                self.note_release(ballot, committed);
+                Ok(())
+            }
             Message::Nack { ballot, promised } => {
                 self.on_nack(now, ballot, promised);
                 Ok(())

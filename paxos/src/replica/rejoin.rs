@@ -60,9 +60,9 @@ impl Rejoin {
 
 impl Replica {
     /// Any replica answers a probe with its promise and highest slot (and
-    /// a leader releases a removed node that is needed no more).
+    /// a leader releases a removed node that is needed no more, after the
+    /// reply: its ballot shows the node how far ballots have grown).
     pub(super) fn on_probe(&mut self, from: NodeId) {
-        self.release(from);
         let last_slot = self
             .log
             .keys()
@@ -79,6 +79,7 @@ impl Replica {
                 last_slot,
             },
         );
+        self.release(from);
     }
 
     /// A learner counts the reply (see the module docs); any node that

@@ -338,6 +338,7 @@ fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(ballot, slots)| Message::Accepted { ballot, slots }),
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::Commit { ballot, committed }),
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::CommitAck { ballot, committed }),
+        (ballot(), slot()).prop_map(|(ballot, committed)| Message::Release { ballot, committed }),
         (ballot(), ballot()).prop_map(|(ballot, promised)| Message::Nack { ballot, promised }),
         slot().prop_map(|from| Message::CatchupRequest { from }),
         entries().prop_map(|entries| Message::CatchupResponse { entries }),

@@ -556,3 +556,42 @@ fn a_change_is_proposed_only_once_every_slot_before_it_is_chosen() {
     assert_eq!(r.committed(), 1);
     assert!(reconfig(&ready), "{:?}", ready.messages);
 }
+
+/// Node 3 knows its removal (slot 1, in effect from slot 257) and nothing
+/// after it: the state of a removed node that was added back, whose log
+/// is still catching up to the membership that names it again.
+fn removed_n3_catching_up() -> Replica {
+    let ballot = b(1, N1);
+    let mut entries = BTreeMap::new();
+    let value = Value::Reconfig(Membership::of_voters([N1, N2]));
+    entries.insert(1, LogEntry { ballot, value });
+    for slot in 2..=CONFIG_DELAY {
+        let value = Value::Noop;
+        entries.insert(slot, LogEntry { ballot, value });
+    }
+    let state = JournalState {
+        promised: ballot,
+        committed: CONFIG_DELAY,
+        entries,
+        ..JournalState::default()
+    };
+    let n3 = replica_with(N3, state);
+    assert!(n3.has_left());
+    n3
+}
+
+#[test]
+fn a_leaders_heartbeat_past_a_nodes_removal_does_not_stop_it_only_a_release_does() {
+    let mut n3 = removed_n3_catching_up();
+    let ballot = b(1, N1);
+    let committed = 2 * CONFIG_DELAY;
+    let commit = Message::Commit { ballot, committed };
+    let _ = n3.handle(ms(1), env(N1, N3, commit)).unwrap();
+    assert!(
+        !n3.is_removed(),
+        "a heartbeat is for members, added back too"
+    );
+    let release = Message::Release { ballot, committed };
+    let _ = n3.handle(ms(2), env(N1, N3, release)).unwrap();
+    assert!(n3.is_removed());
+}
