@@ -82,9 +82,7 @@ impl Nemesis {
             self.violation(format!("n{id} lost its disk: removing it: {e}"));
             return false;
         }
-        let mut cluster = self.cluster.lock().await;
-        cluster.wipe(target);
-        drop(cluster);
+        self.cluster.lock().await.wipe(target);
         let since = Instant::now();
         if !self.add_and_promote(&ops, target, id, listen).await {
             return false;
