@@ -12,6 +12,13 @@ use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
 /// anything else a tool might add to the file later.
 const TABLE_PREFIX: &str = "trexlock.";
 
+/// redb's page cache. The file is read in full only when the journal
+/// opens (the replica keeps in memory what it serves), and a write
+/// touches a few pages of shallow trees, so a large cache buys nothing;
+/// redb's default (1 GiB) kept every page the integrity check read and
+/// every snapshot page written resident for the life of the process.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// No write larger than this goes through the write-ahead log: it is
 /// committed to the redb file directly, as is every write that carries a
 /// snapshot.
@@ -118,12 +125,15 @@ impl RedbJournal {
             crate::remove_if_present(&creating).map_err(|e| tables.redb_error(e))?;
             // A log beside no journal belongs to one deleted with it.
             crate::remove_if_present(&Wal::path_for(path)).map_err(|e| tables.redb_error(e))?;
-            Database::builder().create(&creating)
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&creating)
         } else {
             // Without the integrity check redb trusts a cleanly closed file
             // and may panic on one damaged since; with it, damage is an
             // error.
             Database::builder()
+                .set_cache_size(CACHE_BYTES)
                 .set_check_integrity_on_open(true)
                 .open(path)
         }
