@@ -302,8 +302,9 @@ async fn grow_replace_and_shrink_under_load_lose_nothing_and_grant_nothing_twice
     stops_on_its_own(&mut members, old).await;
     // Shrink 5 to 3, removing followers. A removed follower is stopped by
     // the operator, as the README says: once its removal is in effect
-    // nobody sends it the commits that would tell it so (a liveness gap
-    // of the core's), and until it knows, it still takes connections.
+    // nobody sends it the commits that would tell it so (only a probe of
+    // its own brings it its release), and until it knows, it still takes
+    // connections.
     for _ in 0..2 {
         let lead = leader(&members.servers(&voters)).await;
         let gone = *voters.iter().find(|v| **v != lead).unwrap();

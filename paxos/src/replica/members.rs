@@ -111,11 +111,12 @@ impl Replica {
         self.send(node, Message::Release { ballot, committed });
     }
 
-    /// A [`Message::Release`] of `ballot` announcing `committed` arrived: if this node
-    /// was removed (it is out of the membership in effect and of the
-    /// newest one) and the index reaches the slot before the membership in
-    /// effect, it is the release (see `release`). Checked before the
-    /// ballot: a removed node may have promised a ballot that never led.
+    /// A [`Message::Release`] of `ballot` announcing `committed` arrived:
+    /// if this node was removed (it is out of the membership in effect and
+    /// of the newest one) and the index reaches the slot before the
+    /// membership in effect, it is the release (see `release`). Checked
+    /// before the ballot: a removed node may have promised a ballot that
+    /// never led.
     pub(super) fn note_release(&mut self, ballot: Ballot, committed: Slot) {
         let me = self.cfg.node;
         let effective = self.governing(self.committed.saturating_add(1)).effective;
