@@ -1,43 +1,22 @@
-//! Frames on the wire: a 4-byte big-endian length (tokio-util's
-//! `LengthDelimitedCodec`) followed by the postcard encoding of one message.
+//! Frames on the wire: a 4-byte big-endian length (the layout of
+//! tokio-util's `LengthDelimitedCodec`) followed by the postcard encoding of
+//! one message.
 //!
 //! Decoding is strict: a payload must decode completely as the expected type
 //! with no byte left over, so a frame of another message type is rejected
 //! rather than half-read.
 
 use crate::error::CodecError;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
-use tokio_util::codec::{Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// The size of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// The largest `max_frame_bytes` the 4-byte length prefix can express.
 pub const MAX_FRAME_LIMIT: usize = u32::MAX as usize;
-
-fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_type::<u32>()
-        .max_frame_length(max_frame_bytes)
-        .new_codec()
-}
-
-/// Maps the codec's "frame too big" error (an `io::Error` wrapping a
-/// `LengthDelimitedCodecError`) to [`CodecError::Oversized`].
-fn from_codec_error(err: io::Error, max: usize) -> CodecError {
-    let oversized = err
-        .get_ref()
-        .is_some_and(|inner| inner.is::<LengthDelimitedCodecError>());
-    if oversized {
-        CodecError::Oversized { max }
-    } else {
-        CodecError::Io(err)
-    }
-}
 
 /// Decodes one frame payload (without its length prefix) as an `M`,
 /// guaranteeing that the whole payload was consumed.
@@ -52,15 +31,56 @@ pub fn decode_payload<M: DeserializeOwned>(payload: &[u8]) -> Result<M, CodecErr
 
 /// Appends `message` to `dst` as one length-prefixed frame, or leaves `dst`
 /// unchanged and fails if it cannot be encoded or exceeds `max_frame_bytes`.
+/// The message is encoded once, straight into `dst`.
 pub fn encode_frame<M: Serialize>(
     message: &M,
     max_frame_bytes: usize,
     dst: &mut BytesMut,
 ) -> Result<(), CodecError> {
-    let payload = postcard::to_stdvec(message).map_err(CodecError::Unencodable)?;
-    codec(max_frame_bytes)
-        .encode(payload.as_slice(), dst)
-        .map_err(|e| from_codec_error(e, max_frame_bytes))
+    let start = dst.len();
+    dst.put_u32(0);
+    let encoded = postcard::serialize_with_flavor(message, Append(dst));
+    let len = dst.len() - start - LENGTH_PREFIX_BYTES;
+    let prefix = match encoded {
+        Err(e) => Err(CodecError::Unencodable(e)),
+        Ok(()) => u32::try_from(len)
+            .ok()
+            .filter(|_| len <= max_frame_bytes)
+            .ok_or(CodecError::Oversized {
+                max: max_frame_bytes,
+            }),
+    };
+    match prefix {
+        Ok(prefix) => {
+            dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&prefix.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            dst.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// A postcard output that appends to a frame buffer.
+struct Append<'a>(&'a mut BytesMut);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.put_u8(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Splits a byte stream into frames and decodes each, exactly as a
@@ -256,6 +276,20 @@ mod tests {
             decode_frames::<Vec<u8>>(&buf, 50),
             Err(CodecError::Oversized { max: 50 })
         ));
+    }
+
+    #[test]
+    fn a_refused_frame_leaves_the_frames_before_it_intact() {
+        let mut buf = BytesMut::new();
+        encode_frame(&1u32, 50, &mut buf).unwrap();
+        let before = buf.clone();
+        assert!(matches!(
+            encode_frame(&vec![0u8; 100], 50, &mut buf),
+            Err(CodecError::Oversized { max: 50 })
+        ));
+        assert_eq!(buf, before);
+        encode_frame(&2u32, 50, &mut buf).unwrap();
+        assert_eq!(decode_frames::<u32>(&buf, 50).unwrap(), vec![1, 2]);
     }
 
     #[test]
