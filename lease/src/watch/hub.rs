@@ -90,7 +90,7 @@ impl WatchHub {
         // The history is in position order: skip to the first event after
         // the watcher's position.
         let start = self.history.partition_point(|e| e.position <= after);
-        let backlog = self.history.range(start..).cloned();
+        let backlog = self.history.range(start..);
         deliver(id, &mut watcher, backlog, out);
         self.watchers.insert(id, watcher);
     }
@@ -138,15 +138,17 @@ impl WatchHub {
                 event: event.clone(),
             });
         }
-        let fresh: Vec<WatchEvent> = self
-            .history
-            .range(first..)
-            .enumerate()
-            .filter(|(i, _)| !(skip_one && *i == 1 && slot.is_multiple_of(5)))
-            .map(|(_, e)| e.clone())
-            .collect();
-        for (id, watcher) in &mut self.watchers {
-            deliver(*id, watcher, fresh.iter().cloned(), out);
+        if !self.watchers.is_empty() {
+            let fresh: Vec<&WatchEvent> = self
+                .history
+                .range(first..)
+                .enumerate()
+                .filter(|(i, _)| !(skip_one && *i == 1 && slot.is_multiple_of(5)))
+                .map(|(_, e)| e)
+                .collect();
+            for (id, watcher) in &mut self.watchers {
+                deliver(*id, watcher, fresh.iter().copied(), out);
+            }
         }
         while self.history.len() > self.capacity || self.history_bytes > MAX_HISTORY_VALUE_BYTES {
             let Some(gone) = self.history.pop_front() else {
@@ -197,10 +199,10 @@ fn before(p: WatchPosition) -> WatchPosition {
 
 /// Sends `watcher` the events of `events` after its position that match
 /// its prefix, in batches that fit a client frame.
-fn deliver(
+fn deliver<'a>(
     id: WatchId,
     watcher: &mut Watcher,
-    events: impl Iterator<Item = WatchEvent>,
+    events: impl Iterator<Item = &'a WatchEvent>,
     out: &mut Deliveries,
 ) {
     let mut batch: Vec<WatchEvent> = Vec::new();
@@ -223,7 +225,7 @@ fn deliver(
         }
         watcher.after = e.position;
         bytes += size;
-        batch.push(e);
+        batch.push(e.clone());
     }
     if !batch.is_empty() {
         out.push((id, WatchDelivery::Events(batch)));
