@@ -353,7 +353,10 @@ fn main() -> ExitCode {
     // connections hand each message to one another, and on one thread each
     // hand-off is a queue push instead of a cross-thread wake-up (futex,
     // then the other thread's scheduling delay) on the request's path.
-    // Journal syncs run on their own thread and never block it.
+    // For the same reason a follower syncs its journal on this thread (the
+    // runtime serves the node alone; see `FollowerSync::InPlace` in the
+    // node's config); a leader syncs on the journal's own thread, so that
+    // its Accepts leave while its disk works.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

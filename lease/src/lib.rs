@@ -87,7 +87,8 @@ pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
 pub use node::{
-    Effect, JournalFile, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle, NodeStatus, Role,
+    Effect, FollowerSync, JournalFile, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle,
+    NodeStatus, Role,
 };
 #[cfg(feature = "sabotage")]
 pub use sabotage::Sabotage;

@@ -3,7 +3,7 @@
 //! the core returns. It decides nothing itself.
 
 use super::core::{Effect, NodeCore};
-use super::{Call, NodeStatus, Reply};
+use super::{Call, FollowerSync, NodeStatus, Reply};
 use crate::client::members::{self, MemberCall, MemberError};
 use crate::command::{ClientId, Outcome};
 use crate::error::NodeError;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use trexlock_paxos::NodeId;
+use trexlock_paxos::{JournalWrite, NodeId};
 
 /// Most inputs of one kind taken in one round, so that a flood of one
 /// kind cannot starve the others.
@@ -29,6 +29,7 @@ pub(super) struct Io {
     pub(super) inbox: Inbox,
     pub(super) calls: mpsc::Receiver<Call>,
     pub(super) status: watch::Sender<NodeStatus>,
+    pub(super) follower_sync: FollowerSync,
 }
 
 pub(super) struct NodeTask {
@@ -108,7 +109,7 @@ impl NodeTask {
                     None => return Err(NodeError::JournalThreadEnded),
                 },
                 call = self.io.calls.recv() => match call {
-                    Some(call) => self.on_call(call),
+                    Some(call) => self.on_call(call)?,
                     None => return Ok(()),
                 },
                 msg = self.io.inbox.recv() => {
@@ -130,7 +131,7 @@ impl NodeTask {
             // round's proposal and journal sync.
             for _ in 0..ROUND_INPUTS {
                 match self.io.calls.try_recv() {
-                    Ok(call) => self.on_call(call),
+                    Ok(call) => self.on_call(call)?,
                     Err(_) => break,
                 }
             }
@@ -159,43 +160,49 @@ impl NodeTask {
         }
     }
 
-    fn on_call(&mut self, call: Call) {
+    fn on_call(&mut self, call: Call) -> Result<(), NodeError> {
         match call {
             Call::Request { request, reply } => {
                 self.replies
                     .insert((request.client, request.request), reply);
                 self.core.request(self.now(), request);
                 // A request refused at admission is answered at once.
-                let _ = self.perform(Ok(()));
+                self.perform(Ok(()))
             }
             Call::Forget { client, request } => {
                 self.replies.remove(&(client, request));
                 self.core.forget(client, request);
+                Ok(())
             }
             Call::Members(call) => self.on_member_call(call),
-            Call::Shutdown { done } => self.shutdown = Some(done),
+            Call::Shutdown { done } => {
+                self.shutdown = Some(done);
+                Ok(())
+            }
             Call::Watch { id, request, sink } => {
                 self.watchers.insert(id, (sink, false));
                 self.core.watch(id, request);
-                let _ = self.perform(Ok(()));
+                self.perform(Ok(()))
             }
             Call::Unwatch { id } => {
                 self.watchers.remove(&id);
                 self.core.unwatch(id);
+                Ok(())
             }
         }
     }
 
-    fn on_member_call(&mut self, call: MemberCall) {
+    fn on_member_call(&mut self, call: MemberCall) -> Result<(), NodeError> {
         let now = self.now();
         match call {
             MemberCall::List { reply } => {
                 let _ = reply.send(Ok(members::list(&self.core, now)));
+                Ok(())
             }
             MemberCall::Change { change, reply } => {
                 let proposed = members::propose(&mut self.core, now, change);
                 let _ = reply.send(proposed.map_err(MemberError::Refused));
-                let _ = self.perform(Ok(()));
+                self.perform(Ok(()))
             }
         }
     }
@@ -204,22 +211,32 @@ impl NodeTask {
     /// them (a journal write waits for no other input), then passes on the
     /// input's result: even a step that stopped the node delivers what it
     /// had already decided.
-    fn perform(&mut self, result: Result<(), NodeError>) -> Result<(), NodeError> {
-        // Delivering to a watcher can give the core an input (it lags, or
-        // is gone), whose effects are performed in turn.
+    fn perform(&mut self, mut result: Result<(), NodeError>) -> Result<(), NodeError> {
+        // Delivering to a watcher, or a journal write made durable in
+        // place, can give the core an input, whose effects are performed
+        // in turn. The first failure is the one passed on.
         loop {
             let effects = self.core.take_effects();
             if effects.is_empty() {
                 return result;
             }
-            self.perform_all(effects);
+            let performed = self.perform_all(effects);
+            if result.is_ok() {
+                result = performed;
+            }
         }
     }
 
-    fn perform_all(&mut self, effects: Vec<Effect>) {
+    fn perform_all(&mut self, effects: Vec<Effect>) -> Result<(), NodeError> {
+        let mut result = Ok(());
         for effect in effects {
             match effect {
-                Effect::Persist { id, write } => self.io.worker.submit(id, write),
+                Effect::Persist { id, write } => {
+                    let persisted = self.persist(id, write);
+                    if result.is_ok() {
+                        result = persisted;
+                    }
+                }
                 Effect::Send { to, message } => self.io.network.send(self.node, to, message),
                 Effect::Answer {
                     client,
@@ -233,6 +250,29 @@ impl NodeTask {
                 Effect::Watch { id, delivery } => self.deliver_watch(id, delivery),
             }
         }
+        result
+    }
+
+    /// Hands a journal write to the journal thread, or, for a follower
+    /// configured with [`FollowerSync::InPlace`], makes it durable here and
+    /// tells the core at once. The core has at most one write outstanding,
+    /// so either way the writes reach the journal in order.
+    fn persist(&mut self, id: u64, write: JournalWrite) -> Result<(), NodeError> {
+        let in_place =
+            self.io.follower_sync == FollowerSync::InPlace && !self.core.replica().is_leader();
+        if !in_place {
+            self.io.worker.submit(id, write);
+            return Ok(());
+        }
+        let (result, took) = self
+            .io
+            .worker
+            .persist_here(&write)
+            .ok_or(NodeError::JournalThreadEnded)?;
+        result?;
+        self.metrics.journal_sync.observe(took);
+        let now = self.now();
+        self.core.synced(now, id)
     }
 
     /// Hands a watcher what the core decided it is owed; tells the core
