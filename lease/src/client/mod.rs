@@ -20,13 +20,12 @@ pub use session::{ClientCore, LeaseState, SessionState};
 
 use crate::command::{ClientId, HolderInfo, LeaseToken, Op, Outcome, Refusal, Stamp};
 use crate::error::LeaseError;
-use crate::node::{Call, NodeHandle, Reply};
+use crate::node::{AnswerSender, Call, NodeHandle, Reply};
 use crate::table::validate;
 use bytes::Bytes;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// How long a call waits for its answer by default. [`LeaseClient::acquire`]
 /// is bounded by its wait instead (see [`ACQUIRE_MARGIN`]).
@@ -418,7 +417,7 @@ impl LeaseClient {
             id: request.request,
             answered: false,
         };
-        let (reply, mut answers) = mpsc::channel(4);
+        let (reply, answer) = AnswerSender::new();
         self.inner
             .node
             .calls
@@ -428,19 +427,9 @@ impl LeaseClient {
             })
             .await
             .map_err(|_| self.inner.node.gone())?;
-        let mut queued = false;
-        let wait = async {
-            while let Some(outcome) = answers.recv().await {
-                if outcome == Outcome::Queued {
-                    queued = true;
-                } else {
-                    return Ok(outcome);
-                }
-            }
-            Err(self.inner.node.gone())
-        };
-        let outcome = match tokio::time::timeout(timeout, wait).await {
-            Ok(result) => result?,
+        let Answer { outcome, queued } = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => return Err(self.inner.node.gone()),
             Err(_) if self.inner.node.status().leader.is_none() => {
                 return Err(LeaseError::NoLeader);
             }

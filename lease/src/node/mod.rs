@@ -7,7 +7,7 @@ mod journal_file;
 mod task;
 
 pub use self::core::{Effect, MemberInfo, NodeCore, Role};
-use crate::client::LeaseClient;
+use crate::client::{Answer, LeaseClient};
 use crate::command::{ClientId, Outcome, Request};
 use crate::error::NodeError;
 use crate::journal_worker::JournalWorker;
@@ -166,8 +166,8 @@ impl NodeConfig {
 
 /// Where the answers to one request go.
 pub(crate) enum Reply {
-    /// A caller in this process, waiting on a channel.
-    Channel(mpsc::Sender<Outcome>),
+    /// A caller in this process, waiting for its final answer.
+    Channel(AnswerSender),
     /// A remote client: each answer is queued straight onto its
     /// connection, with no task in between. Returns false once the client
     /// is gone.
@@ -175,16 +175,46 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    /// Delivers one answer without waiting; false if the receiver is gone
-    /// (a full channel drops the answer, as the node never blocks).
-    pub(crate) fn send(&self, outcome: Outcome) -> bool {
+    /// Delivers one answer without waiting; false if the receiver is gone.
+    pub(crate) fn send(&mut self, outcome: Outcome) -> bool {
         match self {
-            Reply::Channel(tx) => !matches!(
-                tx.try_send(outcome),
-                Err(mpsc::error::TrySendError::Closed(_))
-            ),
+            Reply::Channel(tx) => tx.send(outcome),
             Reply::Remote(deliver) => deliver(outcome),
         }
+    }
+}
+
+/// The sending end of one call's answers: any number of
+/// [`Outcome::Queued`] (noted, not sent), then one final answer. A
+/// one-shot channel, because a call has exactly one final answer: it costs
+/// one small allocation where a queue costs a block of slots.
+pub(crate) struct AnswerSender {
+    tx: Option<oneshot::Sender<Answer>>,
+    queued: bool,
+}
+
+impl AnswerSender {
+    /// A sender, and the receiver its final answer arrives on.
+    pub(crate) fn new() -> (AnswerSender, oneshot::Receiver<Answer>) {
+        let (tx, rx) = oneshot::channel();
+        (
+            AnswerSender {
+                tx: Some(tx),
+                queued: false,
+            },
+            rx,
+        )
+    }
+
+    fn send(&mut self, outcome: Outcome) -> bool {
+        if outcome == Outcome::Queued {
+            self.queued = true;
+            return self.tx.as_ref().is_some_and(|tx| !tx.is_closed());
+        }
+        let queued = self.queued;
+        self.tx
+            .take()
+            .is_some_and(|tx| tx.send(Answer { outcome, queued }).is_ok())
     }
 }
 

@@ -314,7 +314,7 @@ impl NodeTask {
     fn deliver(&mut self, client: ClientId, request: u64, outcome: Outcome) {
         let key = (client, request);
         let final_answer = outcome != Outcome::Queued;
-        let Some(reply) = self.replies.get(&key) else {
+        let Some(reply) = self.replies.get_mut(&key) else {
             return;
         };
         if !reply.send(outcome) {

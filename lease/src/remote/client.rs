@@ -523,7 +523,7 @@ impl Link {
 
     fn answer(&mut self, key: (ClientId, u64), outcome: Outcome) {
         let last = outcome != Outcome::Queued;
-        if let Some(w) = self.waiting.get(&key) {
+        if let Some(w) = self.waiting.get_mut(&key) {
             let _ = w.reply.send(outcome);
         }
         if last {
