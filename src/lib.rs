@@ -124,11 +124,11 @@ pub use trexlock_journal::{JournalIdentity, LogJournal, RedbJournal};
 pub use trexlock_lease::client::ACQUIRE_MARGIN;
 pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeConfig};
 pub use trexlock_lease::{
-    ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
-    HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError, LeaseHandle,
-    LeaseSession, LeaseToken, ListPage, ListedHolder, ListedLease, MetricsSnapshot, Mode, Network,
-    Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal, SessionId, Stamp,
-    TryAcquire,
+    ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, FollowerSync,
+    GuardError, HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError,
+    LeaseHandle, LeaseSession, LeaseToken, ListPage, ListedHolder, ListedLease, MetricsSnapshot,
+    Mode, Network, Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal,
+    SessionId, Stamp, TryAcquire,
 };
 pub use trexlock_lease::{
     LeaderChange, LeaderChanges, Watch, WatchError, WatchEvent, WatchPosition,
