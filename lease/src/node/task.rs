@@ -220,10 +220,7 @@ impl NodeTask {
             if effects.is_empty() {
                 return result;
             }
-            let performed = self.perform_all(effects);
-            if result.is_ok() {
-                result = performed;
-            }
+            result = result.and(self.perform_all(effects));
         }
     }
 
@@ -231,12 +228,7 @@ impl NodeTask {
         let mut result = Ok(());
         for effect in effects {
             match effect {
-                Effect::Persist { id, write } => {
-                    let persisted = self.persist(id, write);
-                    if result.is_ok() {
-                        result = persisted;
-                    }
-                }
+                Effect::Persist { id, write } => result = result.and(self.persist(id, write)),
                 Effect::Send { to, message } => self.io.network.send(self.node, to, message),
                 Effect::Answer {
                     client,
