@@ -27,6 +27,11 @@
 //!   `FAILOVER system=trexlock recovery_ms=X`, the time from the kill to the
 //!   next successful acquire.
 //!
+//! After each case a `SYNC` line gives each node's journal syncs per
+//! second and their mean latency over the case (from the nodes' `/metrics`),
+//! the figure that explains most of the spread between runs on a disk whose
+//! flushes slow down after an idle gap (`cargo bench --bench flush`).
+//!
 //! Other options: `--journal redb|log` (default redb; results are reported
 //! as system `trexlock` or `trexlock-log`), `--bin PATH` (the `trexlock` binary; by default it is
 //! built with `cargo build --release -p trexlock-cli` and taken from this
@@ -44,6 +49,8 @@
 mod load;
 #[path = "support/processes.rs"]
 mod processes;
+#[path = "support/sync_meter.rs"]
+mod sync_meter;
 
 use load::{CpuMeter, Recorder, Settings, Window};
 use processes::{built_binary, connect, free_port};
@@ -52,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use sync_meter::SyncMeter;
 use trexlock::lease::remote::{self, RemoteConfig};
 use trexlock::lease::{LeaseClient, TryAcquire};
 
@@ -125,6 +133,7 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
         let nodes = Nodes::start(&bin, &settings)?;
         kill_on_signal(nodes.children.clone());
         let leader = nodes.leader().await?;
+        let syncs = SyncMeter::start(nodes.metrics.clone()).await;
         let bench = Bench {
             system,
             nodes: &nodes,
@@ -141,6 +150,7 @@ async fn run(settings: Settings, bin: PathBuf) -> Result<(), String> {
             "watch" => bench.watch(clients).await?,
             other => return Err(format!("unknown case {other:?}")),
         }
+        syncs.report(system, &case, clients).await;
         drop(nodes);
     }
     Ok(())
@@ -160,31 +170,37 @@ type Children = Arc<Mutex<Vec<Option<Child>>>>;
 struct Nodes {
     dir: tempfile::TempDir,
     addrs: Vec<SocketAddr>,
+    /// Where each node serves `/metrics`.
+    metrics: Vec<SocketAddr>,
     children: Children,
 }
 
 impl Nodes {
     fn start(bin: &Path, settings: &Settings) -> Result<Nodes, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
-            .collect::<Result<_, String>>()?;
+        let loopback = || -> Result<SocketAddr, String> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?)))
+        };
+        let addrs: Vec<SocketAddr> = (0..3).map(|_| loopback()).collect::<Result<_, String>>()?;
+        let metrics: Vec<SocketAddr> = (0..3).map(|_| loopback()).collect::<Result<_, String>>()?;
         let log_dir = settings
             .get("node-log")
             .map_or_else(|| dir.path().to_owned(), PathBuf::from);
         let nodes = Nodes {
             dir,
             addrs,
+            metrics,
             children: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..3 {
             let root = nodes.dir.path();
             let mut text = format!(
-                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\njournal = \"{}\"\n[peers]\n",
+                "cluster_id = \"{CLUSTER}\"\nnode_id = {}\nlisten = \"{}\"\ndata_dir = \"{}\"\njournal = \"{}\"\nmetrics_listen = \"{}\"\n[peers]\n",
                 i + 1,
                 nodes.addrs[i],
                 root.join(format!("n{}", i + 1)).display(),
                 settings.get("journal").unwrap_or("redb"),
+                nodes.metrics[i],
             );
             for (j, addr) in nodes.addrs.iter().enumerate().filter(|(j, _)| *j != i) {
                 text.push_str(&format!("{} = \"{addr}\"\n", j + 1));

@@ -14,8 +14,11 @@
 # it, and runs the same case against fresh three-node trexlock clusters.
 # The watch case: events per second delivered to 16 watchers of a prefix
 # (etcd's watch API against trexlock's watch) while 16 writers cycle.
-# Prints the RESULT lines of both systems (trexlock on its default redb
-# journal, and as trexlock-log on the append-only log journal), then
+# Prints first the disk's flush latency after an idle gap and back to back
+# (FLUSH lines, benches/flush.rs), then the RESULT lines of both systems
+# (trexlock on its default redb journal, and as trexlock-log on the
+# append-only log journal) with trexlock's SYNC lines (its nodes' journal
+# syncs per second and their mean latency in that case), then
 #   RATIO-LOG uncontended64=A contended=B p50_single=C watch16=D   (log journal)
 # and, last,
 #   RATIO uncontended64=A contended=B p50_single=C watch16=D
@@ -132,11 +135,13 @@ run_driver() {
   if ! wait "$pid"; then
     log "failed: $* ($(tail -n 3 "$out.err" | tr '\n' ' '))"
   fi
-  grep -E '^(RESULT|COST|FAILOVER)' "$out" || true
+  grep -E '^(RESULT|COST|FAILOVER|SYNC)' "$out" || true
   cat "$out" >>"$WORK/all.txt"
 }
 
 : >"$WORK/all.txt"
+log "the disk's flush latency (benches/flush.rs)"
+cargo bench --quiet --bench flush | grep -E '^FLUSH' || log "the flush bench failed"
 # shellcheck disable=SC2206 # the cases are words
 CASES=(${BENCH_CASES:-uncontended:1 uncontended:16 uncontended:64 contended:16 renew:64 renew_session:64 failover:16 watch:16})
 for case in "${CASES[@]}"; do
