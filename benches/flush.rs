@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench flush                  # 1 s per pattern
 //! cargo bench --bench flush -- --secs 3
+//! cargo bench --bench flush -- --keep-busy 120   # only flush back to back, 120 s
 //! ```
 //!
 //! Each pattern appends records of a typical 64-client batch (3 542 bytes,
@@ -23,6 +24,9 @@
 //! gap of a few hundred microseconds charges that much to every consensus
 //! round whose flushes find it idle; on such a device a closed-loop load's
 //! throughput depends on whether the nodes' flushes happen to keep it busy.
+//! `--keep-busy SECS` prints nothing and only flushes back to back for that
+//! long: run beside a benchmark, it shows what the benchmark measures on a
+//! device that never idles.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -45,29 +49,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn options() -> Result<Duration, String> {
-    let mut secs = 1.0_f64;
+/// What to do: measure each pattern for a span, or keep the disk busy.
+enum Mode {
+    Measure(Duration),
+    KeepBusy(Duration),
+}
+
+fn options() -> Result<Mode, String> {
+    let mut mode = Mode::Measure(Duration::from_secs(1));
     let mut args = std::env::args().skip(1);
+    let secs = |args: &mut dyn Iterator<Item = String>, name: &str| {
+        args.next()
+            .and_then(|v| v.parse().ok())
+            .filter(|s: &f64| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or(format!("{name} wants a positive number of seconds"))
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--secs" => {
-                secs = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
-                    .ok_or("--secs wants a positive number")?;
-            }
+            "--secs" => mode = Mode::Measure(secs(&mut args, "--secs")?),
+            "--keep-busy" => mode = Mode::KeepBusy(secs(&mut args, "--keep-busy")?),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             other => return Err(format!("unknown option {other:?}")),
         }
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(mode)
 }
 
-fn run(span: Duration) -> Result<(), String> {
+fn run(mode: Mode) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let file = zeroed(&dir.path().join("log"))?;
+    let span = match mode {
+        Mode::Measure(span) => span,
+        Mode::KeepBusy(span) => return flushes(&file, 0, span).map(drop),
+    };
     for gap_us in [0, 200, 1000] {
         report(gap_us, "idle", &flushes(&file, gap_us, span)?);
     }
