@@ -20,6 +20,11 @@ pub(crate) const NODE_ID_KEY: &str = "node_id";
 pub(crate) const PROMISED_KEY: &str = "promised";
 pub(crate) const COMMITTED_KEY: &str = "committed";
 pub(crate) const TRUNCATED_KEY: &str = "truncated";
+/// The slot of the snapshot in the snapshot table, so that deciding
+/// whether a new snapshot replaces it needs no read of the old one (tens
+/// of megabytes for a large table). A journal written before this key
+/// existed lacks it until its next snapshot: the old one is read instead.
+pub(crate) const SNAPSHOT_SLOT_KEY: &str = "snapshot_slot";
 /// The number of the newest commit, for the acknowledgement mark; written
 /// by the engines that keep a mark, absent (0) otherwise.
 pub(crate) const SEQUENCE_KEY: &str = "sequence";

@@ -2,7 +2,9 @@
 //! live in its own file ([`crate::RedbJournal`]) or next to an application's
 //! own tables and commit together with them.
 
-use crate::record::{self, COMMITTED_KEY, PROMISED_KEY, SEQUENCE_KEY, TRUNCATED_KEY};
+use crate::record::{
+    self, COMMITTED_KEY, PROMISED_KEY, SEQUENCE_KEY, SNAPSHOT_SLOT_KEY, TRUNCATED_KEY,
+};
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
     WriteTransaction,
@@ -49,8 +51,9 @@ impl fmt::Display for JournalIdentity {
 ///
 /// Layout (all values postcard-encoded): `{prefix}meta` maps
 /// `format_version`, `cluster_id`, `node_id`, `promised`, `committed`,
-/// `truncated` and (in a [`crate::RedbJournal`]) `sequence` to their
-/// values; `{prefix}snapshot` holds at most one
+/// `truncated`, `snapshot_slot` (the held snapshot's slot, so that a new
+/// snapshot is weighed without reading the old one) and (in a
+/// [`crate::RedbJournal`]) `sequence` to their values; `{prefix}snapshot` holds at most one
 /// [`Snapshot`] under the key `()`; `{prefix}entries` maps each slot to its
 /// [`LogEntry`].
 #[derive(Clone, Debug)]
@@ -184,19 +187,13 @@ impl JournalTables {
             self.write_meta(&mut meta, COMMITTED_KEY, &committed)?;
         }
         if let Some(snapshot) = &write.snapshot {
-            let mut snapshots = txn
-                .open_table(self.snapshot_def())
-                .map_err(|e| self.redb_error(e))?;
-            let current: Option<Snapshot> =
-                match snapshots.get(()).map_err(|e| self.redb_error(e))? {
-                    Some(bytes) => Some(self.decode(bytes.value(), "snapshot")?),
-                    None => None,
-                };
             // An older snapshot never replaces a newer one.
-            if current.is_none_or(|c| c.slot <= snapshot.slot) {
-                snapshots
-                    .insert((), self.encode(snapshot)?.as_slice())
-                    .map_err(|e| self.redb_error(e))?;
+            if self
+                .snapshot_slot(txn, &meta)?
+                .is_none_or(|slot| slot <= snapshot.slot)
+            {
+                self.insert_snapshot(txn, snapshot)?;
+                self.write_meta(&mut meta, SNAPSHOT_SLOT_KEY, &snapshot.slot)?;
             }
         }
         if let Some(upto) = write.truncate {
@@ -207,6 +204,56 @@ impl JournalTables {
                 self.write_meta(&mut meta, TRUNCATED_KEY, &upto)?;
             }
         }
+        Ok(())
+    }
+
+    /// The slot of the snapshot the journal holds, if it holds one.
+    fn snapshot_slot(
+        &self,
+        txn: &WriteTransaction,
+        meta: &redb::Table<'_, &'static str, &'static [u8]>,
+    ) -> Result<Option<Slot>, JournalError> {
+        if let Some(bytes) = meta
+            .get(SNAPSHOT_SLOT_KEY)
+            .map_err(|e| self.redb_error(e))?
+        {
+            return self.decode(bytes.value(), SNAPSHOT_SLOT_KEY).map(Some);
+        }
+        let snapshots = txn
+            .open_table(self.snapshot_def())
+            .map_err(|e| self.redb_error(e))?;
+        let current = snapshots.get(()).map_err(|e| self.redb_error(e))?;
+        current
+            .map(|bytes| self.decode::<Snapshot>(bytes.value(), "snapshot"))
+            .transpose()
+            .map(|s| s.map(|s| s.slot))
+    }
+
+    /// Stores `snapshot`, encoded straight into the space redb reserves for
+    /// it: a snapshot is the largest value a journal writes, and encoding
+    /// it into a buffer first would hold it in memory once more.
+    fn insert_snapshot(
+        &self,
+        txn: &WriteTransaction,
+        snapshot: &Snapshot,
+    ) -> Result<(), JournalError> {
+        let storage = |e: postcard::Error| JournalError::Storage {
+            path: self.path.clone(),
+            source: Box::new(e),
+        };
+        let len = postcard::serialize_with_flavor(snapshot, postcard::ser_flavors::Size::default())
+            .map_err(storage)?;
+        // Emptied by deleting the table, which frees the old snapshot's
+        // pages unread; replacing the value in place reads them back.
+        txn.delete_table(self.snapshot_def())
+            .map_err(|e| self.redb_error(e))?;
+        let mut snapshots = txn
+            .open_table(self.snapshot_def())
+            .map_err(|e| self.redb_error(e))?;
+        let mut value = snapshots
+            .insert_reserve((), len)
+            .map_err(|e| self.redb_error(e))?;
+        postcard::to_slice(snapshot, value.as_mut()).map_err(storage)?;
         Ok(())
     }
 
@@ -306,5 +353,59 @@ impl JournalTables {
         meta.insert(key, self.encode(value)?.as_slice())
             .map_err(|e| self.redb_error(e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{Database, ReadableDatabase};
+
+    fn snapshot(slot: Slot) -> Snapshot {
+        Snapshot {
+            slot,
+            data: vec![7; 16].into(),
+        }
+    }
+
+    #[test]
+    fn without_the_snapshot_slot_key_an_older_snapshot_still_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("app.redb");
+        let db = Database::create(&path).expect("database");
+        let tables = JournalTables::new("journal_", &path);
+        let commit = |f: &dyn Fn(&WriteTransaction)| {
+            let txn = db.begin_write().expect("write transaction");
+            f(&txn);
+            txn.commit().expect("commit");
+        };
+        let write_snapshot = |slot| {
+            commit(&|txn| {
+                let write = JournalWrite {
+                    snapshot: Some(snapshot(slot)),
+                    ..JournalWrite::default()
+                };
+                tables.write(txn, &write).expect("write");
+            });
+        };
+        let held = || {
+            let txn = db.begin_read().expect("read transaction");
+            tables.load(&txn).expect("load").snapshot.map(|s| s.slot)
+        };
+        commit(&|txn| {
+            tables
+                .create_or_check(txn, &JournalIdentity::new("c", NodeId(1)))
+                .expect("create");
+        });
+        write_snapshot(20);
+        // As a journal written before the key existed holds it.
+        commit(&|txn| {
+            let mut meta = txn.open_table(tables.meta_def()).expect("meta");
+            meta.remove(SNAPSHOT_SLOT_KEY).expect("remove");
+        });
+        write_snapshot(15);
+        assert_eq!(held(), Some(20));
+        write_snapshot(30);
+        assert_eq!(held(), Some(30));
     }
 }

@@ -52,7 +52,8 @@ type Outcome = Result<(), String>;
 /// same handle; entries load in slot order and the later of two votes for
 /// a slot wins; an unchosen slot can be overwritten; the stored promise is
 /// the latest one; everything survives close and reopen; a snapshot plus
-/// truncation deletes exactly the covered entries (compaction); a merged
+/// truncation deletes exactly the covered entries (compaction); an older
+/// snapshot never replaces a newer one; a merged
 /// write (group commit) equals its parts; an empty write changes nothing;
 /// and long random write sequences, with reopens, match the reference
 /// model.
@@ -62,7 +63,7 @@ where
     O: FnMut() -> Result<J, JournalError>,
 {
     type Property<J> = fn(&mut Harness<'_, J>) -> Outcome;
-    let properties: [(&str, Property<J>); 10] = [
+    let properties: [(&str, Property<J>); 11] = [
         (
             "a_fresh_journal_loads_the_empty_state",
             a_fresh_journal_loads_the_empty_state,
@@ -90,6 +91,10 @@ where
         (
             "snapshot_and_truncation_delete_exactly_the_covered_entries",
             snapshot_and_truncation_delete_exactly_the_covered_entries,
+        ),
+        (
+            "an_older_snapshot_never_replaces_a_newer_one",
+            an_older_snapshot_never_replaces_a_newer_one,
         ),
         (
             "a_merged_write_equals_its_parts_in_order",
@@ -406,6 +411,27 @@ fn snapshot_and_truncation_delete_exactly_the_covered_entries<J: Journal>(
     h.persist(&entries(&[(101, vote(2, "after the snapshot"))]))?;
     h.reopen();
     h.expect_model("after compaction and reopen")
+}
+
+fn an_older_snapshot_never_replaces_a_newer_one<J: Journal>(h: &mut Harness<'_, J>) -> Outcome {
+    h.persist(&JournalWrite {
+        snapshot: Some(snapshot(20, "state at 20")),
+        ..JournalWrite::default()
+    })?;
+    // A snapshot installed late from a peer, older than the one held.
+    h.persist(&JournalWrite {
+        snapshot: Some(snapshot(15, "state at 15")),
+        ..JournalWrite::default()
+    })?;
+    h.expect_model("after an older snapshot")?;
+    h.reopen();
+    h.expect_model("after an older snapshot and reopen")?;
+    h.persist(&JournalWrite {
+        snapshot: Some(snapshot(30, "state at 30")),
+        ..JournalWrite::default()
+    })?;
+    h.reopen();
+    h.expect_model("after a newer snapshot and reopen")
 }
 
 fn a_merged_write_equals_its_parts_in_order<J: Journal>(h: &mut Harness<'_, J>) -> Outcome {
