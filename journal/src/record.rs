@@ -107,8 +107,12 @@ pub(crate) fn next_sequence(path: &Path, sequence: u64) -> Result<u64, JournalEr
     })
 }
 
-/// An I/O failure of the journal at `path`: not damage to the file.
-pub(crate) fn storage(path: &Path, e: std::io::Error) -> JournalError {
+/// A failure to read, write or encode for the journal at `path`: not
+/// damage to the file.
+pub(crate) fn storage(
+    path: &Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> JournalError {
     JournalError::Storage {
         path: path.to_path_buf(),
         source: Box::new(e),
@@ -126,10 +130,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     path: &Path,
     value: &T,
 ) -> Result<Vec<u8>, JournalError> {
-    postcard::to_allocvec(value).map_err(|e| JournalError::Storage {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })
+    postcard::to_allocvec(value).map_err(|e| storage(path, e))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(

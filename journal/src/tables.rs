@@ -53,9 +53,9 @@ impl fmt::Display for JournalIdentity {
 /// `format_version`, `cluster_id`, `node_id`, `promised`, `committed`,
 /// `truncated`, `snapshot_slot` (the held snapshot's slot, so that a new
 /// snapshot is weighed without reading the old one) and (in a
-/// [`crate::RedbJournal`]) `sequence` to their values; `{prefix}snapshot` holds at most one
-/// [`Snapshot`] under the key `()`; `{prefix}entries` maps each slot to its
-/// [`LogEntry`].
+/// [`crate::RedbJournal`]) `sequence` to their values; `{prefix}snapshot`
+/// holds at most one [`Snapshot`] under the key `()`; `{prefix}entries`
+/// maps each slot to its [`LogEntry`].
 #[derive(Clone, Debug)]
 pub struct JournalTables {
     meta: String,
@@ -237,10 +237,7 @@ impl JournalTables {
         txn: &WriteTransaction,
         snapshot: &Snapshot,
     ) -> Result<(), JournalError> {
-        let storage = |e: postcard::Error| JournalError::Storage {
-            path: self.path.clone(),
-            source: Box::new(e),
-        };
+        let storage = |e| record::storage(&self.path, e);
         let len = postcard::serialize_with_flavor(snapshot, postcard::ser_flavors::Size::default())
             .map_err(storage)?;
         // Emptied by deleting the table, which frees the old snapshot's
