@@ -146,6 +146,7 @@ impl JournalTables {
             Some(bytes) => Some(self.decode::<Snapshot>(bytes.value(), "snapshot")?),
             None => None,
         };
+        self.check_snapshot_slot(&meta, snapshot.as_ref())?;
         let mut entries = std::collections::BTreeMap::new();
         for row in table.iter().map_err(|e| self.redb_error(e))? {
             let (slot, bytes) = row.map_err(|e| self.redb_error(e))?;
@@ -227,6 +228,33 @@ impl JournalTables {
             .map(|bytes| self.decode::<Snapshot>(bytes.value(), "snapshot"))
             .transpose()
             .map(|s| s.map(|s| s.slot))
+    }
+
+    /// Refuses as corrupt a journal whose recorded snapshot slot is not the
+    /// slot of the snapshot it holds: a damaged record would otherwise
+    /// decide, at the next snapshot, whether that snapshot is kept.
+    fn check_snapshot_slot(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<(), JournalError> {
+        let Some(bytes) = meta
+            .get(SNAPSHOT_SLOT_KEY)
+            .map_err(|e| self.redb_error(e))?
+        else {
+            return Ok(());
+        };
+        let recorded: Slot = self.decode(bytes.value(), SNAPSHOT_SLOT_KEY)?;
+        match snapshot {
+            Some(s) if s.slot == recorded => Ok(()),
+            held => Err(record::corrupt(
+                &self.path,
+                format!(
+                    "{SNAPSHOT_SLOT_KEY} records slot {recorded} but the snapshot held is {:?}",
+                    held.map(|s| s.slot)
+                ),
+            )),
+        }
     }
 
     /// Stores `snapshot`, encoded straight into the space redb reserves for
@@ -366,7 +394,7 @@ mod tests {
     }
 
     #[test]
-    fn without_the_snapshot_slot_key_an_older_snapshot_still_never_replaces_a_newer_one() {
+    fn the_recorded_snapshot_slot_is_optional_and_checked_against_the_snapshot() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("app.redb");
         let db = Database::create(&path).expect("database");
@@ -404,5 +432,18 @@ mod tests {
         assert_eq!(held(), Some(20));
         write_snapshot(30);
         assert_eq!(held(), Some(30));
+        // A recorded slot that disagrees with the snapshot is damage.
+        commit(&|txn| {
+            let mut meta = txn.open_table(tables.meta_def()).expect("meta");
+            let damaged = postcard::to_allocvec(&31u64).expect("encode");
+            meta.insert(SNAPSHOT_SLOT_KEY, damaged.as_slice())
+                .expect("insert");
+        });
+        let txn = db.begin_read().expect("read transaction");
+        let refused = tables.load(&txn);
+        assert!(
+            matches!(refused, Err(JournalError::Corrupt { .. })),
+            "{refused:?}"
+        );
     }
 }

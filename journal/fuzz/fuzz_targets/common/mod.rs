@@ -130,10 +130,18 @@ pub fn check(open: Open, name: &str, file: &[u8], mark: Option<&[u8]>, untouched
         }
         Err(_) => {}
         Ok((mut journal, mut state)) => {
+            // A promise and a snapshot newer than any held: a journal that
+            // opened must take both (the snapshot write reads what the
+            // journal records of the snapshot it holds).
+            let newer = state.snapshot.as_ref().map_or(1, |s| s.slot.saturating_add(1));
             let write = JournalWrite {
                 promised: Some(Ballot {
                     counter: u64::MAX,
                     node: NodeId(9),
+                }),
+                snapshot: Some(Snapshot {
+                    slot: newer,
+                    data: vec![1, 2, 3].into(),
                 }),
                 ..JournalWrite::default()
             };
