@@ -214,11 +214,8 @@ impl JournalTables {
         txn: &WriteTransaction,
         meta: &redb::Table<'_, &'static str, &'static [u8]>,
     ) -> Result<Option<Slot>, JournalError> {
-        if let Some(bytes) = meta
-            .get(SNAPSHOT_SLOT_KEY)
-            .map_err(|e| self.redb_error(e))?
-        {
-            return self.decode(bytes.value(), SNAPSHOT_SLOT_KEY).map(Some);
+        if let Some(slot) = self.read_optional_meta(meta, SNAPSHOT_SLOT_KEY)? {
+            return Ok(Some(slot));
         }
         let snapshots = txn
             .open_table(self.snapshot_def())
@@ -238,13 +235,9 @@ impl JournalTables {
         meta: &impl ReadableTable<&'static str, &'static [u8]>,
         snapshot: Option<&Snapshot>,
     ) -> Result<(), JournalError> {
-        let Some(bytes) = meta
-            .get(SNAPSHOT_SLOT_KEY)
-            .map_err(|e| self.redb_error(e))?
-        else {
+        let Some(recorded) = self.read_optional_meta::<Slot>(meta, SNAPSHOT_SLOT_KEY)? else {
             return Ok(());
         };
-        let recorded: Slot = self.decode(bytes.value(), SNAPSHOT_SLOT_KEY)?;
         match snapshot {
             Some(s) if s.slot == recorded => Ok(()),
             held => Err(record::corrupt(
@@ -288,10 +281,7 @@ impl JournalTables {
         let meta = txn
             .open_table(self.meta_def())
             .map_err(|e| self.redb_error(e))?;
-        match meta.get(SEQUENCE_KEY).map_err(|e| self.redb_error(e))? {
-            Some(bytes) => self.decode(bytes.value(), SEQUENCE_KEY),
-            None => Ok(0),
-        }
+        Ok(self.read_optional_meta(&meta, SEQUENCE_KEY)?.unwrap_or(0))
     }
 
     /// Records in `txn` that it is commit number `sequence`.
@@ -363,9 +353,19 @@ impl JournalTables {
         meta: &impl ReadableTable<&'static str, &'static [u8]>,
         key: &str,
     ) -> Result<T, JournalError> {
+        self.read_optional_meta(meta, key)?
+            .ok_or_else(|| self.missing(key))
+    }
+
+    /// The value under `key`, or `None` for a key the journal may lack.
+    fn read_optional_meta<T: DeserializeOwned>(
+        &self,
+        meta: &impl ReadableTable<&'static str, &'static [u8]>,
+        key: &str,
+    ) -> Result<Option<T>, JournalError> {
         match meta.get(key).map_err(|e| self.redb_error(e))? {
-            Some(bytes) => self.decode(bytes.value(), key),
-            None => Err(self.missing(key)),
+            Some(bytes) => self.decode(bytes.value(), key).map(Some),
+            None => Ok(None),
         }
     }
 
