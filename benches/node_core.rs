@@ -12,8 +12,8 @@
 //!
 //! The time per request here is the part of the cluster benchmark's
 //! round that belongs to the node cores across all three nodes (it leaves
-//! out sockets, the tokio shells, the client and the disk, and it runs on
-//! the system allocator where the `trexlock` binary uses mimalloc), so it moves
+//! out sockets, the tokio shells, the client and the disk; it allocates
+//! with mimalloc, as the `trexlock` binary does), so it moves
 //! when a change to the cores' per-request work does, on a machine too
 //! noisy for the cluster benchmark to show it.
 
@@ -25,6 +25,9 @@ use trexlock::lease::command::{ClientId, LeaseToken, Op, Outcome, Request, Stamp
 use trexlock::lease::network::PeerMessage;
 use trexlock::lease::node::{Effect, NodeConfig, NodeCore};
 use trexlock::paxos::{JournalState, NodeId};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const NODES: usize = 3;
 
