@@ -146,8 +146,10 @@ pub struct NodeCore {
     leader_clock: Option<LeaderClock>,
     known_leader: Option<NodeId>,
     /// Ordered, so that the same inputs give the same effects in the same
-    /// order (retries and re-routing walk it).
-    pending: BTreeMap<(ClientId, u64), Pending>,
+    /// order (retries and re-routing walk it). Boxed: a B-tree shifts its
+    /// values on every insert and remove, and a request is far larger
+    /// than a pointer.
+    pending: BTreeMap<(ClientId, u64), Box<Pending>>,
     to_propose: Vec<Bytes>,
     /// Table time for which a tick was last proposed.
     tick_proposed_for: Option<u64>,

@@ -89,13 +89,13 @@ impl NodeCore {
         let expires = self.now + wait_of(&request) + PENDING_GRACE;
         self.pending.insert(
             key,
-            Pending {
+            Box::new(Pending {
                 request,
                 arrived: self.now,
                 routed_at: None,
                 queued: false,
                 expires,
-            },
+            }),
         );
         self.route(key);
     }
