@@ -19,12 +19,13 @@
 # (trexlock on its default redb journal, and as trexlock-log on the
 # append-only log journal) with trexlock's SYNC lines (its nodes' journal
 # syncs per second and their mean latency in that case), then
-#   RATIO-LOG uncontended64=A contended=B p50_single=C watch16=D   (log journal)
+#   RATIO-LOG uncontended64=A contended=B p50_single=C watch16=D renew64=E   (log journal)
 # and, last,
-#   RATIO uncontended64=A contended=B p50_single=C watch16=D
+#   RATIO uncontended64=A contended=B p50_single=C watch16=D renew64=E
 # (throughputs trexlock over etcd, contended against etcd's key-value
 # queue; p50_single is etcd's single-client acquire p50 over trexlock's;
-# watch16 is events delivered per second to 16 watchers).
+# watch16 is events delivered per second to 16 watchers; renew64 is
+# trexlock's durable renewals of 64 leases over etcd's keep-alives).
 # Every process it starts is stopped by pid, on success, failure or signal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -173,7 +174,8 @@ ratios() { # system
   echo "uncontended64=$(ratio "$(field "$1" uncontended 64 ops_per_s)" "$(field etcd uncontended 64 ops_per_s)")" \
     "contended=$(ratio "$(field "$1" contended 16 ops_per_s)" "$(field etcd contended_kv 16 ops_per_s)")" \
     "p50_single=$(ratio "$(field etcd acquire 1 p50_us)" "$(field "$1" acquire 1 p50_us)")" \
-    "watch16=$(ratio "$(field "$1" watch 16 ops_per_s)" "$(field etcd watch 16 ops_per_s)")"
+    "watch16=$(ratio "$(field "$1" watch 16 ops_per_s)" "$(field etcd watch 16 ops_per_s)")" \
+    "renew64=$(ratio "$(field "$1" renew 64 ops_per_s)" "$(field etcd renew 64 ops_per_s)")"
 }
 # The default (redb) journal's line is the last, as the issue specifies.
 echo "RATIO-LOG $(ratios trexlock-log)"
