@@ -244,4 +244,12 @@ impl<Req: Serialize, Resp: DeserializeOwned> ClientConnection<Req, Resp> {
     pub async fn recv(&mut self) -> Result<Option<Resp>, TransportError> {
         Ok(self.conn.next().await?)
     }
+
+    /// The next reply if it has already arrived whole, else `None`,
+    /// without waiting: replies sent together arrive in one read, and
+    /// after [`ClientConnection::recv`] returns the first, the others can
+    /// be taken at once. A malformed frame is an error, as in `recv`.
+    pub fn try_recv(&mut self) -> Result<Option<Resp>, TransportError> {
+        Ok(self.conn.next_buffered()?)
+    }
 }

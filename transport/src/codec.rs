@@ -200,6 +200,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             .transpose()
     }
 
+    /// The next message if a whole frame of it is already buffered, else
+    /// `None`; never reads the socket, so a reader that just got one
+    /// message can take the rest of the same read without waiting again.
+    pub(crate) fn next_buffered<M: DeserializeOwned>(&mut self) -> Result<Option<M>, CodecError> {
+        self.decoder
+            .next_payload(&mut self.buf, false)?
+            .map(|payload| decode_payload(&payload))
+            .transpose()
+    }
+
     /// The next frame's payload, undecoded (cancel-safe like `next`).
     pub(crate) async fn next_raw(&mut self) -> Result<Option<BytesMut>, CodecError> {
         loop {

@@ -44,6 +44,30 @@ async fn a_client_request_is_answered_on_its_connection() {
 }
 
 #[tokio::test]
+async fn replies_that_arrived_together_are_taken_in_order_without_waiting() {
+    let mut nodes = cluster(2, |_| {}).await;
+    let node = nodes[0].transport.clone();
+    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
+        .await
+        .unwrap();
+    // Nothing has arrived: no reply, and no wait.
+    assert_eq!(client.try_recv().unwrap(), None);
+    client.send(&Msg::Ping(0)).await.unwrap();
+    let (id, _) = nodes[0].inbound.clients.recv().await.unwrap();
+    for i in 0..20 {
+        node.reply(id, Msg::Ping(i)).unwrap();
+    }
+    // Let every frame reach the client's socket, so that one read takes
+    // them all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(client.recv().await.unwrap(), Some(Msg::Ping(0)));
+    for i in 1..20 {
+        assert_eq!(client.try_recv().unwrap(), Some(Msg::Ping(i)));
+    }
+    assert_eq!(client.try_recv().unwrap(), None);
+}
+
+#[tokio::test]
 async fn queued_requests_leave_in_order_with_one_flush() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();

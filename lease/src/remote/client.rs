@@ -401,35 +401,75 @@ impl Link {
                     Some(call) => {
                         // Everything the session's callers have queued
                         // meanwhile leaves in the same write.
-                        let mut requests: Vec<ClientMessage> = self.take(call).into_iter().collect();
-                        while requests.len() < MAX_REQUESTS_PER_WRITE {
+                        self.queue(call);
+                        for _ in 1..MAX_REQUESTS_PER_WRITE {
                             match calls.try_recv() {
-                                Ok(call) => requests.extend(self.take(call)),
+                                Ok(call) => self.queue(call),
                                 Err(_) => break,
                             }
                         }
-                        self.send_all(requests).await;
+                        self.flush().await;
                     }
                     None => return,
                 },
-                reply = conn.recv() => match reply {
-                    Ok(Some(NodeReply::Outcome { client, request, outcome })) => {
-                        if outcome == Outcome::Refused(Refusal::Removed) && self.elsewhere() {
-                            // Every request waiting goes to the next server.
-                            self.conn = None;
-                        } else {
-                            self.answer((client, request), outcome);
+                reply = conn.recv() => {
+                    self.on_reply(reply).await;
+                    // The rest of the same read, without going back to
+                    // `select!` for each reply.
+                    while let Some(conn) = self.conn.as_mut() {
+                        match conn.try_recv() {
+                            Ok(None) => break,
+                            reply => self.on_reply(reply).await,
                         }
                     }
-                    Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
-                    Ok(Some(NodeReply::Watch { watch, delivery })) => {
-                        if let Some(unwatch) = self.deliver_watch(WatchId(watch), delivery) {
-                            self.send_all(vec![unwatch]).await;
-                        }
-                    }
-                    Ok(None) | Err(_) => self.conn = None,
-                },
+                }
             }
+        }
+    }
+
+    /// Records a call and queues its message, if any, on the connection
+    /// (an unencodable one stays unanswered and its caller times out, as
+    /// in [`Link::send_all`]).
+    fn queue(&mut self, call: Call) {
+        if let Some(message) = self.take(call)
+            && let Some(conn) = &mut self.conn
+        {
+            let _ = conn.queue(&message);
+        }
+    }
+
+    /// Writes what [`Link::queue`] queued; drops the connection if that
+    /// failed.
+    async fn flush(&mut self) {
+        if let Some(conn) = &mut self.conn
+            && conn.flush().await.is_err()
+        {
+            self.conn = None;
+        }
+    }
+
+    /// Handles one reply from the node (or the connection's end).
+    async fn on_reply(&mut self, reply: Result<Option<NodeReply>, TransportError>) {
+        match reply {
+            Ok(Some(NodeReply::Outcome {
+                client,
+                request,
+                outcome,
+            })) => {
+                if outcome == Outcome::Refused(Refusal::Removed) && self.elsewhere() {
+                    // Every request waiting goes to the next server.
+                    self.conn = None;
+                } else {
+                    self.answer((client, request), outcome);
+                }
+            }
+            Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
+            Ok(Some(NodeReply::Watch { watch, delivery })) => {
+                if let Some(unwatch) = self.deliver_watch(WatchId(watch), delivery) {
+                    self.send_all(vec![unwatch]).await;
+                }
+            }
+            Ok(None) | Err(_) => self.conn = None,
         }
     }
 
