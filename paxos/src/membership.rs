@@ -418,37 +418,118 @@ impl History {
 /// build without membership changes.
 const FRAME_MAGIC: &[u8; 8] = b"TXMEMB01";
 
-#[derive(Serialize, Deserialize)]
-struct Frame {
-    epochs: Vec<Epoch>,
-    data: Bytes,
+/// The frame's layout, as written: the history, then the application's
+/// data as a byte string.
+#[derive(Serialize)]
+struct Frame<'a> {
+    epochs: &'a [Epoch],
+    #[serde(with = "serde_bytes_slice")]
+    data: &'a [u8],
 }
 
-/// The snapshot data a replica stores and sends: its membership history
-/// as of the snapshot's slot around the application's data.
-pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
-    let mut out = FRAME_MAGIC.to_vec();
-    // Encoding a struct of plain data into a Vec cannot fail.
-    if let Ok(encoded) = postcard::to_allocvec(&Frame { epochs, data }) {
-        out.extend_from_slice(&encoded);
+/// The same layout as read: the data is borrowed from the framed bytes,
+/// so that unframing a snapshot of tens of megabytes copies none of it.
+#[derive(Deserialize)]
+struct FrameRef<'a> {
+    epochs: Vec<Epoch>,
+    #[serde(borrow)]
+    data: &'a [u8],
+}
+
+/// Serializes a byte slice as a byte string (postcard: a length, then the
+/// bytes), as `Bytes` is, rather than as a sequence of numbers.
+mod serde_bytes_slice {
+    pub(super) fn serialize<S: serde::Serializer>(data: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(data)
     }
-    Bytes::from(out)
+}
+
+/// Bytes a postcard length prefix takes at most.
+const MAX_LENGTH_PREFIX: usize = 10;
+
+/// The snapshot data a replica stores and sends: its membership history
+/// as of the snapshot's slot around the application's data. The data is
+/// copied once, into a buffer of the final size.
+pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
+    // Encoding plain data into a Vec cannot fail.
+    let history = postcard::to_allocvec(&epochs).map_or(0, |h| h.len());
+    let mut out = Vec::with_capacity(FRAME_MAGIC.len() + history + MAX_LENGTH_PREFIX + data.len());
+    out.extend_from_slice(FRAME_MAGIC);
+    let frame = Frame {
+        epochs: &epochs,
+        data: &data,
+    };
+    match postcard::to_extend(&frame, out) {
+        Ok(out) => Bytes::from(out),
+        Err(_) => Bytes::from_static(FRAME_MAGIC),
+    }
 }
 
 /// Splits framed snapshot data into the history and the application's
-/// data; `Ok(None)` for unframed (older) data; `Err` for a frame that does
-/// not decode or holds an invalid membership.
+/// data (a view of `data`, not a copy); `Ok(None)` for unframed (older)
+/// data; `Err` for a frame that does not decode or holds an invalid
+/// membership.
 pub(crate) fn unframe(data: &Bytes) -> Result<Option<(History, Bytes)>, String> {
     let Some(body) = data.strip_prefix(FRAME_MAGIC.as_slice()) else {
         return Ok(None);
     };
-    let frame: Frame = postcard::from_bytes(body).map_err(|e| format!("snapshot frame: {e}"))?;
+    let frame: FrameRef<'_> =
+        postcard::from_bytes(body).map_err(|e| format!("snapshot frame: {e}"))?;
     if let Some(bad) = frame.epochs.iter().find(|e| e.membership.check().is_err()) {
         return Err(format!(
             "snapshot frame: membership effective at {} is invalid",
             bad.effective
         ));
     }
+    let app = data.slice_ref(frame.data);
     let history = History::from_epochs(frame.epochs).ok_or("snapshot frame: no membership")?;
-    Ok(Some((history, frame.data)))
+    Ok(Some((history, app)))
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::*;
+
+    fn epochs() -> Vec<Epoch> {
+        vec![Epoch {
+            chosen_at: 3,
+            effective: 3 + crate::CONFIG_DELAY,
+            membership: Membership::of_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        }]
+    }
+
+    #[test]
+    fn a_frame_has_the_layout_earlier_builds_wrote_and_read() {
+        // What every earlier build wrote: the magic, then a postcard
+        // struct of the history and the data as owned bytes.
+        #[derive(Serialize)]
+        struct Owned {
+            epochs: Vec<Epoch>,
+            data: Bytes,
+        }
+        let data = Bytes::from((0..=255u8).cycle().take(700).collect::<Vec<_>>());
+        let mut earlier = FRAME_MAGIC.to_vec();
+        earlier.extend(
+            postcard::to_allocvec(&Owned {
+                epochs: epochs(),
+                data: data.clone(),
+            })
+            .unwrap(),
+        );
+        assert_eq!(frame(epochs(), data.clone()).as_ref(), earlier.as_slice());
+        let (_, unframed) = unframe(&Bytes::from(earlier)).unwrap().unwrap();
+        assert_eq!(unframed, data);
+    }
+
+    #[test]
+    fn unframed_data_is_a_view_of_the_frame_not_a_copy() {
+        let data = Bytes::from(vec![9u8; 1000]);
+        let framed = frame(epochs(), data.clone());
+        let (_, unframed) = unframe(&framed).unwrap().unwrap();
+        assert_eq!(unframed, data);
+        assert!(
+            framed.as_ptr_range().contains(&unframed.as_ptr()),
+            "the snapshot's data was copied out of its frame"
+        );
+    }
 }
