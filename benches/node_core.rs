@@ -138,21 +138,42 @@ impl Cluster {
     }
 }
 
+/// Request `id` of session `i` (every earlier one answered).
+fn request(i: usize, id: u64, op: Op) -> Request {
+    Request {
+        client: ClientId(i as u64),
+        request: id,
+        acked_below: id,
+        op,
+    }
+}
+
+/// Session `i`'s own lease, its owner and its token.
+fn holder(i: usize) -> (String, String, LeaseToken) {
+    (
+        format!("own-{i}"),
+        format!("owner-{i}"),
+        LeaseToken(i as u128 + 1),
+    )
+}
+
 /// The cluster bench's `uncontended` pair for `k` sessions: each takes
 /// `own-i` and releases it; `next` numbers the requests.
 fn acquire_release(c: &mut Cluster, k: usize, next: &mut u64) {
     let acquires = (0..k)
-        .map(|i| Request {
-            client: ClientId(i as u64),
-            request: *next,
-            acked_below: *next,
-            op: Op::Acquire {
-                name: format!("own-{i}"),
-                owner: format!("owner-{i}"),
-                token: LeaseToken(i as u128 + 1),
-                ttl_ms: 30_000,
-                wait_ms: 0,
-            },
+        .map(|i| {
+            let (name, owner, token) = holder(i);
+            request(
+                i,
+                *next,
+                Op::Acquire {
+                    name,
+                    owner,
+                    token,
+                    ttl_ms: 30_000,
+                    wait_ms: 0,
+                },
+            )
         })
         .collect();
     let stamps: Vec<Stamp> = c
@@ -167,16 +188,18 @@ fn acquire_release(c: &mut Cluster, k: usize, next: &mut u64) {
     let releases = stamps
         .into_iter()
         .enumerate()
-        .map(|(i, stamp)| Request {
-            client: ClientId(i as u64),
-            request: *next,
-            acked_below: *next,
-            op: Op::Release {
-                name: format!("own-{i}"),
-                owner: format!("owner-{i}"),
-                stamp,
-                token: LeaseToken(i as u128 + 1),
-            },
+        .map(|(i, stamp)| {
+            let (name, owner, token) = holder(i);
+            request(
+                i,
+                *next,
+                Op::Release {
+                    name,
+                    owner,
+                    stamp,
+                    token,
+                },
+            )
         })
         .collect();
     for outcome in c.round(releases) {
