@@ -444,21 +444,20 @@ mod serde_bytes_slice {
     }
 }
 
-/// Bytes a postcard length prefix takes at most.
-const MAX_LENGTH_PREFIX: usize = 10;
-
 /// The snapshot data a replica stores and sends: its membership history
 /// as of the snapshot's slot around the application's data. The data is
 /// copied once, into a buffer of the final size.
 pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
-    // Encoding plain data into a Vec cannot fail.
-    let history = postcard::to_allocvec(&epochs).map_or(0, |h| h.len());
-    let mut out = Vec::with_capacity(FRAME_MAGIC.len() + history + MAX_LENGTH_PREFIX + data.len());
-    out.extend_from_slice(FRAME_MAGIC);
     let frame = Frame {
         epochs: &epochs,
         data: &data,
     };
+    // Sizing counts bytes without writing them; encoding plain data into a
+    // Vec cannot fail.
+    let len = postcard::serialize_with_flavor(&frame, postcard::ser_flavors::Size::default())
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(FRAME_MAGIC.len() + len);
+    out.extend_from_slice(FRAME_MAGIC);
     match postcard::to_extend(&frame, out) {
         Ok(out) => Bytes::from(out),
         Err(_) => Bytes::from_static(FRAME_MAGIC),
