@@ -188,7 +188,10 @@ async fn stops_on_its_own(members: &mut Members, id: u16) {
         }
         sleep(Duration::from_millis(100)).await;
     }
-    panic!("removed node {id} still runs 10 s after its removal");
+    panic!(
+        "removed node {id} still runs 10 s after its removal; its log:\n{}",
+        members.log(id)
+    );
 }
 
 /// Runs `trexlock COMMAND ARGS --cluster … --servers …`: its exit status,

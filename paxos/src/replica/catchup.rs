@@ -11,19 +11,20 @@ use crate::types::{
 use std::time::Duration;
 
 impl Replica {
-    /// Probes one peer, chosen at random, for how far its log goes. A node
-    /// that hears no leader may have been left behind by every member: a
-    /// voter removed while it was away (the members no longer send to it,
-    /// nor take its prepares) or a learner that missed a change of leader.
-    /// A reply from a peer that is ahead starts a catch-up from it, so the
-    /// removed voter learns its removal, and stops.
+    /// Probes every peer for how far its log goes. A node that hears no
+    /// leader may have been left behind by every member: a voter removed
+    /// while it was away (the members no longer send to it, nor take its
+    /// prepares) or a learner that missed a change of leader. A reply from
+    /// a peer that is ahead starts a catch-up from it, so the removed voter
+    /// learns its removal; the leader's reply to a later probe releases it,
+    /// and it stops. Every peer, not one: only the leader releases, and a
+    /// node that asked one peer at random missed the leader for many
+    /// election timeouts in a row often enough to keep a removed leader
+    /// running for over ten seconds.
     pub(super) fn seek_cluster(&mut self) {
-        let peers = self.peers();
-        if peers.is_empty() {
-            return;
+        for peer in self.peers() {
+            self.send(peer, Message::Probe);
         }
-        let peer = peers[self.rng.usize(0..peers.len())];
-        self.send(peer, Message::Probe);
     }
 
     /// Asks `peer` for what follows our commit index (or for the rest of
