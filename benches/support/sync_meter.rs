@@ -9,11 +9,21 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Sync count and total seconds of each node when the meter started.
+/// A node's totals: journal syncs, their seconds, and slots applied.
+#[derive(Clone, Copy)]
+struct Totals {
+    syncs: f64,
+    sync_secs: f64,
+    slots: f64,
+    answered: f64,
+    answer_secs: f64,
+}
+
+/// Every node's totals when the meter started.
 pub struct SyncMeter {
     addrs: Vec<SocketAddr>,
     started: Instant,
-    at_start: Vec<Option<(f64, f64)>>,
+    at_start: Vec<Option<Totals>>,
 }
 
 impl SyncMeter {
@@ -31,36 +41,56 @@ impl SyncMeter {
     }
 
     /// Prints, for the span since [`SyncMeter::start`], each node's syncs
-    /// per second and their mean latency (`-` for a node that did not
-    /// answer, such as one the case killed):
-    /// `SYNC system=S case=C clients=K syncs_per_s=A,B,C mean_us=X,Y,Z`.
+    /// per second, their mean latency, the slots it applied per second and
+    /// the mean time from a request's arrival to its answer there (`-` for
+    /// a node that answered none or did not answer, such as one the case
+    /// killed): `SYNC system=S case=C clients=K syncs_per_s=A,B,C
+    /// mean_us=X,Y,Z slots_per_s=P,Q,R answer_us=L,M,N`. Operations per
+    /// second over slots per second is the batch a slot carried; the
+    /// client's latency less `answer_us` is the time outside the node.
     pub async fn report(&self, system: &str, case: &str, clients: usize) {
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let mut rates = Vec::new();
         let mut means = Vec::new();
+        let mut slots = Vec::new();
+        let mut answers = Vec::new();
         for (addr, start) in self.addrs.iter().zip(&self.at_start) {
             match (start, totals(*addr).await) {
-                (Some((count0, sum0)), Some((count1, sum1))) if count1 > *count0 => {
-                    let syncs = count1 - count0;
+                (Some(t0), Some(t1)) if t1.syncs > t0.syncs => {
+                    let syncs = t1.syncs - t0.syncs;
                     rates.push(format!("{:.0}", syncs / secs));
-                    means.push(format!("{:.0}", (sum1 - sum0) / syncs * 1e6));
+                    means.push(format!(
+                        "{:.0}",
+                        (t1.sync_secs - t0.sync_secs) / syncs * 1e6
+                    ));
+                    slots.push(format!("{:.0}", (t1.slots - t0.slots) / secs));
+                    let answered = t1.answered - t0.answered;
+                    answers.push(if answered > 0.0 {
+                        format!("{:.0}", (t1.answer_secs - t0.answer_secs) / answered * 1e6)
+                    } else {
+                        "-".into()
+                    });
                 }
                 _ => {
                     rates.push("-".into());
                     means.push("-".into());
+                    slots.push("-".into());
+                    answers.push("-".into());
                 }
             }
         }
         println!(
-            "SYNC system={system} case={case} clients={clients} syncs_per_s={} mean_us={}",
+            "SYNC system={system} case={case} clients={clients} syncs_per_s={} mean_us={} slots_per_s={} answer_us={}",
             rates.join(","),
-            means.join(",")
+            means.join(","),
+            slots.join(","),
+            answers.join(",")
         );
     }
 }
 
-/// (count, sum in seconds) of a node's journal sync histogram.
-async fn totals(addr: SocketAddr) -> Option<(f64, f64)> {
+/// A node's totals, from its `/metrics`.
+async fn totals(addr: SocketAddr) -> Option<Totals> {
     let text = scrape(addr).await?;
     let value = |name: &str| {
         text.lines()
@@ -68,10 +98,13 @@ async fn totals(addr: SocketAddr) -> Option<(f64, f64)> {
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    Some((
-        value("trexlock_journal_sync_seconds_count")?,
-        value("trexlock_journal_sync_seconds_sum")?,
-    ))
+    Some(Totals {
+        syncs: value("trexlock_journal_sync_seconds_count")?,
+        sync_secs: value("trexlock_journal_sync_seconds_sum")?,
+        slots: value("trexlock_slots_applied_total")?,
+        answered: value("trexlock_commit_latency_seconds_count")?,
+        answer_secs: value("trexlock_commit_latency_seconds_sum")?,
+    })
 }
 
 async fn scrape(addr: SocketAddr) -> Option<String> {
