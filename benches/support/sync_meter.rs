@@ -3,13 +3,17 @@
 //! throughput can be read beside the flush latency its nodes met: on a
 //! disk whose flushes slow down after an idle gap (see `benches/flush.rs`),
 //! that latency, not the code, is what differs between a fast and a slow
-//! run of the same case.
+//! run of the same case. Beside them, the slots applied
+//! (`trexlock_slots_applied_total`) and the time from a request's arrival
+//! at the node core to its answer (`trexlock_commit_latency_seconds`)
+//! split the rest of a request's latency into inside and outside the core.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A node's totals: journal syncs, their seconds, and slots applied.
+/// A node's totals: journal syncs and their seconds, slots applied, and
+/// requests answered and their seconds from arrival to answer.
 #[derive(Clone, Copy)]
 struct Totals {
     syncs: f64,

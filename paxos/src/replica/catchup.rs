@@ -17,10 +17,9 @@ impl Replica {
     /// prepares) or a learner that missed a change of leader. A reply from
     /// a peer that is ahead starts a catch-up from it, so the removed voter
     /// learns its removal; the leader's reply to a later probe releases it,
-    /// and it stops. Every peer, not one: only the leader releases, and a
-    /// node that asked one peer at random missed the leader for many
-    /// election timeouts in a row often enough to keep a removed leader
-    /// running for over ten seconds.
+    /// and it stops. Every peer, not one: only the leader releases, and
+    /// this node does not know which peer leads, so a probe to one peer at
+    /// a time could miss the leader for many election timeouts in a row.
     pub(super) fn seek_cluster(&mut self) {
         for peer in self.peers() {
             self.send(peer, Message::Probe);
