@@ -172,6 +172,8 @@ struct Nodes {
     addrs: Vec<SocketAddr>,
     /// Where each node serves `/metrics`.
     metrics: Vec<SocketAddr>,
+    /// Where node `i + 1` writes its log, `n{i + 1}.log`.
+    log_dir: PathBuf,
     children: Children,
 }
 
@@ -190,6 +192,7 @@ impl Nodes {
             dir,
             addrs,
             metrics,
+            log_dir,
             children: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..3 {
@@ -207,7 +210,7 @@ impl Nodes {
             }
             let config = root.join(format!("n{}.toml", i + 1));
             std::fs::write(&config, text).map_err(|e| format!("writing config: {e}"))?;
-            let log = std::fs::File::create(log_dir.join(format!("n{}.log", i + 1)))
+            let log = std::fs::File::create(nodes.log_dir.join(format!("n{}.log", i + 1)))
                 .map_err(|e| format!("node log: {e}"))?;
             let child = Command::new(bin)
                 .args(["node", "--config"])
@@ -269,7 +272,34 @@ impl Nodes {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(format!("no leader within 20 s ({last}; see the node logs)"))
+        Err(format!(
+            "no leader within 20 s ({last}); {}",
+            self.describe()
+        ))
+    }
+
+    /// Whether each node still runs, and the end of its log: the logs of
+    /// a failed case are gone once the bench's temporary directory is.
+    fn describe(&self) -> String {
+        let mut out = Vec::new();
+        for (i, child) in lock(&self.children).iter_mut().enumerate() {
+            let state = match child.as_mut().map(Child::try_wait) {
+                Some(Ok(None)) => "running".to_owned(),
+                Some(Ok(Some(status))) => format!("exited ({status})"),
+                Some(Err(e)) => format!("unknown ({e})"),
+                None => "killed".to_owned(),
+            };
+            let log = std::fs::read_to_string(self.log_dir.join(format!("n{}.log", i + 1)))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            out.push(format!(
+                "node {} {state}, log ends: {}",
+                i + 1,
+                tail.join(" | ")
+            ));
+        }
+        out.join("; ")
     }
 }
 
