@@ -291,8 +291,8 @@ impl Nodes {
             };
             let log = std::fs::read_to_string(self.log_dir.join(format!("n{}.log", i + 1)))
                 .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(5)..];
             out.push(format!(
                 "node {} {state}, log ends: {}",
                 i + 1,
