@@ -12,13 +12,18 @@ use trexlock_transport::{
 
 type Client = ClientConnection<Msg, Msg>;
 
+/// A client of this cluster, connected to `node`.
+async fn connect(node: &Net) -> Client {
+    Client::connect(node.local_addr(), CLUSTER, None)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_client_request_is_answered_on_its_connection() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
-    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
+    let mut client = connect(&node).await;
     assert_eq!(client.server(), NodeId(1));
 
     for i in 0..10 {
@@ -47,9 +52,7 @@ async fn a_client_request_is_answered_on_its_connection() {
 async fn replies_that_arrived_together_are_taken_in_order_without_waiting() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
-    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
+    let mut client = connect(&node).await;
     // Nothing has arrived: no reply, and no wait.
     assert_eq!(client.try_recv().unwrap(), None);
     client.send(&Msg::Ping(0)).await.unwrap();
@@ -71,9 +74,7 @@ async fn replies_that_arrived_together_are_taken_in_order_without_waiting() {
 async fn queued_requests_leave_in_order_with_one_flush() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
-    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
+    let mut client = connect(&node).await;
     // Many small frames in one write: the node must split them all, in
     // order, however its reads cut the stream.
     for i in 0..500 {
@@ -95,12 +96,8 @@ async fn queued_requests_leave_in_order_with_one_flush() {
 async fn two_clients_get_their_own_replies() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
-    let mut a = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
-    let mut b = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
+    let mut a = connect(&node).await;
+    let mut b = connect(&node).await;
     a.send(&Msg::Text("a".into())).await.unwrap();
     b.send(&Msg::Text("b".into())).await.unwrap();
     for _ in 0..2 {
@@ -128,9 +125,7 @@ async fn a_client_of_another_cluster_is_refused() {
 async fn replying_to_a_departed_client_is_an_error() {
     let mut nodes = cluster(2, |_| {}).await;
     let node = nodes[0].transport.clone();
-    let mut client = Client::connect(node.local_addr(), CLUSTER, None)
-        .await
-        .unwrap();
+    let mut client = connect(&node).await;
     client.send(&Msg::Ping(1)).await.unwrap();
     let (id, _) = nodes[0].inbound.clients.recv().await.unwrap();
     drop(client);
