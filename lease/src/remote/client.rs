@@ -342,7 +342,7 @@ impl Link {
         });
         let messages: Vec<ClientMessage> = requests.chain(watches).collect();
         for chunk in messages.chunks(MAX_REQUESTS_PER_WRITE) {
-            if !self.send_all(chunk.to_vec()).await {
+            if !self.send_all(chunk).await {
                 return;
             }
         }
@@ -350,20 +350,16 @@ impl Link {
 
     /// Sends messages with one write; false (and no connection) if that
     /// failed.
-    async fn send_all(&mut self, messages: Vec<ClientMessage>) -> bool {
+    async fn send_all(&mut self, messages: &[ClientMessage]) -> bool {
         let Some(conn) = &mut self.conn else {
             return false;
         };
         for message in messages {
             // An unencodable request cannot be sent anywhere: it stays
             // unanswered and its caller times out, as with `send`.
-            let _ = conn.queue(&message);
+            let _ = conn.queue(message);
         }
-        if conn.flush().await.is_ok() {
-            return true;
-        }
-        self.conn = None;
-        false
+        self.flush().await
     }
 
     async fn run(mut self, mut calls: mpsc::Receiver<Call>, status: watch::Sender<NodeStatus>) {
@@ -438,14 +434,17 @@ impl Link {
         }
     }
 
-    /// Writes what [`Link::queue`] queued; drops the connection if that
-    /// failed.
-    async fn flush(&mut self) {
-        if let Some(conn) = &mut self.conn
-            && conn.flush().await.is_err()
-        {
-            self.conn = None;
+    /// Writes what was queued; false (and no connection) if that failed
+    /// or there is no connection.
+    async fn flush(&mut self) -> bool {
+        let Some(conn) = &mut self.conn else {
+            return false;
+        };
+        if conn.flush().await.is_ok() {
+            return true;
         }
+        self.conn = None;
+        false
     }
 
     /// Handles one reply from the node (or the connection's end).
@@ -466,7 +465,7 @@ impl Link {
             Ok(Some(NodeReply::Status(_) | NodeReply::Members(_))) => {}
             Ok(Some(NodeReply::Watch { watch, delivery })) => {
                 if let Some(unwatch) = self.deliver_watch(WatchId(watch), delivery) {
-                    self.send_all(vec![unwatch]).await;
+                    self.send_all(&[unwatch]).await;
                 }
             }
             Ok(None) | Err(_) => self.conn = None,
