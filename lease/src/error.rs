@@ -172,9 +172,13 @@ pub enum NodeError {
     #[error("transport: {0}")]
     Transport(#[from] trexlock_transport::TransportError),
     /// The thread that performs journal syncs ended without being asked
-    /// to (it panicked or could not be started).
+    /// to (it panicked inside the journal).
     #[error("the journal thread ended unexpectedly")]
     JournalThreadEnded,
+    /// The operating system refused to start the thread that performs
+    /// journal syncs (out of threads or memory): the node does not start.
+    #[error("could not start the journal thread: {0}")]
+    JournalThreadSpawn(#[source] std::io::Error),
     /// The node's task panicked or was cancelled.
     #[error("node task failed: {0}")]
     Task(#[source] tokio::task::JoinError),

@@ -4,6 +4,7 @@
 //! runtime is its own may instead sync a write on the calling thread
 //! ([`JournalWorker::persist_here`]), saving the two thread hand-offs.
 
+use crate::error::NodeError;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ impl JournalWorker {
     pub(crate) fn start(
         mut journal: Box<dyn Journal>,
         name: String,
-    ) -> Result<(JournalWorker, JournalState), JournalError> {
+    ) -> Result<(JournalWorker, JournalState), NodeError> {
         let state = journal.load()?;
         let journal = Arc::new(Mutex::new(journal));
         let shared = Arc::clone(&journal);
@@ -46,7 +47,7 @@ impl JournalWorker {
                     }
                 }
             })
-            .expect("spawning the journal thread");
+            .map_err(NodeError::JournalThreadSpawn)?;
         Ok((
             JournalWorker {
                 journal,
