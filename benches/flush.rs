@@ -27,13 +27,26 @@
 //! `--keep-busy SECS` prints nothing and only flushes back to back for that
 //! long: run beside a benchmark, it shows what the benchmark measures on a
 //! device that never idles.
+//!
+//! A last line measures what a consensus round waits for when three nodes
+//! share this disk, as in the cluster benchmarks: three threads, one file
+//! each, write and flush a record at the same moment, `gap_us` after the
+//! previous round ended, and the line gives how long the second of the
+//! three took to finish (a leader needs its own vote and one follower's):
+//!
+//! ```text
+//! FLUSH quorum=2of3 gap_us=G rounds=N p50_us=A p90_us=B p99_us=C
+//! ```
+//!
+//! No request of a three-node cluster on this disk is answered faster than
+//! that, whatever the code around the journal does.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 const FILE_BYTES: u64 = 1024 * 1024;
@@ -104,7 +117,89 @@ fn run(mode: Mode) -> Result<(), String> {
     stop.store(true, Ordering::Relaxed);
     busy.join().map_err(|_| "the neighbour thread panicked")?;
     report(1000, "busy", &result?);
+    let quorum = quorum_rounds(dir.path(), QUORUM_GAP_US, span)?;
+    println!(
+        "FLUSH quorum=2of3 gap_us={QUORUM_GAP_US} rounds={} {}",
+        quorum.len(),
+        percentiles(&quorum)
+    );
     Ok(())
+}
+
+/// The sleep between quorum rounds: about what a single client's round
+/// leaves between two syncs.
+const QUORUM_GAP_US: u64 = 200;
+const NODES: usize = 3;
+
+/// Rounds of three simultaneous write-and-flushes, one file each, `gap_us`
+/// apart, for `span`: each round's time (µs, sorted) until the second
+/// flush finished.
+fn quorum_rounds(dir: &Path, gap_us: u64, span: Duration) -> Result<Vec<u64>, String> {
+    let files = (0..NODES)
+        .map(|i| zeroed(&dir.join(format!("node{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Each round: the main thread opens it, every node flushes, and all
+    // meet again; `finished` holds the nodes' end times of the round.
+    let start = Arc::new(Barrier::new(NODES + 1));
+    let end = Arc::new(Barrier::new(NODES + 1));
+    let finished = Arc::new(Mutex::new(Vec::with_capacity(NODES)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes: Vec<_> = files
+        .into_iter()
+        .map(|file| {
+            let (start, end) = (Arc::clone(&start), Arc::clone(&end));
+            let (finished, stop) = (Arc::clone(&finished), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut offset = 0;
+                loop {
+                    start.wait();
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let done = append(&file, &mut offset).map(|()| Instant::now());
+                    if let Ok(mut f) = finished.lock() {
+                        f.push(done);
+                    }
+                    end.wait();
+                }
+            })
+        })
+        .collect();
+    let mut rounds = Vec::new();
+    let mut failure = None;
+    let deadline = Instant::now() + span;
+    while failure.is_none() && Instant::now() < deadline {
+        let began = Instant::now();
+        start.wait();
+        end.wait();
+        let ends = finished
+            .lock()
+            .map(|mut f| std::mem::take(&mut *f))
+            .unwrap_or_default();
+        match ends.into_iter().collect::<std::io::Result<Vec<_>>>() {
+            Ok(mut ends) if ends.len() == NODES => {
+                ends.sort_unstable();
+                rounds.push(micros(ends[1].duration_since(began)));
+            }
+            Ok(_) => failure = Some("quorum flush: a node thread failed".to_string()),
+            Err(e) => failure = Some(format!("quorum flush: {e}")),
+        }
+        std::thread::sleep(Duration::from_micros(gap_us));
+    }
+    stop.store(true, Ordering::Relaxed);
+    start.wait();
+    for node in nodes {
+        node.join().map_err(|_| "a quorum node thread panicked")?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    rounds.sort_unstable();
+    Ok(rounds)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn zeroed(path: &Path) -> Result<File, String> {
@@ -141,7 +236,7 @@ fn flushes(file: &File, gap_us: u64, span: Duration) -> Result<Vec<u64>, String>
     while Instant::now() < end {
         let started = Instant::now();
         append(file, &mut offset).map_err(|e| format!("flush: {e}"))?;
-        latencies.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        latencies.push(micros(started.elapsed()));
         if gap_us > 0 {
             std::thread::sleep(Duration::from_micros(gap_us));
         }
@@ -151,15 +246,18 @@ fn flushes(file: &File, gap_us: u64, span: Duration) -> Result<Vec<u64>, String>
 }
 
 fn report(gap_us: u64, neighbour: &str, sorted: &[u64]) {
+    println!(
+        "FLUSH gap_us={gap_us} neighbour={neighbour} syncs={} {}",
+        sorted.len(),
+        percentiles(sorted)
+    );
+}
+
+/// `p50_us=A p90_us=B p99_us=C` of sorted latencies.
+fn percentiles(sorted: &[u64]) -> String {
     let at = |q: f64| {
         let i = ((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1));
         sorted.get(i).copied().unwrap_or(0)
     };
-    println!(
-        "FLUSH gap_us={gap_us} neighbour={neighbour} syncs={} p50_us={} p90_us={} p99_us={}",
-        sorted.len(),
-        at(0.5),
-        at(0.9),
-        at(0.99)
-    );
+    format!("p50_us={} p90_us={} p99_us={}", at(0.5), at(0.9), at(0.99))
 }
