@@ -38,8 +38,9 @@
 //! FLUSH quorum=2of3 gap_us=G rounds=N p50_us=A p90_us=B p99_us=C
 //! ```
 //!
-//! No request of a three-node cluster on this disk is answered faster than
-//! that, whatever the code around the journal does.
+//! Less the cost of waking the threads (what the line shows on a memory
+//! file system), no request of a three-node cluster on this disk is
+//! answered faster than that, whatever the code around the journal does.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
