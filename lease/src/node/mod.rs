@@ -90,7 +90,9 @@ pub enum FollowerSync {
     /// hand-off, so a follower's vote leaves sooner. For a runtime that
     /// serves the node alone, as the `trexlock` command's does. A leader
     /// still syncs on the journal thread, so that its disk works while
-    /// its Accepts are on their way to the followers.
+    /// its Accepts are on their way to the followers, and a write holding
+    /// a snapshot goes there too, so that a follower keeps answering
+    /// while a large table is written.
     InPlace,
 }
 

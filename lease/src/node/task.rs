@@ -248,10 +248,15 @@ impl NodeTask {
     /// Hands a journal write to the journal thread, or, for a follower
     /// configured with [`FollowerSync::InPlace`], makes it durable here and
     /// tells the core at once. The core has at most one write outstanding,
-    /// so either way the writes reach the journal in order.
+    /// so either way the writes reach the journal in order. A write that
+    /// holds a snapshot always goes to the thread: a large table takes
+    /// hundreds of milliseconds to write, and a follower that stops
+    /// answering for that long, beside another doing the same, makes the
+    /// leader step down.
     fn persist(&mut self, id: u64, write: JournalWrite) -> Result<(), NodeError> {
-        let in_place =
-            self.io.follower_sync == FollowerSync::InPlace && !self.core.replica().is_leader();
+        let in_place = self.io.follower_sync == FollowerSync::InPlace
+            && !self.core.replica().is_leader()
+            && write.snapshot.is_none();
         if !in_place {
             self.io.worker.submit(id, write);
             return Ok(());
