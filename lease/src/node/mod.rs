@@ -42,7 +42,9 @@ pub struct NodeConfig {
     /// (a retry is answered exactly once, from the table).
     pub retry_interval: Duration,
     /// Snapshot the lease table (and compact the journal) every this many
-    /// slots.
+    /// slots. Each member does so at its own phase of the period (set by
+    /// its node id), so that members do not all pause to encode the table
+    /// at the same slot.
     pub snapshot_every: u64,
     /// Most client commands in one Paxos slot.
     pub max_batch: usize,

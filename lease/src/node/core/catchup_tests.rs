@@ -18,6 +18,8 @@ struct Cluster {
     /// Snapshot chunks delivered to each node.
     chunks: [usize; 3],
     installed: [bool; 3],
+    /// The slot of each snapshot each node wrote to its journal.
+    snapshots: [Vec<u64>; 3],
 }
 
 fn node(i: usize) -> NodeId {
@@ -54,6 +56,7 @@ impl Cluster {
             now: Duration::ZERO,
             chunks: [0; 3],
             installed: [false; 3],
+            snapshots: Default::default(),
         }
     }
 
@@ -70,7 +73,10 @@ impl Cluster {
                 }
                 for effect in effects {
                     match effect {
-                        Effect::Persist { id, .. } => self.cores[i].synced(self.now, id).unwrap(),
+                        Effect::Persist { id, write } => {
+                            self.snapshots[i].extend(write.snapshot.map(|s| s.slot));
+                            self.cores[i].synced(self.now, id).unwrap();
+                        }
                         Effect::Send { to, message } => {
                             let bytes = postcard::to_stdvec(&message).unwrap().len();
                             assert!(bytes <= MESSAGE_LIMIT, "a message of {bytes} bytes");
@@ -252,5 +258,26 @@ fn a_node_far_behind_catches_up_from_a_snapshot_several_times_the_message_limit(
         c.cores[2].table(),
         c.cores[leader].table(),
         "at slot {applied}"
+    );
+}
+
+#[test]
+fn members_snapshot_at_different_slots_so_that_they_never_all_pause_at_once() {
+    let mut c = Cluster::new();
+    c.connected[2] = true;
+    run_without_n3(&mut c, (0..LEASES / 3).map(acquire));
+    for (i, slots) in c.snapshots.iter().enumerate() {
+        assert!(slots.len() >= 3, "n{} took {slots:?}", i + 1);
+        assert!(
+            slots.windows(2).all(|w| w[1] - w[0] == 100),
+            "n{} snapshots once every 100 slots: {slots:?}",
+            i + 1
+        );
+    }
+    let phases: Vec<_> = c.snapshots.iter().map(|s| s[0] % 100).collect();
+    assert!(
+        phases[0] != phases[1] && phases[1] != phases[2] && phases[0] != phases[2],
+        "each member at its own phase: {:?}",
+        c.snapshots
     );
 }
