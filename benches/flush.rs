@@ -41,8 +41,26 @@
 //! Less the cost of waking the threads (what the line shows on a memory
 //! file system), no request of a three-node cluster on this disk is
 //! answered faster than that, whatever the code around the journal does.
+//!
+//! The very last line is the other half of that floor: the round trip of a
+//! small message (200 bytes, about an acquire) over a loopback TCP
+//! connection between two threads, each blocked in `read` until it
+//! arrives, as a node and its client are:
+//!
+//! ```text
+//! LOOPBACK rtt bytes=200 rounds=N p50_us=A p90_us=B p99_us=C
+//! ```
+//!
+//! An acquire waits for the client's round trip to the leader, the quorum
+//! flush, and a follower's vote on its way back (half a round trip; the
+//! Accept's way out overlaps the leader's own flush), so on this machine
+//! no acquire is answered in much less than the quorum line's p50 plus one
+//! and a half times this one's (`benches/compare_etcd.sh` prints that sum
+//! as its FLOOR line).
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -124,7 +142,51 @@ fn run(mode: Mode) -> Result<(), String> {
         quorum.len(),
         percentiles(&quorum)
     );
+    let trips = round_trips(span)?;
+    println!(
+        "LOOPBACK rtt bytes={MESSAGE_BYTES} rounds={} {}",
+        trips.len(),
+        percentiles(&trips)
+    );
     Ok(())
+}
+
+/// The size of a message in the loopback round trips.
+const MESSAGE_BYTES: usize = 200;
+
+/// Round trips (µs, sorted) of a message to a thread that echoes it over
+/// loopback TCP (Nagle off, as the transport sets it), back to back for
+/// `span`.
+fn round_trips(span: Duration) -> Result<Vec<u64>, String> {
+    let io = |e: std::io::Error| format!("loopback: {e}");
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        let mut message = [0; MESSAGE_BYTES];
+        while stream.read_exact(&mut message).is_ok() {
+            stream.write_all(&message)?;
+        }
+        Ok(())
+    });
+    let mut stream = TcpStream::connect(addr).map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    let mut message = [0x5a; MESSAGE_BYTES];
+    let mut trips = Vec::new();
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        let started = Instant::now();
+        stream.write_all(&message).map_err(io)?;
+        stream.read_exact(&mut message).map_err(io)?;
+        trips.push(micros(started.elapsed()));
+    }
+    drop(stream);
+    echo.join()
+        .map_err(|_| "the echo thread panicked".to_string())?
+        .map_err(io)?;
+    trips.sort_unstable();
+    Ok(trips)
 }
 
 /// The sleep between quorum rounds: about what a single client's round
