@@ -97,9 +97,10 @@ impl NodeCore {
     /// than an election timeout steps down. Staggered, at most one of up to
     /// [`SNAPSHOT_PHASES`] members stalls at a time, and the others keep a
     /// quorum.
-    fn snapshot_due(&self, slot: Slot) -> bool {
+    pub(super) fn snapshot_due(&self, slot: Slot) -> bool {
         let every = self.cfg.snapshot_every;
-        let phase = u64::from(self.cfg.node.0) % SNAPSHOT_PHASES * every / SNAPSHOT_PHASES;
+        // Divided first, so that no period, however long, overflows.
+        let phase = every / SNAPSHOT_PHASES * (u64::from(self.cfg.node.0) % SNAPSHOT_PHASES);
         slot.wrapping_add(phase).is_multiple_of(every)
     }
 

@@ -281,3 +281,17 @@ fn members_snapshot_at_different_slots_so_that_they_never_all_pause_at_once() {
         c.snapshots
     );
 }
+
+#[test]
+fn no_snapshot_period_overflows_the_phase() {
+    let members: Vec<_> = (1..=8).map(NodeId).collect();
+    for id in &members {
+        let mut cfg = NodeConfig::new(*id, members.clone());
+        cfg.snapshot_every = u64::MAX;
+        let paxos = cfg.paxos_config(u64::from(id.0));
+        let core = NodeCore::new(cfg, paxos, JournalState::default(), Duration::ZERO).unwrap();
+        for slot in [1, 1_000, 1 << 40] {
+            assert!(!core.snapshot_due(slot), "{id} at slot {slot}");
+        }
+    }
+}
