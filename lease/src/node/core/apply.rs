@@ -94,9 +94,10 @@ impl NodeCore {
     /// Encoding a large table stalls a node's event loop (about 150 ms at a
     /// million leases); at one phase for all, every member stalls at the
     /// same slot, and a leader whose followers are all silent for longer
-    /// than an election timeout steps down. Staggered, at most one of up to
-    /// [`SNAPSHOT_PHASES`] members stalls at a time, and the others keep a
-    /// quorum.
+    /// than an election timeout steps down. Staggered, members whose ids
+    /// differ modulo [`SNAPSHOT_PHASES`] never stall at the same slot, and
+    /// the others keep a quorum. A period shorter than that many slots has
+    /// one phase for all.
     pub(super) fn snapshot_due(&self, slot: Slot) -> bool {
         let every = self.cfg.snapshot_every;
         // Divided first, so that no period, however long, overflows.
