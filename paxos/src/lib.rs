@@ -78,6 +78,7 @@ pub use error::{PaxosError, ProposeError};
 pub use journal::{Journal, JournalError, JournalState, JournalWrite, MemJournal};
 pub use membership::{
     CONFIG_DELAY, Change, ChangeError, MAX_ADDRESS_BYTES, MAX_MEMBERS, MAX_VOTERS, Membership,
+    SNAPSHOT_FRAME_ROOM,
 };
 pub use message::{Envelope, Message};
 pub use replica::{Leadership, Ready, Refusal, Replica};

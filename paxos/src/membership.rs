@@ -448,10 +448,11 @@ mod serde_bytes_slice {
 /// as of the snapshot's slot around the application's data. The data is
 /// copied once, into a buffer of the final size.
 pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
-    let frame = Frame {
-        epochs: &epochs,
-        data: &data,
-    };
+    frame_copy(&epochs, &data)
+}
+
+fn frame_copy(epochs: &[Epoch], data: &[u8]) -> Bytes {
+    let frame = Frame { epochs, data };
     // Sizing counts bytes without writing them; encoding plain data into a
     // Vec cannot fail.
     let len = postcard::serialize_with_flavor(&frame, postcard::ser_flavors::Size::default())
@@ -461,6 +462,30 @@ pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
     match postcard::to_extend(&frame, out) {
         Ok(out) => Bytes::from(out),
         Err(_) => Bytes::from_static(FRAME_MAGIC),
+    }
+}
+
+/// Room an application may leave in front of its snapshot data for the
+/// frame (see [`crate::Replica::snapshot_taken_in`]): enough for the
+/// membership histories a cluster keeps, a few dozen bytes per membership.
+pub const SNAPSHOT_FRAME_ROOM: usize = 4096;
+
+/// [`frame`] of `buf[start..]`, the same bytes: written in place, into
+/// `buf[..start]`, when the frame's head (the magic, the history and the
+/// data's length) fits there, so that the data is not copied; copied as
+/// `frame` copies it when it does not.
+pub(crate) fn frame_in(epochs: Vec<Epoch>, mut buf: Vec<u8>, start: usize) -> Bytes {
+    let start = start.min(buf.len());
+    let data_len = (buf.len() - start) as u64;
+    // The frame's fields in order, the data's length as postcard writes a
+    // byte string's: a varint.
+    match postcard::to_extend(&(epochs.as_slice(), data_len), FRAME_MAGIC.to_vec()) {
+        Ok(head) if head.len() <= start => {
+            let from = start - head.len();
+            buf[from..start].copy_from_slice(&head);
+            Bytes::from(buf).slice(from..)
+        }
+        _ => frame_copy(&epochs, &buf[start..]),
     }
 }
 
@@ -518,6 +543,33 @@ mod frame_tests {
         assert_eq!(frame(epochs(), data.clone()).as_ref(), earlier.as_slice());
         let (_, unframed) = unframe(&Bytes::from(earlier)).unwrap().unwrap();
         assert_eq!(unframed, data);
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_frame_and_holds_the_data_where_it_was() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let mut buf = vec![0xee; SNAPSHOT_FRAME_ROOM];
+        buf.extend_from_slice(&data);
+        let at = buf.as_ptr() as usize + SNAPSHOT_FRAME_ROOM;
+        let framed = frame_in(epochs(), buf, SNAPSHOT_FRAME_ROOM);
+        assert_eq!(framed, frame(epochs(), Bytes::from(data.clone())));
+        let (_, unframed) = unframe(&framed).unwrap().unwrap();
+        assert_eq!(unframed.as_ptr() as usize, at, "the data was not moved");
+    }
+
+    #[test]
+    fn a_frame_without_room_in_front_is_copied_and_the_same() {
+        let data = vec![7u8; 300];
+        for room in [0, 3, 12] {
+            let mut buf = vec![0; room];
+            buf.extend_from_slice(&data);
+            let framed = frame_in(epochs(), buf, room);
+            assert_eq!(
+                framed,
+                frame(epochs(), Bytes::from(data.clone())),
+                "room {room}"
+            );
+        }
     }
 
     #[test]

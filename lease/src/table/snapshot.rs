@@ -145,6 +145,13 @@ impl LeaseTable {
     /// Serialises the table (a snapshot): its leases, sessions and clock,
     /// not its indexes.
     pub fn to_snapshot(&self) -> Bytes {
+        Bytes::from(self.to_snapshot_after(0))
+    }
+
+    /// The bytes of [`LeaseTable::to_snapshot`] after `room` zero bytes,
+    /// in one buffer: room for a frame in front of the data (see
+    /// [`trexlock_paxos::Replica::snapshot_taken_in`]) without copying it.
+    pub fn to_snapshot_after(&self, room: usize) -> Vec<u8> {
         let mut positions = Positions::default();
         let mut owners: Vec<&str> = Vec::new();
         let session_owners = self.lease_sessions.open.values().map(|s| &s.owner);
@@ -171,7 +178,8 @@ impl LeaseTable {
             last_lease_session: self.lease_sessions.last_id,
             lease_sessions: self.lease_sessions.open.len() as u64,
         };
-        let mut out = Vec::with_capacity(64 + self.leases.len() * 48);
+        let mut out = Vec::with_capacity(room + 64 + self.leases.len() * 48);
+        out.resize(room, 0);
         out.push(FORMAT);
         let mut out = encode(&header, out);
         for (id, s) in &self.lease_sessions.open {
@@ -206,8 +214,7 @@ impl LeaseTable {
             out = encode(&session, out);
         }
         out = encode(&self.lock_delay_records(), out);
-        out = encode(&self.share_records(), out);
-        Bytes::from(out)
+        encode(&self.share_records(), out)
     }
 
     /// Restores a table from [`LeaseTable::to_snapshot`], rebuilding its

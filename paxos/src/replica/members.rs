@@ -2,7 +2,7 @@
 //! safe are in the crate's `membership` module): which membership governs
 //! a slot, who to talk to, proposing a change, and leaving.
 
-use super::{Ready, Replica, Role};
+use super::{Ready, Replica, Role, Taken};
 use crate::error::PaxosError;
 use crate::membership::{self, Change, ChangeError, Epoch, History, Membership};
 use crate::message::Message;
@@ -313,12 +313,13 @@ impl Replica {
 
     /// Frames an application snapshot with the membership history as of
     /// its slot (`None` while this replica only assumes that history).
-    pub(super) fn framed(&self, snapshot: Snapshot) -> Option<Snapshot> {
-        let epochs = self.history.as_of(snapshot.slot)?;
-        Some(Snapshot {
-            slot: snapshot.slot,
-            data: membership::frame(epochs, snapshot.data),
-        })
+    pub(super) fn framed(&self, slot: Slot, data: Taken) -> Option<Snapshot> {
+        let epochs = self.history.as_of(slot)?;
+        let data = match data {
+            Taken::Data(data) => membership::frame(epochs, data),
+            Taken::In { buf, start } => membership::frame_in(epochs, buf, start),
+        };
+        Some(Snapshot { slot, data })
     }
 
     /// Replaces the history with the one a received snapshot carries.

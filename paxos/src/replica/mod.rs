@@ -476,22 +476,40 @@ impl Replica {
     /// [`PaxosError::SnapshotBeyondCommitted`] if the snapshot covers a slot
     /// not yet delivered.
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) -> Result<Ready, PaxosError> {
+        self.keep_taken(snapshot.slot, Taken::Data(snapshot.data))
+    }
+
+    /// [`Replica::snapshot_taken`] for data the application encoded into
+    /// `buf[start..]`, leaving `buf[..start]` to the replica: with at least
+    /// [`crate::SNAPSHOT_FRAME_ROOM`] bytes there, the replica writes its
+    /// frame (the membership history) in front of the data instead of
+    /// copying the data into a new buffer, which for a large table is a
+    /// pause of its own. The bytes persisted and sent are the same.
+    ///
+    /// # Errors
+    /// As [`Replica::snapshot_taken`].
+    pub fn snapshot_taken_in(
+        &mut self,
+        slot: Slot,
+        buf: Vec<u8>,
+        start: usize,
+    ) -> Result<Ready, PaxosError> {
+        self.keep_taken(slot, Taken::In { buf, start })
+    }
+
+    fn keep_taken(&mut self, slot: Slot, data: Taken) -> Result<Ready, PaxosError> {
         self.guard()?;
-        if snapshot.slot > self.delivered {
+        if slot > self.delivered {
             return Err(PaxosError::SnapshotBeyondCommitted {
-                slot: snapshot.slot,
+                slot,
                 committed: self.delivered,
             });
         }
-        if self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.slot >= snapshot.slot)
-        {
+        if self.snapshot.as_ref().is_some_and(|s| s.slot >= slot) {
             return Ok(Ready::default());
         }
-        let upto = snapshot.slot.saturating_sub(self.cfg.keep_after_snapshot);
-        let Some(snapshot) = self.framed(snapshot) else {
+        let upto = slot.saturating_sub(self.cfg.keep_after_snapshot);
+        let Some(snapshot) = self.framed(slot, data) else {
             // A joining node that has not yet learned which membership
             // governs past this slot cannot describe it: no snapshot yet.
             return Ok(Ready::default());
@@ -671,3 +689,11 @@ fn check_recovered(state: &JournalState) -> Result<(), PaxosError> {
 
 /// Client commands waiting for a slot.
 pub(crate) type CommandQueue = VecDeque<Bytes>;
+
+/// Snapshot data the application took, as it hands it over.
+enum Taken {
+    /// The data alone, to be copied into the frame.
+    Data(Bytes),
+    /// The data at `buf[start..]`, with room for the frame in front.
+    In { buf: Vec<u8>, start: usize },
+}

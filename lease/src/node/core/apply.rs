@@ -7,7 +7,7 @@ use crate::error::NodeError;
 use crate::metrics::Metrics;
 use crate::table::{Event, LeaseTable};
 use crate::time::LeaderClock;
-use trexlock_paxos::{Leadership, Slot, Snapshot, Value};
+use trexlock_paxos::{Leadership, SNAPSHOT_FRAME_ROOM, Slot, Snapshot, Value};
 
 /// How many phases of the snapshot period members are spread over.
 const SNAPSHOT_PHASES: u64 = 8;
@@ -78,12 +78,13 @@ impl NodeCore {
         });
         self.push_watch_deliveries(out);
         if self.snapshot_due(slot) {
-            let snapshot = Snapshot {
-                slot,
-                data: self.table.to_snapshot(),
-            };
-            self.note_snapshot(snapshot.data.len());
-            let ready = self.replica.snapshot_taken(snapshot)?;
+            // Encoded after room for the replica's frame, so that a large
+            // table is not copied again to be framed.
+            let buf = self.table.to_snapshot_after(SNAPSHOT_FRAME_ROOM);
+            self.note_snapshot(buf.len() - SNAPSHOT_FRAME_ROOM);
+            let ready = self
+                .replica
+                .snapshot_taken_in(slot, buf, SNAPSHOT_FRAME_ROOM)?;
             self.perform(ready)?;
         }
         Ok(())
