@@ -151,6 +151,15 @@ impl LeaseTable {
     /// The bytes of [`LeaseTable::to_snapshot`] after `room` zero bytes,
     /// in one buffer: room for a frame in front of the data (see
     /// [`trexlock_paxos::Replica::snapshot_taken_in`]) without copying it.
+    ///
+    /// ```
+    /// use trexlock_lease::LeaseTable;
+    ///
+    /// let table = LeaseTable::new();
+    /// let buf = table.to_snapshot_after(16);
+    /// assert!(buf[..16].iter().all(|b| *b == 0));
+    /// assert_eq!(&buf[16..], &table.to_snapshot()[..]);
+    /// ```
     pub fn to_snapshot_after(&self, room: usize) -> Vec<u8> {
         let mut positions = Positions::default();
         let mut owners: Vec<&str> = Vec::new();

@@ -486,6 +486,19 @@ impl Replica {
     /// copying the data into a new buffer, which for a large table is a
     /// pause of its own. The bytes persisted and sent are the same.
     ///
+    /// ```
+    /// use std::time::Duration;
+    /// use trexlock_paxos::{Config, JournalState, NodeId, PaxosError, Replica, SNAPSHOT_FRAME_ROOM};
+    ///
+    /// let config = Config::new(NodeId(1), vec![NodeId(1), NodeId(2), NodeId(3)]);
+    /// let mut replica = Replica::new(config, JournalState::default(), Duration::ZERO).unwrap();
+    /// let mut buf = vec![0; SNAPSHOT_FRAME_ROOM];
+    /// buf.extend_from_slice(b"the application's state as of slot 5");
+    /// // Nothing is delivered yet, so no snapshot may claim slot 5.
+    /// let refused = replica.snapshot_taken_in(5, buf, SNAPSHOT_FRAME_ROOM);
+    /// assert!(matches!(refused, Err(PaxosError::SnapshotBeyondCommitted { slot: 5, .. })));
+    /// ```
+    ///
     /// # Errors
     /// As [`Replica::snapshot_taken`].
     pub fn snapshot_taken_in(
