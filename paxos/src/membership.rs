@@ -466,8 +466,11 @@ fn frame_copy(epochs: &[Epoch], data: &[u8]) -> Bytes {
 }
 
 /// Room an application may leave in front of its snapshot data for the
-/// frame (see [`crate::Replica::snapshot_taken_in`]): enough for the
-/// membership histories a cluster keeps, a few dozen bytes per membership.
+/// frame (see [`crate::Replica::snapshot_taken_in`]): the frame's head
+/// holds the membership history, each member's id and address, so a
+/// typical cluster's takes a few hundred bytes. A head that does not fit
+/// (up to [`MAX_MEMBERS`] members with addresses of [`MAX_ADDRESS_BYTES`]
+/// each, in several memberships) is copied in front of the data instead.
 pub const SNAPSHOT_FRAME_ROOM: usize = 4096;
 
 /// [`frame`] of `buf[start..]`, the same bytes: written in place, into
