@@ -470,7 +470,8 @@ fn frame_copy(epochs: &[Epoch], data: &[u8]) -> Bytes {
 /// holds the membership history, each member's id and address, so a
 /// typical cluster's takes a few hundred bytes. A head that does not fit
 /// (up to [`MAX_MEMBERS`] members with addresses of [`MAX_ADDRESS_BYTES`]
-/// each, in several memberships) is copied in front of the data instead.
+/// each, in several memberships) makes the replica copy the data into a
+/// new buffer behind it, as [`crate::Replica::snapshot_taken`] does.
 pub const SNAPSHOT_FRAME_ROOM: usize = 4096;
 
 /// [`frame`] of `buf[start..]`, the same bytes: written in place, into
