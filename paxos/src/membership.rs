@@ -447,11 +447,7 @@ mod serde_bytes_slice {
 /// The snapshot data a replica stores and sends: its membership history
 /// as of the snapshot's slot around the application's data. The data is
 /// copied once, into a buffer of the final size.
-pub(crate) fn frame(epochs: Vec<Epoch>, data: Bytes) -> Bytes {
-    frame_copy(&epochs, &data)
-}
-
-fn frame_copy(epochs: &[Epoch], data: &[u8]) -> Bytes {
+pub(crate) fn frame(epochs: &[Epoch], data: &[u8]) -> Bytes {
     let frame = Frame { epochs, data };
     // Sizing counts bytes without writing them; encoding plain data into a
     // Vec cannot fail.
@@ -478,18 +474,18 @@ pub const SNAPSHOT_FRAME_ROOM: usize = 4096;
 /// `buf[..start]`, when the frame's head (the magic, the history and the
 /// data's length) fits there, so that the data is not copied; copied as
 /// `frame` copies it when it does not.
-pub(crate) fn frame_in(epochs: Vec<Epoch>, mut buf: Vec<u8>, start: usize) -> Bytes {
+pub(crate) fn frame_in(epochs: &[Epoch], mut buf: Vec<u8>, start: usize) -> Bytes {
     let start = start.min(buf.len());
     let data_len = (buf.len() - start) as u64;
     // The frame's fields in order, the data's length as postcard writes a
     // byte string's: a varint.
-    match postcard::to_extend(&(epochs.as_slice(), data_len), FRAME_MAGIC.to_vec()) {
+    match postcard::to_extend(&(epochs, data_len), FRAME_MAGIC.to_vec()) {
         Ok(head) if head.len() <= start => {
             let from = start - head.len();
             buf[from..start].copy_from_slice(&head);
             Bytes::from(buf).slice(from..)
         }
-        _ => frame_copy(&epochs, &buf[start..]),
+        _ => frame(epochs, &buf[start..]),
     }
 }
 
@@ -544,7 +540,7 @@ mod frame_tests {
             })
             .unwrap(),
         );
-        assert_eq!(frame(epochs(), data.clone()).as_ref(), earlier.as_slice());
+        assert_eq!(frame(&epochs(), &data).as_ref(), earlier.as_slice());
         let (_, unframed) = unframe(&Bytes::from(earlier)).unwrap().unwrap();
         assert_eq!(unframed, data);
     }
@@ -555,8 +551,8 @@ mod frame_tests {
         let mut buf = vec![0xee; SNAPSHOT_FRAME_ROOM];
         buf.extend_from_slice(&data);
         let at = buf.as_ptr() as usize + SNAPSHOT_FRAME_ROOM;
-        let framed = frame_in(epochs(), buf, SNAPSHOT_FRAME_ROOM);
-        assert_eq!(framed, frame(epochs(), Bytes::from(data.clone())));
+        let framed = frame_in(&epochs(), buf, SNAPSHOT_FRAME_ROOM);
+        assert_eq!(framed, frame(&epochs(), &data));
         let (_, unframed) = unframe(&framed).unwrap().unwrap();
         assert_eq!(unframed.as_ptr() as usize, at, "the data was not moved");
     }
@@ -567,19 +563,15 @@ mod frame_tests {
         for room in [0, 3, 12] {
             let mut buf = vec![0; room];
             buf.extend_from_slice(&data);
-            let framed = frame_in(epochs(), buf, room);
-            assert_eq!(
-                framed,
-                frame(epochs(), Bytes::from(data.clone())),
-                "room {room}"
-            );
+            let framed = frame_in(&epochs(), buf, room);
+            assert_eq!(framed, frame(&epochs(), &data), "room {room}");
         }
     }
 
     #[test]
     fn unframed_data_is_a_view_of_the_frame_not_a_copy() {
         let data = Bytes::from(vec![9u8; 1000]);
-        let framed = frame(epochs(), data.clone());
+        let framed = frame(&epochs(), &data);
         let (_, unframed) = unframe(&framed).unwrap().unwrap();
         assert_eq!(unframed, data);
         assert!(

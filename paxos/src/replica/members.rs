@@ -316,8 +316,8 @@ impl Replica {
     pub(super) fn framed(&self, slot: Slot, data: Taken) -> Option<Snapshot> {
         let epochs = self.history.as_of(slot)?;
         let data = match data {
-            Taken::Data(data) => membership::frame(epochs, data),
-            Taken::In { buf, start } => membership::frame_in(epochs, buf, start),
+            Taken::Data(data) => membership::frame(&epochs, &data),
+            Taken::In { buf, start } => membership::frame_in(&epochs, buf, start),
         };
         Some(Snapshot { slot, data })
     }

@@ -265,7 +265,7 @@ fn a_member_far_behind_installs_a_snapshot_from_a_leader_it_has_not_learned_of()
         effective: 300 + CONFIG_DELAY,
         membership: grown.clone(),
     }];
-    let data = crate::membership::frame(epochs, cmd("table"));
+    let data = crate::membership::frame(&epochs, &cmd("table"));
     let chunk = Message::SnapshotChunk {
         slot: 1_990,
         total_len: data.len() as u64,
