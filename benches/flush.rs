@@ -55,8 +55,23 @@
 //! flush, and a follower's vote on its way back (half a round trip; the
 //! Accept's way out overlaps the leader's own flush), so on this machine
 //! no acquire is answered in much less than the quorum line's p50 plus one
-//! and a half times this one's (`benches/compare_etcd.sh` prints that sum
-//! as its FLOOR line).
+//! and a half times this one's.
+//!
+//! The last line puts those pieces together as the least any replicated
+//! write does: a client thread sends a 200-byte request to a leader, which
+//! forwards it to two follower threads, appends it to its own file and
+//! flushes, and answers once its flush and the first follower's (append,
+//! flush, 8-byte vote back) are done. Everything is loopback TCP with
+//! Nagle off and blocking threads, the leader a current-thread tokio
+//! runtime that waits for both followers' votes at once, as a node does;
+//! there is no encoding, no consensus state and no lease table, so a real
+//! node's round can only be slower:
+//!
+//! ```text
+//! REPLICATED round bytes=200 rounds=N p50_us=A p90_us=B p99_us=C
+//! ```
+//!
+//! `benches/compare_etcd.sh` prints this p50 as its FLOOR line.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -148,6 +163,128 @@ fn run(mode: Mode) -> Result<(), String> {
         trips.len(),
         percentiles(&trips)
     );
+    let rounds = replicated_rounds(dir.path(), span)?;
+    println!(
+        "REPLICATED round bytes={MESSAGE_BYTES} rounds={} {}",
+        rounds.len(),
+        percentiles(&rounds)
+    );
+    Ok(())
+}
+
+/// The size of a vote: the round it answers.
+const VOTE_BYTES: usize = 8;
+
+/// Rounds (µs, sorted) of a client's request made durable on a leader and
+/// one of two followers, each with a file of its own in `dir`, back to
+/// back for `span`.
+fn replicated_rounds(dir: &Path, span: Duration) -> Result<Vec<u64>, String> {
+    let io = |e: std::io::Error| format!("replicated round: {e}");
+    let mut follower_addrs = Vec::new();
+    let mut followers = Vec::new();
+    for i in 0..2 {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+        follower_addrs.push(listener.local_addr().map_err(io)?);
+        let file = zeroed(&dir.join(format!("follower{i}")))?;
+        followers.push(std::thread::spawn(move || follow(&listener, &file)));
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let leader_addr = listener.local_addr().map_err(io)?;
+    let file = zeroed(&dir.join("leader"))?;
+    let leader = std::thread::spawn(move || -> std::io::Result<()> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?
+            .block_on(lead(listener, file, follower_addrs))
+    });
+    let mut client = TcpStream::connect(leader_addr).map_err(io)?;
+    client.set_nodelay(true).map_err(io)?;
+    let request = [0x5a; MESSAGE_BYTES];
+    let mut answer = [0; VOTE_BYTES];
+    let mut rounds = Vec::new();
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        let started = Instant::now();
+        client.write_all(&request).map_err(io)?;
+        client.read_exact(&mut answer).map_err(io)?;
+        rounds.push(micros(started.elapsed()));
+    }
+    drop(client);
+    let joined = |t: std::thread::JoinHandle<std::io::Result<()>>| {
+        t.join()
+            .map_err(|_| "a replicated-round thread panicked".to_string())?
+            .map_err(io)
+    };
+    joined(leader)?;
+    for follower in followers {
+        joined(follower)?;
+    }
+    rounds.sort_unstable();
+    Ok(rounds)
+}
+
+/// A follower: appends and flushes each request, then votes with the
+/// request's first bytes (the leader's round number), until the leader
+/// leaves (which the slower follower may see only when its vote bounces).
+fn follow(listener: &TcpListener, file: &File) -> std::io::Result<()> {
+    let (mut stream, _) = listener.accept()?;
+    stream.set_nodelay(true)?;
+    let mut request = [0; MESSAGE_BYTES];
+    let mut offset = 0;
+    while stream.read_exact(&mut request).is_ok() {
+        write_record(file, &mut offset, &request)?;
+        if stream.write_all(&request[..VOTE_BYTES]).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The leader: forwards each request to both followers before its own
+/// flush, so the three flushes overlap, and answers after its flush and
+/// the first vote for that round.
+async fn lead(
+    listener: TcpListener,
+    file: File,
+    followers: Vec<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (votes_in, mut votes) = tokio::sync::mpsc::unbounded_channel();
+    let mut links = Vec::new();
+    for addr in followers {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut from, to) = stream.into_split();
+        let votes_in = votes_in.clone();
+        tokio::spawn(async move {
+            let mut vote = [0; VOTE_BYTES];
+            while from.read_exact(&mut vote).await.is_ok() {
+                if votes_in.send(u64::from_le_bytes(vote)).is_err() {
+                    return;
+                }
+            }
+        });
+        links.push(to);
+    }
+    listener.set_nonblocking(true)?;
+    let (mut client, _) = tokio::net::TcpListener::from_std(listener)?
+        .accept()
+        .await?;
+    client.set_nodelay(true)?;
+    let mut request = [0; MESSAGE_BYTES];
+    let mut offset = 0;
+    let mut round = 0u64;
+    while client.read_exact(&mut request).await.is_ok() {
+        round += 1;
+        request[..VOTE_BYTES].copy_from_slice(&round.to_le_bytes());
+        for link in &mut links {
+            link.write_all(&request).await?;
+        }
+        write_record(&file, &mut offset, &request)?;
+        // Votes of earlier rounds from the slower follower are stale.
+        while votes.recv().await.ok_or(std::io::ErrorKind::BrokenPipe)? < round {}
+        client.write_all(&request[..VOTE_BYTES]).await?;
+    }
     Ok(())
 }
 
@@ -280,14 +417,19 @@ fn zeroed(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-/// Writes one record at `offset` (wrapping within the file) and flushes it.
+/// Writes a batch's record at `offset` (wrapping within the file) and
+/// flushes it.
 fn append(file: &File, offset: &mut u64) -> std::io::Result<()> {
-    const RECORD: [u8; RECORD_BYTES] = [0x5a; RECORD_BYTES];
-    if *offset + RECORD_BYTES as u64 > FILE_BYTES {
+    write_record(file, offset, &[0x5a; RECORD_BYTES])
+}
+
+/// Writes `record` at `offset` (wrapping within the file) and flushes it.
+fn write_record(file: &File, offset: &mut u64, record: &[u8]) -> std::io::Result<()> {
+    if *offset + record.len() as u64 > FILE_BYTES {
         *offset = 0;
     }
-    file.write_all_at(&RECORD, *offset)?;
-    *offset += RECORD_BYTES as u64;
+    file.write_all_at(record, *offset)?;
+    *offset += record.len() as u64;
     file.sync_data()
 }
 
