@@ -124,8 +124,8 @@ pub use trexlock_journal::{JournalIdentity, LogJournal, RedbJournal};
 pub use trexlock_lease::client::ACQUIRE_MARGIN;
 pub use trexlock_lease::remote::{RemoteConfig, RemoteHandle, TcpNode, TcpNodeConfig};
 pub use trexlock_lease::{
-    ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, FollowerSync,
-    GuardError, HolderInfo, InProcessNetwork, JournalFile, KeepAlive, LeaseClient, LeaseError,
+    ConnectFailure, DriftBound, Elected, Election, FencedGuard, FencedMutex, GuardError,
+    HolderInfo, InProcessNetwork, JournalFile, JournalSync, KeepAlive, LeaseClient, LeaseError,
     LeaseHandle, LeaseSession, LeaseToken, ListPage, ListedHolder, ListedLease, MetricsSnapshot,
     Mode, Network, Node, NodeConfig, NodeError, NodeHandle, NodeStatus, Observed, Refusal,
     SessionId, Stamp, TryAcquire,

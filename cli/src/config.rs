@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use trexlock_lease::remote::{JournalFile, TcpNodeConfig};
-use trexlock_lease::{DriftBound, FollowerSync, NodeConfig};
+use trexlock_lease::{DriftBound, JournalSync, NodeConfig};
 use trexlock_paxos::NodeId;
 use trexlock_transport::{TlsConfig, TransportConfig};
 
@@ -181,10 +181,10 @@ impl FileConfig {
         members.push(me);
         members.sort();
         let mut node = NodeConfig::new(me, members);
-        // This process's runtime serves the node alone (see `main`), so a
-        // follower may block it for a sync: two fewer thread hand-offs on
-        // the path of every vote.
-        node.follower_sync = FollowerSync::InPlace;
+        // This process's runtime serves the node alone (see `main`), so the
+        // node may block it for a sync: two fewer thread hand-offs on the
+        // path of every vote.
+        node.journal_sync = JournalSync::InPlace;
         if let Some(ms) = self.heartbeat_ms {
             node.heartbeat_interval = Duration::from_millis(ms);
         }

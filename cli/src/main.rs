@@ -374,10 +374,10 @@ fn main() -> ExitCode {
     // connections hand each message to one another, and on one thread each
     // hand-off is a queue push instead of a cross-thread wake-up (futex,
     // then the other thread's scheduling delay) on the request's path.
-    // For the same reason a follower syncs its journal on this thread (the
-    // runtime serves the node alone; see `FollowerSync::InPlace` in the
-    // node's config); a leader syncs on the journal's own thread, so that
-    // its Accepts leave while its disk works.
+    // For the same reason a node syncs its journal on this thread (the
+    // runtime serves the node alone; see `JournalSync::InPlace` in the
+    // node's config), a leader only once its Accepts have left, so that
+    // its disk and its followers' work at the same time.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

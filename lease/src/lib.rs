@@ -87,7 +87,7 @@ pub use keepalive::KeepAlive;
 pub use metrics::MetricsSnapshot;
 pub use network::{InProcessNetwork, Network, PeerMessage};
 pub use node::{
-    Effect, FollowerSync, JournalFile, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle,
+    Effect, JournalFile, JournalSync, MemberInfo, Node, NodeConfig, NodeCore, NodeHandle,
     NodeStatus, Role,
 };
 #[cfg(feature = "sabotage")]

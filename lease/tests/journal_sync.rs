@@ -1,7 +1,8 @@
-//! Followers that sync their journal on the node's own task
-//! ([`FollowerSync::InPlace`], the `trexlock` command's setting): their
-//! votes are as durable as the journal thread's, and a journal that fails
-//! stops the node instead of wedging it.
+//! Nodes that sync their journal on their own task
+//! ([`JournalSync::InPlace`], the `trexlock` command's setting): their
+//! votes are as durable as the journal thread's, a leader answers nothing
+//! its own journal has not made durable, and a journal that fails stops
+//! the node instead of wedging it.
 
 mod common;
 
@@ -9,13 +10,13 @@ use common::Cluster;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use trexlock_lease::{FollowerSync, InProcessNetwork, Node, NodeConfig, TryAcquire};
+use trexlock_lease::{InProcessNetwork, JournalSync, Node, NodeConfig, TryAcquire};
 use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite, MemJournal, NodeId};
 
 const TTL: Duration = Duration::from_secs(10);
 
 fn in_place(config: &mut NodeConfig) {
-    config.follower_sync = FollowerSync::InPlace;
+    config.journal_sync = JournalSync::InPlace;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,8 +71,9 @@ impl Journal for Breakable {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_whose_journal_fails_in_place_stops_naming_the_failure() {
+/// Three nodes syncing in place on journals that fail when switched,
+/// once one leads: the nodes, their switches and the leader's index.
+async fn breakable_cluster() -> (Vec<Node>, Vec<Arc<AtomicBool>>, usize) {
     let members: Vec<NodeId> = (1..=3).map(NodeId).collect();
     let network = InProcessNetwork::new();
     let mut nodes = Vec::new();
@@ -91,15 +93,29 @@ async fn a_follower_whose_journal_fails_in_place_stops_naming_the_failure() {
         nodes.push(node);
         switches.push(broken);
     }
-    let mut leader = None;
     for _ in 0..500 {
-        leader = nodes.iter().position(|n| n.status().is_leader);
-        if leader.is_some() {
-            break;
+        if let Some(leader) = nodes.iter().position(|n| n.status().is_leader) {
+            return (nodes, switches, leader);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let leader = leader.expect("a leader within 5 s");
+    panic!("no leader within 5 s");
+}
+
+/// Why `node` stopped, once it has (within 5 s).
+async fn stop_reason(node: &Node) -> String {
+    for _ in 0..500 {
+        if let Some(reason) = node.status().stopped {
+            return reason;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the node did not stop within 5 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_journal_fails_in_place_stops_naming_the_failure() {
+    let (nodes, switches, leader) = breakable_cluster().await;
     let follower = (leader + 1) % 3;
     switches[follower].store(true, Ordering::SeqCst);
     let client = nodes[leader].client("owner");
@@ -107,14 +123,20 @@ async fn a_follower_whose_journal_fails_in_place_stops_naming_the_failure() {
         client.try_acquire("x", TTL).await.unwrap(),
         TryAcquire::Acquired(_)
     ));
-    let mut stopped = None;
-    for _ in 0..500 {
-        stopped = nodes[follower].status().stopped;
-        if stopped.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let reason = stopped.expect("the follower stopped within 5 s");
+    let reason = stop_reason(&nodes[follower]).await;
+    assert!(reason.contains("the disk is gone"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_syncing_in_place_grants_nothing_its_own_journal_refused() {
+    let (nodes, switches, leader) = breakable_cluster().await;
+    switches[leader].store(true, Ordering::SeqCst);
+    let client = nodes[leader].client("owner");
+    let answer = client.try_acquire("x", TTL).await;
+    assert!(
+        !matches!(answer, Ok(TryAcquire::Acquired(_))),
+        "granted on a vote its journal refused"
+    );
+    let reason = stop_reason(&nodes[leader]).await;
     assert!(reason.contains("the disk is gone"), "{reason}");
 }

@@ -67,34 +67,34 @@ pub struct NodeConfig {
     /// from a position; a resume from further back is refused as
     /// compacted.
     pub watch_history: usize,
-    /// Which thread makes this node's journal writes durable while it
-    /// does not lead.
-    pub follower_sync: FollowerSync,
+    /// Which thread makes this node's journal writes durable.
+    pub journal_sync: JournalSync,
     /// A deliberately broken runtime, for proving the simulator's checks
     /// (feature `sabotage` only).
     #[cfg(feature = "sabotage")]
     pub sabotage: Option<crate::Sabotage>,
 }
 
-/// Which thread performs a journal sync while the node does not lead.
-/// Either way a vote leaves only once its sync has returned; this decides
-/// only how many thread hand-offs stand between the two.
+/// Which thread performs a node's journal syncs. Either way a vote
+/// counts, and leaves, only once its sync has returned; this decides only
+/// how many thread hand-offs stand between the two.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FollowerSync {
+pub enum JournalSync {
     /// The journal's own thread: the runtime never waits on the disk, and
     /// each sync costs two hand-offs (to the journal thread and back) on
-    /// the path of every vote. Right for a node that shares its runtime
+    /// the path of every request. Right for a node that shares its runtime
     /// with the application.
     #[default]
     JournalThread,
     /// The node's own task, blocking the runtime's thread for the sync
     /// (tens of microseconds on an SSD, milliseconds on a slow disk): no
-    /// hand-off, so a follower's vote leaves sooner. For a runtime that
+    /// hand-off, so a vote counts or leaves sooner. For a runtime that
     /// serves the node alone, as the `trexlock` command's does. A leader
-    /// still syncs on the journal thread, so that its disk works while
-    /// its Accepts are on their way to the followers, and a write holding
-    /// a snapshot goes there too, so that a follower keeps answering
-    /// while a large table is written.
+    /// first yields to the runtime once, so that the peer links write its
+    /// Accepts before it blocks and its followers' disks work while its
+    /// own does. A write holding a snapshot still goes to the journal
+    /// thread, so that a node keeps answering while a large table is
+    /// written.
     InPlace,
 }
 
@@ -122,7 +122,7 @@ impl NodeConfig {
             max_leases: crate::table::MAX_LEASES,
             max_watchers: crate::watch::DEFAULT_MAX_WATCHERS,
             watch_history: crate::watch::DEFAULT_WATCH_HISTORY,
-            follower_sync: FollowerSync::JournalThread,
+            journal_sync: JournalSync::JournalThread,
             #[cfg(feature = "sabotage")]
             sabotage: None,
         }
@@ -407,7 +407,7 @@ impl Node {
                 .map_err(NodeError::Task)??;
         let origin = tokio::time::Instant::now();
         let (id, drift, tick) = (config.node, config.drift, config.tick_interval);
-        let follower_sync = config.follower_sync;
+        let journal_sync = config.journal_sync;
         let paxos = config.paxos_config(fastrand::u64(..));
         let core = NodeCore::new(config, paxos, state, Duration::ZERO)?;
         let (calls_tx, calls_rx) = mpsc::channel(4096);
@@ -426,7 +426,7 @@ impl Node {
             inbox,
             calls: calls_rx,
             status: status_tx,
-            follower_sync,
+            journal_sync,
         };
         let task = tokio::spawn(task::NodeTask::new(core, io, origin, tick).run());
         Ok(Node { handle, task })

@@ -3,7 +3,7 @@
 //! the core returns. It decides nothing itself.
 
 use super::core::{Effect, NodeCore};
-use super::{Call, FollowerSync, NodeStatus, Reply};
+use super::{Call, JournalSync, NodeStatus, Reply};
 use crate::client::members::{self, MemberCall, MemberError};
 use crate::command::{ClientId, Outcome};
 use crate::error::NodeError;
@@ -29,7 +29,7 @@ pub(super) struct Io {
     pub(super) inbox: Inbox,
     pub(super) calls: mpsc::Receiver<Call>,
     pub(super) status: watch::Sender<NodeStatus>,
-    pub(super) follower_sync: FollowerSync,
+    pub(super) journal_sync: JournalSync,
 }
 
 pub(super) struct NodeTask {
@@ -46,6 +46,9 @@ pub(super) struct NodeTask {
     origin: Instant,
     tick_interval: Duration,
     shutdown: Option<oneshot::Sender<()>>,
+    /// A leader's write to make durable in place once its Accepts have
+    /// left (see [`JournalSync::InPlace`]).
+    held_write: Option<(u64, JournalWrite)>,
 }
 
 impl NodeTask {
@@ -60,6 +63,7 @@ impl NodeTask {
             origin,
             tick_interval,
             shutdown: None,
+            held_write: None,
         }
     }
 
@@ -149,6 +153,7 @@ impl NodeTask {
             }
             let ended = self.core.end_round(self.now());
             self.perform(ended)?;
+            self.sync_held_write().await?;
             let status = self.core.status();
             self.io.status.send_if_modified(|s| {
                 let changed = *s != status;
@@ -245,26 +250,46 @@ impl NodeTask {
         result
     }
 
-    /// Hands a journal write to the journal thread, or, for a follower
-    /// configured with [`FollowerSync::InPlace`], makes it durable here and
-    /// tells the core at once. The core has at most one write outstanding,
-    /// so either way the writes reach the journal in order. A write that
-    /// holds a snapshot always goes to the thread: a large table takes
-    /// hundreds of milliseconds to write, and a follower that stops
-    /// answering for that long, beside another doing the same, makes the
-    /// leader step down.
+    /// Hands a journal write to the journal thread or, with
+    /// [`JournalSync::InPlace`], makes it durable here and tells the core
+    /// at once; a leader's is held for [`NodeTask::sync_held_write`], so
+    /// that the Accepts queued with it leave first. The core has at most
+    /// one write outstanding, so either way the writes reach the journal
+    /// in order. A write that holds a snapshot always goes to the thread:
+    /// a large table takes hundreds of milliseconds to write, and a node
+    /// that stops answering for that long, beside another doing the same,
+    /// makes the leader step down.
     fn persist(&mut self, id: u64, write: JournalWrite) -> Result<(), NodeError> {
-        let in_place = self.io.follower_sync == FollowerSync::InPlace
-            && !self.core.replica().is_leader()
-            && write.snapshot.is_none();
-        if !in_place {
+        if self.io.journal_sync == JournalSync::JournalThread || write.snapshot.is_some() {
             self.io.worker.submit(id, write);
             return Ok(());
         }
+        if self.core.replica().is_leader() {
+            self.held_write = Some((id, write));
+            return Ok(());
+        }
+        self.sync_here(id, &write)
+    }
+
+    /// Makes a leader's held write durable, after one yield to the runtime
+    /// in which the peer links write the Accepts this node's step queued
+    /// (tokio runs the tasks already woken before it polls a yielded task
+    /// again); then whatever the sync lets the core do, which may hold
+    /// the next write.
+    async fn sync_held_write(&mut self) -> Result<(), NodeError> {
+        while let Some((id, write)) = self.held_write.take() {
+            tokio::task::yield_now().await;
+            let synced = self.sync_here(id, &write);
+            self.perform(synced)?;
+        }
+        Ok(())
+    }
+
+    fn sync_here(&mut self, id: u64, write: &JournalWrite) -> Result<(), NodeError> {
         let (result, took) = self
             .io
             .worker
-            .persist_here(&write)
+            .persist_here(write)
             .ok_or(NodeError::JournalThreadEnded)?;
         result?;
         self.metrics.journal_sync.observe(took);
@@ -330,6 +355,7 @@ impl NodeTask {
         loop {
             self.core.drain(self.now());
             self.perform(Ok(()))?;
+            self.sync_held_write().await?;
             if self.core.is_drained() {
                 return Ok(());
             }
