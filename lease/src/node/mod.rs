@@ -90,9 +90,10 @@ pub enum JournalSync {
     /// (tens of microseconds on an SSD, milliseconds on a slow disk): no
     /// hand-off, so a vote counts or leaves sooner. For a runtime that
     /// serves the node alone, as the `trexlock` command's does. A leader
-    /// first yields to the runtime once, so that the peer links write its
-    /// Accepts before it blocks and its followers' disks work while its
-    /// own does. A write holding a snapshot still goes to the journal
+    /// syncs at the end of its round, after one yield to the runtime, in
+    /// which a current-thread runtime lets the peer links write the
+    /// round's Accepts before the leader blocks, so that its followers'
+    /// disks work while its own does. A write holding a snapshot still goes to the journal
     /// thread, so that a node keeps answering while a large table is
     /// written.
     InPlace,

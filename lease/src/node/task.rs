@@ -151,9 +151,16 @@ impl NodeTask {
             if self.shutdown.is_some() {
                 return self.drain().await;
             }
-            let ended = self.core.end_round(self.now());
-            self.perform(ended)?;
-            self.sync_held_write().await?;
+            // A leader's write synced in place ends the round again, so
+            // that what its sync released (proposals, commit notices) goes
+            // out now, as after a sync on the journal thread.
+            loop {
+                let ended = self.core.end_round(self.now());
+                self.perform(ended)?;
+                if !self.sync_held_write().await? {
+                    break;
+                }
+            }
             let status = self.core.status();
             self.io.status.send_if_modified(|s| {
                 let changed = *s != status;
@@ -213,9 +220,10 @@ impl NodeTask {
     }
 
     /// Performs the core's effects, in order, as soon as an input produced
-    /// them (a journal write waits for no other input), then passes on the
-    /// input's result: even a step that stopped the node delivers what it
-    /// had already decided.
+    /// them (a journal write waits for no other input, except a leader's
+    /// synced in place, which waits for the end of the round), then passes
+    /// on the input's result: even a step that stopped the node delivers
+    /// what it had already decided.
     fn perform(&mut self, mut result: Result<(), NodeError>) -> Result<(), NodeError> {
         // Delivering to a watcher, or a journal write made durable in
         // place, can give the core an input, whose effects are performed
@@ -265,24 +273,26 @@ impl NodeTask {
             return Ok(());
         }
         if self.core.replica().is_leader() {
+            debug_assert!(self.held_write.is_none(), "two journal writes outstanding");
             self.held_write = Some((id, write));
             return Ok(());
         }
         self.sync_here(id, &write)
     }
 
-    /// Makes a leader's held write durable, after one yield to the runtime
-    /// in which the peer links write the Accepts this node's step queued
-    /// (tokio runs the tasks already woken before it polls a yielded task
-    /// again); then whatever the sync lets the core do, which may hold
-    /// the next write.
-    async fn sync_held_write(&mut self) -> Result<(), NodeError> {
-        while let Some((id, write)) = self.held_write.take() {
-            tokio::task::yield_now().await;
-            let synced = self.sync_here(id, &write);
-            self.perform(synced)?;
-        }
-        Ok(())
+    /// Makes a leader's held write durable, if there is one (then true),
+    /// after one yield to the runtime in which the peer links write the
+    /// Accepts this round queued (a current-thread runtime runs the tasks
+    /// already woken before it polls a yielded task again), and performs
+    /// what the sync lets the core do, which may hold the next write.
+    async fn sync_held_write(&mut self) -> Result<bool, NodeError> {
+        let Some((id, write)) = self.held_write.take() else {
+            return Ok(false);
+        };
+        tokio::task::yield_now().await;
+        let synced = self.sync_here(id, &write);
+        self.perform(synced)?;
+        Ok(true)
     }
 
     fn sync_here(&mut self, id: u64, write: &JournalWrite) -> Result<(), NodeError> {
@@ -355,7 +365,10 @@ impl NodeTask {
         loop {
             self.core.drain(self.now());
             self.perform(Ok(()))?;
-            self.sync_held_write().await?;
+            if self.sync_held_write().await? {
+                // What the sync released is sent by the next drain step.
+                continue;
+            }
             if self.core.is_drained() {
                 return Ok(());
             }
