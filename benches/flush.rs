@@ -197,19 +197,8 @@ fn replicated_rounds(dir: &Path, span: Duration) -> Result<Vec<u64>, String> {
             .build()?
             .block_on(lead(listener, file, follower_addrs))
     });
-    let mut client = TcpStream::connect(leader_addr).map_err(io)?;
-    client.set_nodelay(true).map_err(io)?;
-    let request = [0x5a; MESSAGE_BYTES];
-    let mut answer = [0; VOTE_BYTES];
-    let mut rounds = Vec::new();
-    let end = Instant::now() + span;
-    while Instant::now() < end {
-        let started = Instant::now();
-        client.write_all(&request).map_err(io)?;
-        client.read_exact(&mut answer).map_err(io)?;
-        rounds.push(micros(started.elapsed()));
-    }
-    drop(client);
+    let rounds =
+        time_round_trips(leader_addr, &[0x5a; MESSAGE_BYTES], VOTE_BYTES, span).map_err(io)?;
     let joined = |t: std::thread::JoinHandle<std::io::Result<()>>| {
         t.join()
             .map_err(|_| "a replicated-round thread panicked".to_string())?
@@ -219,7 +208,6 @@ fn replicated_rounds(dir: &Path, span: Duration) -> Result<Vec<u64>, String> {
     for follower in followers {
         joined(follower)?;
     }
-    rounds.sort_unstable();
     Ok(rounds)
 }
 
@@ -307,21 +295,33 @@ fn round_trips(span: Duration) -> Result<Vec<u64>, String> {
         }
         Ok(())
     });
-    let mut stream = TcpStream::connect(addr).map_err(io)?;
-    stream.set_nodelay(true).map_err(io)?;
-    let mut message = [0x5a; MESSAGE_BYTES];
+    let trips = time_round_trips(addr, &[0x5a; MESSAGE_BYTES], MESSAGE_BYTES, span).map_err(io)?;
+    echo.join()
+        .map_err(|_| "the echo thread panicked".to_string())?
+        .map_err(io)?;
+    Ok(trips)
+}
+
+/// Round trips (µs, sorted) over one connection to `addr` (Nagle off),
+/// back to back for `span`: `request` out, `answer_bytes` back. The
+/// connection is closed on return, which ends the peer's loop.
+fn time_round_trips(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    answer_bytes: usize,
+    span: Duration,
+) -> std::io::Result<Vec<u64>> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut answer = vec![0; answer_bytes];
     let mut trips = Vec::new();
     let end = Instant::now() + span;
     while Instant::now() < end {
         let started = Instant::now();
-        stream.write_all(&message).map_err(io)?;
-        stream.read_exact(&mut message).map_err(io)?;
+        stream.write_all(request)?;
+        stream.read_exact(&mut answer)?;
         trips.push(micros(started.elapsed()));
     }
-    drop(stream);
-    echo.join()
-        .map_err(|_| "the echo thread panicked".to_string())?
-        .map_err(io)?;
     trips.sort_unstable();
     Ok(trips)
 }
