@@ -93,9 +93,9 @@ pub enum JournalSync {
     /// syncs at the end of its round, after one yield to the runtime, in
     /// which a current-thread runtime lets the peer links write the
     /// round's Accepts before the leader blocks, so that its followers'
-    /// disks work while its own does. A write holding a snapshot still goes to the journal
-    /// thread, so that a node keeps answering while a large table is
-    /// written.
+    /// disks work while its own does. A write holding a snapshot still
+    /// goes to the journal thread, so that a node keeps answering while a
+    /// large table is written.
     InPlace,
 }
 
