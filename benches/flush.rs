@@ -42,7 +42,7 @@
 //! file system), no request of a three-node cluster on this disk is
 //! answered faster than that, whatever the code around the journal does.
 //!
-//! The very last line is the other half of that floor: the round trip of a
+//! The next line is the other half of that floor: the round trip of a
 //! small message (200 bytes, about an acquire) over a loopback TCP
 //! connection between two threads, each blocked in `read` until it
 //! arrives, as a node and its client are:
@@ -53,12 +53,10 @@
 //!
 //! An acquire waits for the client's round trip to the leader, the quorum
 //! flush, and a follower's vote on its way back (half a round trip; the
-//! Accept's way out overlaps the leader's own flush), so on this machine
-//! no acquire is answered in much less than the quorum line's p50 plus one
-//! and a half times this one's.
-//!
-//! The last line puts those pieces together as the least any replicated
-//! write does: a client thread sends a 200-byte request to a leader, which
+//! Accept's way out overlaps the leader's own flush). Those pieces do not
+//! simply add up (a follower's flush starts after the leader's, not with
+//! it), so the last line measures them together, as the least any
+//! replicated write does: a client thread sends a 200-byte request to a leader, which
 //! forwards it to two follower threads, appends it to its own file and
 //! flushes, and answers once its flush and the first follower's (append,
 //! flush, 8-byte vote back) are done. Everything is loopback TCP with
@@ -420,7 +418,8 @@ fn zeroed(path: &Path) -> Result<File, String> {
 /// Writes a batch's record at `offset` (wrapping within the file) and
 /// flushes it.
 fn append(file: &File, offset: &mut u64) -> std::io::Result<()> {
-    write_record(file, offset, &[0x5a; RECORD_BYTES])
+    const RECORD: [u8; RECORD_BYTES] = [0x5a; RECORD_BYTES];
+    write_record(file, offset, &RECORD)
 }
 
 /// Writes `record` at `offset` (wrapping within the file) and flushes it.
