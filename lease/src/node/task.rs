@@ -105,8 +105,7 @@ impl NodeTask {
                 biased;
                 done = self.io.worker.done.recv() => match done {
                     Some((id, Ok(()), took)) => {
-                        self.metrics.journal_sync.observe(took);
-                        let synced = self.core.synced(self.now(), id);
+                        let synced = self.synced(id, took);
                         self.perform(synced)?;
                     }
                     Some((_, Err(e), _)) => return Err(e.into()),
@@ -302,6 +301,12 @@ impl NodeTask {
             .persist_here(write)
             .ok_or(NodeError::JournalThreadEnded)?;
         result?;
+        self.synced(id, took)
+    }
+
+    /// Journal write `id` is durable, `took` after it was started: the
+    /// core is told (its effects are the caller's to perform).
+    fn synced(&mut self, id: u64, took: Duration) -> Result<(), NodeError> {
         self.metrics.journal_sync.observe(took);
         let now = self.now();
         self.core.synced(now, id)
@@ -374,8 +379,7 @@ impl NodeTask {
             }
             match self.io.worker.done.recv().await {
                 Some((id, Ok(()), took)) => {
-                    self.metrics.journal_sync.observe(took);
-                    let synced = self.core.synced(self.now(), id);
+                    let synced = self.synced(id, took);
                     self.perform(synced)?;
                 }
                 Some((_, Err(e), _)) => return Err(e.into()),
