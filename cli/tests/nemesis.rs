@@ -56,7 +56,7 @@
 //!    if it is stopped before then it simply starts learning again.
 //!
 //! The data directory holds the journal, the redb journal's write-ahead
-//! log (`journal.redb.wal`) and the acknowledgement mark
+//! logs (`journal.redb.wal`, `journal.redb.wal2`) and the acknowledgement mark
 //! (`journal.redb.acked`, `journal.log.acked`); move or delete them
 //! together. A journal that
 //! comes back older than the mark (redb fell back past a damaged commit

@@ -4,11 +4,13 @@
 //! implementations of [`Journal`], the contract defined (with its
 //! durability rule) in `trexlock-paxos`.
 //!
-//! - [`RedbJournal`]: the default. One redb file per node and a
-//!   write-ahead log beside it; every [`Journal::persist`] is one record
-//!   appended to the log and synced (group commit: one sync covers a whole
-//!   batch of steps), and once the log is full its writes are folded into
-//!   the redb file in one transaction committed with immediate durability.
+//! - [`RedbJournal`]: the default. One redb file per node and two
+//!   write-ahead logs beside it; every [`Journal::persist`] is one record
+//!   appended to the active log and synced (group commit: one sync covers
+//!   a whole batch of steps), and once that log is full the other takes
+//!   over while the full one's writes are folded into the redb file, on a
+//!   thread of its own, in one transaction committed with immediate
+//!   durability.
 //!   A journal that comes back older than what the node acknowledged (redb
 //!   falling back past a damaged commit, an old copy restored, a log
 //!   record lost) is refused.

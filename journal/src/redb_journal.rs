@@ -1,11 +1,13 @@
 //! The default journal: one redb database file per node.
 
 use crate::ack_mark::{AckMark, refuse_rollback};
-use crate::record::next_sequence;
-use crate::redb_wal::{CAPACITY, Replayed, Wal};
+use crate::record::{next_sequence, storage};
+use crate::redb_wal::{CAPACITY, LOG_SUFFIXES, Replayed, Wal};
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle, WriteTransaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use trexlock_paxos::{Journal, JournalError, JournalState, JournalWrite};
 
 /// Table names inside a journal file. The prefix keeps them apart from
@@ -24,28 +26,34 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// snapshot.
 const LARGEST_LOGGED: usize = (CAPACITY / 4) as usize;
 
-/// A [`Journal`] in a redb database file of its own, with a write-ahead
-/// log beside it: syncs go through the log, and the log is checkpointed
-/// into redb.
+/// A [`Journal`] in a redb database file of its own, with two write-ahead
+/// logs beside it: syncs go through the active log, and a full log is
+/// checkpointed into redb on a thread of its own while the other one
+/// takes over.
 ///
 /// Guarantees: every [`Journal::persist`] is synced to disk and atomic
 /// before it returns, however many steps' writes it covers: it is either
-/// one checksummed record appended to the write-ahead log and synced
-/// (`fdatasync`), or (a write that carries a snapshot, a large one, and
-/// whenever the log is full) one redb write transaction committed with
-/// [`Durability::Immediate`] that folds in everything the log holds, after
-/// which the log starts over.
+/// one checksummed record appended to the active log and synced
+/// (`fdatasync`), or (a write that carries a snapshot, or a large one) one
+/// redb write transaction committed with [`Durability::Immediate`] that
+/// folds in everything the logs hold, after which the active log starts
+/// over. When the active log is full, the other one takes over (its header
+/// rewritten and synced), and the full one's writes are folded into the
+/// file by one such transaction on a background thread, after which that
+/// log starts over; if the next log fills before that fold ends, the sync
+/// that finds it full waits for it.
 ///
 /// Why this keeps durability: a write is acknowledged only once the
-/// record holding it, or the redb commit holding it, is synced; the log
+/// record holding it, or the redb commit holding it, is synced; a log
 /// starts over only after the redb commit that holds everything in it is
-/// synced, and its new header names that commit, so the log and the file
-/// together always hold every acknowledged write; [`RedbJournal::open`]
-/// folds what the log holds into the file before anything else. A log
-/// record that fails its checks is taken for a write cut short only when
-/// nothing was written after it; otherwise the journal is refused as
-/// corrupt (see `redb_wal`), and a log that belongs to another node, or
-/// starts after the file's newest commit, is refused too.
+/// synced, and each log's header names the commit its records follow, so
+/// the logs and the file together always hold every acknowledged write;
+/// [`RedbJournal::open`] folds what the logs hold into the file before
+/// anything else. A log record that fails its checks is taken for a write
+/// cut short only when nothing was written after it; otherwise the
+/// journal is refused as corrupt (see `redb_wal`), and a log that belongs
+/// to another node, or starts after the newest commit before it, is
+/// refused too. A failed fold fails the journal at its next call.
 ///
 /// Why: a redb commit with immediate durability writes its changed B-tree
 /// pages, its allocator records and its header (about seven scattered
@@ -60,25 +68,77 @@ const LARGEST_LOGGED: usize = (CAPACITY / 4) as usize;
 /// After any error the journal answers every call with
 /// [`JournalError::Closed`]: the node must stop.
 ///
-/// Beside the file live its write-ahead log (the same path with `.wal`
-/// appended), which holds the newest writes until they are folded into
-/// the file, and its acknowledgement mark (`.acked` appended): a 16-byte
-/// record of the newest acknowledged commit, written without a sync after
-/// each commit. The mark is how a rollback is told from a normal recovery
-/// (see [`RedbJournal::open`]). Both belong with the journal, and are
-/// moved, copied or deleted with it; after [`RedbJournal::close`] the log
-/// is empty and the file alone holds the journal.
+/// Beside the file live its write-ahead logs (the same path with `.wal`
+/// and `.wal2` appended), which hold the newest writes until they are
+/// folded into the file, and its acknowledgement mark (`.acked`
+/// appended): a 16-byte record of the newest acknowledged commit, written
+/// without a sync after each commit. The mark is how a rollback is told
+/// from a normal recovery (see [`RedbJournal::open`]). All three belong
+/// with the journal, and are moved, copied or deleted with it; after
+/// [`RedbJournal::close`] the logs are empty and the file alone holds the
+/// journal. Dropping the journal waits for a fold in progress.
 #[derive(Debug)]
 pub struct RedbJournal {
-    db: Database,
+    db: Arc<Database>,
     tables: JournalTables,
     mark: AckMark,
-    wal: Wal,
-    /// The writes in the log, not yet in the file, merged.
+    /// The log the next record goes to.
+    active: Wal,
+    /// The other log: empty and ready to take over, or being folded.
+    spare: Spare,
+    /// The writes in the active log, not yet in the file, merged.
     pending: JournalWrite,
-    /// The newest commit, in the log or the file.
+    /// The newest commit, in a log or the file.
     sequence: u64,
     failed: bool,
+}
+
+/// The log that is not active.
+#[derive(Debug)]
+enum Spare {
+    /// Empty, its writes (if it had any) in the file.
+    Ready(Wal),
+    /// Its writes being folded into the file; the thread hands it back
+    /// empty.
+    Folding(Fold),
+    /// Lost with a failed fold: the journal has failed.
+    Gone,
+}
+
+/// A fold in progress. Dropping it waits for the thread, so that a
+/// dropped journal leaves its file closed and every fold it began
+/// committed or failed.
+#[derive(Debug)]
+struct Fold {
+    thread: Option<JoinHandle<Result<Wal, JournalError>>>,
+    /// The journal's file, named by the error of a fold that panicked.
+    path: PathBuf,
+}
+
+impl Fold {
+    fn wait(mut self) -> Result<Wal, JournalError> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(done)) => done,
+            _ => Err(storage(
+                &self.path,
+                std::io::Error::other(
+                    "the thread folding a write-ahead log into the file panicked",
+                ),
+            )),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+}
+
+impl Drop for Fold {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl RedbJournal {
@@ -124,7 +184,10 @@ impl RedbJournal {
         let db = if fresh {
             crate::remove_if_present(&creating).map_err(|e| tables.redb_error(e))?;
             // A log beside no journal belongs to one deleted with it.
-            crate::remove_if_present(&Wal::path_for(path)).map_err(|e| tables.redb_error(e))?;
+            for log in 0..LOG_SUFFIXES.len() {
+                crate::remove_if_present(&Wal::path_for(path, log))
+                    .map_err(|e| tables.redb_error(e))?;
+            }
             Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .create(&creating)
@@ -168,7 +231,7 @@ impl RedbJournal {
             Replayed {
                 pending: JournalWrite::default(),
                 sequence: committed,
-                written: 0,
+                written: [0; LOG_SUFFIXES.len()],
             }
         } else {
             Wal::replay(path, &identity, committed)?
@@ -188,13 +251,16 @@ impl RedbJournal {
             std::fs::rename(&creating, path).map_err(|e| tables.redb_error(e))?;
         }
         crate::sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
-        let wal = Wal::start(path, &identity, replayed.sequence, replayed.written)?;
+        let [first, second] = replayed.written;
+        let active = Wal::start(path, 0, &identity, replayed.sequence, first)?;
+        let spare = Wal::start(path, 1, &identity, replayed.sequence, second)?;
         mark.record(replayed.sequence)?;
         Ok(Self {
-            db,
+            db: Arc::new(db),
             tables,
             mark,
-            wal,
+            active,
+            spare: Spare::Ready(spare),
             pending: JournalWrite::default(),
             sequence: replayed.sequence,
             failed: false,
@@ -210,10 +276,18 @@ impl RedbJournal {
     /// failure that dropping would ignore. Dropping the journal instead
     /// leaves the log for the next open to fold in.
     pub fn close(mut self) -> Result<(), JournalError> {
-        if !self.failed && !self.pending.is_empty() {
-            self.checkpoint(None)?;
+        if !self.failed {
+            self.spare_ready()?;
+            if !self.pending.is_empty() {
+                self.checkpoint(None)?;
+            }
         }
-        self.db.close().map_err(|e| self.tables.redb_error(e))
+        // Without a fold in progress nothing else holds the database.
+        self.spare = Spare::Gone;
+        match Arc::into_inner(self.db) {
+            Some(db) => db.close().map_err(|e| self.tables.redb_error(e)),
+            None => Ok(()),
+        }
     }
 
     fn begin(db: &Database, tables: &JournalTables) -> Result<WriteTransaction, JournalError> {
@@ -223,23 +297,71 @@ impl RedbJournal {
         Ok(txn)
     }
 
-    /// Commits to the file, in one transaction, the writes in the log and
-    /// then `write` (as the next commit), and starts the log over.
+    /// Commits to the file, in one transaction, the writes in the logs
+    /// and then `write` (as the next commit), and starts the active log
+    /// over.
     fn checkpoint(&mut self, write: Option<&JournalWrite>) -> Result<(), JournalError> {
+        self.spare_ready()?;
         let sequence = match write {
             Some(_) => next_sequence(self.path(), self.sequence)?,
             None => self.sequence,
         };
-        let txn = Self::begin(&self.db, &self.tables)?;
-        self.tables.write(&txn, &self.pending)?;
-        if let Some(write) = write {
-            self.tables.write(&txn, write)?;
-        }
-        self.tables.set_sequence(&txn, sequence)?;
-        txn.commit().map_err(|e| self.tables.redb_error(e))?;
+        fold(&self.db, &self.tables, &self.pending, write, sequence)?;
         self.pending = JournalWrite::default();
         self.sequence = sequence;
-        self.wal.restart(sequence)
+        self.active.restart(sequence)
+    }
+
+    /// Waits for the spare log's fold, if one is in progress: the spare
+    /// log is then empty and the file holds everything but the active
+    /// log's writes.
+    fn spare_ready(&mut self) -> Result<&mut Wal, JournalError> {
+        if let Spare::Folding(_) = self.spare
+            && let Spare::Folding(fold) = std::mem::replace(&mut self.spare, Spare::Gone)
+        {
+            self.spare = Spare::Ready(fold.wait()?);
+        }
+        match &mut self.spare {
+            Spare::Ready(wal) => Ok(wal),
+            _ => Err(JournalError::Closed {
+                path: self.tables.path().to_path_buf(),
+            }),
+        }
+    }
+
+    /// Fails now if a fold that has ended failed, so that the failure is
+    /// reported by the next call rather than when the log is next full.
+    fn reap_fold(&mut self) -> Result<(), JournalError> {
+        match &self.spare {
+            Spare::Folding(fold) if fold.is_finished() => self.spare_ready().map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The spare log takes over from the full active one, whose writes are
+    /// folded into the file on a thread of their own.
+    fn switch_logs(&mut self) -> Result<(), JournalError> {
+        let sequence = self.sequence;
+        self.spare_ready()?.rebase(sequence)?;
+        let Spare::Ready(next) = std::mem::replace(&mut self.spare, Spare::Gone) else {
+            unreachable!("spare_ready left the spare log ready");
+        };
+        let mut full = std::mem::replace(&mut self.active, next);
+        let writes = std::mem::take(&mut self.pending);
+        let (db, tables) = (Arc::clone(&self.db), self.tables.clone());
+        let thread = std::thread::Builder::new()
+            .name("trexlock-checkpoint".to_owned())
+            .spawn(move || {
+                fold(&db, &tables, &writes, None, sequence)?;
+                full.restart(sequence)?;
+                Ok(full)
+            })
+            .map_err(|e| storage(self.tables.path(), e))?;
+        self.spare = Spare::Folding(Fold {
+            thread: Some(thread),
+            path: self.tables.path().to_path_buf(),
+        });
+        Ok(())
     }
 
     fn guarded<T>(
@@ -257,9 +379,28 @@ impl RedbJournal {
     }
 }
 
+/// Commits `logged` and then `write` to the file in one transaction, as
+/// commit `sequence`.
+fn fold(
+    db: &Database,
+    tables: &JournalTables,
+    logged: &JournalWrite,
+    write: Option<&JournalWrite>,
+    sequence: u64,
+) -> Result<(), JournalError> {
+    let txn = RedbJournal::begin(db, tables)?;
+    tables.write(&txn, logged)?;
+    if let Some(write) = write {
+        tables.write(&txn, write)?;
+    }
+    tables.set_sequence(&txn, sequence)?;
+    txn.commit().map_err(|e| tables.redb_error(e))
+}
+
 impl Journal for RedbJournal {
     fn load(&mut self) -> Result<JournalState, JournalError> {
         self.guarded(|this| {
+            this.spare_ready()?;
             let txn = this
                 .db
                 .begin_read()
@@ -272,20 +413,21 @@ impl Journal for RedbJournal {
 
     fn persist(&mut self, write: &JournalWrite) -> Result<(), JournalError> {
         self.guarded(|this| {
+            this.reap_fold()?;
             let sequence = next_sequence(this.path(), this.sequence)?;
             let record = match write.snapshot {
-                None => Some(this.wal.record(sequence, write)?),
+                None => Some(this.active.record(sequence, write)?),
                 Some(_) => None,
             };
             match record {
                 Some(record) if record.len() <= LARGEST_LOGGED => {
-                    let record = if this.wal.fits(record.len()) {
+                    let record = if this.active.fits(record.len()) {
                         record
                     } else {
-                        this.checkpoint(None)?;
-                        this.wal.record(sequence, write)?
+                        this.switch_logs()?;
+                        this.active.record(sequence, write)?
                     };
-                    this.wal.append(&record)?;
+                    this.active.append(&record)?;
                     this.pending.merge(write.clone());
                     this.sequence = sequence;
                 }

@@ -1,36 +1,43 @@
-//! The redb journal's write-ahead log: the file (the journal's path with
-//! `.wal` appended) that makes each sync one appended record instead of one
-//! redb commit.
+//! The redb journal's write-ahead logs: two files beside the journal (its
+//! path with `.wal` and `.wal2` appended) that make each sync one appended
+//! record instead of one redb commit.
 //!
 //! Why: a redb commit with immediate durability rewrites the pages on the
 //! path to every changed key, its system tables (allocated and freed pages)
 //! and its header, then syncs; on this project's disk and load it costs
 //! about twice a small appended record and its sync, and most of the extra
 //! time is redb's own CPU, which no table layout removes. So every sync
-//! appends the write to this log, and the writes gathered here are folded
-//! into the redb file in one transaction once the log is full (a
-//! checkpoint); the log then starts over.
+//! appends the write to the active log. Once the active log is full the
+//! other one (empty) takes over, and the full one's writes are folded into
+//! the redb file in one transaction (a checkpoint) on a thread of its own,
+//! after which that log is emptied and waits for its next turn. Why two:
+//! a checkpoint of a full log takes 10-30 ms of redb work, about three
+//! times a second under load, and with one log every sync waited for it.
 //!
-//! Layout: a header of [`HEADER_LEN`] bytes, then records framed as the
-//! log journal frames them (`crate::framing`), each payload a
-//! postcard-encoded `(sequence, write)`. The header holds the magic
+//! Layout of each log: a header of [`HEADER_LEN`] bytes, then records
+//! framed as the log journal frames them (`crate::framing`), each payload
+//! a postcard-encoded `(sequence, write)`. The header holds the magic
 //! bytes, the format version, the salt of the records' frame checks, the
-//! owner's check (CRC-32 of the journal's identity) and the base: the redb
-//! commit sequence the log starts after. The log is written whole (zeros)
-//! when created, and when it starts over its header takes a new salt and
-//! is synced before the old records are zeroed, so that past its records
-//! the log is zeros, as the log journal's file is.
+//! owner's check (CRC-32 of the journal's identity) and the base: the
+//! commit sequence the log's records start after. The log is written whole
+//! (zeros) when created, and when it is emptied its header takes a new salt
+//! and is synced before the old records are zeroed, so that past its
+//! records the log is zeros, as the log journal's file is. A log takes over
+//! only empty, with its base rewritten to the newest commit.
 //!
-//! Reading follows the log journal's rule: an unreadable record counts as
-//! a write cut short by a crash (never acknowledged: if the mark says it
-//! was, the journal is refused as rolled back) only if no whole record
-//! follows it anywhere in the log and, if its length is intact, nothing
-//! was written past the end that length gives; anything else is damage,
-//! refused as corrupt with the log left as it is. So a damaged record that
-//! was acknowledged is never dropped silently, even when the mark lags
-//! behind after a power cut. The header is one small write at the start of
-//! the file, which no crash tears: a header that fails its check is
-//! damage too.
+//! Reading: each log is read on its own, then the two are replayed in the
+//! order of their bases: every log must start at or before the newest
+//! commit read so far (the redb file's, then the first log's), or commits
+//! are missing and the journal is refused as rolled back. Within a log the
+//! log journal's rule holds: an unreadable record counts as a write cut
+//! short by a crash (never acknowledged: if the mark says it was, the
+//! journal is refused as rolled back) only if no whole record follows it
+//! anywhere in the log and, if its length is intact, nothing was written
+//! past the end that length gives; anything else is damage, refused as
+//! corrupt with the log left as it is. So a damaged record that was
+//! acknowledged is never dropped silently, even when the mark lags behind
+//! after a power cut. The header is one small write at the start of the
+//! file, which no crash tears: a header that fails its check is damage too.
 
 use crate::framing::{frame, next_record, torn_or_damaged, written_len};
 use crate::record::{WriteOwned, WriteRef, corrupt, decode, storage};
@@ -41,8 +48,12 @@ use std::path::{Path, PathBuf};
 use trexlock_paxos::{JournalError, JournalWrite};
 
 const MAGIC: &[u8; 8] = b"TRXWAL\r\n";
-/// The header's format; a log of any other version is refused.
-const WAL_VERSION: u32 = 1;
+/// The logs' format. Version 2 (two logs) reads version 1's single log,
+/// which has the same layout; a version 1 build refuses a version 2 log,
+/// since it would not read the second log and could miss writes in it.
+const WAL_VERSION: u32 = 2;
+/// The oldest format this build reads.
+const OLDEST_WAL_VERSION: u32 = 1;
 /// Magic, version, salt, owner, base, and the header's own check.
 pub(crate) const HEADER_LEN: usize = 8 + 4 + 4 + 4 + 8 + 4;
 /// The log's size, written whole when it is created so that an appended
@@ -55,7 +66,11 @@ pub(crate) const CAPACITY: u64 = if cfg!(fuzzing) {
     1024 * 1024
 };
 
-/// The open log of one redb journal.
+/// How many logs a journal keeps, and the suffix each one's file name
+/// takes after the journal's.
+pub(crate) const LOG_SUFFIXES: [&str; 2] = [".wal", ".wal2"];
+
+/// One open log of a redb journal.
 #[derive(Debug)]
 pub(crate) struct Wal {
     file: File,
@@ -66,47 +81,95 @@ pub(crate) struct Wal {
     end: u64,
 }
 
-/// What an existing log holds beyond the redb file's newest commit.
+/// What a journal's logs hold beyond the redb file's newest commit.
 pub(crate) struct Replayed {
     /// The writes after that commit, in order, merged.
     pub(crate) pending: JournalWrite,
     /// The sequence of the newest of them, or the redb file's own if none.
     pub(crate) sequence: u64,
-    /// Where the log's non-zero bytes end: what starting it over zeroes.
-    pub(crate) written: usize,
+    /// Where each log's non-zero bytes end: what starting it over zeroes.
+    pub(crate) written: [usize; LOG_SUFFIXES.len()],
+}
+
+/// The records of one log as read.
+struct LogRead {
+    base: u64,
+    /// In order: `base + 1`, `base + 2`, ...
+    records: Vec<(u64, WriteOwned)>,
 }
 
 impl Wal {
-    /// The log of the journal at `journal`.
-    pub(crate) fn path_for(journal: &Path) -> PathBuf {
-        crate::sibling(journal, ".wal")
+    /// Log number `log` of the journal at `journal`.
+    pub(crate) fn path_for(journal: &Path, log: usize) -> PathBuf {
+        crate::sibling(journal, LOG_SUFFIXES[log])
     }
 
-    /// Reads the log of the journal at `journal`, whose redb file's newest
-    /// commit is `committed`: the writes it holds after that commit. An
+    /// Reads the logs of the journal at `journal`, whose redb file's newest
+    /// commit is `committed`: the writes they hold after that commit. An
     /// absent or empty log holds none. Fails with
-    /// [`JournalError::RolledBack`] if the log starts after `committed`
-    /// (the redb file lost a checkpoint), [`JournalError::WrongOwner`] if
-    /// it belongs to another node, [`JournalError::Corrupt`] if it is
-    /// damaged.
+    /// [`JournalError::RolledBack`] if a log starts after the newest
+    /// commit before it (the redb file lost a checkpoint, or a log was
+    /// lost), [`JournalError::WrongOwner`] if a log belongs to another
+    /// node, [`JournalError::Corrupt`] if one is damaged.
     pub(crate) fn replay(
         journal: &Path,
         identity: &JournalIdentity,
         committed: u64,
     ) -> Result<Replayed, JournalError> {
-        let path = Self::path_for(journal);
+        let mut replayed = Replayed {
+            pending: JournalWrite::default(),
+            sequence: committed,
+            written: [0; LOG_SUFFIXES.len()],
+        };
+        let mut logs = Vec::new();
+        for (log, written) in replayed.written.iter_mut().enumerate() {
+            if let Some(read) = Self::read(journal, log, identity, written)? {
+                logs.push(read);
+            }
+        }
+        logs.sort_by_key(|log| log.base);
+        for log in logs {
+            if log.base > replayed.sequence {
+                return Err(JournalError::RolledBack {
+                    path: journal.to_path_buf(),
+                    acknowledged: log.base,
+                    found: replayed.sequence,
+                });
+            }
+            for (sequence, write) in log.records {
+                if sequence > replayed.sequence {
+                    replayed.pending.merge(JournalWrite {
+                        promised: write.promised,
+                        entries: write.entries,
+                        committed: write.committed,
+                        snapshot: write.snapshot,
+                        truncate: write.truncate,
+                    });
+                    replayed.sequence = sequence;
+                }
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Reads log number `log` of the journal at `journal`, if it exists
+    /// and is not empty, and sets `written` to where its non-zero bytes
+    /// end.
+    fn read(
+        journal: &Path,
+        log: usize,
+        identity: &JournalIdentity,
+        written: &mut usize,
+    ) -> Result<Option<LogRead>, JournalError> {
+        let path = Self::path_for(journal, log);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(storage(&path, e)),
         };
-        let mut replayed = Replayed {
-            pending: JournalWrite::default(),
-            sequence: committed,
-            written: written_len(&bytes),
-        };
+        *written = written_len(&bytes);
         if bytes.is_empty() {
-            return Ok(replayed);
+            return Ok(None);
         }
         let header = Header::read(&path, &bytes)?;
         if header.owner != owner_check(identity) {
@@ -116,56 +179,44 @@ impl Wal {
                 expected: identity.to_string(),
             });
         }
-        if header.base > committed {
-            return Err(JournalError::RolledBack {
-                path: journal.to_path_buf(),
-                acknowledged: header.base,
-                found: committed,
-            });
-        }
+        let mut read = LogRead {
+            base: header.base,
+            records: Vec::new(),
+        };
         let mut at = HEADER_LEN;
-        let mut expected = header.base + 1;
         while let Some((payload, next)) = next_record(&bytes, at, header.salt) {
             let (sequence, write): (u64, WriteOwned) =
                 decode(&path, payload, &format!("the record at byte {at}"))?;
+            let expected = header.base + 1 + read.records.len() as u64;
             if sequence != expected {
                 return Err(corrupt(
                     &path,
                     format!("the record at byte {at} is commit {sequence}, not {expected}"),
                 ));
             }
-            if sequence > committed {
-                replayed.pending.merge(JournalWrite {
-                    promised: write.promised,
-                    entries: write.entries,
-                    committed: write.committed,
-                    snapshot: write.snapshot,
-                    truncate: write.truncate,
-                });
-                replayed.sequence = sequence;
-            }
-            expected += 1;
+            read.records.push((sequence, write));
             at = next;
         }
-        if replayed.written > at
-            && let Some(damage) = torn_or_damaged(&bytes, at, replayed.written, header.salt)
+        if *written > at
+            && let Some(damage) = torn_or_damaged(&bytes, at, *written, header.salt)
         {
             return Err(corrupt(&path, damage));
         }
-        Ok(replayed)
+        Ok(Some(read))
     }
 
-    /// Starts the log of the journal at `journal` anew, empty after commit
-    /// `base` of the redb file (which must be durable and hold everything
-    /// the log held), creating the file if it is absent; `written` is
-    /// where the non-zero bytes of the log as read end.
+    /// Starts log number `log` of the journal at `journal` anew, empty
+    /// after commit `base` of the redb file (which must be durable and hold
+    /// everything the log held), creating the file if it is absent;
+    /// `written` is where the non-zero bytes of the log as read end.
     pub(crate) fn start(
         journal: &Path,
+        log: usize,
         identity: &JournalIdentity,
         base: u64,
         written: usize,
     ) -> Result<Self, JournalError> {
-        let path = Self::path_for(journal);
+        let path = Self::path_for(journal, log);
         let io = |e| storage(&path, e);
         let existing = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) if file.metadata().map_err(io)?.len() >= CAPACITY => Some(file),
@@ -211,8 +262,8 @@ impl Wal {
     ///
     /// The new header (a new salt) is synced before the old records are
     /// zeroed: whatever part of the zeroing a crash loses, what is left
-    /// can no longer pass for records. The zeros need no sync of their
-    /// own: the sync of the next record appended covers them.
+    /// can no longer pass for records. The zeros are synced too, so that
+    /// the log can take over (see [`Wal::rebase`]) with one small sync.
     pub(crate) fn restart(&mut self, base: u64) -> Result<(), JournalError> {
         let mut salt = fastrand::u32(..);
         if salt == self.salt {
@@ -228,10 +279,28 @@ impl Wal {
             .write_all_at(&header.encode(), 0)
             .and_then(|()| self.file.sync_data())
             .and_then(|()| self.file.write_all_at(&vec![0; used], HEADER_LEN as u64))
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| storage(&self.path, e))?;
         self.salt = salt;
         self.end = HEADER_LEN as u64;
         Ok(())
+    }
+
+    /// Makes this log, empty, the one that holds the writes after commit
+    /// `base` (the newest commit in the other log), so that it can take
+    /// over: its header names the new base (same salt: no record under it
+    /// is left) and is synced.
+    pub(crate) fn rebase(&mut self, base: u64) -> Result<(), JournalError> {
+        debug_assert_eq!(self.end, HEADER_LEN as u64, "only an empty log takes over");
+        let header = Header {
+            salt: self.salt,
+            owner: self.owner,
+            base,
+        };
+        self.file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| storage(&self.path, e))
     }
 
     /// The record of `write` as commit `sequence`, framed for the log's
@@ -320,7 +389,7 @@ impl Header {
         if crc32fast::hash(&header[..28]) != word(28) {
             return Err(damaged("fails its check"));
         }
-        if word(8) != WAL_VERSION {
+        if !(OLDEST_WAL_VERSION..=WAL_VERSION).contains(&word(8)) {
             return Err(JournalError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: word(8),

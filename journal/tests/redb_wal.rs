@@ -347,3 +347,151 @@ fn a_log_started_over_holds_no_old_records_past_its_end() {
         "{error:?}"
     );
 }
+
+/// A one-entry write of about 8 KiB: some 120 fill a log.
+fn large_write(slot: u64) -> JournalWrite {
+    let mut write = entry_write(slot);
+    write.entries[0].1.value = Value::Batch(vec![bytes::Bytes::from(vec![slot as u8; 8192])]);
+    write
+}
+
+/// The journal file and both logs as they are on disk.
+fn files_of(path: &Path) -> [Vec<u8>; 3] {
+    [
+        fs::read(path).unwrap(),
+        fs::read(wal_of(path)).unwrap(),
+        fs::read(sibling(path, ".wal2")).unwrap(),
+    ]
+}
+
+/// Writes until the `switches`-th time a full log hands over to the other
+/// one, and a few more; returns the journal's files as they were just
+/// before that last hand-over (no fold running), the state the journal
+/// holds in the end, and its path, the journal dropped.
+fn journal_across_hand_overs(dir: &Path, switches: usize) -> ([Vec<u8>; 3], JournalState, PathBuf) {
+    let path = dir.join("journal.redb");
+    let mut journal = RedbJournal::open(&path, me()).unwrap();
+    let mut written_to = 0;
+    let mut seen = 0;
+    let mut slot = 0;
+    let before = loop {
+        // Waits for a fold in progress, so the copy is not torn by one.
+        journal.load().unwrap();
+        let before = files_of(&path);
+        slot += 1;
+        journal.persist(&large_write(slot)).unwrap();
+        let after = files_of(&path);
+        let log = (1..=2)
+            .find(|&log| records_end(&after[log]) > records_end(&before[log]))
+            .unwrap();
+        if log != written_to {
+            if written_to != 0 {
+                seen += 1;
+            }
+            written_to = log;
+        }
+        if seen == switches {
+            break before;
+        }
+    };
+    for _ in 0..5 {
+        slot += 1;
+        journal.persist(&large_write(slot)).unwrap();
+    }
+    let state = journal.load().unwrap();
+    assert_eq!(state.entries.len() as u64, slot);
+    drop(journal);
+    (before, state, path)
+}
+
+#[test]
+fn a_crash_before_a_full_log_is_folded_into_the_file_loses_no_write() {
+    // Once from the first log to the second, once back.
+    for switches in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
+        // As a crash before the fold's commit leaves it: the file without
+        // the full log's writes, and that log still whole.
+        let full = if switches == 1 {
+            wal_of(&path)
+        } else {
+            sibling(&path, ".wal2")
+        };
+        fs::write(&path, &before[0]).unwrap();
+        fs::write(&full, &before[if switches == 1 { 1 } else { 2 }]).unwrap();
+        let mut journal = RedbJournal::open(&path, me()).unwrap();
+        assert_eq!(
+            journal.load().unwrap(),
+            state,
+            "after {switches} hand-overs"
+        );
+    }
+}
+
+#[test]
+fn a_crash_after_a_fold_before_its_log_starts_over_loses_no_write() {
+    for switches in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
+        // The file holds the fold; the full log was not yet emptied.
+        let log = if switches == 1 { 1 } else { 2 };
+        let full = if switches == 1 {
+            wal_of(&path)
+        } else {
+            sibling(&path, ".wal2")
+        };
+        fs::write(&full, &before[log]).unwrap();
+        let mut journal = RedbJournal::open(&path, me()).unwrap();
+        assert_eq!(
+            journal.load().unwrap(),
+            state,
+            "after {switches} hand-overs"
+        );
+    }
+}
+
+#[test]
+fn a_file_that_lost_a_fold_whose_log_started_over_is_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, _, path) = journal_across_hand_overs(dir.path(), 1);
+    // The file from before the fold, its log already emptied: the writes
+    // of that log are nowhere.
+    fs::write(&path, &before[0]).unwrap();
+    let error = RedbJournal::open(&path, me()).unwrap_err();
+    assert!(
+        matches!(error, JournalError::RolledBack { .. }),
+        "{error:?}"
+    );
+}
+
+/// `wal` with its header's format version set to `version` (and its
+/// check recomputed).
+fn with_log_version(mut wal: Vec<u8>, version: u32) -> Vec<u8> {
+    wal[8..12].copy_from_slice(&version.to_le_bytes());
+    let check = crc32fast::hash(&wal[..28]);
+    wal[28..32].copy_from_slice(&check.to_le_bytes());
+    wal
+}
+
+#[test]
+fn a_single_log_of_the_first_format_is_read_and_a_log_of_a_newer_format_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, state) = dropped_journal(dir.path(), 20);
+    let wal = fs::read(wal_of(&path)).unwrap();
+    // As the first format left a journal: one log, version 1.
+    fs::write(wal_of(&path), with_log_version(wal.clone(), 1)).unwrap();
+    fs::remove_file(sibling(&path, ".wal2")).unwrap();
+    let mut journal = RedbJournal::open(&path, me()).unwrap();
+    assert_eq!(journal.load().unwrap(), state);
+    drop(journal);
+    let newer = dir.path().join("newer");
+    fs::create_dir(&newer).unwrap();
+    let (path, _) = dropped_journal(&newer, 20);
+    let wal = fs::read(wal_of(&path)).unwrap();
+    fs::write(wal_of(&path), with_log_version(wal, 3)).unwrap();
+    let error = RedbJournal::open(&path, me()).unwrap_err();
+    assert!(
+        matches!(error, JournalError::UnsupportedVersion { found: 3, .. }),
+        "{error:?}"
+    );
+}

@@ -47,6 +47,8 @@ pub fn clear(path: &Path) {
         sibling(path, ".compacting"),
         sibling(path, ".wal"),
         sibling(path, ".wal.creating"),
+        sibling(path, ".wal2"),
+        sibling(path, ".wal2.creating"),
     ] {
         let _ = fs::remove_file(file);
     }
