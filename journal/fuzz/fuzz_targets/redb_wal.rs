@@ -1,7 +1,9 @@
-//! Opens a redb journal whose write-ahead log was damaged or cut short: a
-//! log the engine wrote, with bytes flipped and its end cut off (see
-//! `common::edited`), beside the redb file and the up-to-date mark the
-//! engine left. Beyond "never panics": a journal that opens holds exactly
+//! Opens a redb journal one of whose write-ahead logs was damaged or cut
+//! short: a log the engine wrote (the first input byte picks which: the
+//! first, emptied after a checkpoint, or the second, holding the newest
+//! writes), with bytes flipped and its end cut off (see `common::edited`),
+//! beside the other log, the redb file and the up-to-date mark the engine
+//! left. Beyond "never panics": a journal that opens holds exactly
 //! what was acknowledged (a lost or altered record is refused, never
 //! dropped or misread), takes a write, and reopens with it.
 #![no_main]
@@ -19,17 +21,18 @@ use trexlock_paxos::{Ballot, LogEntry, NodeId, Value};
 
 const NAME: &str = "journal.redb";
 
-fn wal_of(path: &Path) -> PathBuf {
+fn wal_of(path: &Path, log: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".wal");
+    name.push([".wal", ".wal2"][log]);
     name.into()
 }
 
-/// A journal the engine wrote and dropped with writes only in its log:
-/// the redb file, the log, the mark, and the state they hold.
+/// A journal the engine wrote and dropped with its newest writes only in
+/// its second log (the first one filled and was folded into the file): the
+/// redb file, the logs, the mark, and the state they hold.
 struct Written {
     file: Vec<u8>,
-    wal: Vec<u8>,
+    logs: [Vec<u8>; 2],
     mark: Vec<u8>,
     state: JournalState,
 }
@@ -42,8 +45,9 @@ fn written() -> Written {
         counter: 3,
         node: NodeId(2),
     };
+    // A fuzzing build's logs hold 16 KiB: about ten of these fill one.
     for slot in 1..=12u64 {
-        let value = Value::Batch(vec![bytes::Bytes::from(vec![slot as u8; 40])]);
+        let value = Value::Batch(vec![bytes::Bytes::from(vec![slot as u8; 1500])]);
         journal
             .persist(&JournalWrite {
                 promised: (slot % 5 == 1).then_some(ballot),
@@ -56,9 +60,14 @@ fn written() -> Written {
     }
     let state = journal.load().expect("load");
     drop(journal);
+    let second = fs::read(wal_of(&path, 1)).expect("read log");
+    assert!(
+        second[32..].iter().any(|&b| b != 0),
+        "the first log filled: the second holds the newest writes"
+    );
     let written = Written {
         file: fs::read(&path).expect("read journal"),
-        wal: fs::read(wal_of(&path)).expect("read log"),
+        logs: [0, 1].map(|log| fs::read(wal_of(&path, log)).expect("read log")),
         mark: fs::read(mark_of(&path)).expect("read mark"),
         state,
     };
@@ -71,8 +80,19 @@ fuzz_target!(|data: &[u8]| {
     let written = WRITTEN.get_or_init(written);
     let path = dir().join(NAME);
     clear(&path);
+    let Some((pick, edits)) = data.split_first() else {
+        return;
+    };
+    let damaged = usize::from(pick & 1);
     fs::write(&path, &written.file).expect("write journal");
-    fs::write(wal_of(&path), edited(&written.wal, data)).expect("write log");
+    for (log, bytes) in written.logs.iter().enumerate() {
+        let bytes = if log == damaged {
+            edited(bytes, edits)
+        } else {
+            bytes.clone()
+        };
+        fs::write(wal_of(&path, log), bytes).expect("write log");
+    }
     fs::write(mark_of(&path), &written.mark).expect("write mark");
     if let Ok(mut journal) = RedbJournal::open(&path, identity()) {
         let mut state = journal.load().expect("load");
