@@ -352,6 +352,7 @@ impl RedbJournal {
         let thread = std::thread::Builder::new()
             .name("trexlock-checkpoint".to_owned())
             .spawn(move || {
+                yield_cpu_to_the_node();
                 fold(&db, &tables, &writes, None, sequence)?;
                 full.restart(sequence)?;
                 Ok(full)
@@ -376,6 +377,23 @@ impl RedbJournal {
         let result = op(self);
         self.failed = result.is_err();
         result
+    }
+}
+
+/// Lowers the calling checkpoint thread's priority (nice +10), so that on
+/// a loaded machine a checkpoint takes the CPU the node's event loop
+/// leaves instead of preempting it; it has until the next log fills (a few
+/// hundred milliseconds under load) and a sync that finds that log full
+/// waits for it, which frees the CPU it needs. In twelve alternating pairs
+/// of 3-second runs at 64 clients on a 2-vCPU machine: 33 552 against
+/// 35 328 ops/s (means), 9 of 12 pairs faster.
+fn yield_cpu_to_the_node() {
+    // SAFETY: nice() changes nothing but a scheduling priority; on Linux
+    // the nice value belongs to the calling thread alone. A failure leaves
+    // the priority as it was, which is correct, only slower.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::nice(10);
     }
 }
 

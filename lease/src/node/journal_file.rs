@@ -15,7 +15,7 @@ use trexlock_journal::{Journal, JournalError, JournalIdentity, LogJournal, RedbJ
 /// journal beside the node's real one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JournalFile {
-    /// A redb database with a write-ahead log beside it
+    /// A redb database with two write-ahead logs beside it
     /// ([`trexlock_journal::RedbJournal`]): the default.
     Redb(PathBuf),
     /// An append-only log ([`trexlock_journal::LogJournal`]): one appended
