@@ -272,9 +272,9 @@ impl RedbJournal {
         self.tables.path()
     }
 
-    /// Folds the write-ahead log into the file and closes it, reporting any
-    /// failure that dropping would ignore. Dropping the journal instead
-    /// leaves the log for the next open to fold in.
+    /// Folds the write-ahead logs into the file and closes it, reporting
+    /// any failure that dropping would ignore. Dropping the journal instead
+    /// leaves the active log for the next open to fold in.
     pub fn close(mut self) -> Result<(), JournalError> {
         if !self.failed {
             self.spare_ready()?;

@@ -187,11 +187,14 @@ impl Wal {
         while let Some((payload, next)) = next_record(&bytes, at, header.salt) {
             let (sequence, write): (u64, WriteOwned) =
                 decode(&path, payload, &format!("the record at byte {at}"))?;
-            let expected = header.base + 1 + read.records.len() as u64;
-            if sequence != expected {
+            let expected = header.base.checked_add(1 + read.records.len() as u64);
+            if Some(sequence) != expected {
                 return Err(corrupt(
                     &path,
-                    format!("the record at byte {at} is commit {sequence}, not {expected}"),
+                    format!(
+                        "the record at byte {at} is commit {sequence}, not the one after {}",
+                        sequence_before(header.base, read.records.len())
+                    ),
                 ));
             }
             read.records.push((sequence, write));
@@ -224,11 +227,23 @@ impl Wal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(e)),
         };
-        let file = match existing {
-            Some(file) => file,
+        let owner = owner_check(identity);
+        let (file, salt) = match existing {
+            Some(file) => {
+                // Its salt, so that starting it over takes another one.
+                let mut header = [0u8; HEADER_LEN];
+                let salt = file
+                    .read_exact_at(&mut header, 0)
+                    .ok()
+                    .and_then(|()| Header::read(&path, &header).ok())
+                    .map_or(0, |h| h.salt);
+                (file, salt)
+            }
             None => {
-                // Built whole beside its name, so that the log is always
-                // either absent or of its full size.
+                // Built whole, header included, beside its name, so that
+                // the log is always either absent or a full-size empty
+                // log: a crash before the first header written in place
+                // must not leave a log without one.
                 let creating = crate::sibling(&path, ".creating");
                 let file = OpenOptions::new()
                     .read(true)
@@ -237,19 +252,26 @@ impl Wal {
                     .truncate(true)
                     .open(&creating)
                     .map_err(io)?;
-                file.write_all_at(&vec![0; CAPACITY as usize], 0)
+                let header = Header {
+                    salt: fastrand::u32(..),
+                    owner,
+                    base,
+                };
+                let mut bytes = vec![0; CAPACITY as usize];
+                bytes[..HEADER_LEN].copy_from_slice(&header.encode());
+                file.write_all_at(&bytes, 0)
                     .and_then(|()| file.sync_all())
                     .map_err(io)?;
                 std::fs::rename(&creating, &path).map_err(io)?;
                 crate::sync_directory_of(&path).map_err(io)?;
-                file
+                (file, header.salt)
             }
         };
         let mut wal = Self {
             file,
             path,
-            owner: owner_check(identity),
-            salt: 0,
+            owner,
+            salt,
             end: (written as u64).clamp(HEADER_LEN as u64, CAPACITY),
         };
         wal.restart(base)?;
@@ -403,6 +425,15 @@ impl Header {
             owner: word(16),
             base: u64::from_le_bytes(base),
         })
+    }
+}
+
+/// The commit before the record that follows `records` records of a log
+/// starting after `base`, for the error that names it.
+fn sequence_before(base: u64, records: usize) -> String {
+    match base.checked_add(records as u64) {
+        Some(before) => before.to_string(),
+        None => format!("{base} plus {records}, past the largest commit number"),
     }
 }
 

@@ -98,6 +98,7 @@ fn writes_only_in_the_log_are_part_of_the_journal_and_folded_in_on_open() {
     journal.close().unwrap();
     // Folded into the file: the file alone now holds the journal.
     fs::remove_file(wal_of(&path)).unwrap();
+    fs::remove_file(sibling(&path, ".wal2")).unwrap();
     let mut journal = RedbJournal::open(&path, me()).unwrap();
     assert_eq!(journal.load().unwrap(), state);
 }
@@ -379,6 +380,7 @@ fn journal_across_hand_overs(dir: &Path, switches: usize) -> ([Vec<u8>; 3], Jour
         journal.load().unwrap();
         let before = files_of(&path);
         slot += 1;
+        assert!(slot < 2_000, "no hand-over after {slot} writes");
         journal.persist(&large_write(slot)).unwrap();
         let after = files_of(&path);
         let log = (1..=2)
@@ -441,6 +443,32 @@ fn a_crash_after_a_fold_before_its_log_starts_over_loses_no_write() {
             sibling(&path, ".wal2")
         };
         fs::write(&full, &before[log]).unwrap();
+        let mut journal = RedbJournal::open(&path, me()).unwrap();
+        assert_eq!(
+            journal.load().unwrap(),
+            state,
+            "after {switches} hand-overs"
+        );
+    }
+}
+
+#[test]
+fn a_crash_while_a_folded_log_is_emptied_loses_no_write() {
+    for switches in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
+        // The emptied log's new header (a new salt) was synced, its old
+        // records not yet zeroed.
+        let log = if switches == 1 { 1 } else { 2 };
+        let full = if switches == 1 {
+            wal_of(&path)
+        } else {
+            sibling(&path, ".wal2")
+        };
+        let mut half = before[log].clone();
+        half[..32].copy_from_slice(&fs::read(&full).unwrap()[..32]);
+        assert_ne!(half[..32], before[log][..32], "the header is the new one");
+        fs::write(&full, &half).unwrap();
         let mut journal = RedbJournal::open(&path, me()).unwrap();
         assert_eq!(
             journal.load().unwrap(),

@@ -23,11 +23,14 @@ fn mark_of(journal: &Path) -> PathBuf {
 }
 
 /// A copy of every file of the journal at `path` but its mark (the redb
-/// journal's write-ahead log too): what restoring a backup puts back.
+/// journal's write-ahead logs too): what restoring a backup puts back.
 fn backup(path: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push(".wal");
-    [path.to_path_buf(), PathBuf::from(wal)]
+    let log = |suffix: &str| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    [path.to_path_buf(), log(".wal"), log(".wal2")]
         .into_iter()
         .map(|file| {
             let bytes = fs::read(&file).ok();
