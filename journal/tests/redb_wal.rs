@@ -406,21 +406,22 @@ fn journal_across_hand_overs(dir: &Path, switches: usize) -> ([Vec<u8>; 3], Jour
     (before, state, path)
 }
 
-#[test]
-fn a_crash_before_a_full_log_is_folded_into_the_file_loses_no_write() {
-    // Once from the first log to the second, once back.
+/// Once after one hand-over (the first log full) and once after two (the
+/// second log full, so the older log is the second): builds the journal,
+/// lets `crash` turn its files into what a crash leaves, given the files
+/// from just before the last hand-over, the journal's path, and the full
+/// log's index in those files and its path; then the journal must open
+/// holding every write.
+fn every_write_survives(crash: impl Fn(&[Vec<u8>; 3], &Path, usize, &Path)) {
     for switches in [1, 2] {
         let dir = tempfile::tempdir().unwrap();
         let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
-        // As a crash before the fold's commit leaves it: the file without
-        // the full log's writes, and that log still whole.
-        let full = if switches == 1 {
-            wal_of(&path)
+        let (log, suffix) = if switches == 1 {
+            (1, ".wal")
         } else {
-            sibling(&path, ".wal2")
+            (2, ".wal2")
         };
-        fs::write(&path, &before[0]).unwrap();
-        fs::write(&full, &before[if switches == 1 { 1 } else { 2 }]).unwrap();
+        crash(&before, &path, log, &sibling(&path, suffix));
         let mut journal = RedbJournal::open(&path, me()).unwrap();
         assert_eq!(
             journal.load().unwrap(),
@@ -428,54 +429,35 @@ fn a_crash_before_a_full_log_is_folded_into_the_file_loses_no_write() {
             "after {switches} hand-overs"
         );
     }
+}
+
+#[test]
+fn a_crash_before_a_full_log_is_folded_into_the_file_loses_no_write() {
+    // The file without the full log's writes, and that log still whole.
+    every_write_survives(|before, path, log, full| {
+        fs::write(path, &before[0]).unwrap();
+        fs::write(full, &before[log]).unwrap();
+    });
 }
 
 #[test]
 fn a_crash_after_a_fold_before_its_log_starts_over_loses_no_write() {
-    for switches in [1, 2] {
-        let dir = tempfile::tempdir().unwrap();
-        let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
-        // The file holds the fold; the full log was not yet emptied.
-        let log = if switches == 1 { 1 } else { 2 };
-        let full = if switches == 1 {
-            wal_of(&path)
-        } else {
-            sibling(&path, ".wal2")
-        };
-        fs::write(&full, &before[log]).unwrap();
-        let mut journal = RedbJournal::open(&path, me()).unwrap();
-        assert_eq!(
-            journal.load().unwrap(),
-            state,
-            "after {switches} hand-overs"
-        );
-    }
+    // The file holds the fold; the full log was not yet emptied.
+    every_write_survives(|before, _, log, full| {
+        fs::write(full, &before[log]).unwrap();
+    });
 }
 
 #[test]
 fn a_crash_while_a_folded_log_is_emptied_loses_no_write() {
-    for switches in [1, 2] {
-        let dir = tempfile::tempdir().unwrap();
-        let (before, state, path) = journal_across_hand_overs(dir.path(), switches);
-        // The emptied log's new header (a new salt) was synced, its old
-        // records not yet zeroed.
-        let log = if switches == 1 { 1 } else { 2 };
-        let full = if switches == 1 {
-            wal_of(&path)
-        } else {
-            sibling(&path, ".wal2")
-        };
+    // The emptied log's new header (a new salt) was synced, its old
+    // records not yet zeroed.
+    every_write_survives(|before, _, log, full| {
         let mut half = before[log].clone();
-        half[..32].copy_from_slice(&fs::read(&full).unwrap()[..32]);
+        half[..32].copy_from_slice(&fs::read(full).unwrap()[..32]);
         assert_ne!(half[..32], before[log][..32], "the header is the new one");
-        fs::write(&full, &half).unwrap();
-        let mut journal = RedbJournal::open(&path, me()).unwrap();
-        assert_eq!(
-            journal.load().unwrap(),
-            state,
-            "after {switches} hand-overs"
-        );
-    }
+        fs::write(full, &half).unwrap();
+    });
 }
 
 #[test]
