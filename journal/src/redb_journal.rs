@@ -282,7 +282,8 @@ impl RedbJournal {
                 self.checkpoint(None)?;
             }
         }
-        // Without a fold in progress nothing else holds the database.
+        // Dropping the spare waits for a fold still in progress (after a
+        // failure); then nothing else holds the database.
         self.spare = Spare::Gone;
         match Arc::into_inner(self.db) {
             Some(db) => db.close().map_err(|e| self.tables.redb_error(e)),
@@ -312,28 +313,31 @@ impl RedbJournal {
         self.active.restart(sequence)
     }
 
-    /// Waits for the spare log's fold, if one is in progress: the spare
-    /// log is then empty and the file holds everything but the active
-    /// log's writes.
-    fn spare_ready(&mut self) -> Result<&mut Wal, JournalError> {
-        if let Spare::Folding(_) = self.spare
-            && let Spare::Folding(fold) = std::mem::replace(&mut self.spare, Spare::Gone)
-        {
-            self.spare = Spare::Ready(fold.wait()?);
-        }
-        match &mut self.spare {
+    /// Takes the spare log, waiting for its fold if one is in progress:
+    /// the spare log is then empty and the file holds everything but the
+    /// active log's writes. Until it is put back the journal has no spare.
+    fn take_spare(&mut self) -> Result<Wal, JournalError> {
+        match std::mem::replace(&mut self.spare, Spare::Gone) {
             Spare::Ready(wal) => Ok(wal),
-            _ => Err(JournalError::Closed {
+            Spare::Folding(fold) => fold.wait(),
+            Spare::Gone => Err(JournalError::Closed {
                 path: self.tables.path().to_path_buf(),
             }),
         }
+    }
+
+    /// Waits for the spare log's fold, if one is in progress.
+    fn spare_ready(&mut self) -> Result<(), JournalError> {
+        let spare = self.take_spare()?;
+        self.spare = Spare::Ready(spare);
+        Ok(())
     }
 
     /// Fails now if a fold that has ended failed, so that the failure is
     /// reported by the next call rather than when the log is next full.
     fn reap_fold(&mut self) -> Result<(), JournalError> {
         match &self.spare {
-            Spare::Folding(fold) if fold.is_finished() => self.spare_ready().map(|_| ()),
+            Spare::Folding(fold) if fold.is_finished() => self.spare_ready(),
             _ => Ok(()),
         }
     }
@@ -342,10 +346,8 @@ impl RedbJournal {
     /// folded into the file on a thread of their own.
     fn switch_logs(&mut self) -> Result<(), JournalError> {
         let sequence = self.sequence;
-        self.spare_ready()?.rebase(sequence)?;
-        let Spare::Ready(next) = std::mem::replace(&mut self.spare, Spare::Gone) else {
-            unreachable!("spare_ready left the spare log ready");
-        };
+        let mut next = self.take_spare()?;
+        next.rebase(sequence)?;
         let mut full = std::mem::replace(&mut self.active, next);
         let writes = std::mem::take(&mut self.pending);
         let (db, tables) = (Arc::clone(&self.db), self.tables.clone());
