@@ -2,7 +2,7 @@
 
 use crate::ack_mark::{AckMark, refuse_rollback};
 use crate::record::{next_sequence, storage};
-use crate::redb_wal::{CAPACITY, LOG_SUFFIXES, Replayed, Wal};
+use crate::redb_wal::{CAPACITY, Found, LOG_SUFFIXES, Replayed, Wal};
 use crate::tables::{JournalIdentity, JournalTables};
 use redb::{Database, Durability, ReadableDatabase, TableHandle, WriteTransaction};
 use std::path::{Path, PathBuf};
@@ -231,7 +231,7 @@ impl RedbJournal {
             Replayed {
                 pending: JournalWrite::default(),
                 sequence: committed,
-                written: [0; LOG_SUFFIXES.len()],
+                found: [Found::default(); LOG_SUFFIXES.len()],
             }
         } else {
             Wal::replay(path, &identity, committed)?
@@ -251,7 +251,7 @@ impl RedbJournal {
             std::fs::rename(&creating, path).map_err(|e| tables.redb_error(e))?;
         }
         crate::sync_directory_of(path).map_err(|e| tables.redb_error(e))?;
-        let [first, second] = replayed.written;
+        let [first, second] = replayed.found;
         let active = Wal::start(path, 0, &identity, replayed.sequence, first)?;
         let spare = Wal::start(path, 1, &identity, replayed.sequence, second)?;
         mark.record(replayed.sequence)?;

@@ -87,8 +87,18 @@ pub(crate) struct Replayed {
     pub(crate) pending: JournalWrite,
     /// The sequence of the newest of them, or the redb file's own if none.
     pub(crate) sequence: u64,
-    /// Where each log's non-zero bytes end: what starting it over zeroes.
-    pub(crate) written: [usize; LOG_SUFFIXES.len()],
+    /// What each log was found to hold, for starting it over.
+    pub(crate) found: [Found; LOG_SUFFIXES.len()],
+}
+
+/// What starting a log over needs to know of the log as read.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Found {
+    /// Where its non-zero bytes end: what starting it over zeroes.
+    pub(crate) written: usize,
+    /// The salt in its header (0 if it had none), which starting it over
+    /// must not reuse.
+    pub(crate) salt: u32,
 }
 
 /// The records of one log as read.
@@ -119,11 +129,11 @@ impl Wal {
         let mut replayed = Replayed {
             pending: JournalWrite::default(),
             sequence: committed,
-            written: [0; LOG_SUFFIXES.len()],
+            found: [Found::default(); LOG_SUFFIXES.len()],
         };
         let mut logs = Vec::new();
-        for (log, written) in replayed.written.iter_mut().enumerate() {
-            if let Some(read) = Self::read(journal, log, identity, written)? {
+        for (log, found) in replayed.found.iter_mut().enumerate() {
+            if let Some(read) = Self::read(journal, log, identity, found)? {
                 logs.push(read);
             }
         }
@@ -153,13 +163,13 @@ impl Wal {
     }
 
     /// Reads log number `log` of the journal at `journal`, if it exists
-    /// and is not empty, and sets `written` to where its non-zero bytes
-    /// end.
+    /// and is not empty, and records in `found` where its non-zero bytes
+    /// end and its salt.
     fn read(
         journal: &Path,
         log: usize,
         identity: &JournalIdentity,
-        written: &mut usize,
+        found: &mut Found,
     ) -> Result<Option<LogRead>, JournalError> {
         let path = Self::path_for(journal, log);
         let bytes = match std::fs::read(&path) {
@@ -167,11 +177,12 @@ impl Wal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(storage(&path, e)),
         };
-        *written = written_len(&bytes);
+        found.written = written_len(&bytes);
         if bytes.is_empty() {
             return Ok(None);
         }
         let header = Header::read(&path, &bytes)?;
+        found.salt = header.salt;
         if header.owner != owner_check(identity) {
             return Err(JournalError::WrongOwner {
                 path,
@@ -200,8 +211,8 @@ impl Wal {
             read.records.push((sequence, write));
             at = next;
         }
-        if *written > at
-            && let Some(damage) = torn_or_damaged(&bytes, at, *written, header.salt)
+        if found.written > at
+            && let Some(damage) = torn_or_damaged(&bytes, at, found.written, header.salt)
         {
             return Err(corrupt(&path, damage));
         }
@@ -211,13 +222,13 @@ impl Wal {
     /// Starts log number `log` of the journal at `journal` anew, empty
     /// after commit `base` of the redb file (which must be durable and hold
     /// everything the log held), creating the file if it is absent;
-    /// `written` is where the non-zero bytes of the log as read end.
+    /// `found` is what [`Wal::replay`] found in it.
     pub(crate) fn start(
         journal: &Path,
         log: usize,
         identity: &JournalIdentity,
         base: u64,
-        written: usize,
+        found: Found,
     ) -> Result<Self, JournalError> {
         let path = Self::path_for(journal, log);
         let io = |e| storage(&path, e);
@@ -229,16 +240,7 @@ impl Wal {
         };
         let owner = owner_check(identity);
         let (file, salt) = match existing {
-            Some(file) => {
-                // Its salt, so that starting it over takes another one.
-                let mut header = [0u8; HEADER_LEN];
-                let salt = file
-                    .read_exact_at(&mut header, 0)
-                    .ok()
-                    .and_then(|()| Header::read(&path, &header).ok())
-                    .map_or(0, |h| h.salt);
-                (file, salt)
-            }
+            Some(file) => (file, found.salt),
             None => {
                 // Built whole, header included, beside its name, so that
                 // the log is always either absent or a full-size empty
@@ -272,7 +274,7 @@ impl Wal {
             path,
             owner,
             salt,
-            end: (written as u64).clamp(HEADER_LEN as u64, CAPACITY),
+            end: (found.written as u64).clamp(HEADER_LEN as u64, CAPACITY),
         };
         wal.restart(base)?;
         Ok(wal)
