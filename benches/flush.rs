@@ -56,10 +56,10 @@
 //! Accept's way out overlaps the leader's own flush). Those pieces do not
 //! simply add up (a follower's flush starts after the leader's, not with
 //! it), so the last line measures them together, as the least any
-//! replicated write does: a client thread sends a 200-byte request to a leader, which
-//! forwards it to two follower threads, appends it to its own file and
-//! flushes, and answers once its flush and the first follower's (append,
-//! flush, 8-byte vote back) are done. Everything is loopback TCP with
+//! replicated write does: a client thread sends a 200-byte request to a
+//! leader, which forwards it to two follower threads, appends it to its
+//! own file and flushes, and answers once its flush and the first
+//! follower's (append, flush, 8-byte vote back) are done. Everything is loopback TCP with
 //! Nagle off and blocking threads, the leader a current-thread tokio
 //! runtime that waits for both followers' votes at once, as a node does;
 //! there is no encoding, no consensus state and no lease table, so a real

@@ -16,27 +16,32 @@ fn me() -> JournalIdentity {
     JournalIdentity::new("c", NodeId(1))
 }
 
-fn mark_of(journal: &Path) -> PathBuf {
-    let mut name = journal.as_os_str().to_owned();
-    name.push(".acked");
+/// `path` with `suffix` appended to its file name: a file that belongs
+/// with the journal there.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+fn mark_of(journal: &Path) -> PathBuf {
+    sibling(journal, ".acked")
 }
 
 /// A copy of every file of the journal at `path` but its mark (the redb
 /// journal's write-ahead logs too): what restoring a backup puts back.
 fn backup(path: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
-    let log = |suffix: &str| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        PathBuf::from(name)
-    };
-    [path.to_path_buf(), log(".wal"), log(".wal2")]
-        .into_iter()
-        .map(|file| {
-            let bytes = fs::read(&file).ok();
-            (file, bytes)
-        })
-        .collect()
+    [
+        path.to_path_buf(),
+        sibling(path, ".wal"),
+        sibling(path, ".wal2"),
+    ]
+    .into_iter()
+    .map(|file| {
+        let bytes = fs::read(&file).ok();
+        (file, bytes)
+    })
+    .collect()
 }
 
 fn restore(backup: &[(PathBuf, Option<Vec<u8>>)]) {
