@@ -91,6 +91,11 @@ pub struct RedbJournal {
     /// The newest commit, in a log or the file.
     sequence: u64,
     failed: bool,
+    /// Every fold from now on fails as a failing disk would make it: the
+    /// crate's own tests set it, since redb cannot be made to fail a
+    /// commit from outside.
+    #[cfg(test)]
+    fail_folds: bool,
 }
 
 /// The log that is not active.
@@ -264,6 +269,8 @@ impl RedbJournal {
             pending: JournalWrite::default(),
             sequence: replayed.sequence,
             failed: false,
+            #[cfg(test)]
+            fail_folds: false,
         })
     }
 
@@ -351,10 +358,17 @@ impl RedbJournal {
         let mut full = std::mem::replace(&mut self.active, next);
         let writes = std::mem::take(&mut self.pending);
         let (db, tables) = (Arc::clone(&self.db), self.tables.clone());
+        #[cfg(test)]
+        let fail = self.fail_folds;
         let thread = std::thread::Builder::new()
             .name("trexlock-checkpoint".to_owned())
             .spawn(move || {
                 yield_cpu_to_the_node();
+                #[cfg(test)]
+                if fail {
+                    let injected = std::io::Error::other("injected fold failure");
+                    return Err(storage(tables.path(), injected));
+                }
                 fold(&db, &tables, &writes, None, sequence)?;
                 full.restart(sequence)?;
                 Ok(full)
@@ -455,5 +469,58 @@ impl Journal for RedbJournal {
             }
             this.mark.record(this.sequence)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trexlock_paxos::{Ballot, LogEntry, NodeId, Value};
+
+    fn write(slot: u64) -> JournalWrite {
+        let ballot = Ballot {
+            counter: 1,
+            node: NodeId(1),
+        };
+        let value = Value::Batch(vec![vec![slot as u8; 1_000].into()]);
+        JournalWrite {
+            promised: Some(ballot),
+            entries: vec![(slot, LogEntry { ballot, value })],
+            committed: Some(slot),
+            ..JournalWrite::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_fold_fails_the_journal_closed_and_loses_no_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.redb");
+        let identity = JournalIdentity::new("c", NodeId(1));
+        let mut journal = RedbJournal::open(&path, identity.clone()).unwrap();
+        journal.fail_folds = true;
+        let mut acknowledged = 0;
+        let failure = loop {
+            let slot = acknowledged + 1;
+            assert!(slot < 10 * CAPACITY / 1_000, "no fold failed");
+            match journal.persist(&write(slot)) {
+                Ok(()) => acknowledged = slot,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            failure.to_string().contains("injected fold failure"),
+            "{failure}"
+        );
+        let after = journal.persist(&write(acknowledged + 1));
+        assert!(
+            matches!(after, Err(JournalError::Closed { .. })),
+            "{after:?}"
+        );
+        assert!(matches!(journal.load(), Err(JournalError::Closed { .. })));
+        drop(journal);
+
+        let state = RedbJournal::open(&path, identity).unwrap().load().unwrap();
+        let slots: Vec<u64> = state.entries.keys().copied().collect();
+        assert_eq!(slots, (1..=acknowledged).collect::<Vec<_>>());
     }
 }
