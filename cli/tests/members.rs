@@ -19,9 +19,10 @@ mod history;
 #[allow(dead_code)]
 #[path = "nemesis/proxy.rs"]
 mod proxy;
+mod support;
 
 use clients::{ClientProc, NAMES, Timing};
-use cluster::{CLUSTER, NodeProc, free_port, mono_ns};
+use cluster::{CLUSTER, NodeProc, mono_ns};
 use history::{History, Read};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::local_addr;
 use tokio::time::{Instant, sleep};
 use trexlock_lease::remote::{self, RemoteConfig};
 use trexlock_lease::{LeaseHandle, TryAcquire};
@@ -46,9 +48,7 @@ struct Members {
 impl Members {
     /// Picks ports for nodes 1 to `ids` (started later, one by one).
     fn new(dir: &Path, ids: u16) -> Members {
-        let addrs = (1..=ids)
-            .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], free_port()))))
-            .collect();
+        let addrs = (1..=ids).map(|id| (id, local_addr())).collect();
         Members {
             dir: dir.to_owned(),
             addrs,

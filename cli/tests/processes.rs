@@ -11,13 +11,9 @@ use trexlock_lease::{LeaseClient, LeaseError, Mode, TryAcquire};
 
 mod support;
 
-use support::{BIN, Process, local_addr, with_cert};
+use support::{BIN, Process, free_port, local_addr, with_cert};
 
 const CLUSTER: &str = "proc-test";
-
-fn free_port() -> u16 {
-    local_addr().port()
-}
 
 struct Cluster {
     _dir: tempfile::TempDir,

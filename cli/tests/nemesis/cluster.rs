@@ -7,7 +7,7 @@
 use super::proxy::{Dialer, Proxy};
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,19 +44,6 @@ pub fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
-}
-
-/// A free port below Linux's ephemeral range (32768 and up): a node keeps
-/// its port across restarts, and while it is down an ephemeral port (an
-/// outgoing connection's, or a `bind(0)`) could otherwise take it.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000");
 }
 
 pub struct NodeProc {
@@ -181,9 +168,7 @@ impl Cluster {
     /// Writes the configuration of `n` nodes whose peers are reached
     /// through the proxy, and starts them.
     pub async fn start(dir: &Path, n: usize) -> Cluster {
-        let listen: Vec<SocketAddr> = (0..n)
-            .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
-            .collect();
+        let listen: Vec<SocketAddr> = (0..n).map(|_| crate::support::local_addr()).collect();
         let proxy = Proxy::start(&listen).await;
         let mut nodes = Vec::new();
         for (i, addr) in listen.iter().enumerate() {
