@@ -2,8 +2,9 @@
 //! names: owners under its own name only, and forced releases for
 //! administrators only.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 use trexlock_lease::remote::RemoteHandle;
 use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeConfig};
@@ -27,10 +28,7 @@ impl Secured {
     async fn start() -> Secured {
         let dir = tempfile::tempdir().unwrap();
         let ca = ClusterCa::generate(CLUSTER).unwrap();
-        let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let addr = common::free_addr();
         let mut transport = TransportConfig::new(CLUSTER, NodeId(1), addr, BTreeMap::new());
         transport.tls = Some(ca.node(NodeId(1)).unwrap().tls(ca.cert_pem()).unwrap());
         let config = TcpNodeConfig {
