@@ -4,11 +4,8 @@
 
 #![allow(dead_code)] // Each includer uses a different part.
 
-use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use trexlock::lease::remote::{self, RemoteConfig, RemoteHandle};
 
@@ -33,22 +30,10 @@ pub fn built_binary() -> Result<PathBuf, String> {
         .ok_or_else(|| "no trexlock binary beside this bench; pass --bin PATH".into())
 }
 
-/// A loopback port nobody listens on (as of now), below Linux's
-/// ephemeral range (32768 and up), that no other call in this bench has
-/// handed out. A port from `bind(0)` is an ephemeral one, which any
-/// outgoing connection (the load's clients, the peer links) may take
-/// before the node binds it, or while a restarted node is down.
+/// A loopback port a node can still bind when it starts (see
+/// [`trexlock_test_support::free_port`]).
 pub fn free_port() -> Result<u16, String> {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.insert(port);
-            return Ok(port);
-        }
-    }
-    Err("no free port in 20000..32000".into())
+    trexlock_test_support::free_port().map_err(|e| e.to_string())
 }
 
 /// Connects to the cluster, retrying for up to five seconds while its

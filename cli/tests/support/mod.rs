@@ -4,36 +4,17 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 
-/// A loopback address nobody listens on (as of now), on [`free_port`].
-pub fn local_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
+pub use trexlock_test_support::local_addr;
 
-/// A free port below Linux's ephemeral range (32768 and up) that no other
-/// call in this test binary has handed out. A port from `bind(0)` is an
-/// ephemeral one: between the check and the node's own bind, any outgoing
-/// connection (a client's, a peer link's, in this test or one running
-/// beside it) may take it, and a node keeps its port across restarts.
+/// A loopback port a node can still bind when it starts.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.insert(port);
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000");
+    local_addr().port()
 }
 
 /// A `trexlock node` process, SIGKILLed and reaped when dropped.

@@ -2,10 +2,9 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 use trexlock_lease::remote::{JournalFile, TcpNode, TcpNodeConfig};
@@ -107,23 +106,7 @@ impl Cluster {
     }
 }
 
-/// A loopback address nobody listens on (as of now), on a port below
-/// Linux's ephemeral range (32768 and up) that no other call in this test
-/// binary has handed out. A port from `bind(0)` is an ephemeral one, which
-/// an outgoing connection of a test running beside this one may take
-/// before the node binds it.
-pub fn free_addr() -> SocketAddr {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-    for _ in 0..1000 {
-        let port = fastrand::u16(20_000..32_000);
-        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.insert(port);
-            return SocketAddr::from(([127, 0, 0, 1], port));
-        }
-    }
-    panic!("no free port in 20000..32000");
-}
+pub use trexlock_test_support::local_addr as free_addr;
 
 /// A one-node cluster `cluster` on TCP, its journal in `dir`, its
 /// transport changed by `tweak` first.
