@@ -369,7 +369,10 @@ async fn a_remote_watcher_whose_connection_backs_up_is_told_it_lagged_and_where_
             Ok(Some(Ok(e))) if before_lag < later.len() && owed(&e, later[before_lag]) => {
                 before_lag += 1;
             }
-            other => panic!("the watch stalled or went on otherwise: {other:?}"),
+            other => panic!(
+                "the watch stalled or went on otherwise after {before_lag} of {} events: {other:?}",
+                later.len()
+            ),
         }
     };
     assert!(resume_from >= few.position());
