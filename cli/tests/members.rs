@@ -19,7 +19,6 @@ mod history;
 #[allow(dead_code)]
 #[path = "nemesis/proxy.rs"]
 mod proxy;
-mod support;
 
 use clients::{ClientProc, NAMES, Timing};
 use cluster::{CLUSTER, NodeProc, mono_ns};
@@ -31,10 +30,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::local_addr;
 use tokio::time::{Instant, sleep};
 use trexlock_lease::remote::{self, RemoteConfig};
 use trexlock_lease::{LeaseHandle, TryAcquire};
+use trexlock_test_support::local_addr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trexlock");
 

@@ -77,7 +77,6 @@ mod replace;
 mod repro;
 #[path = "nemesis/schedule.rs"]
 mod schedule;
-mod support;
 
 use clients::{ClientProc, NAMES, Timing};
 use cluster::{Cluster, mono_ns};

@@ -2,8 +2,6 @@
 //! names: owners under its own name only, and forced releases for
 //! administrators only.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 use trexlock_lease::remote::RemoteHandle;
@@ -28,7 +26,7 @@ impl Secured {
     async fn start() -> Secured {
         let dir = tempfile::tempdir().unwrap();
         let ca = ClusterCa::generate(CLUSTER).unwrap();
-        let addr = common::free_addr();
+        let addr = trexlock_test_support::local_addr();
         let mut transport = TransportConfig::new(CLUSTER, NodeId(1), addr, BTreeMap::new());
         transport.tls = Some(ca.node(NodeId(1)).unwrap().tls(ca.cert_pem()).unwrap());
         let config = TcpNodeConfig {

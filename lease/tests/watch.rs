@@ -10,6 +10,7 @@ use trexlock_lease::remote::{self, JournalFile, RemoteConfig, TcpNode, TcpNodeCo
 use trexlock_lease::table::Event;
 use trexlock_lease::{NodeConfig, Stamp, TryAcquire, Watch, WatchError, WatchEvent};
 use trexlock_paxos::NodeId;
+use trexlock_test_support::local_addr;
 use trexlock_transport::TransportConfig;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -177,7 +178,7 @@ async fn a_watcher_that_does_not_read_is_cut_off_with_where_to_resume() {
 async fn a_remote_watch_resumes_on_another_node_after_its_node_stops_without_missing_an_event() {
     let dir = tempfile::tempdir().unwrap();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
-    let addrs: Vec<SocketAddr> = ids.iter().map(|_| common::free_addr()).collect();
+    let addrs: Vec<SocketAddr> = ids.iter().map(|_| local_addr()).collect();
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let peers: BTreeMap<NodeId, SocketAddr> = ids

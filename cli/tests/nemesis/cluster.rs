@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use trexlock_lease::remote::{self, RemoteConfig, RemoteStatus};
+use trexlock_test_support::local_addr;
 
 pub const CLUSTER: &str = "nemesis";
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_trexlock");
@@ -168,7 +169,7 @@ impl Cluster {
     /// Writes the configuration of `n` nodes whose peers are reached
     /// through the proxy, and starts them.
     pub async fn start(dir: &Path, n: usize) -> Cluster {
-        let listen: Vec<SocketAddr> = (0..n).map(|_| crate::support::local_addr()).collect();
+        let listen: Vec<SocketAddr> = (0..n).map(|_| local_addr()).collect();
         let proxy = Proxy::start(&listen).await;
         let mut nodes = Vec::new();
         for (i, addr) in listen.iter().enumerate() {

@@ -10,6 +10,7 @@ use tempfile::TempDir;
 use trexlock_lease::remote::{JournalFile, TcpNode, TcpNodeConfig};
 use trexlock_lease::{InProcessNetwork, LeaseClient, Node, NodeConfig};
 use trexlock_paxos::NodeId;
+use trexlock_test_support::local_addr;
 use trexlock_transport::TransportConfig;
 
 pub const CLUSTER: &str = "test-cluster";
@@ -106,8 +107,6 @@ impl Cluster {
     }
 }
 
-pub use trexlock_test_support::local_addr as free_addr;
-
 /// A one-node cluster `cluster` on TCP, its journal in `dir`, its
 /// transport changed by `tweak` first.
 pub async fn tcp_node(
@@ -115,7 +114,7 @@ pub async fn tcp_node(
     dir: &Path,
     tweak: impl FnOnce(&mut TransportConfig),
 ) -> TcpNode {
-    let mut transport = TransportConfig::new(cluster, NodeId(1), free_addr(), BTreeMap::new());
+    let mut transport = TransportConfig::new(cluster, NodeId(1), local_addr(), BTreeMap::new());
     tweak(&mut transport);
     let config = TcpNodeConfig {
         node: NodeConfig::new(NodeId(1), vec![NodeId(1)]),
