@@ -161,7 +161,7 @@ fn describe_message(message: &Message) -> String {
                 slots.join(", ")
             )
         }
-        Message::Accepted { ballot, slots } => match (slots.first(), slots.last()) {
+        Message::Accepted { ballot, slots, .. } => match (slots.first(), slots.last()) {
             (Some(first), Some(last)) if slots.len() > 2 => {
                 format!("Accepted {ballot} slots {first}..={last}")
             }

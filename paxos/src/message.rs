@@ -67,6 +67,10 @@ pub enum Message {
         ballot: Ballot,
         /// The accepted slots.
         slots: Vec<Slot>,
+        /// The acceptor's commit index once it learned the Accept's: what
+        /// a [`Message::CommitAck`] would say, so that a leader under load
+        /// learns it from the votes.
+        committed: Slot,
     },
     /// The leader's commit index. Doubles as the leader heartbeat. A
     /// follower whose vote at a slot carries this exact ballot knows that
@@ -79,7 +83,10 @@ pub enum Message {
     },
     /// A follower's answer to [`Message::Commit`]: it is alive and this is
     /// how far it has learned. Lets the leader detect that it lost its
-    /// quorum.
+    /// quorum. Every heartbeat (a Commit that moves the follower's commit
+    /// index nowhere) is answered; a Commit that only announces newly
+    /// chosen slots is answered at most once per heartbeat interval, since
+    /// the follower's votes ([`Message::Accepted`]) carry the same index.
     CommitAck {
         /// The ballot of the heartbeat being answered.
         ballot: Ballot,

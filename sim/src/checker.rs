@@ -211,7 +211,12 @@ impl Checker {
                 Rule::OneValuePerSlot,
                 format!("{from} sent an Accept in ballot {ballot}, which another node leads"),
             ),
-            Message::Accepted { ballot, slots } => {
+            Message::Accepted {
+                ballot,
+                slots,
+                committed,
+            } => {
+                self.check_announced(from, *committed);
                 for slot in slots {
                     let durable = self
                         .votes

@@ -157,12 +157,25 @@ impl Replica {
             }
             slots.push(slot);
         }
-        self.send(from, Message::Accepted { ballot, slots });
         self.learn_commit(now, ballot, committed);
+        let committed = self.committed;
+        self.send(
+            from,
+            Message::Accepted {
+                ballot,
+                slots,
+                committed,
+            },
+        );
         Ok(())
     }
 
-    /// A leader's heartbeat and commit index.
+    /// A leader's heartbeat and commit index. Answered unless it only
+    /// announced newly chosen slots and this follower answered the same
+    /// leader less than a heartbeat interval ago: under load a leader
+    /// announces every slot, and an answer to each would cost it a wake-up
+    /// and a step per slot and follower, while the follower's next vote
+    /// carries the same commit index.
     pub(super) fn on_commit(
         &mut self,
         now: Duration,
@@ -177,6 +190,7 @@ impl Replica {
         }
         self.observe_higher_ballot(now, ballot);
         self.follow(now, ballot, committed);
+        let before = self.committed;
         self.learn_commit(now, ballot, committed);
         // A voter relearning after a disk loss cannot vote yet: it must
         // not look reachable to the leader, which would count it toward
@@ -185,6 +199,14 @@ impl Replica {
         if self.rejoin.is_some() {
             return;
         }
+        let announced_only = self.committed > before;
+        let answered_lately = self
+            .commit_answered
+            .is_some_and(|(b, at)| b == ballot && now < at + self.cfg.heartbeat_interval);
+        if announced_only && answered_lately {
+            return;
+        }
+        self.commit_answered = Some((ballot, now));
         let committed = self.committed;
         self.send(from, Message::CommitAck { ballot, committed });
     }

@@ -468,8 +468,13 @@ impl Replica {
                 increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
                 memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
             }
-            Message::Accepted { ballot, slots } => {
+            Message::Accepted {
+                ballot,
+                slots,
+                committed,
+            } => {
                 mine(*ballot)?;
+                index_in_range(kind, *committed)?;
                 increasing(kind, slots.iter().copied(), false)
             }
             Message::Commit { ballot, committed } | Message::Release { ballot, committed } => {

@@ -143,7 +143,8 @@ pub(crate) struct Leader {
     pub(super) changes: VecDeque<Membership>,
     /// The highest slot each peer is known to hold.
     pub(super) progress: BTreeMap<NodeId, Slot>,
-    /// The highest commit index each peer acknowledged a heartbeat with.
+    /// The highest commit index each peer reported, in a CommitAck or a
+    /// vote.
     pub(super) commit_acked: BTreeMap<NodeId, Slot>,
     /// Proposals made during this step, sent as one Accept per peer.
     unsent: Vec<(Slot, Value)>,
@@ -549,13 +550,15 @@ impl Replica {
         NextSlot::Propose
     }
 
-    /// Counts votes for our proposals.
+    /// Counts votes for our proposals, and notes how far the voter has
+    /// learned, as a CommitAck would tell.
     pub(super) fn on_accepted(
         &mut self,
         now: Duration,
         from: NodeId,
         ballot: Ballot,
         slots: &[Slot],
+        committed: Slot,
     ) {
         let Role::Leader(leader) = &mut self.role else {
             return;
@@ -564,10 +567,10 @@ impl Replica {
             return;
         }
         leader.last_heard.insert(from, now);
-        if let Some(last) = slots.last() {
-            let at = leader.progress.entry(from).or_default();
-            *at = (*at).max(*last);
-        }
+        let at = leader.progress.entry(from).or_default();
+        *at = (*at).max(committed).max(slots.last().copied().unwrap_or(0));
+        let acked = leader.commit_acked.entry(from).or_default();
+        *acked = (*acked).max(committed);
         for slot in slots {
             if let Some(f) = leader.in_flight.get_mut(slot) {
                 f.acks.insert(from);

@@ -131,6 +131,8 @@ pub struct Replica {
     refused: u64,
     /// Ballot of the leader last heard from (followers only).
     leader_ballot: Option<Ballot>,
+    /// The ballot of the last Commit answered with a CommitAck, and when.
+    commit_answered: Option<(Ballot, Duration)>,
     /// Set while this replica started empty and may not vote yet.
     rejoin: Option<rejoin::Rejoin>,
     /// The memberships governing the slots this replica may still act on.
@@ -198,6 +200,7 @@ impl Replica {
             snapshot_checksum: None,
             refused: 0,
             leader_ballot: None,
+            commit_answered: None,
             rejoin,
             history,
             configs_through: delivered,
@@ -337,8 +340,12 @@ impl Replica {
                 committed,
                 entries,
             } => self.on_accept(now, from, ballot, committed, entries),
-            Message::Accepted { ballot, slots } => {
-                self.on_accepted(now, from, ballot, &slots);
+            Message::Accepted {
+                ballot,
+                slots,
+                committed,
+            } => {
+                self.on_accepted(now, from, ballot, &slots, committed);
                 Ok(())
             }
             Message::Commit { ballot, committed } => {

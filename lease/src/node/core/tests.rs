@@ -80,6 +80,7 @@ fn n2_votes_up_to(core: &mut NodeCore, now: Duration, slot: Slot) {
     let accepted = Message::Accepted {
         ballot: core.replica().promised(),
         slots: (1..=slot).collect(),
+        committed: 0,
     };
     core.peer(now, N2, PeerMessage::Paxos(accepted)).unwrap();
 }

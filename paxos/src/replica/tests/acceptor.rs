@@ -118,7 +118,7 @@ proptest! {
         let accept = Message::Accept { ballot: asked, committed: 0, entries: vec![(slot, batch("x"))] };
         let ready = r.handle(T0, env(N2, N1, accept)).unwrap();
         match only_message(&ready) {
-            Message::Accepted { ballot, slots } => {
+            Message::Accepted { ballot, slots, .. } => {
                 prop_assert!(asked >= b(promised, N3));
                 prop_assert_eq!(*ballot, asked);
                 prop_assert_eq!(slots, &vec![slot]);
@@ -190,7 +190,8 @@ fn a_stale_proposal_for_a_slot_known_chosen_gets_no_vote() {
         only_message(&ready),
         &Message::Accepted {
             ballot: b(2, N2),
-            slots: vec![2]
+            slots: vec![2],
+            committed: 1,
         }
     );
     assert_eq!(r.entry(1).unwrap().value, batch("chosen"));
@@ -198,6 +199,83 @@ fn a_stale_proposal_for_a_slot_known_chosen_gets_no_vote() {
 }
 
 // ----------------------------------------------------------------- Commit
+
+/// Whether the follower answered with a CommitAck.
+fn acked(ready: &Ready) -> bool {
+    ready
+        .messages
+        .iter()
+        .any(|e| matches!(e.message, Message::CommitAck { .. }))
+}
+
+#[test]
+fn a_follower_answers_every_heartbeat_but_commit_notices_at_most_once_per_heartbeat_interval() {
+    let entries: BTreeMap<Slot, LogEntry> = (1..=4)
+        .map(|s| {
+            (
+                s,
+                LogEntry {
+                    ballot: b(2, N2),
+                    value: batch(&s.to_string()),
+                },
+            )
+        })
+        .collect();
+    let state = JournalState {
+        promised: b(2, N2),
+        entries,
+        ..Default::default()
+    };
+    let mut r = replica_with(N1, state);
+    let interval = r.config().heartbeat_interval;
+    let commit = |r: &mut Replica, at: Duration, committed: Slot| {
+        let commit = Message::Commit {
+            ballot: b(2, N2),
+            committed,
+        };
+        r.handle(at, env(N2, N1, commit)).unwrap()
+    };
+    assert!(acked(&commit(&mut r, T0, 1)), "the first notice");
+    let soon = T0 + interval / 4;
+    assert!(!acked(&commit(&mut r, soon, 2)), "a notice right after");
+    assert_eq!(r.committed(), 2, "it still learns what the notice says");
+    assert!(acked(&commit(&mut r, soon, 2)), "a heartbeat, always");
+    assert!(!acked(&commit(&mut r, soon + interval / 2, 3)));
+    assert!(
+        acked(&commit(&mut r, soon + interval, 4)),
+        "a notice a heartbeat interval on"
+    );
+}
+
+#[test]
+fn a_vote_carries_the_commit_index_the_accept_taught() {
+    let state = JournalState {
+        promised: b(2, N2),
+        entries: BTreeMap::from([(
+            1,
+            LogEntry {
+                ballot: b(2, N2),
+                value: batch("a"),
+            },
+        )]),
+        ..Default::default()
+    };
+    let mut r = replica_with(N1, state);
+    let accept = Message::Accept {
+        ballot: b(2, N2),
+        committed: 1,
+        entries: vec![(2, batch("b"))],
+    };
+    let ready = r.handle(T0, env(N2, N1, accept)).unwrap();
+    assert_eq!(
+        only_message(&ready),
+        &Message::Accepted {
+            ballot: b(2, N2),
+            slots: vec![2],
+            committed: 1,
+        }
+    );
+}
 
 #[test]
 fn commit_chooses_only_votes_cast_in_the_leaders_ballot() {

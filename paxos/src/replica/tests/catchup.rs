@@ -176,6 +176,7 @@ fn a_snapshot_truncates_all_but_the_kept_tail() {
                     Message::Accepted {
                         ballot,
                         slots: vec![i],
+                        committed: 0,
                     },
                 ),
             )

@@ -334,8 +334,13 @@ fn message() -> impl Strategy<Value = Message> {
             committed,
             entries
         }),
-        (ballot(), proptest::collection::vec(slot(), 0..4))
-            .prop_map(|(ballot, slots)| Message::Accepted { ballot, slots }),
+        (ballot(), proptest::collection::vec(slot(), 0..4), slot()).prop_map(
+            |(ballot, slots, committed)| Message::Accepted {
+                ballot,
+                slots,
+                committed
+            }
+        ),
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::Commit { ballot, committed }),
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::CommitAck { ballot, committed }),
         (ballot(), slot()).prop_map(|(ballot, committed)| Message::Release { ballot, committed }),

@@ -108,6 +108,7 @@ fn a_proposal_is_chosen_exactly_when_a_quorum_has_voted() {
                 Message::Accepted {
                     ballot,
                     slots: vec![1],
+                    committed: 0,
                 },
             ),
         )
@@ -126,6 +127,7 @@ fn a_proposal_is_chosen_exactly_when_a_quorum_has_voted() {
                 Message::Accepted {
                     ballot,
                     slots: vec![1],
+                    committed: 0,
                 },
             ),
         )
@@ -146,6 +148,7 @@ fn votes_from_another_ballot_do_not_count() {
                 Message::Accepted {
                     ballot: b(9, N2),
                     slots: vec![1],
+                    committed: 0,
                 },
             ),
         )
@@ -173,6 +176,7 @@ fn the_window_bounds_slots_in_flight_and_batches_the_rest() {
                 Message::Accepted {
                     ballot,
                     slots: (1..=2).collect(),
+                    committed: 0,
                 },
             ),
         )
@@ -234,6 +238,7 @@ fn a_leader_retransmits_unvoted_proposals_only_to_silent_peers() {
                 Message::Accepted {
                     ballot,
                     slots: vec![1],
+                    committed: 0,
                 },
             ),
         )

@@ -133,6 +133,7 @@ fn a_catch_up_response_stays_within_the_message_limit() {
     let accepted = Message::Accepted {
         ballot: b(1, N1),
         slots,
+        committed: 0,
     };
     let _ = r.handle(ms(10_003), env(N2, N1, accepted)).unwrap();
     assert_eq!(r.committed(), 40);

@@ -430,6 +430,7 @@ fn a_learner_voting_on_new_slots_but_missing_old_ones_is_not_promoted() {
     let voted = Message::Accepted {
         ballot,
         slots: vec![last],
+        committed: 0,
     };
     let _ = c
         .replicas
@@ -445,6 +446,36 @@ fn a_learner_voting_on_new_slots_but_missing_old_ones_is_not_promoted() {
             ..
         })
     ));
+}
+
+/// The leader learns a follower's commit index from its votes too, so a
+/// learner that keeps up is promoted though it answers no Commit (under
+/// load followers answer Commits only once per heartbeat interval).
+#[test]
+fn a_learner_whose_votes_carry_a_caught_up_commit_index_can_be_promoted() {
+    let mut c = Cluster::three();
+    c.join(N4);
+    c.down.insert(N4);
+    c.change(add(N4)).unwrap();
+    c.run(500);
+    let leader = c.leader().unwrap();
+    let (ballot, last) = {
+        let l = &c.replicas[&leader];
+        (l.promised(), l.committed())
+    };
+    let now = c.now;
+    let voted = Message::Accepted {
+        ballot,
+        slots: vec![last],
+        committed: last,
+    };
+    let _ = c
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .handle(now, env(N4, leader, voted))
+        .unwrap();
+    assert_eq!(c.change(Change::Promote { node: N4 }), Ok(()));
 }
 
 /// A voter relearning after a disk loss cannot vote: it does not answer
@@ -556,6 +587,7 @@ fn a_change_is_proposed_only_once_every_slot_before_it_is_chosen() {
     let voted = Message::Accepted {
         ballot,
         slots: vec![1],
+        committed: 0,
     };
     let ready = r.handle(ms(10_004), env(N2, N1, voted)).unwrap();
     assert_eq!(r.committed(), 1);
