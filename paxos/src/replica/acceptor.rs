@@ -8,6 +8,22 @@ use crate::types::{
 };
 use std::time::Duration;
 
+/// What a replica knows of the leader it follows, from that leader's
+/// messages (and its own election, for `hint`).
+#[derive(Clone, Debug, Default)]
+pub(super) struct KnownLeader {
+    /// The node believed to lead.
+    pub(super) hint: Option<NodeId>,
+    /// Ballot of the leader last heard from (followers only).
+    pub(super) ballot: Option<Ballot>,
+    /// When a leader was last heard from.
+    pub(super) heard_at: Option<Duration>,
+    /// Highest commit index a leader has told us about.
+    pub(super) committed: Slot,
+    /// The ballot of the last Commit answered with a CommitAck, and when.
+    pub(super) answered: Option<(Ballot, Duration)>,
+}
+
 /// One part of a promise: the first and last slot it reports on, and its
 /// votes.
 type Part = (Slot, Slot, Vec<(Slot, LogEntry)>);
@@ -52,7 +68,7 @@ impl Replica {
         if self.rejoin.is_some() || !self.may_promise() {
             let known = slot.saturating_sub(1);
             if known > self.committed && !self.heard_leader_recently(now) {
-                self.leader_committed = self.leader_committed.max(known);
+                self.known_leader.committed = self.known_leader.committed.max(known);
                 self.request_catchup(now, from);
             }
             return;
@@ -66,7 +82,9 @@ impl Replica {
             let sticky = match self.role {
                 Role::Leader(_) => true,
                 Role::Candidate(_) => false,
-                Role::Follower => self.heard_leader_recently(now) && self.leader_hint != Some(from),
+                Role::Follower => {
+                    self.heard_leader_recently(now) && self.known_leader.hint != Some(from)
+                }
             };
             if sticky {
                 return;
@@ -201,12 +219,13 @@ impl Replica {
         }
         let announced_only = self.committed > before;
         let answered_lately = self
-            .commit_answered
+            .known_leader
+            .answered
             .is_some_and(|(b, at)| b == ballot && now < at + self.cfg.heartbeat_interval);
         if announced_only && answered_lately {
             return;
         }
-        self.commit_answered = Some((ballot, now));
+        self.known_leader.answered = Some((ballot, now));
         let committed = self.committed;
         self.send(from, Message::CommitAck { ballot, committed });
     }
@@ -242,10 +261,10 @@ impl Replica {
         if !matches!(self.role, Role::Follower) {
             return;
         }
-        self.leader_hint = Some(ballot.node);
-        self.leader_ballot = Some(ballot);
-        self.last_heard_leader = Some(now);
-        self.leader_committed = self.leader_committed.max(committed);
+        self.known_leader.hint = Some(ballot.node);
+        self.known_leader.ballot = Some(ballot);
+        self.known_leader.heard_at = Some(now);
+        self.known_leader.committed = self.known_leader.committed.max(committed);
         self.reset_election_deadline(now);
     }
 

@@ -10,6 +10,19 @@ use crate::types::{
 };
 use std::time::Duration;
 
+/// A catch-up in progress: what was asked of whom, and the snapshot being
+/// received.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Catchup {
+    /// When the last request was sent.
+    pub(super) sent_at: Option<Duration>,
+    /// The peer last asked for catch-up and the first slot asked for; only
+    /// its answer to that request is accepted.
+    pub(super) asked: Option<(NodeId, Slot)>,
+    /// A snapshot being received from a peer, chunk by chunk.
+    pub(super) assembly: Option<super::transfer::Assembly>,
+}
+
 impl Replica {
     /// Probes every peer for how far its log goes. A node that hears no
     /// leader may have been left behind by every member: a voter removed
@@ -34,12 +47,12 @@ impl Replica {
             return;
         }
         let retry = self.cfg.heartbeat_interval * 2;
-        if self.catchup_sent_at.is_some_and(|t| now < t + retry) {
+        if self.catchup.sent_at.is_some_and(|t| now < t + retry) {
             return;
         }
-        self.catchup_sent_at = Some(now);
+        self.catchup.sent_at = Some(now);
         let from = self.committed + 1;
-        self.catchup_asked = Some((peer, from));
+        self.catchup.asked = Some((peer, from));
         if let Some(message) = self.continue_assembly() {
             self.send(peer, message);
             return;
@@ -98,8 +111,8 @@ impl Replica {
             return;
         }
         self.step_down(now);
-        self.catchup_sent_at = None;
-        self.catchup_asked = None;
+        self.catchup.sent_at = None;
+        self.catchup.asked = None;
         for (slot, value) in entries {
             if slot <= self.committed {
                 continue;
@@ -120,7 +133,7 @@ impl Replica {
             self.log.insert(slot, entry);
             self.committed = slot;
         }
-        if self.committed < self.leader_committed {
+        if self.committed < self.known_leader.committed {
             self.request_catchup(now, peer);
         }
     }
@@ -155,7 +168,8 @@ impl Replica {
     /// peers as well: a forger needs 2^31 answered requests to push a
     /// replica to the top of the slot space.
     pub(super) fn snapshot_horizon(&self) -> Slot {
-        self.leader_committed
+        self.known_leader
+            .committed
             .max(self.committed)
             .saturating_add(self.cfg.window as u64)
             .min(self.committed.saturating_add(MAX_SNAPSHOT_LEAD))
@@ -166,7 +180,7 @@ impl Replica {
         peer: NodeId,
         entries: &[(Slot, Value)],
     ) -> Result<(), Refusal> {
-        let answers_request = match (self.catchup_asked, entries.first()) {
+        let answers_request = match (self.catchup.asked, entries.first()) {
             (Some((asked, from)), Some((first, _))) => asked == peer && *first == from,
             _ => false,
         };

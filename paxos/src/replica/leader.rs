@@ -227,9 +227,9 @@ impl Replica {
             prepare_sent_at: now,
             queue,
         });
-        self.leader_hint = None;
-        self.leader_ballot = None;
-        self.last_heard_leader = None;
+        self.known_leader.hint = None;
+        self.known_leader.ballot = None;
+        self.known_leader.heard_at = None;
         self.reset_election_deadline(now);
         self.broadcast(&Message::Prepare { ballot, from });
         if self.governing(from).membership.is_quorum([&self.cfg.node]) {
@@ -300,7 +300,7 @@ impl Replica {
         }
         if truncated >= c.from || last > horizon {
             self.step_down(now);
-            self.leader_committed = self.leader_committed.max(committed);
+            self.known_leader.committed = self.known_leader.committed.max(committed);
             self.request_catchup(now, from);
             return;
         }
@@ -389,7 +389,7 @@ impl Replica {
             last_heard,
         };
         self.role = Role::Leader(Box::new(leader));
-        self.leader_hint = Some(self.cfg.node);
+        self.known_leader.hint = Some(self.cfg.node);
         self.out.leadership = Some(Leadership::Elected { ballot: c.ballot });
         self.fill_window(now);
         self.send_heartbeats(now);

@@ -154,7 +154,7 @@ impl Replica {
         let next = self.check_change(now, &change)?;
         let Role::Leader(leader) = &mut self.role else {
             return Err(ChangeError::NotLeader {
-                leader: self.leader_hint,
+                leader: self.known_leader.hint,
             });
         };
         leader.changes.push_back(next);
@@ -165,7 +165,7 @@ impl Replica {
     fn check_change(&self, now: Duration, change: &Change) -> Result<Membership, ChangeError> {
         let Role::Leader(leader) = &self.role else {
             return Err(ChangeError::NotLeader {
-                leader: self.leader_hint,
+                leader: self.known_leader.hint,
             });
         };
         let latest = self.history.latest();

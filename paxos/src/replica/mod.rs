@@ -114,25 +114,15 @@ pub struct Replica {
     /// The highest ballot counter a peer has shown, and when it first did
     /// (see `Replica::ballot_limit`).
     ballot_anchor: (u64, Duration),
-    leader_hint: Option<NodeId>,
-    last_heard_leader: Option<Duration>,
+    /// What this replica knows of the leader it follows.
+    known_leader: acceptor::KnownLeader,
     election_deadline: Duration,
-    /// Highest commit index a leader has told us about.
-    leader_committed: Slot,
-    catchup_sent_at: Option<Duration>,
-    /// The peer last asked for catch-up and the first slot asked for; only
-    /// its answer to that request is accepted.
-    catchup_asked: Option<(NodeId, Slot)>,
-    /// A snapshot being received from a peer, chunk by chunk.
-    assembly: Option<transfer::Assembly>,
+    /// The catch-up under way, if any.
+    catchup: catchup::Catchup,
     /// The checksum of our own snapshot, as served to peers: (slot, CRC).
     snapshot_checksum: Option<(Slot, u32)>,
     /// Peer messages dropped by admission checks so far.
     refused: u64,
-    /// Ballot of the leader last heard from (followers only).
-    leader_ballot: Option<Ballot>,
-    /// The ballot of the last Commit answered with a CommitAck, and when.
-    commit_answered: Option<(Ballot, Duration)>,
     /// Set while this replica started empty and may not vote yet.
     rejoin: Option<rejoin::Rejoin>,
     /// The memberships governing the slots this replica may still act on.
@@ -190,17 +180,14 @@ impl Replica {
             role: Role::Follower,
             max_seen: state.promised,
             ballot_anchor: (state.promised.counter, now),
-            leader_hint: None,
-            last_heard_leader: None,
+            known_leader: acceptor::KnownLeader {
+                committed: state.committed,
+                ..Default::default()
+            },
             election_deadline: now,
-            leader_committed: state.committed,
-            catchup_sent_at: None,
-            catchup_asked: None,
-            assembly: None,
+            catchup: catchup::Catchup::default(),
             snapshot_checksum: None,
             refused: 0,
-            leader_ballot: None,
-            commit_answered: None,
             rejoin,
             history,
             configs_through: delivered,
@@ -243,7 +230,7 @@ impl Replica {
     /// The highest commit index a leader has announced to this replica
     /// (its own on the leader): how far this replica has to go to catch up.
     pub fn leader_committed(&self) -> Slot {
-        self.leader_committed.max(self.committed)
+        self.known_leader.committed.max(self.committed)
     }
 
     /// True while this replica leads.
@@ -255,7 +242,7 @@ impl Replica {
     pub fn leader(&self) -> Option<NodeId> {
         match self.role {
             Role::Leader(_) => Some(self.cfg.node),
-            _ => self.leader_hint,
+            _ => self.known_leader.hint,
         }
     }
 
@@ -266,7 +253,7 @@ impl Replica {
     pub fn live_leader(&self, now: Duration) -> Option<NodeId> {
         match self.role {
             Role::Leader(_) => Some(self.cfg.node),
-            _ if self.heard_leader_recently(now) => self.leader_hint,
+            _ if self.heard_leader_recently(now) => self.known_leader.hint,
             _ => None,
         }
     }
@@ -437,7 +424,7 @@ impl Replica {
         match &mut self.role {
             Role::Follower => {
                 return Err(ProposeError::NotLeader {
-                    leader: self.leader_hint,
+                    leader: self.known_leader.hint,
                 });
             }
             Role::Candidate(c) => c.queue.extend(commands),
@@ -602,13 +589,15 @@ impl Replica {
     /// promotion once asked a wiped former leader for good, and the
     /// cluster waited for its vote).
     fn live_leader_behind(&self, now: Duration) -> Option<NodeId> {
-        let behind = self.committed < self.leader_committed;
-        self.leader_hint
+        let behind = self.committed < self.known_leader.committed;
+        self.known_leader
+            .hint
             .filter(|_| behind && self.heard_leader_recently(now))
     }
 
     fn heard_leader_recently(&self, now: Duration) -> bool {
-        self.last_heard_leader
+        self.known_leader
+            .heard_at
             .is_some_and(|t| now < t + self.cfg.election_timeout)
     }
 
@@ -622,7 +611,7 @@ impl Replica {
                 self.out.leadership = Some(Leadership::Lost);
             }
         }
-        self.leader_hint = None;
+        self.known_leader.hint = None;
         self.reset_election_deadline(now);
     }
 

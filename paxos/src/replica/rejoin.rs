@@ -111,7 +111,7 @@ impl Replica {
             rejoin.replies.insert(from, (promised, lowest));
         }
         if !self.heard_leader_recently(now) && last_slot > self.committed {
-            self.leader_committed = self.leader_committed.max(last_slot);
+            self.known_leader.committed = self.known_leader.committed.max(last_slot);
             self.request_catchup(now, from);
         }
     }
@@ -162,7 +162,8 @@ impl Replica {
         // Nobody holds a vote: no value can have been chosen.
         let fresh_cluster = last_slot == 0;
         let caught_up = self
-            .leader_ballot
+            .known_leader
+            .ballot
             .is_some_and(|b| b >= promised && matches!(self.role, Role::Follower))
             && self.committed >= last_slot;
         if !(fresh_cluster || caught_up) {
@@ -179,7 +180,11 @@ impl Replica {
             counter: 0,
             node: self.cfg.node,
         };
-        let ballot = self.leader_ballot.filter(|_| caught_up).unwrap_or_default();
+        let ballot = self
+            .known_leader
+            .ballot
+            .filter(|_| caught_up)
+            .unwrap_or_default();
         // Cannot fail: a learner's promise is never above what it learned.
         let _ = self.set_promised(ballot.max(promised).max(marker).max(self.promised));
         self.reset_election_deadline(now);

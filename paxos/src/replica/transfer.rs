@@ -52,13 +52,13 @@ impl Replica {
     /// The request for the rest of the snapshot being assembled, if one is
     /// and it is still worth installing; a stale assembly is dropped.
     pub(super) fn continue_assembly(&mut self) -> Option<Message> {
-        match &self.assembly {
+        match &self.catchup.assembly {
             Some(a) if a.slot > self.committed => Some(Message::SnapshotRequest {
                 slot: a.slot,
                 offset: a.held(),
             }),
             _ => {
-                self.assembly = None;
+                self.catchup.assembly = None;
                 None
             }
         }
@@ -118,29 +118,35 @@ impl Replica {
         }
         if chunk.slot <= self.committed {
             // We got there another way; nothing to install.
-            self.assembly = None;
+            self.catchup.assembly = None;
             return;
         }
         // A candidate this far behind cannot lead (as in catch-up).
         self.step_down(now);
-        if chunk.offset == 0 && !self.assembly.as_ref().is_some_and(|a| a.continues(&chunk)) {
-            self.assembly = Some(Assembly {
+        if chunk.offset == 0
+            && !self
+                .catchup
+                .assembly
+                .as_ref()
+                .is_some_and(|a| a.continues(&chunk))
+        {
+            self.catchup.assembly = Some(Assembly {
                 slot: chunk.slot,
                 total_len: chunk.total_len,
                 checksum: chunk.checksum,
                 data: Vec::new(),
             });
         }
-        let Some(assembly) = self.assembly.as_mut() else {
+        let Some(assembly) = self.catchup.assembly.as_mut() else {
             return;
         };
         assembly.data.extend_from_slice(&chunk.data);
-        self.catchup_sent_at = None;
+        self.catchup.sent_at = None;
         if assembly.held() < assembly.total_len {
             self.request_catchup(now, peer);
             return;
         }
-        let Some(whole) = self.assembly.take() else {
+        let Some(whole) = self.catchup.assembly.take() else {
             return;
         };
         if crc32fast::hash(&whole.data) != whole.checksum
@@ -149,18 +155,18 @@ impl Replica {
             self.refuse(Refusal::SnapshotChecksum { slot: whole.slot });
             return;
         }
-        self.catchup_asked = None;
+        self.catchup.asked = None;
         self.install_snapshot(Snapshot {
             slot: whole.slot,
             data: Bytes::from(whole.data),
         });
-        if self.committed < self.leader_committed {
+        if self.committed < self.known_leader.committed {
             self.request_catchup(now, peer);
         }
     }
 
     fn check_chunk(&self, peer: NodeId, chunk: &Chunk) -> Result<(), Refusal> {
-        if self.catchup_asked.is_none_or(|(asked, _)| asked != peer) {
+        if self.catchup.asked.is_none_or(|(asked, _)| asked != peer) {
             return Err(Refusal::UnaskedCatchup { from: peer });
         }
         let known = self.snapshot_horizon();
@@ -176,7 +182,7 @@ impl Replica {
                 max: self.cfg.max_snapshot_bytes,
             });
         }
-        let expected = match &self.assembly {
+        let expected = match &self.catchup.assembly {
             Some(a) if a.continues(chunk) => a.held(),
             _ => 0,
         };
