@@ -161,11 +161,15 @@ fn describe_message(message: &Message) -> String {
                 slots.join(", ")
             )
         }
-        Message::Accepted { ballot, slots, .. } => match (slots.first(), slots.last()) {
+        Message::Accepted {
+            ballot,
+            slots,
+            committed,
+        } => match (slots.first(), slots.last()) {
             (Some(first), Some(last)) if slots.len() > 2 => {
-                format!("Accepted {ballot} slots {first}..={last}")
+                format!("Accepted {ballot} slots {first}..={last} committed {committed}")
             }
-            _ => format!("Accepted {ballot} slots {slots:?}"),
+            _ => format!("Accepted {ballot} slots {slots:?} committed {committed}"),
         },
         Message::CatchupResponse { entries } => {
             let first = entries.first().map_or(0, |(s, _)| *s);

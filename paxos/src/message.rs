@@ -83,10 +83,12 @@ pub enum Message {
     },
     /// A follower's answer to [`Message::Commit`]: it is alive and this is
     /// how far it has learned. Lets the leader detect that it lost its
-    /// quorum. Every heartbeat (a Commit that moves the follower's commit
-    /// index nowhere) is answered; a Commit that only announces newly
-    /// chosen slots is answered at most once per heartbeat interval, since
-    /// the follower's votes ([`Message::Accepted`]) carry the same index.
+    /// quorum. A follower that may vote answers every Commit that moves
+    /// its commit index nowhere (a heartbeat, in a quiet cluster), and one
+    /// that only announces newly chosen slots at most once per half
+    /// heartbeat interval: under load its votes ([`Message::Accepted`])
+    /// carry the same index, and once load stops, its answer to the next
+    /// heartbeat does.
     CommitAck {
         /// The ballot of the heartbeat being answered.
         ballot: Ballot,

@@ -40,8 +40,10 @@ use trexlock_paxos::NodeId;
 /// Paxos promise in parts, each naming its slot range. Version 4
 /// changes membership at runtime (a `Release` for a removed node, a
 /// `Removed` refusal) and adds the client's watch, member, session and
-/// share requests, and each listed lease's holders.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// share requests, and each listed lease's holders. Version 5 adds the
+/// voter's commit index to a vote (`Accepted`), so that followers under
+/// load answer a leader's commit notices only now and then.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The frame limit during the handshake (a hello is a few dozen bytes).
 pub const HANDSHAKE_MAX_FRAME_BYTES: usize = 4096;

@@ -209,7 +209,8 @@ fn acked(ready: &Ready) -> bool {
 }
 
 #[test]
-fn a_follower_answers_every_heartbeat_but_commit_notices_at_most_once_per_heartbeat_interval() {
+fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_once_per_half_interval()
+ {
     let entries: BTreeMap<Slot, LogEntry> = (1..=4)
         .map(|s| {
             (
@@ -228,23 +229,38 @@ fn a_follower_answers_every_heartbeat_but_commit_notices_at_most_once_per_heartb
     };
     let mut r = replica_with(N1, state);
     let interval = r.config().heartbeat_interval;
-    let commit = |r: &mut Replica, at: Duration, committed: Slot| {
-        let commit = Message::Commit {
-            ballot: b(2, N2),
-            committed,
-        };
-        r.handle(at, env(N2, N1, commit)).unwrap()
+    let commit = |r: &mut Replica, at: Duration, ballot: Ballot, committed: Slot| {
+        let from = ballot.node;
+        let commit = Message::Commit { ballot, committed };
+        r.handle(at, env(from, N1, commit)).unwrap()
     };
-    assert!(acked(&commit(&mut r, T0, 1)), "the first notice");
-    let soon = T0 + interval / 4;
-    assert!(!acked(&commit(&mut r, soon, 2)), "a notice right after");
-    assert_eq!(r.committed(), 2, "it still learns what the notice says");
-    assert!(acked(&commit(&mut r, soon, 2)), "a heartbeat, always");
-    assert!(!acked(&commit(&mut r, soon + interval / 2, 3)));
+    let old = b(2, N2);
+    assert!(acked(&commit(&mut r, T0, old, 1)), "the first notice");
+    let soon = T0 + interval / 8;
     assert!(
-        acked(&commit(&mut r, soon + interval, 4)),
-        "a notice a heartbeat interval on"
+        !acked(&commit(&mut r, soon, old, 2)),
+        "a notice right after"
     );
+    assert_eq!(r.committed(), 2, "it still learns what the notice says");
+    assert!(acked(&commit(&mut r, soon, old, 2)), "a heartbeat, always");
+    assert!(!acked(&commit(&mut r, soon + interval / 4, old, 3)));
+    let later = soon + interval / 2;
+    assert!(
+        acked(&commit(&mut r, later, old, 4)),
+        "a notice half an interval after the last answer"
+    );
+    let new = b(3, N3);
+    let accept = Message::Accept {
+        ballot: new,
+        committed: 4,
+        entries: vec![(5, batch("5"))],
+    };
+    let _ = r.handle(later, env(N3, N1, accept)).unwrap();
+    assert!(
+        acked(&commit(&mut r, later, new, 5)),
+        "a new leader's first notice"
+    );
+    assert_eq!(r.committed(), 5);
 }
 
 #[test]
