@@ -300,12 +300,15 @@ fn holders_without_a_safety_gap_are_caught_acting_together_after_a_pause() {
     assert!(!violations(0, 300, opts).is_empty());
 }
 
+/// At 30 times the bound a drift shows in one seed of a few hundred to a
+/// few thousand, so whether these 400 seeds held one depended on the
+/// message schedule; at 90 times it shows in about one seed in 70.
 #[test]
 fn clocks_drifting_beyond_the_configured_bound_are_caught() {
     let opts = SimOptions {
         safety_gap: Duration::ZERO,
         max_check_pause: Duration::ZERO,
-        max_drift_ppm: 30_000,
+        max_drift_ppm: 90_000,
         ..SimOptions::default()
     };
     assert!(!violations(0, 400, opts).is_empty());
