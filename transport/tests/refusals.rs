@@ -197,16 +197,16 @@ async fn a_peer_that_restarts_over_plain_tcp_links_up_again() {
 async fn a_hello_of_the_previous_protocol_version_is_refused_naming_both_versions() {
     let nodes = cluster(2, |_| {}).await;
     let mut hello = Hello::new(CLUSTER, Role::Peer(NodeId(2)));
-    hello.protocol_version = 3;
+    hello.protocol_version = 4;
     let (_, reply) = raw_hello(nodes[0].transport.local_addr(), &hello).await;
     let refusal = Refusal::IncompatibleVersion {
-        supported: 4,
-        offered: 3,
+        supported: 5,
+        offered: 4,
     };
-    assert_eq!(PROTOCOL_VERSION, 4);
+    assert_eq!(PROTOCOL_VERSION, 5);
     assert_eq!(
         refusal.to_string(),
-        "protocol version 3 is not supported (this node speaks 4)"
+        "protocol version 4 is not supported (this node speaks 5)"
     );
     assert_eq!(reply, Some(HelloReply::Refused(refusal)));
 }
