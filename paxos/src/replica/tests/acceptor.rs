@@ -138,17 +138,9 @@ proptest! {
 
 #[test]
 fn an_accept_overwrites_an_unchosen_vote_from_a_lower_ballot() {
-    let mut entries = BTreeMap::new();
-    entries.insert(
-        1,
-        LogEntry {
-            ballot: b(1, N3),
-            value: batch("old"),
-        },
-    );
     let state = JournalState {
         promised: b(1, N3),
-        entries,
+        entries: votes(b(1, N3), &[(1, "old")]),
         ..Default::default()
     };
     let mut r = replica_with(N1, state);
@@ -165,18 +157,10 @@ fn an_accept_overwrites_an_unchosen_vote_from_a_lower_ballot() {
 fn a_stale_proposal_for_a_slot_known_chosen_gets_no_vote() {
     // Slot 1 was learned by catch-up (no ballot known), so a deposed leader
     // of a low ballot may still propose something else there.
-    let mut entries = BTreeMap::new();
-    entries.insert(
-        1,
-        LogEntry {
-            ballot: Ballot::ZERO,
-            value: batch("chosen"),
-        },
-    );
     let state = JournalState {
         promised: b(1, N3),
         committed: 1,
-        entries,
+        entries: votes(Ballot::ZERO, &[(1, "chosen")]),
         ..Default::default()
     };
     let mut r = replica_with(N1, state);
@@ -211,20 +195,9 @@ fn acked(ready: &Ready) -> bool {
 #[test]
 fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_once_per_half_interval()
  {
-    let entries: BTreeMap<Slot, LogEntry> = (1..=4)
-        .map(|s| {
-            (
-                s,
-                LogEntry {
-                    ballot: b(2, N2),
-                    value: batch(&s.to_string()),
-                },
-            )
-        })
-        .collect();
     let state = JournalState {
         promised: b(2, N2),
-        entries,
+        entries: votes(b(2, N2), &[(1, "1"), (2, "2"), (3, "3"), (4, "4")]),
         ..Default::default()
     };
     let mut r = replica_with(N1, state);
@@ -267,13 +240,7 @@ fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_o
 fn a_vote_carries_the_commit_index_the_accept_taught() {
     let state = JournalState {
         promised: b(2, N2),
-        entries: BTreeMap::from([(
-            1,
-            LogEntry {
-                ballot: b(2, N2),
-                value: batch("a"),
-            },
-        )]),
+        entries: votes(b(2, N2), &[(1, "a")]),
         ..Default::default()
     };
     let mut r = replica_with(N1, state);

@@ -54,6 +54,17 @@ fn batch(s: &str) -> Value {
     Value::Batch(vec![cmd(s)])
 }
 
+/// Votes cast in `ballot`, each slot for a batch of its one command.
+fn votes(ballot: Ballot, values: &[(Slot, &str)]) -> BTreeMap<Slot, LogEntry> {
+    values
+        .iter()
+        .map(|(slot, value)| {
+            let value = batch(value);
+            (*slot, LogEntry { ballot, value })
+        })
+        .collect()
+}
+
 fn env(from: NodeId, to: NodeId, message: Message) -> Envelope {
     Envelope { from, to, message }
 }
