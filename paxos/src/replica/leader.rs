@@ -326,6 +326,7 @@ impl Replica {
         // second part follow from the first; it is checked all the same).
         let horizon = c.from.saturating_add(CONFIG_DELAY);
         let covered = self
+            .members
             .history
             .governing_from(c.from)
             .take_while(|e| e.effective <= horizon)
@@ -457,7 +458,7 @@ impl Replica {
                     return false;
                 }
             }
-            let pending_until = self.history.latest().effective;
+            let pending_until = self.members.history.latest().effective;
             let Role::Leader(mut leader) = std::mem::replace(&mut self.role, Role::Follower) else {
                 return false;
             };

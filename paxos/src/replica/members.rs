@@ -30,16 +30,61 @@ pub(super) fn application_snapshot(snapshot: &Snapshot) -> Snapshot {
     }
 }
 
+/// What a replica knows of the memberships chosen, and its own place in
+/// them. Only ever learns: a flag once set stays set.
+#[derive(Clone, Debug)]
+pub(super) struct Members {
+    /// The memberships governing the slots the replica may still act on.
+    pub(super) history: History,
+    /// Reconfigs chosen up to here are recorded in `history`.
+    recorded_through: Slot,
+    /// This node has been in a membership it knew (so leaving one later
+    /// means it was removed, not that it has yet to join).
+    pub(super) joined: bool,
+    /// This node was removed, and a leader told it that it is needed no
+    /// more (see `Replica::is_removed`).
+    pub(super) released: bool,
+    /// This node voted in a membership it knew (bootstrap or chosen).
+    pub(super) was_voter: bool,
+}
+
+impl Members {
+    /// `history` as recovered, with every reconfig up to `through` in it.
+    pub(super) fn new(history: History, through: Slot, me: NodeId) -> Members {
+        let was_voter = history
+            .governing_from(0)
+            .any(|e| e.membership.voters.contains(&me));
+        Members {
+            joined: history.knows(me),
+            was_voter,
+            released: false,
+            recorded_through: through,
+            history,
+        }
+    }
+
+    /// Records `reconfig`, chosen at `slot`, if there is one; either way
+    /// every reconfig through `slot` is recorded after.
+    fn record(&mut self, slot: Slot, reconfig: Option<&Membership>, me: NodeId) {
+        if let Some(m) = reconfig {
+            self.joined |= m.contains(me);
+            self.was_voter |= m.voters.contains(&me);
+            self.history.record(slot, m.clone());
+        }
+        self.recorded_through = slot;
+    }
+}
+
 impl Replica {
     /// The newest membership chosen (it may not govern yet: see
     /// [`Replica::membership_in_effect`]).
     pub fn membership(&self) -> &Membership {
-        &self.history.latest().membership
+        &self.members.history.latest().membership
     }
 
     /// The slot from which [`Replica::membership`] governs.
     pub fn membership_effective(&self) -> Slot {
-        self.history.latest().effective
+        self.members.history.latest().effective
     }
 
     /// The membership governing this replica's first unchosen slot.
@@ -59,7 +104,7 @@ impl Replica {
     /// every slot before it chosen (see `release`): from then on, no
     /// election and no catch-up needs the removed node.
     pub fn is_removed(&self) -> bool {
-        self.released
+        self.members.released
     }
 
     /// True once the newest chosen membership no longer lists this node,
@@ -69,7 +114,7 @@ impl Replica {
     /// [`Replica::is_removed`]), but its table ends at its removal, so it
     /// has nothing to tell a client.
     pub fn has_left(&self) -> bool {
-        self.joined && !self.membership().contains(self.cfg.node)
+        self.members.joined && !self.membership().contains(self.cfg.node)
     }
 
     /// At the leader: a node outside every membership it may still act on
@@ -120,11 +165,11 @@ impl Replica {
     pub(super) fn note_release(&mut self, ballot: Ballot, committed: Slot) {
         let me = self.cfg.node;
         let effective = self.governing(self.committed.saturating_add(1)).effective;
-        let out = self.joined
+        let out = self.members.joined
             && !self.membership_in_effect().contains(me)
             && !self.membership().contains(me);
         if out && ballot.node != me && committed.saturating_add(1) >= effective {
-            self.released = true;
+            self.members.released = true;
         }
     }
 
@@ -168,7 +213,7 @@ impl Replica {
                 leader: self.known_leader.hint,
             });
         };
-        let latest = self.history.latest();
+        let latest = self.members.history.latest();
         let proposed = leader.changes.back().or_else(|| {
             leader
                 .in_flight
@@ -232,25 +277,20 @@ impl Replica {
     /// those that govern only compacted slots (a snapshot needs the one
     /// governing the slot after it).
     pub(super) fn sync_configs(&mut self) {
-        while self.configs_through < self.committed {
-            let slot = self.configs_through + 1;
-            if let Some(Value::Reconfig(m)) = self.log.get(&slot).map(|e| &e.value) {
-                if m.contains(self.cfg.node) {
-                    self.joined = true;
-                }
-                if m.voters.contains(&self.cfg.node) {
-                    self.was_voter = true;
-                }
-                self.history.record(slot, m.clone());
-            }
-            self.configs_through = slot;
+        while self.members.recorded_through < self.committed {
+            let slot = self.members.recorded_through + 1;
+            let reconfig = match self.log.get(&slot).map(|e| &e.value) {
+                Some(Value::Reconfig(m)) => Some(m),
+                _ => None,
+            };
+            self.members.record(slot, reconfig, self.cfg.node);
         }
-        self.history.prune(self.truncated);
+        self.members.history.prune(self.truncated);
     }
 
     /// The membership governing slot `t`.
     pub(super) fn governing(&self, t: Slot) -> &Epoch {
-        self.history.governing(t)
+        self.members.history.governing(t)
     }
 
     /// Everyone this replica talks to: the members of every membership
@@ -258,6 +298,7 @@ impl Replica {
     pub(super) fn peers(&self) -> Vec<NodeId> {
         let me = self.cfg.node;
         let all: BTreeSet<NodeId> = self
+            .members
             .history
             .governing_from(self.committed.saturating_add(1))
             .flat_map(|e| e.membership.members())
@@ -271,12 +312,13 @@ impl Replica {
     /// member to it (peer authentication keeps strangers out).
     pub(super) fn standing(&self, node: NodeId) -> Standing {
         let current = self
+            .members
             .history
             .governing_from(self.committed.saturating_add(1))
             .any(|e| e.membership.contains(node));
-        if current || !self.history.knows(self.cfg.node) || self.rejoin.is_some() {
+        if current || !self.members.history.knows(self.cfg.node) || self.rejoin.is_some() {
             Standing::Member
-        } else if self.history.knows(node) || self.cfg.members.contains(&node) {
+        } else if self.members.history.knows(node) || self.cfg.members.contains(&node) {
             Standing::Removed
         } else {
             Standing::Unknown
@@ -305,16 +347,17 @@ impl Replica {
     pub(super) fn may_promise(&self) -> bool {
         let me = self.cfg.node;
         let votes = self
+            .members
             .history
             .governing_from(self.committed.saturating_add(1))
             .any(|e| e.membership.voters.contains(&me));
-        votes || (self.was_voter && !self.released)
+        votes || (self.members.was_voter && !self.members.released)
     }
 
     /// Frames an application snapshot with the membership history as of
     /// its slot (`None` while this replica only assumes that history).
     pub(super) fn framed(&self, slot: Slot, data: Taken) -> Option<Snapshot> {
-        let epochs = self.history.as_of(slot)?;
+        let epochs = self.members.history.as_of(slot)?;
         let data = match data {
             Taken::Data(data) => membership::frame(&epochs, &data),
             Taken::In { buf, start } => membership::frame_in(&epochs, buf, start),
@@ -324,13 +367,12 @@ impl Replica {
 
     /// Replaces the history with the one a received snapshot carries.
     pub(super) fn install_history(&mut self, history: Option<History>, slot: Slot) {
+        let m = &mut self.members;
         if let Some(history) = history {
-            self.history = history;
+            m.history = history;
         }
-        if self.history.knows(self.cfg.node) {
-            self.joined = true;
-        }
-        self.configs_through = self.configs_through.max(slot);
+        m.joined |= m.history.knows(self.cfg.node);
+        m.recorded_through = m.recorded_through.max(slot);
     }
 }
 

@@ -125,18 +125,8 @@ pub struct Replica {
     refused: u64,
     /// Set while this replica started empty and may not vote yet.
     rejoin: Option<rejoin::Rejoin>,
-    /// The memberships governing the slots this replica may still act on.
-    history: History,
-    /// Reconfigs chosen up to here are recorded in `history`.
-    configs_through: Slot,
-    /// This node has been in a membership it knew (so leaving one later
-    /// means it was removed, not that it has yet to join).
-    joined: bool,
-    /// This node was removed, and a leader told it that it is needed no
-    /// more (see `Replica::is_removed`).
-    released: bool,
-    /// This node voted in a membership it knew (bootstrap or chosen).
-    was_voter: bool,
+    /// The memberships chosen, and this node's place in them.
+    members: members::Members,
     stopped: bool,
     out: Ready,
 }
@@ -158,7 +148,6 @@ impl Replica {
                 .unwrap_or_else(|| History::bootstrap(bootstrap.clone(), joining)),
             None => History::bootstrap(bootstrap, joining),
         };
-        let joined = history.knows(cfg.node);
         // A node outside the bootstrap members joins as a learner: it
         // never voted under its id, so an empty journal hides nothing.
         let empty = state == JournalState::default()
@@ -189,19 +178,11 @@ impl Replica {
             snapshot_checksum: None,
             refused: 0,
             rejoin,
-            history,
-            configs_through: delivered,
-            joined,
-            released: false,
-            was_voter: false,
+            members: members::Members::new(history, delivered, cfg.node),
             stopped: false,
             out: Ready::default(),
             cfg,
         };
-        replica.was_voter = replica
-            .history
-            .governing_from(0)
-            .any(|e| e.membership.voters.contains(&replica.cfg.node));
         replica.sync_configs();
         replica.reset_election_deadline(now);
         Ok(replica)

@@ -145,6 +145,7 @@ impl Replica {
         };
         let me = self.cfg.node;
         let all_answered = self
+            .members
             .history
             .governing_from(self.committed.saturating_add(1))
             .flat_map(|e| e.membership.voters.iter())
