@@ -138,12 +138,7 @@ proptest! {
 
 #[test]
 fn an_accept_overwrites_an_unchosen_vote_from_a_lower_ballot() {
-    let state = JournalState {
-        promised: b(1, N3),
-        entries: votes(b(1, N3), &[(1, "old")]),
-        ..Default::default()
-    };
-    let mut r = replica_with(N1, state);
+    let mut r = voter(b(1, N3), &[(1, "old")]);
     let accept = Message::Accept {
         ballot: b(2, N2),
         committed: 0,
@@ -195,12 +190,7 @@ fn acked(ready: &Ready) -> bool {
 #[test]
 fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_once_per_half_interval()
  {
-    let state = JournalState {
-        promised: b(2, N2),
-        entries: votes(b(2, N2), &[(1, "1"), (2, "2"), (3, "3"), (4, "4")]),
-        ..Default::default()
-    };
-    let mut r = replica_with(N1, state);
+    let mut r = voter(b(2, N2), &[(1, "1"), (2, "2"), (3, "3"), (4, "4")]);
     let interval = r.config().heartbeat_interval;
     let commit = |r: &mut Replica, at: Duration, ballot: Ballot, committed: Slot| {
         let from = ballot.node;
@@ -238,12 +228,7 @@ fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_o
 
 #[test]
 fn a_vote_carries_the_commit_index_the_accept_taught() {
-    let state = JournalState {
-        promised: b(2, N2),
-        entries: votes(b(2, N2), &[(1, "a")]),
-        ..Default::default()
-    };
-    let mut r = replica_with(N1, state);
+    let mut r = voter(b(2, N2), &[(1, "a")]);
     let accept = Message::Accept {
         ballot: b(2, N2),
         committed: 1,

@@ -65,6 +65,17 @@ fn votes(ballot: Ballot, values: &[(Slot, &str)]) -> BTreeMap<Slot, LogEntry> {
         .collect()
 }
 
+/// N1 restarted from a journal that promised `ballot` and holds `values`
+/// voted in it.
+fn voter(ballot: Ballot, values: &[(Slot, &str)]) -> Replica {
+    let state = JournalState {
+        promised: ballot,
+        entries: votes(ballot, values),
+        ..Default::default()
+    };
+    replica_with(N1, state)
+}
+
 fn env(from: NodeId, to: NodeId, message: Message) -> Envelope {
     Envelope { from, to, message }
 }
