@@ -139,12 +139,7 @@ proptest! {
 #[test]
 fn an_accept_overwrites_an_unchosen_vote_from_a_lower_ballot() {
     let mut r = voter(b(1, N3), &[(1, "old")]);
-    let accept = Message::Accept {
-        ballot: b(2, N2),
-        committed: 0,
-        entries: vec![(1, batch("new"))],
-    };
-    let _ = r.handle(T0, env(N2, N1, accept)).unwrap();
+    let _ = accept(&mut r, T0, b(2, N2), 0, &[(1, "new")]);
     assert_eq!(r.entry(1).unwrap().value, batch("new"));
 }
 
@@ -159,12 +154,7 @@ fn a_stale_proposal_for_a_slot_known_chosen_gets_no_vote() {
         ..Default::default()
     };
     let mut r = replica_with(N1, state);
-    let accept = Message::Accept {
-        ballot: b(2, N2),
-        committed: 0,
-        entries: vec![(1, batch("other")), (2, batch("new"))],
-    };
-    let ready = r.handle(T0, env(N2, N1, accept)).unwrap();
+    let ready = accept(&mut r, T0, b(2, N2), 0, &[(1, "other"), (2, "new")]);
     assert_eq!(
         only_message(&ready),
         &Message::Accepted {
@@ -213,12 +203,7 @@ fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_o
         "a notice half an interval after the last answer"
     );
     let new = b(3, N3);
-    let accept = Message::Accept {
-        ballot: new,
-        committed: 4,
-        entries: vec![(5, batch("5"))],
-    };
-    let _ = r.handle(later, env(N3, N1, accept)).unwrap();
+    let _ = accept(&mut r, later, new, 4, &[(5, "5")]);
     assert!(
         acked(&commit(&mut r, later, new, 5)),
         "a new leader's first notice"
@@ -229,12 +214,7 @@ fn a_follower_answers_every_heartbeat_but_commit_notices_of_one_leader_at_most_o
 #[test]
 fn a_vote_carries_the_commit_index_the_accept_taught() {
     let mut r = voter(b(2, N2), &[(1, "a")]);
-    let accept = Message::Accept {
-        ballot: b(2, N2),
-        committed: 1,
-        entries: vec![(2, batch("b"))],
-    };
-    let ready = r.handle(T0, env(N2, N1, accept)).unwrap();
+    let ready = accept(&mut r, T0, b(2, N2), 1, &[(2, "b")]);
     assert_eq!(
         only_message(&ready),
         &Message::Accepted {

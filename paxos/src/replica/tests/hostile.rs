@@ -26,12 +26,7 @@ fn ballots_are_created_with_checked_arithmetic_and_never_with_an_unexceedable_co
 #[test]
 fn an_accept_in_a_ballot_that_cannot_be_exceeded_is_refused_and_the_node_can_still_be_elected() {
     let mut r = fresh(N1);
-    let accept = Message::Accept {
-        ballot: b(TOP, N2),
-        committed: 0,
-        entries: vec![(1, batch("forged"))],
-    };
-    let ready = r.handle(ms(1), env(N2, N1, accept)).unwrap();
+    let ready = accept(&mut r, ms(1), b(TOP, N2), 0, &[(1, "forged")]);
     assert_eq!(
         ready.refused,
         Some(Refusal::UnusableBallot {

@@ -76,6 +76,25 @@ fn voter(ballot: Ballot, values: &[(Slot, &str)]) -> Replica {
     replica_with(N1, state)
 }
 
+/// The leader of `ballot` sends `r`, at `at`, an Accept of one-command
+/// batches; what `r` does with it.
+fn accept(
+    r: &mut Replica,
+    at: Duration,
+    ballot: Ballot,
+    committed: Slot,
+    values: &[(Slot, &str)],
+) -> Ready {
+    let entries = values.iter().map(|(slot, v)| (*slot, batch(v))).collect();
+    let message = Message::Accept {
+        ballot,
+        committed,
+        entries,
+    };
+    let to = r.id();
+    r.handle(at, env(ballot.node, to, message)).unwrap()
+}
+
 fn env(from: NodeId, to: NodeId, message: Message) -> Envelope {
     Envelope { from, to, message }
 }

@@ -21,13 +21,8 @@ fn an_empty_replica_neither_promises_nor_votes_nor_campaigns_while_learning() {
         )
         .unwrap();
     assert!(prepare.messages.is_empty() && prepare.write.is_empty());
-    let accept = Message::Accept {
-        ballot: b(1, N2),
-        committed: 0,
-        entries: vec![(1, batch("x"))],
-    };
-    let accept = r.handle(T0, env(N2, N1, accept)).unwrap();
-    assert!(accept.messages.is_empty() && accept.write.is_empty());
+    let answer = accept(&mut r, T0, b(1, N2), 0, &[(1, "x")]);
+    assert!(answer.messages.is_empty() && answer.write.is_empty());
     let ready = r.tick(ms(10_000)).unwrap();
     assert!(
         ready.messages.iter().all(|e| e.message == Message::Probe),
