@@ -2,7 +2,7 @@
 //! are made of.
 
 use super::*;
-use crate::command::Request;
+use crate::command::{LeaseToken, Op, Request};
 
 const E1: Ballot = Ballot {
     counter: 1,

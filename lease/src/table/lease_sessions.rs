@@ -120,15 +120,17 @@ impl LeaseSessions {
 /// close); `None` for every other operation.
 pub(super) fn validate(op: &Op) -> Option<Result<(), Refusal>> {
     match op {
-        Op::OpenSession { owner, ttl_ms, .. } => Some(super::check_owner(owner).and_then(|()| {
-            if (1..=super::MAX_TTL_MS).contains(ttl_ms) {
-                Ok(())
-            } else {
-                Err(Refusal::TtlOutOfRange)
-            }
-        })),
+        Op::OpenSession { owner, ttl_ms, .. } => {
+            Some(super::admission::check_owner(owner).and_then(|()| {
+                if (1..=super::MAX_TTL_MS).contains(ttl_ms) {
+                    Ok(())
+                } else {
+                    Err(Refusal::TtlOutOfRange)
+                }
+            }))
+        }
         Op::KeepSession { owner, .. } | Op::CloseSession { owner, .. } => {
-            Some(super::check_owner(owner))
+            Some(super::admission::check_owner(owner))
         }
         _ => None,
     }

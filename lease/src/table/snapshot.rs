@@ -21,7 +21,7 @@ use super::owners::Shared;
 use super::{
     Holder, Lease, LeaseTable, MAX_LEASE_SESSIONS, MAX_LEASES, MAX_LEASES_PER_SESSION,
     MAX_NAME_BYTES, MAX_OUTCOMES_PER_SESSION, MAX_SESSIONS, MAX_TOTAL_VALUE_BYTES, MAX_WAITERS,
-    MAX_WAITERS_PER_LEASE, Session,
+    MAX_WAITERS_PER_LEASE, Session, Waiter,
 };
 use crate::command::{ClientId, LeaseToken, SessionId, Stamp};
 use bytes::Bytes;
@@ -238,7 +238,7 @@ impl LeaseTable {
         if format != FORMAT {
             return Err(SnapshotError::Format { found: format });
         }
-        let (header, mut rest) = postcard::take_from_bytes::<Header>(rest)?;
+        let (header, rest) = postcard::take_from_bytes::<Header>(rest)?;
         if header.leases > MAX_LEASES as u64
             || header.sessions > MAX_SESSIONS as u64
             || header.lease_sessions > MAX_LEASE_SESSIONS as u64
@@ -254,18 +254,35 @@ impl LeaseTable {
             next_stamp: header.next_stamp,
             ..LeaseTable::default()
         };
-        let owners: Vec<Shared> = header
-            .owners
-            .iter()
-            .map(|o| table.owners.intern(o))
-            .collect();
-        let owner = |i: u32| {
-            owners
-                .get(i as usize)
-                .cloned()
-                .ok_or(SnapshotError::Invalid("owner out of range"))
-        };
-        table.lease_sessions.last_id = header.last_lease_session;
+        let owners = OwnerTable(
+            header
+                .owners
+                .iter()
+                .map(|o| table.owners.intern(o))
+                .collect(),
+        );
+        let rest = table.restore_lease_sessions(&header, &owners, rest)?;
+        let rest = table.restore_leases(header.leases, &owners, rest)?;
+        let rest = table.restore_sessions(header.sessions, rest)?;
+        let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_lock_delays(lock_delays)?;
+        let (shares, rest) = postcard::take_from_bytes(rest)?;
+        table.restore_shares(shares)?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Invalid("bytes after the last record"));
+        }
+        Ok(table)
+    }
+
+    /// Reads the header's count of lease sessions from `rest`, in id order
+    /// and none above the last id given; returns the bytes after them.
+    fn restore_lease_sessions<'a>(
+        &mut self,
+        header: &Header<'_>,
+        owners: &OwnerTable,
+        mut rest: &'a [u8],
+    ) -> Result<&'a [u8], SnapshotError> {
+        self.lease_sessions.last_id = header.last_lease_session;
         let mut previous: Option<SessionId> = None;
         for _ in 0..header.lease_sessions {
             let (record, after) = postcard::take_from_bytes::<LeaseSessionRecord>(rest)?;
@@ -277,81 +294,56 @@ impl LeaseTable {
             }
             previous = Some(record.id);
             let session = LeaseSession {
-                owner: owner(record.owner)?,
+                owner: owners.get(record.owner)?,
                 token: LeaseToken(u128::from_le_bytes(record.token)),
                 ttl_us: record.ttl_us,
                 expires_at: record.expires_at,
                 held: Default::default(),
             };
-            table.lease_sessions.insert(record.id, session);
+            self.lease_sessions.insert(record.id, session);
         }
+        Ok(rest)
+    }
+
+    /// Reads `count` leases from `rest`, in name order, and builds the
+    /// lease tree and the indexes over it; returns the bytes after them.
+    fn restore_leases<'a>(
+        &mut self,
+        count: u64,
+        owners: &OwnerTable,
+        mut rest: &'a [u8],
+    ) -> Result<&'a [u8], SnapshotError> {
         // Collected in name order and built in bulk: far faster than
         // inserting a million leases one by one, and the trees come out
         // full instead of half full.
-        let room = usize::try_from(header.leases)
+        let room = usize::try_from(count)
             .unwrap_or(usize::MAX)
             .min(rest.len() / MIN_LEASE_RECORD_BYTES);
         let mut leases: Vec<(Shared, Lease)> = Vec::with_capacity(room);
         let mut expiries = Vec::with_capacity(room);
         let mut awaited = Vec::new();
-        let mut previous: Option<&str> = None;
-        for _ in 0..header.leases {
+        for _ in 0..count {
             let (record, after) = postcard::take_from_bytes::<LeaseIn>(rest)?;
             rest = after;
+            let previous = leases.last().map(|(name, _)| &**name);
             if record.name.is_empty()
                 || record.name.len() > MAX_NAME_BYTES
                 || previous.is_some_and(|p| p >= record.name)
             {
                 return Err(SnapshotError::Invalid("lease names out of order or bounds"));
             }
-            if record.waiters.len() > MAX_WAITERS_PER_LEASE {
-                return Err(SnapshotError::Invalid("too many waiters for one lease"));
-            }
-            previous = Some(record.name);
-            let holder = match record.holder {
-                Some(h) => Some(Holder {
-                    owner: owner(h.owner)?,
-                    token: LeaseToken(u128::from_le_bytes(h.token)),
-                    stamp: Stamp(h.stamp),
-                    expires_at: h.expires_at,
-                    session: h.session,
-                }),
-                None => None,
-            };
-            let waiters = record
-                .waiters
-                .into_iter()
-                .map(|w| {
-                    Ok(super::Waiter {
-                        owner: owner(w.owner)?,
-                        token: LeaseToken(u128::from_le_bytes(w.token)),
-                        client: w.client,
-                        request: w.request,
-                        ttl_us: w.ttl_us,
-                        give_up_at: w.give_up_at,
-                        session: w.session,
-                    })
-                })
-                .collect::<Result<VecDeque<_>, SnapshotError>>()?;
-            let lease = Lease {
-                holder,
-                waiters: Line::from(waiters),
-                value: record.value.map(Box::new),
-            };
-            if lease.is_idle() {
-                return Err(SnapshotError::Invalid("a lease nobody holds or waits for"));
-            }
-            let marks = lease.marks();
             let key = Shared::from(record.name);
+            let lease = record.into_lease(owners)?;
+            let marks = lease.marks();
             if let Some(id) = marks.session {
-                let Some(session) = table.lease_sessions.open.get_mut(&id) else {
+                let Some(session) = self.lease_sessions.open.get_mut(&id) else {
                     return Err(SnapshotError::Invalid("a lease bound to no open session"));
                 };
                 if session.held.len() >= MAX_LEASES_PER_SESSION {
                     return Err(SnapshotError::Invalid("too many leases in one session"));
                 }
                 session.held.insert(key.clone());
-                table.lease_sessions.bound += 1;
+                self.lease_sessions.bound += 1;
             }
             if let Some(at) = marks.expires_at {
                 expiries.push((at, key.clone()));
@@ -359,22 +351,32 @@ impl LeaseTable {
                     awaited.push((at, key.clone()));
                 }
             }
-            table.value_bytes = table.value_bytes.saturating_add(marks.value_bytes);
-            table.waiters = table.waiters.saturating_add(marks.waiters);
+            self.value_bytes = self.value_bytes.saturating_add(marks.value_bytes);
+            self.waiters = self.waiters.saturating_add(marks.waiters);
             leases.push((key, lease));
         }
-        if table.waiters > MAX_WAITERS || table.value_bytes > MAX_TOTAL_VALUE_BYTES as u64 {
+        if self.waiters > MAX_WAITERS || self.value_bytes > MAX_TOTAL_VALUE_BYTES as u64 {
             return Err(SnapshotError::Invalid(
                 "more waiters or value bytes than allowed",
             ));
         }
-        table.leases = leases.into_iter().collect();
+        self.leases = leases.into_iter().collect();
         expiries.sort_unstable();
-        table.expiries = expiries.into_iter().collect();
+        self.expiries = expiries.into_iter().collect();
         awaited.sort_unstable();
-        table.awaited = awaited.into_iter().collect();
+        self.awaited = awaited.into_iter().collect();
+        Ok(rest)
+    }
+
+    /// Reads `count` client sessions from `rest`, in client order; returns
+    /// the bytes after them.
+    fn restore_sessions<'a>(
+        &mut self,
+        count: u64,
+        mut rest: &'a [u8],
+    ) -> Result<&'a [u8], SnapshotError> {
         let mut previous: Option<ClientId> = None;
-        for _ in 0..header.sessions {
+        for _ in 0..count {
             let ((client, session), after) =
                 postcard::take_from_bytes::<(ClientId, Session)>(rest)?;
             rest = after;
@@ -385,18 +387,68 @@ impl LeaseTable {
                 return Err(SnapshotError::Invalid("too many outcomes for one session"));
             }
             previous = Some(client);
-            table.outcomes += session.outcomes.len();
-            table.session_expiries.insert((session.expires_at, client));
-            table.sessions.insert(client, session);
+            self.outcomes += session.outcomes.len();
+            self.session_expiries.insert((session.expires_at, client));
+            self.sessions.insert(client, session);
         }
-        let (lock_delays, rest) = postcard::take_from_bytes(rest)?;
-        table.restore_lock_delays(lock_delays)?;
-        let (shares, rest) = postcard::take_from_bytes(rest)?;
-        table.restore_shares(shares)?;
-        if !rest.is_empty() {
-            return Err(SnapshotError::Invalid("bytes after the last record"));
+        Ok(rest)
+    }
+}
+
+/// The header's owners, interned, by position.
+struct OwnerTable(Vec<Shared>);
+
+impl OwnerTable {
+    /// The owner at position `i`.
+    fn get(&self, i: u32) -> Result<Shared, SnapshotError> {
+        self.0
+            .get(i as usize)
+            .cloned()
+            .ok_or(SnapshotError::Invalid("owner out of range"))
+    }
+}
+
+impl LeaseIn<'_> {
+    /// The lease this record describes, its owners taken from `owners`;
+    /// refused if its line is too long or nobody holds or waits for it.
+    fn into_lease(self, owners: &OwnerTable) -> Result<Lease, SnapshotError> {
+        if self.waiters.len() > MAX_WAITERS_PER_LEASE {
+            return Err(SnapshotError::Invalid("too many waiters for one lease"));
         }
-        Ok(table)
+        let holder = match self.holder {
+            Some(h) => Some(Holder {
+                owner: owners.get(h.owner)?,
+                token: LeaseToken(u128::from_le_bytes(h.token)),
+                stamp: Stamp(h.stamp),
+                expires_at: h.expires_at,
+                session: h.session,
+            }),
+            None => None,
+        };
+        let waiters = self
+            .waiters
+            .into_iter()
+            .map(|w| {
+                Ok(Waiter {
+                    owner: owners.get(w.owner)?,
+                    token: LeaseToken(u128::from_le_bytes(w.token)),
+                    client: w.client,
+                    request: w.request,
+                    ttl_us: w.ttl_us,
+                    give_up_at: w.give_up_at,
+                    session: w.session,
+                })
+            })
+            .collect::<Result<VecDeque<_>, SnapshotError>>()?;
+        let lease = Lease {
+            holder,
+            waiters: Line::from(waiters),
+            value: self.value.map(Box::new),
+        };
+        if lease.is_idle() {
+            return Err(SnapshotError::Invalid("a lease nobody holds or waits for"));
+        }
+        Ok(lease)
     }
 }
 

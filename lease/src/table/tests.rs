@@ -1,7 +1,8 @@
 //! Specifications of the lease table.
 
 use super::*;
-use crate::command::Request;
+use crate::command::{LeaseToken, Op, Outcome, Refusal, Request, SessionId};
+use bytes::Bytes;
 use proptest::prelude::*;
 
 pub(super) const E1: Ballot = Ballot {
