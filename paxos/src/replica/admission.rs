@@ -13,7 +13,7 @@
 use super::Replica;
 use super::members::Standing;
 use crate::message::{Envelope, Message};
-use crate::types::{Ballot, MAX_SLOT, NodeId, Slot, Value};
+use crate::types::{Ballot, LogEntry, MAX_SLOT, NodeId, Slot, Value};
 use std::time::Duration;
 
 /// Why a peer message was dropped without effect.
@@ -358,74 +358,129 @@ impl Replica {
             return Err(Refusal::FromItself);
         }
         let message = &envelope.message;
-        // Members change at runtime, so a node may hear from a member it
-        // has not learned of yet (a new leader, or the peer it catches up
-        // from): what lets it follow and learn is taken from any node it
-        // does not know removed. What engages it (a promise, or counting a
-        // vote or an answer for its own ballot) needs a member it knows.
-        // Snapshot transfer is catch-up too: a member that fell behind
-        // while the leader changed may have to install a snapshot from a
-        // leader that joined after the last membership it knows.
-        let learning = matches!(
+        let ballots = Ballots {
+            replica: self,
             message,
-            Message::Accept { .. }
-                | Message::Commit { .. }
-                | Message::CatchupRequest { .. }
-                | Message::CatchupResponse { .. }
-                | Message::SnapshotRequest { .. }
-                | Message::SnapshotChunk { .. }
-                | Message::Probe
-                | Message::ProbeReply { .. }
-                | Message::Nack { .. }
-                | Message::Release { .. }
-        );
-        let admitted = |node: NodeId| match self.standing(node) {
-            Standing::Member => true,
-            Standing::Unknown => learning,
-            // A removed node may still ask, so that it learns its removal.
-            Standing::Removed => {
-                matches!(message, Message::CatchupRequest { .. } | Message::Probe)
-            }
+            me,
+            from,
+            kind: message.kind(),
+            limit: self.ballot_limit(now),
         };
-        if !admitted(from) {
+        if !ballots.admitted(from) {
             return Err(Refusal::SenderNotAMember(from));
         }
-        let kind = message.kind();
-        let limit = self.ballot_limit(now);
-        let usable = |ballot: Ballot| {
-            if !ballot.is_usable() {
-                Err(Refusal::UnusableBallot { kind, ballot })
-            } else if ballot != Ballot::ZERO && !admitted(ballot.node) {
-                Err(Refusal::BallotOfNonMember { kind, ballot })
-            } else if limit.is_some_and(|limit| ballot.counter > limit) {
-                Err(Refusal::BallotTooFarAhead {
-                    kind,
-                    ballot,
-                    limit: limit.unwrap_or(u64::MAX),
-                })
-            } else {
-                Ok(())
+        ballots.check_fields()
+    }
+
+    /// Drops a message: counts it and reports why in this step's
+    /// [`super::Ready::refused`].
+    pub(super) fn refuse(&mut self, refusal: Refusal) {
+        self.refused = self.refused.saturating_add(1);
+        self.out.refused = Some(refusal);
+    }
+}
+
+/// What one message's ballots and slots are checked against: the sender,
+/// this node, and how far ahead a ballot may be.
+struct Ballots<'r> {
+    replica: &'r Replica,
+    message: &'r Message,
+    me: NodeId,
+    from: NodeId,
+    kind: &'static str,
+    limit: Option<u64>,
+}
+
+impl Ballots<'_> {
+    /// Whether `node` may have a part in this message.
+    ///
+    /// Members change at runtime, so a node may hear from a member it has
+    /// not learned of yet (a new leader, or the peer it catches up from):
+    /// what lets it follow and learn is taken from any node it does not
+    /// know removed. What engages it (a promise, or counting a vote or an
+    /// answer for its own ballot) needs a member it knows. Snapshot
+    /// transfer is catch-up too: a member that fell behind while the leader
+    /// changed may have to install a snapshot from a leader that joined
+    /// after the last membership it knows.
+    fn admitted(&self, node: NodeId) -> bool {
+        match self.replica.standing(node) {
+            Standing::Member => true,
+            Standing::Unknown => matches!(
+                self.message,
+                Message::Accept { .. }
+                    | Message::Commit { .. }
+                    | Message::CatchupRequest { .. }
+                    | Message::CatchupResponse { .. }
+                    | Message::SnapshotRequest { .. }
+                    | Message::SnapshotChunk { .. }
+                    | Message::Probe
+                    | Message::ProbeReply { .. }
+                    | Message::Nack { .. }
+                    | Message::Release { .. }
+            ),
+            // A removed node may still ask, so that it learns its removal.
+            Standing::Removed => {
+                matches!(
+                    self.message,
+                    Message::CatchupRequest { .. } | Message::Probe
+                )
             }
-        };
-        let owned_by_sender = |ballot: Ballot| {
-            usable(ballot)?;
-            if ballot.node == from {
-                Ok(())
-            } else {
-                Err(Refusal::NotFromBallotOwner { kind, ballot, from })
-            }
-        };
-        let mine = |ballot: Ballot| {
-            usable(ballot)?;
-            if ballot.node == me {
-                Ok(())
-            } else {
-                Err(Refusal::NotThisNodesBallot { kind, ballot })
-            }
-        };
-        match message {
+        }
+    }
+
+    /// A ballot anyone may name: usable, of a node admitted, and not
+    /// beyond the limit.
+    fn usable(&self, ballot: Ballot) -> Result<(), Refusal> {
+        let kind = self.kind;
+        if !ballot.is_usable() {
+            Err(Refusal::UnusableBallot { kind, ballot })
+        } else if ballot != Ballot::ZERO && !self.admitted(ballot.node) {
+            Err(Refusal::BallotOfNonMember { kind, ballot })
+        } else if self.limit.is_some_and(|limit| ballot.counter > limit) {
+            Err(Refusal::BallotTooFarAhead {
+                kind,
+                ballot,
+                limit: self.limit.unwrap_or(u64::MAX),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A usable ballot of the sender's own.
+    fn owned_by_sender(&self, ballot: Ballot) -> Result<(), Refusal> {
+        self.usable(ballot)?;
+        if ballot.node == self.from {
+            Ok(())
+        } else {
+            Err(Refusal::NotFromBallotOwner {
+                kind: self.kind,
+                ballot,
+                from: self.from,
+            })
+        }
+    }
+
+    /// A usable ballot of this node's own.
+    fn mine(&self, ballot: Ballot) -> Result<(), Refusal> {
+        self.usable(ballot)?;
+        if ballot.node == self.me {
+            Ok(())
+        } else {
+            Err(Refusal::NotThisNodesBallot {
+                kind: self.kind,
+                ballot,
+            })
+        }
+    }
+
+    /// Checks the message's ballots, slots and memberships, field by
+    /// field.
+    fn check_fields(&self) -> Result<(), Refusal> {
+        let kind = self.kind;
+        match self.message {
             Message::Prepare { ballot, from: slot } => {
-                owned_by_sender(*ballot)?;
+                self.owned_by_sender(*ballot)?;
                 first_missing_in_range(kind, *slot)
             }
             Message::Promise {
@@ -436,34 +491,19 @@ impl Replica {
                 first,
                 through,
             } => {
-                mine(*ballot)?;
+                self.mine(*ballot)?;
                 index_in_range(kind, *committed)?;
                 index_in_range(kind, *truncated)?;
                 first_missing_in_range(kind, *first)?;
                 index_in_range(kind, *through)?;
-                increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
-                memberships_valid(kind, entries.iter().map(|(s, e)| (*s, &e.value)))?;
-                let outside = entries
-                    .iter()
-                    .map(|(s, _)| *s)
-                    .find(|s| !(*first..=*through).contains(s));
-                if let Some(slot) = outside {
-                    return Err(Refusal::VoteOutsidePart {
-                        slot,
-                        first: *first,
-                        through: *through,
-                    });
-                }
-                entries
-                    .iter()
-                    .try_for_each(|(_, entry)| usable(entry.ballot))
+                self.check_votes(entries, *first, *through)
             }
             Message::Accept {
                 ballot,
                 committed,
                 entries,
             } => {
-                owned_by_sender(*ballot)?;
+                self.owned_by_sender(*ballot)?;
                 index_in_range(kind, *committed)?;
                 increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
                 memberships_valid(kind, entries.iter().map(|(s, v)| (*s, v)))
@@ -473,21 +513,21 @@ impl Replica {
                 slots,
                 committed,
             } => {
-                mine(*ballot)?;
+                self.mine(*ballot)?;
                 index_in_range(kind, *committed)?;
                 increasing(kind, slots.iter().copied(), false)
             }
             Message::Commit { ballot, committed } | Message::Release { ballot, committed } => {
-                owned_by_sender(*ballot)?;
+                self.owned_by_sender(*ballot)?;
                 index_in_range(kind, *committed)
             }
             Message::CommitAck { ballot, committed } => {
-                mine(*ballot)?;
+                self.mine(*ballot)?;
                 index_in_range(kind, *committed)
             }
             Message::Nack { ballot, promised } => {
-                mine(*ballot)?;
-                usable(*promised)?;
+                self.mine(*ballot)?;
+                self.usable(*promised)?;
                 if promised > ballot {
                     Ok(())
                 } else {
@@ -510,16 +550,36 @@ impl Replica {
                 promised,
                 last_slot,
             } => {
-                usable(*promised)?;
+                self.usable(*promised)?;
                 index_in_range(kind, *last_slot)
             }
         }
     }
 
-    /// Drops a message: counts it and reports why in this step's
-    /// [`super::Ready::refused`].
-    pub(super) fn refuse(&mut self, refusal: Refusal) {
-        self.refused = self.refused.saturating_add(1);
-        self.out.refused = Some(refusal);
+    /// A promise's votes: in increasing slots, within the part of the log
+    /// it answers for (`first..=through`), each in a usable ballot.
+    fn check_votes(
+        &self,
+        entries: &[(Slot, LogEntry)],
+        first: Slot,
+        through: Slot,
+    ) -> Result<(), Refusal> {
+        let kind = self.kind;
+        increasing(kind, entries.iter().map(|(s, _)| *s), false)?;
+        memberships_valid(kind, entries.iter().map(|(s, e)| (*s, &e.value)))?;
+        let outside = entries
+            .iter()
+            .map(|(s, _)| *s)
+            .find(|s| !(first..=through).contains(s));
+        if let Some(slot) = outside {
+            return Err(Refusal::VoteOutsidePart {
+                slot,
+                first,
+                through,
+            });
+        }
+        entries
+            .iter()
+            .try_for_each(|(_, entry)| self.usable(entry.ballot))
     }
 }

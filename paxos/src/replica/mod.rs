@@ -278,12 +278,20 @@ impl Replica {
             return self.finish(Ok(()));
         }
         self.note_peer_ballots(now, &envelope.message);
-        let from = envelope.from;
-        let result = match envelope.message {
-            Message::Prepare { ballot, from: slot } => {
-                self.on_prepare(now, from, ballot, slot);
-                Ok(())
-            }
+        let result = self.dispatch(now, envelope.from, envelope.message);
+        self.maybe_finish_rejoin(now);
+        self.finish(result)
+    }
+
+    /// Hands an admitted message to its handler.
+    fn dispatch(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        message: Message,
+    ) -> Result<(), PaxosError> {
+        match message {
+            Message::Prepare { ballot, from: slot } => self.on_prepare(now, from, ballot, slot),
             Message::Promise {
                 ballot,
                 committed,
@@ -301,48 +309,27 @@ impl Replica {
                     through,
                 };
                 self.on_promise(now, from, part);
-                Ok(())
             }
             Message::Accept {
                 ballot,
                 committed,
                 entries,
-            } => self.on_accept(now, from, ballot, committed, entries),
+            } => return self.on_accept(now, from, ballot, committed, entries),
             Message::Accepted {
                 ballot,
                 slots,
                 committed,
-            } => {
-                self.on_accepted(now, from, ballot, &slots, committed);
-                Ok(())
-            }
-            Message::Commit { ballot, committed } => {
-                self.on_commit(now, from, ballot, committed);
-                Ok(())
-            }
+            } => self.on_accepted(now, from, ballot, &slots, committed),
+            Message::Commit { ballot, committed } => self.on_commit(now, from, ballot, committed),
             Message::CommitAck { ballot, committed } => {
-                self.on_commit_ack(now, from, ballot, committed);
-                Ok(())
+                self.on_commit_ack(now, from, ballot, committed)
             }
-            Message::Release { ballot, committed } => {
-                self.note_release(ballot, committed);
-                Ok(())
-            }
-            Message::Nack { ballot, promised } => {
-                self.on_nack(now, ballot, promised);
-                Ok(())
-            }
-            Message::CatchupRequest { from: slot } => {
-                self.on_catchup_request(from, slot);
-                Ok(())
-            }
-            Message::CatchupResponse { entries } => {
-                self.on_catchup_response(now, from, entries);
-                Ok(())
-            }
+            Message::Release { ballot, committed } => self.note_release(ballot, committed),
+            Message::Nack { ballot, promised } => self.on_nack(now, ballot, promised),
+            Message::CatchupRequest { from: slot } => self.on_catchup_request(from, slot),
+            Message::CatchupResponse { entries } => self.on_catchup_response(now, from, entries),
             Message::SnapshotRequest { slot, offset } => {
-                self.on_snapshot_request(from, slot, offset);
-                Ok(())
+                self.on_snapshot_request(from, slot, offset)
             }
             Message::SnapshotChunk {
                 slot,
@@ -359,22 +346,14 @@ impl Replica {
                     data,
                 };
                 self.on_snapshot_chunk(now, from, chunk);
-                Ok(())
             }
-            Message::Probe => {
-                self.on_probe(from);
-                Ok(())
-            }
+            Message::Probe => self.on_probe(from),
             Message::ProbeReply {
                 promised,
                 last_slot,
-            } => {
-                self.on_probe_reply(now, from, promised, last_slot);
-                Ok(())
-            }
-        };
-        self.maybe_finish_rejoin(now);
-        self.finish(result)
+            } => self.on_probe_reply(now, from, promised, last_slot),
+        }
+        Ok(())
     }
 
     /// Proposes client commands. A leader assigns them to slots (batched
