@@ -23,6 +23,7 @@
 //! trexlock certs --cluster orders --nodes 1,2,3 --clients billing --admins ops --out ./certs
 //! ```
 
+mod acquire;
 mod bootstrap;
 mod config;
 mod force_release;
@@ -69,7 +70,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use trexlock_lease::remote::{self, RemoteConfig, TcpNode};
-use trexlock_lease::{LeaseClient, LeaseError, LeaseToken, Stamp, TryAcquire};
+use trexlock_lease::{LeaseClient, LeaseError, LeaseToken, Stamp};
 use trexlock_paxos::NodeId;
 use trexlock_transport::{TlsConfig, certs};
 
@@ -94,54 +95,7 @@ enum Command {
     },
     /// Take a lease; prints its stamp. With --hold, keeps it (renewing) until
     /// interrupted; with `-- COMMAND`, runs the command only while it holds.
-    Acquire {
-        /// Lease name.
-        name: String,
-        /// Lease duration (e.g. 10s, 500ms).
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        ttl: Duration,
-        /// Wait in line up to this long if someone else holds it (0s: do not wait).
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        wait: Duration,
-        /// Who holds the lease (renew and release take the same). With a
-        /// client certificate, an owner not under its name is put under it
-        /// (<name>/<owner>): the node lets a certificate use no other.
-        #[arg(long, default_value_t = default_owner())]
-        owner: String,
-        /// Keep renewing until interrupted, then release.
-        #[arg(long, conflicts_with = "session")]
-        hold: bool,
-        /// With a COMMAND: kill it once the lease is valid for less than this.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        gap: Duration,
-        /// Run this (after `--`) while the lease is held, renewing it; the
-        /// command gets TREXLOCK_NAME and TREXLOCK_STAMP, is killed if the
-        /// lease is lost or cannot be renewed in time, and the lease is
-        /// released when it ends.
-        #[arg(last = true, conflicts_with_all = ["session", "hold"])]
-        command: Vec<String>,
-        /// If the lease EXPIRES (is not released), grant it to nobody for this long afterwards (at most 60s).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        lock_delay: Option<Duration>,
-        /// Take one permit of a semaphore of this many permits (1 to 64) instead of a lease.
-        #[arg(long, conflicts_with_all = ["read", "write", "lock_delay"])]
-        permits: Option<u32>,
-        /// Take a read-write lease shared, beside other readers.
-        #[arg(long, conflicts_with_all = ["write", "lock_delay"])]
-        read: bool,
-        /// Take a read-write lease exclusively.
-        #[arg(long, conflicts_with = "lock_delay")]
-        write: bool,
-        /// Bind the lease to this lease session (`session open` printed its
-        /// id): it lasts as long as the session, whose TTL replaces --ttl.
-        #[arg(long, requires = "token")]
-        session: Option<u64>,
-        /// The session's secret token (hex), with --session.
-        #[arg(long, value_parser = parse_token, requires = "session")]
-        token: Option<LeaseToken>,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-    },
+    Acquire(acquire::AcquireArgs),
     /// Open, keep or close a lease session: one TTL and one keep-alive for
     /// every lease bound to it (`acquire --session`).
     Session {
@@ -400,80 +354,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Node { config } => run_node(config).await,
-        Command::Acquire {
-            name,
-            ttl,
-            wait,
-            owner,
-            hold,
-            gap,
-            command,
-            lock_delay,
-            permits,
-            read,
-            write,
-            session,
-            token,
-            cluster,
-        } => {
-            let owner = cluster.owner(Some(owner))?;
-            let client = cluster.client(owner.clone()).await?;
-            if let (Some(id), Some(token)) = (session, token) {
-                return session::acquire(&client, &name, id, token, wait).await;
-            }
-            let lease = if let Some(mode) = shares::mode(permits, read, write) {
-                client
-                    .acquire_share(&name, mode, ttl, wait)
-                    .await
-                    .map_err(|e| e.to_string())?
-            } else if wait.is_zero() {
-                match client
-                    .try_acquire(&name, ttl)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    TryAcquire::Acquired(lease) => lease,
-                    TryAcquire::Held(h) => {
-                        return Err(format!(
-                            "{name} is held by {} (stamp {}, {} ms left)",
-                            h.owner, h.stamp, h.remaining_ms
-                        ));
-                    }
-                }
-            } else {
-                client
-                    .acquire(&name, ttl, wait)
-                    .await
-                    .map_err(|e| e.to_string())?
-            };
-            if let Some(delay) = lock_delay {
-                lease
-                    .set_lock_delay(delay)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let token = lease.token().map_err(|e| e.to_string())?;
-            println!(
-                "acquired {name} owner={owner} stamp={} token={:032x}",
-                lease.stamp(),
-                token.0
-            );
-            if !command.is_empty() {
-                return guard::run_while_held(lease, gap, &command).await;
-            }
-            if hold {
-                let lease = std::sync::Arc::new(lease);
-                let mut keep_alive = trexlock_lease::KeepAlive::start(lease.clone());
-                tokio::select! {
-                    lost = keep_alive.lost() => return Err(format!("lease lost: {lost}")),
-                    _ = shutdown_signal() => {}
-                }
-                drop(keep_alive);
-                lease.release().await.map_err(|e| e.to_string())?;
-                println!("released {name}");
-            }
-            Ok(())
-        }
+        Command::Acquire(args) => acquire::run(args).await,
         Command::Renew {
             name,
             owner,
