@@ -186,50 +186,9 @@ impl RedbJournal {
         // place once initialised: a crash while creating it must not leave
         // a half-written file that every later open refuses as damaged.
         let creating = crate::sibling(path, ".creating");
-        let db = if fresh {
-            crate::remove_if_present(&creating).map_err(|e| tables.redb_error(e))?;
-            // A log beside no journal belongs to one deleted with it.
-            for log in 0..LOG_SUFFIXES.len() {
-                crate::remove_if_present(&Wal::path_for(path, log))
-                    .map_err(|e| tables.redb_error(e))?;
-            }
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(&creating)
-        } else {
-            // Without the integrity check redb trusts a cleanly closed file
-            // and may panic on one damaged since; with it, damage is an
-            // error.
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .set_check_integrity_on_open(true)
-                .open(path)
-        }
-        .map_err(|e| tables.redb_error(e))?;
+        let db = Self::open_database(path, fresh, &creating, &tables)?;
         let txn = Self::begin(&db, &tables)?;
-        let (holds_tables, holds_journal) = {
-            let mut names = txn
-                .list_tables()
-                .map_err(|e| tables.redb_error(e))?
-                .peekable();
-            let holds_tables = names.peek().is_some();
-            (
-                holds_tables,
-                names.any(|t| t.name() == tables.meta_table_name()),
-            )
-        };
-        // An empty database is one whose creation was interrupted before
-        // its first commit: safe to initialise. Anything else without our
-        // metadata is somebody else's data.
-        if holds_tables && !holds_journal {
-            return Err(JournalError::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "a redb database, but not a trexlock journal (no table {})",
-                    tables.meta_table_name()
-                ),
-            });
-        }
+        Self::refuse_foreign(&txn, &tables)?;
         tables.create_or_check(&txn, &identity)?;
         let committed = tables.sequence(&txn)?;
         let replayed = if fresh {
@@ -272,6 +231,60 @@ impl RedbJournal {
             #[cfg(test)]
             fail_folds: false,
         })
+    }
+
+    /// Opens the redb database at `path`, or for a `fresh` journal
+    /// creates it at `creating` (renamed to `path` once initialised),
+    /// first removing what a deleted journal left beside it.
+    fn open_database(
+        path: &Path,
+        fresh: bool,
+        creating: &Path,
+        tables: &JournalTables,
+    ) -> Result<Database, JournalError> {
+        if fresh {
+            crate::remove_if_present(creating).map_err(|e| tables.redb_error(e))?;
+            // A log beside no journal belongs to one deleted with it.
+            for log in 0..LOG_SUFFIXES.len() {
+                crate::remove_if_present(&Wal::path_for(path, log))
+                    .map_err(|e| tables.redb_error(e))?;
+            }
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(creating)
+        } else {
+            // Without the integrity check redb trusts a cleanly closed file
+            // and may panic on one damaged since; with it, damage is an
+            // error.
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .set_check_integrity_on_open(true)
+                .open(path)
+        }
+        .map_err(|e| tables.redb_error(e))
+    }
+
+    /// Refuses a database that holds tables but not a journal's: an empty
+    /// database is one whose creation was interrupted before its first
+    /// commit, safe to initialise; anything else without our metadata is
+    /// somebody else's data.
+    fn refuse_foreign(txn: &WriteTransaction, tables: &JournalTables) -> Result<(), JournalError> {
+        let mut names = txn
+            .list_tables()
+            .map_err(|e| tables.redb_error(e))?
+            .peekable();
+        let holds_tables = names.peek().is_some();
+        let holds_journal = names.any(|t| t.name() == tables.meta_table_name());
+        if holds_tables && !holds_journal {
+            return Err(JournalError::Corrupt {
+                path: tables.path().to_path_buf(),
+                reason: format!(
+                    "a redb database, but not a trexlock journal (no table {})",
+                    tables.meta_table_name()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The file this journal lives in.
