@@ -5,7 +5,7 @@ use super::authz::authorize;
 use super::members::{AddressBook, MAX_MEMBER_REQUESTS, MemberService};
 use super::watches::{OWED_RETRY, SWEEP_INTERVAL, ServedWatches};
 use super::{ClientMessage, NodeReply, NodeTransport, RemoteStatus, TcpNetwork};
-use crate::command::{Outcome, Refusal};
+use crate::command::{Outcome, Refusal, Request};
 use crate::error::NodeError;
 use crate::node::{Call, JournalFile, Node, NodeConfig, NodeHandle, Reply};
 use std::net::SocketAddr;
@@ -172,58 +172,69 @@ async fn serve_clients(
             }
             ClientMessage::Members(request) => members.serve(conn, request),
             ClientMessage::Lease(request) => {
-                // Over TLS a connection without an identity has closed:
-                // nobody is left to answer.
-                let Some(identity) = transport.client_identity(conn) else {
-                    continue;
-                };
-                if tls && identity.is_none() {
-                    continue;
-                }
-                let refused = if node.status().removed {
-                    // Its table ends at its removal: a member serves better.
-                    Err(Refusal::Removed)
-                } else {
-                    authorize(identity.as_ref(), &request.op)
-                };
-                if let Err(refusal) = refused {
-                    node.metrics.refused(refusal);
-                    let reply = NodeReply::Outcome {
-                        client: request.client,
-                        request: request.request,
-                        outcome: Outcome::Refused(refusal),
-                    };
-                    let _ = transport.reply(conn, reply);
-                    continue;
-                }
-                let (client, id) = (request.client, request.request);
-                let answering = transport.clone();
-                // Answers go straight from the node task onto the client's
-                // connection queue; a failed send (the client is gone or
-                // not reading) makes the node stop waiting on its behalf.
-                let reply = Reply::Remote(Box::new(move |outcome| {
-                    answering
-                        .reply(
-                            conn,
-                            NodeReply::Outcome {
-                                client,
-                                request: id,
-                                outcome,
-                            },
-                        )
-                        .is_ok()
-                }));
-                if node
-                    .calls
-                    .send(Call::Request { request, reply })
-                    .await
-                    .is_err()
-                {
+                if !serve_lease_request(node, transport, conn, request, tls).await {
                     return;
                 }
             }
         }
     }
+}
+
+/// Passes a lease request from connection `conn` to the node if the
+/// connection's identity allows it, else answers it refused. False once
+/// the node has stopped taking calls.
+async fn serve_lease_request(
+    node: &NodeHandle,
+    transport: &NodeTransport,
+    conn: ConnectionId,
+    request: Request,
+    tls: bool,
+) -> bool {
+    // Over TLS a connection without an identity has closed: nobody is
+    // left to answer.
+    let Some(identity) = transport.client_identity(conn) else {
+        return true;
+    };
+    if tls && identity.is_none() {
+        return true;
+    }
+    let refused = if node.status().removed {
+        // Its table ends at its removal: a member serves better.
+        Err(Refusal::Removed)
+    } else {
+        authorize(identity.as_ref(), &request.op)
+    };
+    if let Err(refusal) = refused {
+        node.metrics.refused(refusal);
+        let reply = NodeReply::Outcome {
+            client: request.client,
+            request: request.request,
+            outcome: Outcome::Refused(refusal),
+        };
+        let _ = transport.reply(conn, reply);
+        return true;
+    }
+    let (client, id) = (request.client, request.request);
+    let answering = transport.clone();
+    // Answers go straight from the node task onto the client's connection
+    // queue; a failed send (the client is gone or not reading) makes the
+    // node stop waiting on its behalf.
+    let reply = Reply::Remote(Box::new(move |outcome| {
+        answering
+            .reply(
+                conn,
+                NodeReply::Outcome {
+                    client,
+                    request: id,
+                    outcome,
+                },
+            )
+            .is_ok()
+    }));
+    node.calls
+        .send(Call::Request { request, reply })
+        .await
+        .is_ok()
 }
 
 /// What `node` answers a status request.

@@ -29,7 +29,9 @@ use super::{
     Applied, Event, Holder, LeaseTable, MAX_LEASES, MAX_WAITERS, MAX_WAITERS_PER_LEASE,
     SESSION_IDLE_US, Waiter,
 };
-use crate::command::{ListedHolder, ListedLease, Mode, Op, Outcome, Refusal, Request, Stamp};
+use crate::command::{
+    LeaseToken, ListedHolder, ListedLease, Mode, Op, Outcome, Refusal, Request, Stamp,
+};
 use std::collections::VecDeque;
 
 mod snapshot;
@@ -116,7 +118,7 @@ impl ShareLine {
         })
     }
 
-    fn holder_of(&self, owner: &str, token: crate::command::LeaseToken) -> Option<usize> {
+    fn holder_of(&self, owner: &str, token: LeaseToken) -> Option<usize> {
         self.holders
             .iter()
             .position(|(h, _)| &*h.owner == owner && h.token == token)
@@ -133,6 +135,16 @@ struct Found {
     waiters: usize,
     /// Nobody waits (or the caller may skip the line) and the share fits.
     free: bool,
+}
+
+/// A claim on a share, once checked: who asks, in which mode, for how
+/// long.
+struct ShareClaim<'a> {
+    name: &'a str,
+    owner: &'a str,
+    token: LeaseToken,
+    ttl_us: u64,
+    mode: Mode,
 }
 
 /// What the table's indexes record about a line.
@@ -355,27 +367,15 @@ impl LeaseTable {
             }
             None => (0, 0, true),
         };
+        let claim = ShareClaim {
+            name,
+            owner,
+            token: *token,
+            ttl_us,
+            mode: *mode,
+        };
         if free {
-            if self.share_holders >= MAX_SHARE_HOLDERS {
-                return Outcome::Refused(Refusal::TooManyShareHolders);
-            }
-            self.next_stamp += 1;
-            let stamp = Stamp(self.next_stamp);
-            let holder = Holder {
-                owner: self.owners.intern(owner),
-                token: *token,
-                stamp,
-                expires_at: now.saturating_add(ttl_us),
-                session: None,
-            };
-            self.update_share(name, kind, |l| l.holders.push((holder, *mode)));
-            out.events.push(Event::Granted {
-                name: name.clone(),
-                stamp,
-                waited: false,
-                owner: owner.clone(),
-            });
-            return Outcome::Granted { stamp, value: None };
+            return self.grant_share(&claim, out);
         }
         if *wait_ms == 0 {
             return Outcome::Busy {
@@ -389,17 +389,53 @@ impl LeaseTable {
         if self.waiters >= MAX_WAITERS {
             return Outcome::Refused(Refusal::TooManyWaitersInAll);
         }
-        let give_up_at = now.saturating_add(wait_ms.saturating_mul(1000));
+        self.queue_for_share(req, &claim, *wait_ms)
+    }
+
+    /// Grants `claim` a share of its line, which has room for it.
+    fn grant_share(&mut self, claim: &ShareClaim<'_>, out: &mut Applied) -> Outcome {
+        if self.share_holders >= MAX_SHARE_HOLDERS {
+            return Outcome::Refused(Refusal::TooManyShareHolders);
+        }
+        self.next_stamp += 1;
+        let stamp = Stamp(self.next_stamp);
+        let holder = Holder {
+            owner: self.owners.intern(claim.owner),
+            token: claim.token,
+            stamp,
+            expires_at: self.now.saturating_add(claim.ttl_us),
+            session: None,
+        };
+        let mode = claim.mode;
+        self.update_share(claim.name, Kind::of(mode), |l| {
+            l.holders.push((holder, mode))
+        });
+        out.events.push(Event::Granted {
+            name: claim.name.to_owned(),
+            stamp,
+            waited: false,
+            owner: claim.owner.to_owned(),
+        });
+        Outcome::Granted { stamp, value: None }
+    }
+
+    /// Puts `claim` (the request `req`) in its line for up to `wait_ms`;
+    /// the line has room for it.
+    fn queue_for_share(&mut self, req: &Request, claim: &ShareClaim<'_>, wait_ms: u64) -> Outcome {
+        let give_up_at = self.now.saturating_add(wait_ms.saturating_mul(1000));
         let waiter = Waiter {
-            owner: self.owners.intern(owner),
-            token: *token,
+            owner: self.owners.intern(claim.owner),
+            token: claim.token,
             client: req.client,
             request: req.request,
-            ttl_us,
+            ttl_us: claim.ttl_us,
             give_up_at,
             session: None,
         };
-        self.update_share(name, kind, |l| l.waiters.push_back((waiter, *mode)));
+        let mode = claim.mode;
+        self.update_share(claim.name, Kind::of(mode), |l| {
+            l.waiters.push_back((waiter, mode))
+        });
         // Its answer may come as late as the end of its wait: the session
         // (and so its mark and that answer) must outlive it.
         self.touch_session(req.client, give_up_at.saturating_add(SESSION_IDLE_US));
