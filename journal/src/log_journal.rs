@@ -443,46 +443,18 @@ struct VersionPrefix {
     version: u32,
 }
 
+/// Replays a log journal's bytes: its header (refused if it is not this
+/// node's journal of a supported version), then its records in order.
 fn read_records(
     path: &Path,
     bytes: &[u8],
     identity: &JournalIdentity,
 ) -> Result<Replayed, JournalError> {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(corrupt(
-            path,
-            "not a trexlock log journal (no magic bytes at the start)".to_owned(),
-        ));
-    }
-    let mut at = MAGIC.len();
-    let unreadable_header = || corrupt(path, "the header record is unreadable".to_owned());
-    let (payload, next) = next_record(bytes, at, 0)
-        .or_else(|| version_1_record(bytes, at))
-        .ok_or_else(unreadable_header)?;
-    match postcard::take_from_bytes::<VersionPrefix>(payload) {
-        Ok((
-            VersionPrefix {
-                variant: 0,
-                version,
-            },
-            _,
-        )) => {
-            check_version(path, version, LOG_FORMAT_VERSION)?;
-        }
-        _ => return Err(corrupt(path, "the first record is not a header".to_owned())),
-    }
-    let Decoded::Header {
-        cluster_id,
-        node_id,
+    let LogHeader {
         state_follows,
         salt,
-        ..
-    } = decode(path, payload, "the header record")?
-    else {
-        return Err(corrupt(path, "the first record is not a header".to_owned()));
-    };
-    check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
-    at = next;
+        end: mut at,
+    } = read_header(path, bytes, identity)?;
     let mut read = Replayed {
         base: at,
         state: JournalState::default(),
@@ -540,6 +512,63 @@ fn read_records(
         read.damage = torn_or_damaged(bytes, at, read.written, salt);
     }
     Ok(read)
+}
+
+/// Reads and checks the header record at the start of `bytes`.
+fn read_header(
+    path: &Path,
+    bytes: &[u8],
+    identity: &JournalIdentity,
+) -> Result<LogHeader, JournalError> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt(
+            path,
+            "not a trexlock log journal (no magic bytes at the start)".to_owned(),
+        ));
+    }
+    let at = MAGIC.len();
+    let unreadable_header = || corrupt(path, "the header record is unreadable".to_owned());
+    let (payload, next) = next_record(bytes, at, 0)
+        .or_else(|| version_1_record(bytes, at))
+        .ok_or_else(unreadable_header)?;
+    match postcard::take_from_bytes::<VersionPrefix>(payload) {
+        Ok((
+            VersionPrefix {
+                variant: 0,
+                version,
+            },
+            _,
+        )) => {
+            check_version(path, version, LOG_FORMAT_VERSION)?;
+        }
+        _ => return Err(corrupt(path, "the first record is not a header".to_owned())),
+    }
+    let Decoded::Header {
+        cluster_id,
+        node_id,
+        state_follows,
+        salt,
+        ..
+    } = decode(path, payload, "the header record")?
+    else {
+        return Err(corrupt(path, "the first record is not a header".to_owned()));
+    };
+    check_owner(path, &JournalIdentity::new(cluster_id, node_id), identity)?;
+    Ok(LogHeader {
+        state_follows,
+        salt,
+        end: next,
+    })
+}
+
+/// What a log's header says about the records after it.
+struct LogHeader {
+    /// The first record after it is the compacted state.
+    state_follows: bool,
+    /// The salt every later record's check word is seeded with.
+    salt: u32,
+    /// Where the header record ends.
+    end: usize,
 }
 
 /// The record at `at` as format version 1 framed it (`[length][CRC-32 of
