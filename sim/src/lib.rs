@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 pub mod checker;
+mod cli;
 mod clock;
 pub mod leases;
 pub mod lists;
@@ -44,9 +45,9 @@ pub mod shares;
 pub mod watches;
 mod world;
 
+pub use cli::main_with_args;
 pub use world::{Outcome, World};
 
-use std::io::Write;
 use std::time::Duration;
 
 /// A deliberately broken rule, in the Paxos core or in the node runtime
@@ -152,25 +153,7 @@ pub fn simulate_many(first: u64, count: u64, opts: SimOptions) -> Vec<(u64, Outc
     results
 }
 
-const USAGE: &str = "usage: simulate --seeds N [--first S] [--nodes 1..9] [--sabotage NAME]
-                [--drift-ppm P] [--safety-gap-ms G] [--check-pause-ms C] [--reconfig]
-                [--verbose]
-  --reconfig        change the membership during runs (grow, shrink, replace,
-                    remove the leader)
-  --drift-ppm       largest clock rate error of nodes and clients (default 1000,
-                    the configured bound; above it leases may break)
-  --safety-gap-ms   gap holders keep before their deadline (default 25)
-  --check-pause-ms  longest pause right after a holder's check (default 20)
-  sabotage names (core): promise-not-persisted, accept-lower-ballot, minority-quorum,
-                  forget-votes-in-promise, count-partial-promise, commit-ignores-ballot,
-                  vote-after-disk-loss, unchecked-snapshot-chunks, reuse-own-ballot,
-                  old-config-quorum, concurrent-changes (these two with --reconfig)
-  sabotage names (runtime and client): early-accepted, leader-unsynced-vote,
-                  deadline-from-reply, no-takeover-extension, list-from-local-table,
-                  lock-delay-dropped, semaphore-off-by-one, reader-slips-past-writer,
-                  session-lease-from-acquire, watch-skips-event";
-
-/// Parses a sabotage name as printed in the usage text.
+/// Parses a sabotage name as `simulate --help` lists it.
 pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
     use trexlock_lease::Sabotage as R;
     use trexlock_paxos::Sabotage as C;
@@ -198,130 +181,4 @@ pub fn parse_sabotage(name: &str) -> Option<Sabotage> {
         "watch-skips-event" => Sabotage::Runtime(R::WatchSkipsEvent),
         _ => return None,
     })
-}
-
-/// The `simulate` command line. Prints each violation with its seed and a
-/// last line `simulated N seeds: V violations`; exits non-zero on any.
-pub fn main_with_args(args: impl IntoIterator<Item = String>) -> std::process::ExitCode {
-    let mut seeds = None;
-    let mut first = 0u64;
-    let mut opts = SimOptions::default();
-    let mut verbose = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let parsed: Result<(), String> = (|| {
-            match arg.as_str() {
-                "--seeds" => {
-                    seeds = Some(
-                        value("--seeds")?
-                            .parse()
-                            .map_err(|e| format!("--seeds: {e}"))?,
-                    )
-                }
-                "--first" => {
-                    first = value("--first")?
-                        .parse()
-                        .map_err(|e| format!("--first: {e}"))?
-                }
-                "--nodes" => {
-                    opts.nodes = value("--nodes")?
-                        .parse()
-                        .map_err(|e| format!("--nodes: {e}"))?;
-                    if !(1..=9).contains(&opts.nodes) {
-                        return Err("--nodes must be between 1 and 9".into());
-                    }
-                }
-                "--sabotage" => {
-                    let name = value("--sabotage")?;
-                    opts.sabotage =
-                        Some(parse_sabotage(&name).ok_or(format!("unknown sabotage {name}"))?);
-                }
-                "--drift-ppm" => {
-                    opts.max_drift_ppm = value("--drift-ppm")?
-                        .parse()
-                        .map_err(|e| format!("--drift-ppm: {e}"))?;
-                    if !(0..100_000).contains(&opts.max_drift_ppm) {
-                        return Err("--drift-ppm must be below 100000".into());
-                    }
-                }
-                "--safety-gap-ms" => {
-                    let ms: u64 = value("--safety-gap-ms")?
-                        .parse()
-                        .map_err(|e| format!("--safety-gap-ms: {e}"))?;
-                    opts.safety_gap = Duration::from_millis(ms);
-                }
-                "--check-pause-ms" => {
-                    let ms: u64 = value("--check-pause-ms")?
-                        .parse()
-                        .map_err(|e| format!("--check-pause-ms: {e}"))?;
-                    opts.max_check_pause = Duration::from_millis(ms);
-                }
-                "--verbose" => verbose = true,
-                "--reconfig" => opts.reconfig = true,
-                "--help" | "-h" => return Err(String::new()),
-                other => return Err(format!("unknown argument {other}")),
-            }
-            Ok(())
-        })();
-        if let Err(e) = parsed {
-            if !e.is_empty() {
-                eprintln!("simulate: {e}");
-            }
-            eprintln!("{USAGE}");
-            return std::process::ExitCode::from(2);
-        }
-    }
-    let Some(count) = seeds else {
-        eprintln!("{USAGE}");
-        return std::process::ExitCode::from(2);
-    };
-    let outcomes = simulate_many(first, count, opts);
-    let mut out = std::io::stdout().lock();
-    let mut violations = 0usize;
-    for (seed, outcome) in &outcomes {
-        violations += outcome.violations.len();
-        for v in &outcome.violations {
-            let _ = writeln!(out, "seed {seed}: VIOLATION: {v}");
-        }
-        if verbose {
-            let _ = writeln!(
-                out,
-                "seed {seed}: chosen {} acknowledged {} crashes {} clean_stops {} lost_writes {} disk_losses {} partitions {} pauses {} elections {} lease_grants {} lease_actions {} share_actions {} resends {} snapshot_installs {} largest_install_bytes {} lists {} changes {} removals {} sessions_ended {}",
-                outcome.chosen,
-                outcome.acknowledged,
-                outcome.crashes,
-                outcome.clean_stops,
-                outcome.lost_writes,
-                outcome.disk_losses,
-                outcome.partitions,
-                outcome.pauses,
-                outcome.elections,
-                outcome.lease_grants,
-                outcome.lease_actions,
-                outcome.share_actions,
-                outcome.resends,
-                outcome.snapshot_installs,
-                outcome.largest_install_bytes,
-                outcome.lists,
-                outcome.changes,
-                outcome.removals,
-                outcome.sessions_ended
-            );
-        }
-    }
-    let watched = |f: fn(&Outcome) -> u64| outcomes.iter().map(|(_, o)| f(o)).sum::<u64>();
-    let _ = writeln!(
-        out,
-        "watches: {} events checked against the log, {} resumes, {} refused as compacted",
-        watched(|o| o.watch_events),
-        watched(|o| o.watch_resumes),
-        watched(|o| o.watch_compactions)
-    );
-    let _ = writeln!(out, "simulated {count} seeds: {violations} violations");
-    if violations == 0 {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
 }
