@@ -53,6 +53,11 @@
 //! at most [`MAX_LEASE_SESSIONS`] are open, holding at most
 //! [`MAX_LEASES_PER_SESSION`] leases each (`lease_sessions.rs` says why
 //! the two are kept apart).
+//!
+//! [`Request::acked_below`]: crate::command::Request::acked_below
+//! [`Outcome::AlreadyAnswered`]: crate::command::Outcome::AlreadyAnswered
+//! [`Refusal`]: crate::command::Refusal
+//! [`Op::OpenSession`]: crate::command::Op::OpenSession
 
 use crate::command::{Body, ClientId, Command, HolderInfo, Stamp};
 use owners::{Owners, Shared};
@@ -96,7 +101,7 @@ pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 pub const MAX_WAIT_MS: u64 = 24 * 60 * 60 * 1000;
 /// Largest fenced value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Largest encoded [`Request`], in bytes: a value of [`MAX_VALUE_BYTES`]
+/// Largest encoded [`Request`](crate::command::Request), in bytes: a value of [`MAX_VALUE_BYTES`]
 /// with a name and an owner of their largest sizes and every other field
 /// fits, with room to spare. A frame limit for client requests must be at
 /// least this (plus the frame's own header).
