@@ -9,6 +9,7 @@ use crate::command::{ClientId, Op, Outcome, Refusal, Request};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// What the table remembers of one client session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Session {
     /// The highest `acked_below` seen: every request below it was answered.

@@ -81,10 +81,7 @@ impl LeaseTable {
                 stamp,
                 token,
                 ..
-            } => match self.holds(name, owner, *stamp, *token) {
-                true => self.release(name, out),
-                false => self.not_holder(name),
-            },
+            } if self.holds(name, owner, *stamp, *token) => self.release(name, out),
             Op::ForceRelease { .. } => self.release(name, out),
             Op::SetLockDelay {
                 owner,
@@ -92,10 +89,10 @@ impl LeaseTable {
                 token,
                 lock_delay_ms,
                 ..
-            } => match self.holds(name, owner, *stamp, *token) {
-                true => self.set_lock_delay(name, *stamp, *lock_delay_ms),
-                false => self.not_holder(name),
-            },
+            } if self.holds(name, owner, *stamp, *token) => {
+                self.set_lock_delay(name, *stamp, *lock_delay_ms)
+            }
+            Op::Release { .. } | Op::SetLockDelay { .. } => self.not_holder(name),
             Op::Cancel { owner, token, .. } => self.cancel(name, owner, *token),
             Op::List {
                 prefix,

@@ -32,6 +32,7 @@ pub(super) struct Waiter {
     pub(super) session: Option<SessionId>,
 }
 
+/// A lease held or awaited: its holder, its line and its fenced value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Lease {
     pub(super) holder: Option<Holder>,
