@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod ack_mark;
+mod direct_append;
 mod framing;
 mod log_journal;
 mod record;

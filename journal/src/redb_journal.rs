@@ -504,6 +504,48 @@ mod tests {
         }
     }
 
+    /// The journal at `path`, its logs written and synced through the page
+    /// cache as where the file system refuses direct writes.
+    fn buffered(path: &Path) -> Result<RedbJournal, JournalError> {
+        let mut journal = RedbJournal::open(path, JournalIdentity::new("c", NodeId(1)))?;
+        journal.active.without_direct();
+        if let Spare::Ready(spare) = &mut journal.spare {
+            spare.without_direct();
+        }
+        Ok(journal)
+    }
+
+    #[test]
+    fn logs_written_without_direct_io_conform() {
+        crate::testing::conformance(|| {
+            let dir = tempfile::tempdir().unwrap();
+            move || buffered(&dir.path().join("journal.redb"))
+        });
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn both_logs_append_directly_where_the_file_system_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = dir.path().join("probe");
+        std::fs::write(&probe, [0; 4096]).unwrap();
+        let allowed = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&probe)
+                .is_ok()
+        };
+        let path = dir.path().join("journal.redb");
+        let journal = RedbJournal::open(&path, JournalIdentity::new("c", NodeId(1))).unwrap();
+        assert_eq!(journal.active.is_direct(), allowed);
+        let Spare::Ready(spare) = &journal.spare else {
+            panic!("a journal just opened has its spare log ready");
+        };
+        assert_eq!(spare.is_direct(), allowed);
+    }
+
     #[test]
     fn a_failed_fold_fails_the_journal_closed_and_loses_no_acknowledged_write() {
         let dir = tempfile::tempdir().unwrap();

@@ -39,6 +39,7 @@
 //! after a power cut. The header is one small write at the start of the
 //! file, which no crash tears: a header that fails its check is damage too.
 
+use crate::direct_append::DirectAppender;
 use crate::framing::{frame, next_record, torn_or_damaged, written_len};
 use crate::record::{WriteOwned, WriteRef, corrupt, decode, storage};
 use crate::tables::JournalIdentity;
@@ -79,6 +80,10 @@ pub(crate) struct Wal {
     salt: u32,
     /// Where the next record goes.
     end: u64,
+    /// The log's handle for direct appends, where the file system takes
+    /// them (see [`crate::direct_append`]); otherwise records are written
+    /// through `file` and synced.
+    direct: Option<DirectAppender>,
 }
 
 /// What a journal's logs hold beyond the redb file's newest commit.
@@ -269,12 +274,14 @@ impl Wal {
                 (file, header.salt)
             }
         };
+        let direct = DirectAppender::open(&path);
         let mut wal = Self {
             file,
             path,
             owner,
             salt,
             end: (found.written as u64).clamp(HEADER_LEN as u64, CAPACITY),
+            direct,
         };
         wal.restart(base)?;
         Ok(wal)
@@ -299,6 +306,7 @@ impl Wal {
             base,
         };
         let used = (self.end as usize).saturating_sub(HEADER_LEN);
+        self.forget_direct();
         self.file
             .write_all_at(&header.encode(), 0)
             .and_then(|()| self.file.sync_data())
@@ -321,10 +329,32 @@ impl Wal {
             owner: self.owner,
             base,
         };
+        self.forget_direct();
         self.file
             .write_all_at(&header.encode(), 0)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| storage(&self.path, e))
+    }
+
+    /// Whether records go to the disk directly (for tests).
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// From now on records are written and synced through `file` (for
+    /// tests of that path on a file system that takes direct writes).
+    #[cfg(test)]
+    pub(crate) fn without_direct(&mut self) {
+        self.direct = None;
+    }
+
+    /// The log is about to be written through `file`: a block kept for
+    /// direct appends would be stale.
+    fn forget_direct(&mut self) {
+        if let Some(direct) = &mut self.direct {
+            direct.forget();
+        }
     }
 
     /// The record of `write` as commit `sequence`, framed for the log's
@@ -352,7 +382,9 @@ impl Wal {
     }
 
     /// Appends `record` (from [`Wal::record`], framed for this round) and
-    /// syncs it: when this returns, the write it holds is durable.
+    /// syncs it: when this returns, the write it holds is durable. It is
+    /// written directly where the file system allows (one write, synced
+    /// in the same call), else written and synced with `fdatasync`.
     pub(crate) fn append(&mut self, record: &[u8]) -> Result<(), JournalError> {
         if !self.fits(record.len()) {
             return Err(storage(
@@ -362,6 +394,17 @@ impl Wal {
                     record.len()
                 )),
             ));
+        }
+        if let Some(direct) = &mut self.direct {
+            match direct.append(&self.file, self.end, record) {
+                Ok(()) => {
+                    self.end += record.len() as u64;
+                    return Ok(());
+                }
+                // Direct writes refused: buffered ones from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                Err(e) => return Err(storage(&self.path, e)),
+            }
         }
         self.file
             .write_all_at(record, self.end)
