@@ -34,7 +34,7 @@ use std::path::Path;
 /// The unit of a direct write: its offset, its length and its buffer's
 /// address are multiples of it. 4 KiB is a multiple of the logical block
 /// size of disks (512 bytes or 4 KiB) and of the memory page.
-const BLOCK: usize = 4096;
+pub(crate) const BLOCK: usize = 4096;
 
 /// A log's handle for direct, synchronous appends.
 #[derive(Debug)]

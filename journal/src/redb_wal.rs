@@ -67,6 +67,10 @@ pub(crate) const CAPACITY: u64 = if cfg!(fuzzing) {
     1024 * 1024
 };
 
+// A direct append writes whole blocks, the last one ending at most at the
+// log's end.
+const _: () = assert!(CAPACITY.is_multiple_of(crate::direct_append::BLOCK as u64));
+
 /// How many logs a journal keeps, and the suffix each one's file name
 /// takes after the journal's.
 pub(crate) const LOG_SUFFIXES: [&str; 2] = [".wal", ".wal2"];
