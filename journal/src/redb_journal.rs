@@ -33,8 +33,9 @@ const LARGEST_LOGGED: usize = (CAPACITY / 4) as usize;
 ///
 /// Guarantees: every [`Journal::persist`] is synced to disk and atomic
 /// before it returns, however many steps' writes it covers: it is either
-/// one checksummed record appended to the active log and synced
-/// (`fdatasync`), or (a write that carries a snapshot, or a large one) one
+/// one checksummed record appended to the active log and synced (one
+/// direct `O_DSYNC` write where the file system takes it, else a write and
+/// `fdatasync`), or (a write that carries a snapshot, or a large one) one
 /// redb write transaction committed with [`Durability::Immediate`] that
 /// folds in everything the logs hold, after which the active log starts
 /// over. When the active log is full, the other one takes over (its header
