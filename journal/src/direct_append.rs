@@ -82,9 +82,9 @@ impl DirectAppender {
             self.buffer.resize(len + BLOCK, 0);
         }
         let offset = self.buffer.as_ptr().align_offset(BLOCK);
-        let run = self
-            .buffer
-            .get_mut(offset..offset + len)
+        let run = offset
+            .checked_add(len)
+            .and_then(|stop| self.buffer.get_mut(offset..stop))
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
         match last {
             Some(first) if first == start => run[..kept].copy_from_slice(&self.last_block[..kept]),
@@ -159,9 +159,10 @@ mod tests {
         let mut expected = vec![0; 4 * BLOCK];
         expected[..header.len()].copy_from_slice(&header);
         let mut at = header.len();
-        // Small records that share blocks, one that spans three, and
-        // records that start and end exactly on a block boundary.
-        let lengths = [100, 7, 300, 5_000, 1, 2 * BLOCK - 5_448, 13];
+        // Small records that share blocks, one that spans three (the
+        // middle one whole), and records that start and end exactly on a
+        // block boundary.
+        let lengths = [100, 7, 300, 9_000, 1, 3 * BLOCK - 9_448, 13];
         for (i, len) in lengths.into_iter().enumerate() {
             let record: Vec<u8> = (0..len).map(|j| (i * 31 + j % 251) as u8 | 1).collect();
             direct.append(&buffered, at as u64, &record).unwrap();
